@@ -1,0 +1,47 @@
+"""Plain text materials (.txt, .md, and JSONL with a `text` field) cut into passages for distillation recipes.
+
+A passage is a run of paragraphs (split at blank lines) of at most `max_chars`; shorter runs than `min_chars`
+are merged forward, and longer single paragraphs are kept whole up to `max_chars` characters.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipelines.errors import SourceError
+
+
+def read_passages(path: str | Path, *, min_chars: int = 200, max_chars: int = 1200) -> list[dict]:
+    """[{"title": "notes.md:3", "text": "..."}] in file order; raises SourceError if the file cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"source file not found: {path}; check the path given in --set sources=...")
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"cannot read {path}: {exc}; give a UTF-8 .txt, .md or .jsonl file") from None
+    if path.suffix == ".jsonl":
+        texts = []
+        for number, line in enumerate(raw.splitlines(), 1):
+            try:
+                record = json.loads(line) if line.strip() else {}
+            except json.JSONDecodeError:
+                continue  # ingest (a later stage of the project) quarantines these; materials only need text
+            if isinstance(record, dict) and isinstance(record.get("text"), str):
+                texts.append((f"{path.name}:{number}", record["text"]))
+    else:
+        texts = [(path.name, raw)]
+    passages = []
+    for title, text in texts:
+        current = ""
+        for para in (p.strip() for p in text.split("\n\n")):
+            if not para:
+                continue
+            if current and len(current) + len(para) + 2 > max_chars and len(current) >= min_chars:
+                passages.append({"title": title, "text": current})
+                current = ""
+            current = f"{current}\n\n{para}".strip()[:max_chars]
+        if len(current) >= min_chars or (current and not passages):
+            passages.append({"title": title, "text": current})
+    return passages

@@ -1,0 +1,111 @@
+"""`python -m pipelines.build RECIPE [--set key=val ...]`: run a recipe end to end under runs/<recipe>/.
+
+Every stage boundary is Parquet under the run dir, so a rerun skips finished stages and a killed run resumes.
+User errors print one line and exit 2; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+from pipelines.config import apply_overrides, flat_keys, to_json
+from pipelines.errors import ConfigError, PipelineError
+from pipelines.recipes import RECIPES, load_recipe
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise ConfigError(f"{message}; see python -m {self.prog} --help")
+
+
+def make_parser() -> Parser:
+    p = Parser(prog="pipelines.build", description="Build a dataset with a recipe.")
+    p.add_argument("recipe", help=f"one of: {', '.join(RECIPES)}")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VAL",
+                   help="override a config key (dotted, e.g. teacher.base_url=http://...); repeatable")
+    p.add_argument("--limit", type=int, default=None, help="produce at most N seed rows (a quick trial)")
+    p.add_argument("--fresh", action="store_true", help="recompute every stage (cached teacher answers are kept)")
+    p.add_argument("--run-dir", type=Path, default=None, help="where to write (default runs/<recipe>)")
+    p.add_argument("--show-config", action="store_true", help="print the resolved config and its keys, then exit")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    return p
+
+
+def build(args: argparse.Namespace) -> int:
+    from pipelines.report import print_table, write_report
+    from pipelines.runner import Runner
+    from pipelines.stage import Context
+    from pipelines.teacher import Teacher
+
+    recipe = load_recipe(args.recipe)
+    cfg = apply_overrides(recipe.Config(), [s for group in args.overrides for s in group.split()])
+    if args.show_config:
+        print(to_json(cfg))
+        print("keys:", ", ".join(flat_keys(cfg)))
+        return 0
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError("--limit must be at least 1")
+    run_dir = args.run_dir or Path("runs") / args.recipe
+    if args.fresh and run_dir.exists():
+        for child in run_dir.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(to_json(cfg))
+    log = logging.getLogger("pipelines")
+    stages = recipe.stages(cfg)
+    check_chain(stages)
+    teacher = Teacher(cfg.teacher, run_dir / "requests.sqlite", run_dir / "server.log",
+                      log=lambda msg: print(msg, file=sys.stderr))
+    ctx = Context(run_dir=run_dir, config=cfg, teacher=teacher, log=log, limit=args.limit)
+    started = time.monotonic()
+    try:
+        rows = Runner(stages, ctx).run()
+    finally:
+        teacher.close()
+    seconds = time.monotonic() - started
+    report = write_report(run_dir, args.recipe, rows, seconds)
+    print_table(rows, seconds)
+    print(f"export: {run_dir / 'export'}   report: {report}")
+    return 0
+
+
+def check_chain(stages) -> None:
+    """Fail before anything runs if a stage requires a column that no earlier stage provides."""
+    available: set[str] = set()
+    for stage in stages:
+        missing = [c for c in stage.requires if c not in available]
+        if available and missing:
+            raise ConfigError(f"recipe error: stage {stage.name} requires {missing}, which no earlier stage provides")
+        available.update(stage.provides)
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds through finally blocks, so the teacher server is stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(message)s")
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return build(make_parser().parse_args(argv))
+    except PipelineError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

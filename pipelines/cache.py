@@ -1,0 +1,78 @@
+"""The request cache: one SQLite row per answered teacher request, written as each answer arrives.
+
+WAL mode and a commit per answer mean a SIGKILL loses only requests still in flight. The key is sha256 of
+{model, base_url, messages, sampling params}; the parser is not in it, so changing a parser reuses answers already
+paid for. The schema evolves by numbered migrations recorded in `_migrations` (as sqlite-utils does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+
+def request_key(model: str, base_url: str, messages: list[dict], params: dict) -> str:
+    payload = {"model": model, "base_url": base_url, "messages": messages, "params": params}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def m001_initial(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE responses (
+            key TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            request TEXT NOT NULL,
+            text TEXT NOT NULL,
+            finish_reason TEXT,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            created REAL NOT NULL
+        )"""
+    )
+
+
+MIGRATIONS = [m001_initial]
+
+
+class RequestCache:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL)")
+        done = {row[0] for row in self.db.execute("SELECT name FROM _migrations")}
+        for migration in MIGRATIONS:
+            if migration.__name__ not in done:
+                with self.db:
+                    self.db.execute("BEGIN")
+                    migration(self.db)
+                    self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (migration.__name__, time.time()))
+
+    def get(self, key: str) -> dict | None:
+        row = self.db.execute(
+            "SELECT text, finish_reason, prompt_tokens, completion_tokens FROM responses WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("text", "finish_reason", "prompt_tokens", "completion_tokens"), row))
+
+    def put(self, key: str, model: str, request: dict, answer: dict) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, model, json.dumps(request, ensure_ascii=False), answer["text"], answer.get("finish_reason"),
+             answer.get("prompt_tokens"), answer.get("completion_tokens"), time.time()),
+        )
+
+    def __len__(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,49 @@
+"""UltraChat-style multi-turn SFT data, exported like HuggingFaceH4/ultrachat_200k.
+
+seeds -> opening -> dialogue -> validate -> dedup_exact -> dedup_minhash -> export
+
+The defaults are sized so the embedded SmolLM2-135M teacher finishes in a few minutes on 2 CPU cores; with a real
+teacher raise `n_dialogues` and `turns` and the token limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pipelines.stage import Stage
+from pipelines.stages.dedup import ExactDedup, MinHashDedup
+from pipelines.stages.dialogue import AskOpening, Sampling, SimulateDialogue
+from pipelines.stages.export import ExportSFT
+from pipelines.stages.seeds import SeedUltraChat
+from pipelines.stages.validate import Validate
+from pipelines.teacher import TeacherConfig
+
+
+@dataclass(frozen=True)
+class Config:
+    recipe: ClassVar[str] = "ultrachat"
+    name: str = field(default="ultrachat-convoforge", metadata={"help": "dataset name in the card"})
+    n_dialogues: int = field(default=60, metadata={"help": "seeds, spread evenly over the three sectors"})
+    turns: int = field(default=2, metadata={"help": "user/assistant exchanges per dialogue, at most"})
+    min_turns: int = field(default=2, metadata={"help": "dialogues with fewer exchanges are dropped"})
+    retries: int = field(default=1, metadata={"help": "re-asks of a user turn that fails a guard"})
+    sources: tuple[str, ...] = field(default=(), metadata={"help": "text files for the materials sector"})
+    seed: int = field(default=0, metadata={"help": "seed for sampling seeds, personas and materials"})
+    threshold: float = field(default=0.8, metadata={"help": "near-duplicate Jaccard threshold"})
+    test_fraction: float = 0.1
+    gen_fraction: float = 0.25
+    sampling: Sampling = field(default_factory=Sampling)
+    teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=16))
+
+
+def stages(cfg: Config) -> list[Stage]:
+    return [
+        SeedUltraChat(n_dialogues=cfg.n_dialogues, seed=cfg.seed, sources=cfg.sources),
+        AskOpening(sampling=cfg.sampling, retries=cfg.retries),
+        SimulateDialogue(sampling=cfg.sampling, turns=cfg.turns, min_turns=cfg.min_turns, retries=cfg.retries),
+        Validate(),
+        ExactDedup(),
+        MinHashDedup(threshold=cfg.threshold),
+        ExportSFT(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction, card="ultrachat"),
+    ]

@@ -1,0 +1,34 @@
+"""The run report: `runs/<recipe>/report.json` and the table printed at the end of every run."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from rich.table import Table
+
+from rich.console import Console
+
+
+def write_report(run_dir: Path, recipe: str, rows: list[dict], seconds: float) -> Path:
+    report = {"recipe": recipe, "seconds": round(seconds, 2), "stages": rows}
+    path = run_dir / "report.json"
+    tmp = path.with_name("report.json.tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def print_table(rows: list[dict], seconds: float) -> None:
+    table = Table(title=f"run finished in {seconds:.1f}s")
+    for col in ("stage", "status", "in", "dropped (by reason)", "out", "seconds", "requests", "cache hits",
+                "retries", "tokens in/out"):
+        table.add_column(col, justify="left" if col in ("stage", "status", "dropped (by reason)") else "right")
+    for r in rows:
+        drops = "\n".join(f"{k}: {v}" for k, v in sorted(r["dropped"].items())) or "-"
+        table.add_row(r["stage"], r["status"], str(r["rows_in"]), drops, str(r["rows_out"]), f"{r['seconds']:.1f}",
+                      str(r["requests"]), str(r["cache_hits"]), str(r["retries"]),
+                      f"{r['tokens_in']}/{r['tokens_out']}")
+    Console(width=None if sys.stdout.isatty() else 200).print(table)

@@ -1,0 +1,223 @@
+"""Run a recipe's stages in order, materializing every boundary as Parquet so that reruns skip and kills resume.
+
+Layout of `runs/<recipe>/<NN>_<stage>/`:
+- `part-NNNNN.parquet`: the kept rows of output batch N, written to a temp name and renamed, so a part either
+  exists whole or not at all. Its schema metadata holds what producing it cost (seconds, counters, teacher stats).
+- `_dropped/part-NNNNN.parquet` (written before the kept part), merged into `dropped.parquet` when the stage ends.
+- `_FINGERPRINT`: the fingerprint the parts were made under; parts under another fingerprint are discarded.
+- `_SUCCESS.json`: written last: fingerprint, rows in/out, drops by reason, seconds, requests, tokens.
+
+Fingerprint = sha256(stage name, its settings, the teacher identity if it uses one, the upstream fingerprint, the
+package version). A map stage resumes after its last complete part: its input is finished Parquet read in file
+order, re-cut into the same batches, so batch N always holds the same rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Iterator
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines import __version__, progress
+from pipelines.stage import DROP, Context, MapStage, Source, Stage
+
+META_KEY = b"pipelines"
+TEACHER_STATS = ("requests", "cache_hits", "retries", "failures", "tokens_in", "tokens_out")
+
+
+def fingerprint(stage: Stage, ctx: Context, upstream: str) -> str:
+    payload = {"stage": stage.name, "settings": stage.settings(), "upstream": upstream, "version": __version__}
+    if isinstance(stage, Source):
+        payload["limit"] = ctx.limit
+    if stage.uses_teacher and ctx.teacher is not None:
+        payload["teacher"] = ctx.teacher.config.identity()
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def reason_category(reason: str) -> str:
+    """`"near_duplicate: of 3fa2"` -> `"near_duplicate"`."""
+    return reason.split(":", 1)[0].strip()
+
+
+def read_parts(stage_dir: Path) -> Iterator[pl.DataFrame]:
+    for path in sorted(stage_dir.glob("part-*.parquet")):
+        yield pl.read_parquet(path)
+
+
+def read_output(stage_dir: Path) -> pl.DataFrame:
+    """All kept rows of a finished stage as one frame."""
+    frames = [f for f in read_parts(stage_dir) if f.width]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+
+
+def rebatch(frames: Iterator[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]:
+    """Re-cut a stream of frames into frames of exactly `size` rows (the last may be shorter)."""
+    buffer: list[pl.DataFrame] = []
+    held = 0
+    for frame in frames:
+        if not frame.height:
+            continue
+        buffer.append(frame)
+        held += frame.height
+        while held >= size:
+            joined = pl.concat(buffer, how="diagonal_relaxed")
+            yield joined.head(size)
+            rest = joined.slice(size)
+            buffer, held = ([rest] if rest.height else []), rest.height
+    if held:
+        yield pl.concat(buffer, how="diagonal_relaxed")
+
+
+def _write_atomic(frame: pl.DataFrame, path: Path, meta: dict | None = None) -> None:
+    table = frame.to_arrow()
+    if meta is not None:
+        table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _part_meta(path: Path) -> dict:
+    metadata = pq.read_schema(path).metadata or {}
+    return json.loads(metadata.get(META_KEY, b"{}"))
+
+
+class Runner:
+    """Runs stages under `run_dir`; `run()` returns one report row per stage."""
+
+    def __init__(self, stages: list[Stage], ctx: Context):
+        self.stages = stages
+        self.ctx = ctx
+
+    def run(self) -> list[dict]:
+        rows, upstream, previous = [], "", None
+        with progress.live():
+            for index, stage in enumerate(self.stages):
+                stage_dir = self.ctx.run_dir / f"{index:02d}_{stage.name}"
+                fp = fingerprint(stage, self.ctx, upstream)
+                row = self._run_stage(stage, stage_dir, fp, previous)
+                rows.append(row)
+                upstream, previous = fp, (stage_dir, row)
+        return rows
+
+    def _run_stage(self, stage: Stage, stage_dir: Path, fp: str, previous) -> dict:
+        success = stage_dir / "_SUCCESS.json"
+        if success.exists():
+            done = json.loads(success.read_text())
+            if done["fingerprint"] == fp:
+                return {**done, "status": "skipped"}
+        marker = stage_dir / "_FINGERPRINT"
+        resumable = isinstance(stage, (MapStage, Source))
+        if stage_dir.exists() and (not resumable or not marker.exists() or marker.read_text() != fp):
+            shutil.rmtree(stage_dir)
+        resumed = stage_dir.exists() and any(stage_dir.glob("part-*.parquet"))
+        (stage_dir / "_dropped").mkdir(parents=True, exist_ok=True)
+        marker.write_text(fp)
+
+        if previous is None or isinstance(stage, Source):
+            rows_in, batches = None, iter(())
+        else:
+            prev_dir, prev_row = previous
+            rows_in, batches = prev_row["rows_out"], rebatch(read_parts(prev_dir), stage.batch_size)
+            first = next(iter(sorted(prev_dir.glob("part-*.parquet"))), None)
+            if first is not None:
+                stage.check_columns(pq.read_schema(first).names)
+
+        task = progress.add(f"{stage.name}", total=rows_in)
+        try:
+            if isinstance(stage, MapStage):
+                self._run_map(stage, stage_dir, batches, task)
+            else:
+                self._run_stream(stage, stage_dir, batches, task)
+        finally:
+            progress.remove(task)
+        return self._finish(stage, stage_dir, fp, rows_in, resumed)
+
+    def _run_map(self, stage: MapStage, stage_dir: Path, batches, task) -> None:
+        for k, batch in enumerate(batches):
+            if not (stage_dir / f"part-{k:05d}.parquet").exists():
+                started, before = time.monotonic(), self._teacher_stats()
+                self.ctx.counters.clear()
+                out = stage.process(batch, self.ctx)
+                self._write_part(stage_dir, k, out, started, before)
+            progress.advance(task, batch.height)
+
+    def _run_stream(self, stage: Stage, stage_dir: Path, batches, task) -> None:
+        def counted(frames):
+            for frame in frames:
+                yield frame
+                progress.advance(task, frame.height)
+
+        started, before = time.monotonic(), self._teacher_stats()
+        self.ctx.counters.clear()
+        outputs = stage.run(counted(batches), self.ctx)
+        if isinstance(stage, Source) and self.ctx.limit is not None:
+            outputs = rebatch(outputs, self.ctx.limit)
+            outputs = (next(outputs, pl.DataFrame()),)
+        for k, out in enumerate(outputs):
+            if not (stage_dir / f"part-{k:05d}.parquet").exists():  # a Source skips parts it already wrote
+                self._write_part(stage_dir, k, out, started, before)
+            started, before = time.monotonic(), self._teacher_stats()
+            self.ctx.counters.clear()
+
+    def _write_part(self, stage_dir: Path, k: int, out: pl.DataFrame, started: float, before: Counter) -> None:
+        dropped = Counter()
+        if DROP in out.columns:
+            gone = out.filter(pl.col(DROP).is_not_null())
+            if gone.height:
+                dropped.update(reason_category(r) for r in gone[DROP].to_list())
+                _write_atomic(gone, stage_dir / "_dropped" / f"part-{k:05d}.parquet")
+            out = out.filter(pl.col(DROP).is_null()).drop(DROP)
+        meta = {
+            "rows_out": out.height,
+            "dropped": dict(dropped),
+            "seconds": time.monotonic() - started,
+            "counters": dict(self.ctx.counters),
+            "teacher": dict(self._teacher_stats() - before),
+        }
+        _write_atomic(out, stage_dir / f"part-{k:05d}.parquet", meta)
+
+    def _teacher_stats(self) -> Counter:
+        return Counter(self.ctx.teacher.stats) if self.ctx.teacher is not None else Counter()
+
+    def _finish(self, stage: Stage, stage_dir: Path, fp: str, rows_in: int | None, resumed: bool) -> dict:
+        totals = {"rows_out": 0, "seconds": 0.0}
+        dropped, counters, teacher = Counter(), Counter(), Counter()
+        for path in sorted(stage_dir.glob("part-*.parquet")):
+            meta = _part_meta(path)
+            totals["rows_out"] += meta.get("rows_out", 0)
+            totals["seconds"] += meta.get("seconds", 0.0)
+            dropped.update(meta.get("dropped", {}))
+            counters.update(meta.get("counters", {}))
+            teacher.update(meta.get("teacher", {}))
+        drop_parts = sorted((stage_dir / "_dropped").glob("part-*.parquet"))
+        if drop_parts:
+            frames = [pl.read_parquet(p) for p in drop_parts]
+            _write_atomic(pl.concat(frames, how="diagonal_relaxed"), stage_dir / "dropped.parquet")
+        shutil.rmtree(stage_dir / "_dropped", ignore_errors=True)
+        if rows_in is None:
+            rows_in = totals["rows_out"] + sum(dropped.values())
+        row = {
+            "stage": stage_dir.name,
+            "fingerprint": fp,
+            "rows_in": rows_in,
+            "rows_out": totals["rows_out"],
+            "dropped": dict(dropped),
+            "seconds": round(totals["seconds"], 2),
+            "counters": dict(counters),
+            **{name: teacher.get(name, 0) for name in TEACHER_STATS},
+        }
+        success = stage_dir / "_SUCCESS.json"
+        tmp = success.with_name("_SUCCESS.json.tmp")
+        tmp.write_text(json.dumps(row, indent=2))
+        os.replace(tmp, success)
+        return {**row, "status": "resumed" if resumed else "ran"}

@@ -1,0 +1,88 @@
+"""The stage contract: a stage turns a stream of polars DataFrames into another.
+
+- `MapStage.process(batch, ctx)` handles one batch on its own; the runner checkpoints one Parquet part per batch,
+  so a killed map stage resumes after its last finished part.
+- `Source.read(ctx)` ignores the input and yields the first frames of a recipe (it must be deterministic).
+- A plain `Stage.run(batches, ctx)` sees the whole input (dedup, export); a killed one starts over.
+
+A stage marks rows to remove by setting `drop_reason` (null keeps the row). Reasons read `"category: detail"`;
+the report counts them by category. Stages are dataclasses: their fields are their config and fingerprint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import polars as pl
+
+from pipelines.errors import SchemaError
+
+DROP = "drop_reason"
+MESSAGES = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))  # schemas.MESSAGE in polars
+
+
+@dataclass
+class Context:
+    """What a stage may use besides its input: where to write, the teacher, a seeded rng, the config."""
+
+    run_dir: Path
+    config: Any
+    teacher: Any = None
+    limit: int | None = None  # --limit: rows a Source may produce
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("pipelines"))
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    counters: Counter = field(default_factory=Counter)
+
+    def count(self, key: str, n: int = 1) -> None:
+        """Count an event that is not a dropped row (a retried turn, a truncated dialogue) for the report."""
+        self.counters[key] += n
+
+
+class Stage:
+    name: str = "stage"
+    requires: tuple[str, ...] = ()
+    provides: tuple[str, ...] = ()
+    batch_size: int = 256
+    uses_teacher: bool = False
+
+    def run(self, batches: Iterator[pl.DataFrame], ctx: Context) -> Iterator[pl.DataFrame]:
+        raise NotImplementedError
+
+    def settings(self) -> dict:
+        """The config that defines this stage's output (goes into its fingerprint)."""
+        if dataclasses.is_dataclass(self):
+            return dataclasses.asdict(self)
+        return {}
+
+    def check_columns(self, columns: list[str]) -> None:
+        missing = [c for c in self.requires if c not in columns]
+        if missing:
+            raise SchemaError(f"stage {self.name} needs columns {missing}, but its input has {columns}")
+
+
+class MapStage(Stage):
+    def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def run(self, batches, ctx):
+        for batch in batches:
+            yield self.process(batch, ctx)
+
+
+class Source(Stage):
+    def read(self, ctx: Context) -> Iterator[pl.DataFrame]:
+        raise NotImplementedError
+
+    def run(self, batches, ctx):
+        yield from self.read(ctx)
+
+
+def with_drops(batch: pl.DataFrame, reasons: list[str | None]) -> pl.DataFrame:
+    """Attach a drop_reason column: `with_drops(df, [None, "empty: no text"])` drops the second row."""
+    return batch.with_columns(pl.Series(DROP, reasons, dtype=pl.String))

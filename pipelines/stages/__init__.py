@@ -1,0 +1,1 @@
+"""Stages, one kind per module. Each module opens with `requires -> provides`."""

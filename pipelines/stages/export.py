@@ -1,0 +1,70 @@
+"""Export: id, messages -> prompt, prompt_id, split; writes `<run_dir>/export/` shaped like ultrachat_200k.
+
+Splits `train_sft`, `test_sft`, `train_gen`, `test_gen` as `export/data/<split>-00000-of-00001.parquet` with the
+columns of HuggingFaceH4/ultrachat_200k: `prompt` (the first user turn), `prompt_id` (its sha256) and `messages`.
+A row's split comes from two hashes of its prompt_id, so one prompt never lands in two splits and a row keeps
+its split when the dataset grows. The card `export/README.md` is rendered from `data_cards/<template>.md`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.cards import write_card
+from pipelines.stage import MESSAGES, Context, Stage
+from schemas import MESSAGE
+
+SPLITS = ("train_sft", "test_sft", "train_gen", "test_gen")
+EXPORT_SCHEMA = pa.schema([("prompt", pa.string()), ("prompt_id", pa.string()), ("messages", pa.list_(MESSAGE))])
+
+
+def unit_hash(text: str) -> float:
+    """A stable number in [0, 1) from text."""
+    return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16) / 16**12
+
+
+def assign_split(prompt_id: str, test_fraction: float, gen_fraction: float) -> str:
+    kind = "gen" if unit_hash(prompt_id + ":gen") < gen_fraction else "sft"
+    part = "test" if unit_hash(prompt_id + ":test") < test_fraction else "train"
+    return f"{part}_{kind}"
+
+
+def first_user_turn(messages: list[dict]) -> str:
+    return next(m["content"] for m in messages if m["role"] == "user")
+
+
+@dataclass
+class ExportSFT(Stage):
+    test_fraction: float = 0.1
+    gen_fraction: float = 0.25
+    card: str = "ultrachat"
+    name = "export"
+    requires = ("id", "messages")
+    provides = ("prompt", "prompt_id", "split")
+
+    def run(self, batches, ctx: Context):
+        frames = [b for b in batches if b.height]
+        data = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={"messages": MESSAGES})
+        prompts = [first_user_turn(m) for m in data["messages"].to_list()]
+        prompt_ids = [hashlib.sha256(p.encode()).hexdigest() for p in prompts]
+        splits = [assign_split(p, self.test_fraction, self.gen_fraction) for p in prompt_ids]
+        data = data.with_columns(pl.Series("prompt", prompts, dtype=pl.String),
+                                 pl.Series("prompt_id", prompt_ids, dtype=pl.String),
+                                 pl.Series("split", splits, dtype=pl.String))
+        out_dir = ctx.run_dir / "export"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        (out_dir / "data").mkdir(parents=True)
+        counts = {}
+        for split in SPLITS:
+            rows = data.filter(pl.col("split") == split).select("prompt", "prompt_id", "messages")
+            table = pa.Table.from_pylist(rows.to_dicts(), schema=EXPORT_SCHEMA)
+            pq.write_table(table, out_dir / "data" / f"{split}-00000-of-00001.parquet")
+            counts[split] = table.num_rows
+        write_card(self.card, out_dir, ctx, counts)
+        yield data

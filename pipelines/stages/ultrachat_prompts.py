@@ -1,0 +1,151 @@
+"""Prompt builders, parsers and guards for UltraChat-style dialogues (Ding et al., 2023, arXiv:2305.14233).
+
+Builders return chat messages; parsers turn the teacher's text into one clean turn; guards return a drop reason or
+None. They are separate so that each can be tested, and so that a parser change reuses cached answers.
+
+Tuned on SmolLM2-135M, which (measured) wraps questions in chatter ("I'm glad you asked. Could you ...?"),
+ignores `stop`, writes the text itself when asked for a writing request, and drifts to the few-shot topics.
+Hence: few-shot turns instead of instructions, first line only, the question sentence extracted, and an
+on-topic check. A stronger teacher passes the same guards without change.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+REQUEST_START = re.compile(
+    r"^(please|can|could|would|will|write|compose|draft|create|help|give|tell|explain|summari[sz]e|describe|"
+    r"suggest|list|make|generate|rewrite|translate|outline|what|how|why|when|where|who|which|is|are|do|does|"
+    r"should|i need|i want|i'd like)\b", re.I)
+REFUSAL = re.compile(r"\b(as an ai|i'm an ai|i am an ai|as a language model|i cannot assist|i can't assist|"
+                     r"i'm sorry, but i can(not|'t))\b", re.I)
+WORD = re.compile(r"[a-z]{4,}")
+STOPWORDS = set("about after again also been before being between could does doing from have here into just "
+                "like make more most much only other over said same should some such than that their them then "
+                "there these they this those very what when where which while will with would your you're".split())
+
+OPENING_SHOTS = {
+    "world": ("You write one question that a curious person would ask an AI assistant. Reply with the question only.",
+              [("Topic: how bees make honey", "How do bees turn flower nectar into honey?"),
+               ("Topic: the fall of the Roman Empire", "What were the main reasons the Western Roman Empire fell?")],
+              "Topic: {seed}"),
+    "writing": ("You turn a writing task into one request to an AI assistant. Start with 'Write', 'Can you write' or "
+                "'Please write'. Reply with the request only.",
+                [("Task: a haiku about the sea", "Can you write a haiku about the sea at night?"),
+                 ("Task: a thank-you note to a neighbour",
+                  "Please write a short thank-you note to my neighbour for watering my plants."),
+                 ("Task: a limerick about a cat", "Write a funny limerick about a lazy cat who hates Mondays.")],
+                "Task: {seed}"),
+    "materials": ("You are a reader who asks an AI assistant one question about a text. Reply with the question only.",
+                  [("Text:\nTides are caused mainly by the Moon's gravity pulling on the oceans, with a smaller pull "
+                    "from the Sun.\n\nWhat would a reader ask about this text?",
+                    "Why does the Moon pull on the oceans more strongly than the Sun?")],
+                  "Text:\n{seed}\n\nWhat would a reader ask about this text?"),
+}
+
+SIMULATOR_SHOTS = [
+    ("User: What is a prime number?\n\nAssistant: A prime number is a whole number greater than 1 whose only "
+     "divisors are 1 and itself, such as 2, 3, 5 and 7.", "Is 1 a prime number, and why not?"),
+    ("User: Write a two-line poem about coffee.\n\nAssistant: Dark and warm, the morning cup,\nit wakes the world "
+     "and lifts me up.", "Could you write a second verse about the afternoon?"),
+]
+
+
+def build_opening(sector: str, seed: str) -> list[dict]:
+    """Few-shot messages asking for the first user turn of a dialogue in `sector`."""
+    system, shots, template = OPENING_SHOTS[sector]
+    messages = [{"role": "system", "content": system}]
+    for prompt, answer in shots:
+        messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+    return messages + [{"role": "user", "content": template.format(seed=seed)}]
+
+
+def opening_turn(sector: str, seed: str, request: str) -> str:
+    """The first user turn: the request, after the passage it is about in the materials sector (as in UltraChat)."""
+    return f"{seed}\n\n{request}" if sector == "materials" else request
+
+
+def transcript(dialogue: list[dict]) -> str:
+    return "\n\n".join(("User: " if m["role"] == "user" else "Assistant: ") + m["content"] for m in dialogue)
+
+
+def build_user_turn(dialogue: list[dict], persona: str) -> list[dict]:
+    """Messages asking the simulator for the next user turn. The simulator is a separate chat whose assistant
+    plays the user, prompted with the dialogue so far as text (the dialogue's roles are never swapped)."""
+    system = (f"You play the user in a chat with an AI assistant. {persona} You never answer; you only ask one "
+              f"short follow-up question about what the assistant said. Reply with the question only.")
+    messages = [{"role": "system", "content": system}]
+    for shown, question in SIMULATOR_SHOTS:
+        messages += [{"role": "user", "content": f"{shown}\n\nWrite the user's next question."},
+                     {"role": "assistant", "content": question}]
+    return messages + [{"role": "user", "content": f"{transcript(dialogue)}\n\nWrite the user's next question."}]
+
+
+def parse_user_turn(text: str) -> str:
+    """First non-empty line, label and quotes removed, the question sentence kept if there is one.
+
+    'I\\'m glad you asked. Could you give an example?\\nMore' -> 'Could you give an example?'
+    'A curious person might ask: "Why is it blue?"' -> 'Why is it blue?'
+    """
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    line = lines[0] if lines else ""
+    line = re.sub(r"^(\*\*)?(user|question|request|you)\s*:\s*(\*\*)?", "", line, flags=re.I).strip()
+    quoted = re.findall(r"[\"\u201c]([^\"\u201d]{8,}\?)[\"\u201d]", line)
+    if quoted:
+        return quoted[0].strip()
+    sentences = re.split(r"(?<=[.!?])\s+", line)
+    questions = [s for s in sentences if s.endswith("?")]
+    if questions:
+        return questions[0].strip().strip("\"'")
+    return line.strip("\"'")
+
+
+def parse_assistant_turn(text: str, finish_reason: str | None) -> str:
+    """Strip the answer; if it was cut by max_tokens, trim it back to its last full sentence."""
+    text = text.strip()
+    if finish_reason == "length":
+        cut = max(text.rfind(". "), text.rfind(".\n"), text.rfind("!"), text.rfind("?"))
+        if text.endswith((".", "!", "?")):
+            cut = len(text) - 1
+        if cut > len(text) // 3:
+            text = text[: cut + 1]
+    return text
+
+
+def check_user_turn(turn: str, dialogue: list[dict]) -> str | None:
+    """Reason the simulated user turn is unusable, or None."""
+    if len(turn.split()) < 3:
+        return "empty_turn: user turn has fewer than 3 words"
+    if not (turn.endswith("?") or REQUEST_START.match(turn)):
+        return "not_a_question: user turn answers instead of asking"
+    if len(turn.split()) > 80:
+        return "not_a_question: user turn is a long statement"
+    for earlier in dialogue:
+        if difflib.SequenceMatcher(None, turn.lower(), earlier["content"].lower()).ratio() > 0.8:
+            return f"repeated_turn: user turn repeats an earlier {earlier['role']} turn"
+    if dialogue and not _content_words(turn) & _content_words(transcript(dialogue)):
+        return "off_topic: user turn shares no content word with the dialogue"
+    return None
+
+
+def check_on_topic(turn: str, seed: str) -> str | None:
+    """The opening turn must share a content word with its seed (topic, writing type or material)."""
+    if _content_words(seed) and not _content_words(turn) & _content_words(seed):
+        return "off_topic: opening turn shares no content word with its seed"
+    return None
+
+
+def check_assistant_turn(turn: str, dialogue: list[dict]) -> str | None:
+    if len(turn.split()) < 3:
+        return "empty_turn: assistant turn has fewer than 3 words"
+    if REFUSAL.search(turn):
+        return "refusal: assistant turn refuses or talks about being an AI"
+    for earlier in dialogue:
+        if earlier["role"] == "assistant" and difflib.SequenceMatcher(None, turn, earlier["content"]).ratio() > 0.8:
+            return "repeated_turn: assistant turn repeats an earlier answer"
+    return None
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in WORD.findall(text.lower()) if w not in STOPWORDS}

@@ -1,0 +1,1 @@
+"""Bundled trainers for exported datasets: `python -m pipelines.train sft EXPORT_DIR` (TRL, CPU by default)."""
