@@ -106,6 +106,8 @@ class Runner:
                 fp = fingerprint(stage, self.ctx, upstream)
                 row = self._run_stage(stage, stage_dir, fp, previous)
                 rows.append(row)
+                progress.console.log(f"{stage_dir.name}: {row['status']}, {row['rows_in']} in, "
+                                     f"{sum(row['dropped'].values())} dropped, {row['rows_out']} out")
                 upstream, previous = fp, (stage_dir, row)
         return rows
 

@@ -24,17 +24,17 @@ from pipelines.teacher import TeacherConfig
 class Config:
     recipe: ClassVar[str] = "ultrachat"
     name: str = field(default="ultrachat-convoforge", metadata={"help": "dataset name in the card"})
-    n_dialogues: int = field(default=60, metadata={"help": "seeds, spread evenly over the three sectors"})
+    n_dialogues: int = field(default=48, metadata={"help": "seeds, spread evenly over the three sectors"})
     turns: int = field(default=2, metadata={"help": "user/assistant exchanges per dialogue, at most"})
     min_turns: int = field(default=2, metadata={"help": "dialogues with fewer exchanges are dropped"})
-    retries: int = field(default=1, metadata={"help": "re-asks of a user turn that fails a guard"})
+    retries: int = field(default=2, metadata={"help": "re-asks of a user turn that fails a guard"})
     sources: tuple[str, ...] = field(default=(), metadata={"help": "text files for the materials sector"})
     seed: int = field(default=0, metadata={"help": "seed for sampling seeds, personas and materials"})
     threshold: float = field(default=0.8, metadata={"help": "near-duplicate Jaccard threshold"})
     test_fraction: float = 0.1
     gen_fraction: float = 0.25
     sampling: Sampling = field(default_factory=Sampling)
-    teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=16))
+    teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=32))
 
 
 def stages(cfg: Config) -> list[Stage]:

@@ -26,8 +26,8 @@ from pipelines.teacher import Request
 class Sampling:
     temperature: float = 0.7
     top_p: float = 0.9
-    max_tokens_user: int = 48
-    max_tokens_assistant: int = 160
+    max_tokens_user: int = 40
+    max_tokens_assistant: int = 128
 
     def params(self, role: str, seed: str) -> dict:
         """Request params; `seed` makes each sample its own cache entry (and a reproducible one where honoured)."""
@@ -43,7 +43,7 @@ class AskOpening(MapStage):
     name = "opening"
     requires = ("seed_id", "sector", "seed")
     provides = ("question",)
-    batch_size = 32
+    batch_size = 64
     uses_teacher = True
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
@@ -81,7 +81,7 @@ class SimulateDialogue(MapStage):
     name = "dialogue"
     requires = ("seed_id", "sector", "seed", "persona", "question")
     provides = ("messages", "source", "meta")
-    batch_size = 32
+    batch_size = 64
     uses_teacher = True
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:

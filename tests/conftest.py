@@ -1,0 +1,47 @@
+"""Shared fixtures. One real embedded teacher (SmolLM2-135M behind `transformers serve`) serves the whole session."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.server import EmbeddedServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def teacher_server(tmp_path_factory):
+    server = EmbeddedServer(tmp_path_factory.mktemp("server") / "server.log", log=lambda m: None).start()
+    yield server
+    server.stop()
+
+
+def build_cmd(run_dir: Path, *overrides: str, server=None, extra=()) -> list[str]:
+    cmd = [sys.executable, "-m", "pipelines.build", "ultrachat", "--run-dir", str(run_dir), *extra]
+    if server is not None:
+        overrides = (f"teacher.base_url={server.base_url}", f"teacher.model={server.model}", *overrides)
+    for item in overrides:
+        cmd += ["--set", item]
+    return cmd
+
+
+def run_build(run_dir: Path, *overrides: str, server=None, extra=(), check=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(build_cmd(run_dir, *overrides, server=server, extra=extra), cwd=ROOT,
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "200"})
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def report(run_dir: Path) -> dict:
+    data = json.loads((run_dir / "report.json").read_text())
+    return {row["stage"].split("_", 1)[1]: row for row in data["stages"]}
+
+
+TINY = ("n_dialogues=6", "turns=2", "min_turns=1")

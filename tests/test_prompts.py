@@ -1,0 +1,37 @@
+from pipelines.stages import ultrachat_prompts as P
+
+
+def test_parse_user_turn_extracts_the_question():
+    assert P.parse_user_turn("I'm glad you asked. Could you give an example?\nMore text") == "Could you give an example?"
+    assert P.parse_user_turn('A curious person might ask: "Why is the sky blue?"') == "Why is the sky blue?"
+    assert P.parse_user_turn("User: How do tides work?") == "How do tides work?"
+    assert P.parse_user_turn("Please write a poem about rain.") == "Please write a poem about rain."
+
+
+def test_user_turn_guards():
+    dialogue = [{"role": "user", "content": "How do volcanoes form?"},
+                {"role": "assistant", "content": "Magma rises through the crust and erupts at volcanoes."}]
+    assert P.check_user_turn("What makes magma rise through the crust?", dialogue) is None
+    assert P.check_user_turn("Magma is molten rock that erupts.", dialogue).startswith("not_a_question")
+    assert P.check_user_turn("How do volcanoes form?", dialogue).startswith("repeated_turn")
+    assert P.check_user_turn("Is it possible to bake bread quickly?", dialogue).startswith("off_topic")
+    assert P.check_user_turn("", dialogue).startswith("empty_turn")
+
+
+def test_assistant_turn_guards():
+    assert P.check_assistant_turn("As an AI, I cannot have opinions on that.", []).startswith("refusal")
+    assert P.check_assistant_turn("Volcanoes form where magma rises.", []) is None
+    earlier = [{"role": "assistant", "content": "Volcanoes form where magma rises."}]
+    assert P.check_assistant_turn("Volcanoes form where magma rises!", earlier).startswith("repeated_turn")
+
+
+def test_truncated_answer_is_trimmed_to_a_sentence():
+    text = "First sentence is complete. Second sentence is also complete. Third is cut mid"
+    assert P.parse_assistant_turn(text, "length") == "First sentence is complete. Second sentence is also complete."
+    assert P.parse_assistant_turn(text, "stop") == text
+
+
+def test_materials_opening_carries_the_passage():
+    turn = P.opening_turn("materials", "Tides follow the Moon.", "Why do tides follow the Moon?")
+    assert turn.startswith("Tides follow the Moon.") and turn.endswith("?")
+    assert P.opening_turn("world", "tides", "Why?") == "Why?"
