@@ -33,6 +33,10 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct"
 SAMPLING = {"do_sample": True, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 512}
 START_TIMEOUT_S = 180
+# Measured on 2 CPU cores: the defaults (60% of RAM for the KV cache, 8192 tokens per batch) prefill at about
+# 150 tok/s and hold 8 GB; these prefill at about 450 tok/s, decode at about 60 tok/s with 16 requests in flight,
+# and hold 2.6 GB.
+CB_OPTIONS = ("--cb-max-memory-percent", "0.15", "--cb-max-batch-tokens", "1024")
 
 
 def cache_root() -> Path:
@@ -138,7 +142,7 @@ class EmbeddedServer:
         self.base_url = f"http://127.0.0.1:{port}/v1"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(ckpt),
-               "--continuous-batching", "--device", "cpu", "--host", "127.0.0.1", "--port", str(port),
+               "--continuous-batching", *CB_OPTIONS, "--device", "cpu", "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "warning"]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         self.log(f"starting embedded teacher {MODEL_NAME} on 127.0.0.1:{port} (log: {self.log_path})")

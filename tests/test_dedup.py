@@ -36,3 +36,4 @@ def test_planted_near_duplicates_are_clustered_and_longest_kept(tmp_path):
     reasons = out["drop_reason"].to_list()
     assert reasons[0].startswith("near_duplicate") and reasons[1] is None and reasons[2] is None
     assert ctx.counters["near_duplicate_clusters"] == 1
+

@@ -34,7 +34,7 @@ class Config:
     test_fraction: float = 0.1
     gen_fraction: float = 0.25
     sampling: Sampling = field(default_factory=Sampling)
-    teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=32))
+    teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=16))
 
 
 def stages(cfg: Config) -> list[Stage]:

@@ -3,7 +3,8 @@
 Splits `train_sft`, `test_sft`, `train_gen`, `test_gen` as `export/data/<split>-00000-of-00001.parquet` with the
 columns of HuggingFaceH4/ultrachat_200k: `prompt` (the first user turn), `prompt_id` (its sha256) and `messages`.
 A row's split comes from two hashes of its prompt_id, so one prompt never lands in two splits and a row keeps
-its split when the dataset grows. The card `export/README.md` is rendered from `data_cards/<template>.md`.
+its split when the dataset grows. A split the hashes leave empty borrows one row from the largest split (when there are
+at least four rows), because `datasets` cannot load an empty Parquet file; splits that stay empty are not written. The card `export/README.md` is rendered from `data_cards/<template>.md`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,20 @@ def assign_split(prompt_id: str, test_fraction: float, gen_fraction: float) -> s
     return f"{part}_{kind}"
 
 
+def fill_empty_splits(prompt_ids: list[str], splits: list[str]) -> list[str]:
+    """Give each empty split the row of the largest split that hashes lowest for it (deterministic), given 4+ rows."""
+    splits = list(splits)
+    if len(splits) < len(SPLITS):
+        return splits
+    for split in SPLITS:
+        if split not in splits:
+            largest = max(SPLITS, key=splits.count)
+            donors = [i for i, s in enumerate(splits) if s == largest]
+            if len(donors) > 1:
+                splits[min(donors, key=lambda i: unit_hash(f"{prompt_ids[i]}:{split}"))] = split
+    return splits
+
+
 def first_user_turn(messages: list[dict]) -> str:
     return next(m["content"] for m in messages if m["role"] == "user")
 
@@ -53,7 +68,8 @@ class ExportSFT(Stage):
         data = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={"messages": MESSAGES})
         prompts = [first_user_turn(m) for m in data["messages"].to_list()]
         prompt_ids = [hashlib.sha256(p.encode()).hexdigest() for p in prompts]
-        splits = [assign_split(p, self.test_fraction, self.gen_fraction) for p in prompt_ids]
+        splits = fill_empty_splits(prompt_ids, [assign_split(p, self.test_fraction, self.gen_fraction)
+                                                for p in prompt_ids])
         data = data.with_columns(pl.Series("prompt", prompts, dtype=pl.String),
                                  pl.Series("prompt_id", prompt_ids, dtype=pl.String),
                                  pl.Series("split", splits, dtype=pl.String))
@@ -63,6 +79,8 @@ class ExportSFT(Stage):
         counts = {}
         for split in SPLITS:
             rows = data.filter(pl.col("split") == split).select("prompt", "prompt_id", "messages")
+            if not rows.height:
+                continue
             table = pa.Table.from_pylist(rows.to_dicts(), schema=EXPORT_SCHEMA)
             pq.write_table(table, out_dir / "data" / f"{split}-00000-of-00001.parquet")
             counts[split] = table.num_rows

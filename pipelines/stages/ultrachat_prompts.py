@@ -27,13 +27,11 @@ STOPWORDS = set("about after again also been before being between could does doi
 
 OPENING_SHOTS = {
     "world": ("You write one question that a curious person would ask an AI assistant. Reply with the question only.",
-              [("Topic: how bees make honey", "How do bees turn flower nectar into honey?"),
-               ("Topic: the fall of the Roman Empire", "What were the main reasons the Western Roman Empire fell?")],
+              [("Topic: the fall of the Roman Empire", "What were the main reasons the Western Roman Empire fell?")],
               "Topic: {seed}"),
     "writing": ("You turn a writing task into one request to an AI assistant. Start with 'Write', 'Can you write' or "
                 "'Please write'. Reply with the request only.",
-                [("Task: a haiku about the sea", "Can you write a haiku about the sea at night?"),
-                 ("Task: a thank-you note to a neighbour",
+                [("Task: a thank-you note to a neighbour",
                   "Please write a short thank-you note to my neighbour for watering my plants."),
                  ("Task: a limerick about a cat", "Write a funny limerick about a lazy cat who hates Mondays.")],
                 "Task: {seed}"),
@@ -47,9 +45,8 @@ OPENING_SHOTS = {
 SIMULATOR_SHOTS = [
     ("User: What is a prime number?\n\nAssistant: A prime number is a whole number greater than 1 whose only "
      "divisors are 1 and itself, such as 2, 3, 5 and 7.", "Is 1 a prime number, and why not?"),
-    ("User: Write a two-line poem about coffee.\n\nAssistant: Dark and warm, the morning cup,\nit wakes the world "
-     "and lifts me up.", "Could you write a second verse about the afternoon?"),
 ]
+SHOWN_CHARS = 600  # the simulator sees the last exchange, clipped: prefill is the embedded server's bottleneck
 
 
 def build_opening(sector: str, seed: str) -> list[dict]:
@@ -72,14 +69,22 @@ def transcript(dialogue: list[dict]) -> str:
 
 def build_user_turn(dialogue: list[dict], persona: str) -> list[dict]:
     """Messages asking the simulator for the next user turn. The simulator is a separate chat whose assistant
-    plays the user, prompted with the dialogue so far as text (the dialogue's roles are never swapped)."""
+    plays the user, shown the dialogue's last exchange as text (the dialogue's roles are never swapped)."""
     system = (f"You play the user in a chat with an AI assistant. {persona} You never answer; you only ask one "
               f"short follow-up question about what the assistant said. Reply with the question only.")
     messages = [{"role": "system", "content": system}]
     for shown, question in SIMULATOR_SHOTS:
         messages += [{"role": "user", "content": f"{shown}\n\nWrite the user's next question."},
                      {"role": "assistant", "content": question}]
-    return messages + [{"role": "user", "content": f"{transcript(dialogue)}\n\nWrite the user's next question."}]
+    last = [{**m, "content": clip(m["content"], SHOWN_CHARS)} for m in dialogue[-2:]]
+    return messages + [{"role": "user", "content": f"{transcript(last)}\n\nWrite the user's next question."}]
+
+
+def clip(text: str, limit: int) -> str:
+    """Cut `text` at a word boundary to at most `limit` characters, marking the cut with '...'."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def parse_user_turn(text: str) -> str:
