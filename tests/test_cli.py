@@ -18,10 +18,11 @@ def cli(*args, env=None):
 def assert_one_line_error(proc, *needles):
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr  # progress lines may come before it
     assert "Traceback" not in proc.stderr
     for needle in needles:
-        assert needle in lines[0], lines[0]
+        assert needle in errors[0], errors[0]
 
 
 def test_unknown_config_key_lists_valid_keys(tmp_path):

@@ -26,12 +26,12 @@ def test_every_build_flag_in_the_readme_is_in_help():
     help_text = subprocess.run([sys.executable, "-m", "pipelines.build", "--help"], capture_output=True,
                                text=True, cwd=ROOT).stdout
     build_section = README.split("## Build", 1)[1].split("## Train", 1)[0]
-    flags = set(re.findall(r"(--[a-z-]+)", build_section))
+    flags = set(re.findall(r"(?<![-\w])(--[a-z][a-z-]*)", build_section))
     assert {"--set", "--limit", "--fresh", "--run-dir", "--debug"} <= flags
     for flag in flags:
         assert flag in help_text, flag
     train_section = README.split("## Train", 1)[1].split("##", 1)[0]
     train_help = subprocess.run([sys.executable, "-m", "pipelines.train", "sft", "--help"], capture_output=True,
                                 text=True, cwd=ROOT).stdout
-    for flag in set(re.findall(r"(--[a-z-]+)", train_section)):
+    for flag in set(re.findall(r"(?<![-\w])(--[a-z][a-z-]*)", train_section)):
         assert flag in train_help, flag
