@@ -87,3 +87,24 @@ def test_embedded_default_end_to_end_leaves_no_server_behind(tmp_path):
 def servers() -> int:
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     return sum("transformers.cli.transformers serve" in line for line in ps.splitlines())
+
+
+def test_sigterm_mid_build_stops_the_embedded_server(tmp_path):
+    import signal
+    import time
+
+    from conftest import build_cmd
+
+    run_dir = tmp_path / "term"
+    before = servers()
+    proc = subprocess.Popen(build_cmd(run_dir, "n_dialogues=6"), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while servers() == before and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert servers() == before + 1, "the embedded server never started"
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr.read()
+    assert servers() == before
