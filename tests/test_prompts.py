@@ -35,3 +35,12 @@ def test_materials_opening_carries_the_passage():
     turn = P.opening_turn("materials", "Tides follow the Moon.", "Why do tides follow the Moon?")
     assert turn.startswith("Tides follow the Moon.") and turn.endswith("?")
     assert P.opening_turn("world", "tides", "Why?") == "Why?"
+
+
+def test_exclamations_are_not_requests_and_loops_are_caught():
+    assert not P.is_question_or_request('What a great opportunity. A message for runners: "Run on')
+    assert P.is_question_or_request("Write a haiku about autumn rain.")
+    assert P.is_question_or_request("What is a haiku?")
+    looping = "A poem of memory,\n" + "A tale of laughter and tears,\n" * 4
+    assert P.check_assistant_turn(looping, []).startswith("repeated_turn")
+    assert not P.is_looping("Rain falls. The river rises. The town waits for the sun.")

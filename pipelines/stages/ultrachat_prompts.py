@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections import Counter
 
 REQUEST_START = re.compile(
-    r"^(please|can|could|would|will|write|compose|draft|create|help|give|tell|explain|summari[sz]e|describe|"
-    r"suggest|list|make|generate|rewrite|translate|outline|what|how|why|when|where|who|which|is|are|do|does|"
-    r"should|i need|i want|i'd like)\b", re.I)
+    r"^(please|(can|could|would|will) you|write|compose|draft|create|help|give|tell|explain|summari[sz]e|"
+    r"describe|suggest|list|make|generate|rewrite|translate|outline|compare|i need|i want|i'd like)\b", re.I)
 REFUSAL = re.compile(r"\b(as an ai|i'm an ai|i am an ai|as a language model|i cannot assist|i can't assist|"
                      r"i'm sorry, but i can(not|'t))\b", re.I)
 WORD = re.compile(r"[a-z]{4,}")
@@ -122,7 +122,7 @@ def check_user_turn(turn: str, dialogue: list[dict]) -> str | None:
     """Reason the simulated user turn is unusable, or None."""
     if len(turn.split()) < 3:
         return "empty_turn: user turn has fewer than 3 words"
-    if not (turn.endswith("?") or REQUEST_START.match(turn)):
+    if not is_question_or_request(turn):
         return "not_a_question: user turn answers instead of asking"
     if len(turn.split()) > 80:
         return "not_a_question: user turn is a long statement"
@@ -132,6 +132,20 @@ def check_user_turn(turn: str, dialogue: list[dict]) -> str | None:
     if dialogue and not _content_words(turn) & _content_words(transcript(dialogue)):
         return "off_topic: user turn shares no content word with the dialogue"
     return None
+
+
+def is_question_or_request(turn: str) -> bool:
+    """'How does it work?' and 'Write a poem about rain.' ask; 'What a great idea! Here it is:' does not."""
+    if turn.endswith("?"):
+        return True
+    return bool(REQUEST_START.match(turn)) and turn.endswith((".", "!"))
+
+
+def is_looping(text: str, repeats: int = 3) -> bool:
+    """True if one sentence or line (3+ words) occurs `repeats` times: the small model's degenerate loops."""
+    segments = [s.strip(" ,;-*").lower() for s in re.split(r"[\n.!?]+", text)]
+    counts = Counter(s for s in segments if len(s.split()) >= 3)
+    return bool(counts) and max(counts.values()) >= repeats
 
 
 def check_on_topic(turn: str, seed: str) -> str | None:
@@ -146,6 +160,8 @@ def check_assistant_turn(turn: str, dialogue: list[dict]) -> str | None:
         return "empty_turn: assistant turn has fewer than 3 words"
     if REFUSAL.search(turn):
         return "refusal: assistant turn refuses or talks about being an AI"
+    if is_looping(turn):
+        return "repeated_turn: assistant turn loops on one sentence"
     for earlier in dialogue:
         if earlier["role"] == "assistant" and difflib.SequenceMatcher(None, turn, earlier["content"]).ratio() > 0.8:
             return "repeated_turn: assistant turn repeats an earlier answer"
