@@ -44,3 +44,12 @@ def test_exclamations_are_not_requests_and_loops_are_caught():
     looping = "A poem of memory,\n" + "A tale of laughter and tears,\n" * 4
     assert P.check_assistant_turn(looping, []).startswith("repeated_turn")
     assert not P.is_looping("Rain falls. The river rises. The town waits for the sun.")
+
+
+def test_user_turn_that_echoes_the_assistant_is_a_repeat():
+    dialogue = [{"role": "user", "content": "Tell a runner to enjoy the moment."},
+                {"role": "assistant", "content": "Let's create a marathon with a twist, where the runner forgets "
+                                                 "the race and enjoys the moment. What do you have?"}]
+    echo = "How about a marathon with a twist, where the runner forgets the race and enjoys the moment?"
+    assert P.check_user_turn(echo, dialogue).startswith("repeated_turn")
+    assert P.check_user_turn("Why would a runner forget the race during a marathon?", dialogue) is None

@@ -24,7 +24,7 @@ from pipelines.teacher import TeacherConfig
 class Config:
     recipe: ClassVar[str] = "ultrachat"
     name: str = field(default="ultrachat-convoforge", metadata={"help": "dataset name in the card"})
-    n_dialogues: int = field(default=56, metadata={"help": "seeds, spread evenly over the three sectors"})
+    n_dialogues: int = field(default=64, metadata={"help": "seeds, spread evenly over the three sectors"})
     turns: int = field(default=2, metadata={"help": "user/assistant exchanges per dialogue, at most"})
     min_turns: int = field(default=2, metadata={"help": "dialogues with fewer exchanges are dropped"})
     retries: int = field(default=2, metadata={"help": "re-asks of a user turn that fails a guard"})

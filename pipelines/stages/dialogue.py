@@ -27,7 +27,7 @@ class Sampling:
     temperature: float = 0.7
     top_p: float = 0.9
     max_tokens_user: int = 40
-    max_tokens_assistant: int = 128
+    max_tokens_assistant: int = 112
 
     def params(self, role: str, seed: str) -> dict:
         """Request params; `seed` makes each sample its own cache entry (and a reproducible one where honoured)."""

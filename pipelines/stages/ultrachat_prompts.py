@@ -127,11 +127,20 @@ def check_user_turn(turn: str, dialogue: list[dict]) -> str | None:
     if len(turn.split()) > 80:
         return "not_a_question: user turn is a long statement"
     for earlier in dialogue:
-        if difflib.SequenceMatcher(None, turn.lower(), earlier["content"].lower()).ratio() > 0.8:
+        if echoes(turn, earlier["content"]):
             return f"repeated_turn: user turn repeats an earlier {earlier['role']} turn"
     if dialogue and not _content_words(turn) & _content_words(transcript(dialogue)):
         return "off_topic: user turn shares no content word with the dialogue"
     return None
+
+
+def echoes(turn: str, earlier: str) -> bool:
+    """True if `turn` is mostly a copy of `earlier`: similar overall, or 70% of it one stretch of `earlier`."""
+    a, b = turn.lower(), earlier.lower()
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    if matcher.ratio() > 0.8:
+        return True
+    return matcher.find_longest_match(0, len(a), 0, len(b)).size >= 0.7 * len(a)
 
 
 def is_question_or_request(turn: str) -> bool:
