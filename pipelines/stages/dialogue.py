@@ -36,6 +36,30 @@ class Sampling:
                 "seed": int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16)}
 
 
+def ask_until_valid(ctx: Context, todo: list[int], make_request, accept, *, retries: int, desc: str,
+                    counter: str) -> dict[int, str | None]:
+    """Ask the teacher for each row in `todo`; `accept(i, text, finish_reason)` returns a drop reason or None
+    (and keeps the turn). A row whose answer fails a guard is asked again with `make_request(i, attempt)`, up to
+    `retries` times; a failed request is not. Returns the last reason per row (None = accepted)."""
+    reasons: dict[int, str | None] = {}
+    for attempt in range(retries + 1):
+        if not todo:
+            break
+        if attempt:
+            ctx.count(counter, len(todo))
+        results = ctx.teacher.chat_many([make_request(i, attempt) for i in todo], desc=desc)
+        retry = []
+        for i, result in zip(todo, results):
+            if result.error:
+                reasons[i] = f"request_failed: {result.error}"
+                continue
+            reasons[i] = accept(i, result.text, result.finish_reason)
+            if reasons[i]:
+                retry.append(i)
+        todo = retry
+    return reasons
+
+
 @dataclass
 class AskOpening(MapStage):
     sampling: Sampling
@@ -49,27 +73,22 @@ class AskOpening(MapStage):
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         rows = batch.to_dicts()
         questions: list[str | None] = [None] * len(rows)
-        reasons: list[str | None] = [None] * len(rows)
-        todo = list(range(len(rows)))
-        for attempt in range(self.retries + 1):
-            if attempt:
-                ctx.count("opening_reasked", len(todo))
-            requests = [Request(P.build_opening(rows[i]["sector"], rows[i]["seed"]),
-                                self.sampling.params("user", f"{rows[i]['seed_id']}/open/{attempt}")) for i in todo]
-            results = ctx.teacher.chat_many(requests, desc=self.name)
-            still = []
-            for i, result in zip(todo, results):
-                if result.error:
-                    reasons[i] = f"request_failed: {result.error}"
-                    continue
-                turn = P.parse_user_turn(result.text)
-                reasons[i] = P.check_user_turn(turn, []) or P.check_on_topic(turn, rows[i]["seed"])
-                if reasons[i]:
-                    still.append(i)
-                else:
-                    questions[i] = P.opening_turn(rows[i]["sector"], rows[i]["seed"], turn)
-            todo = still
-        return with_drops(batch.with_columns(pl.Series("question", questions, dtype=pl.String)), reasons)
+
+        def request(i: int, attempt: int) -> Request:
+            return Request(P.build_opening(rows[i]["sector"], rows[i]["seed"]),
+                           self.sampling.params("user", f"{rows[i]['seed_id']}/open/{attempt}"))
+
+        def accept(i: int, text: str, finish_reason) -> str | None:
+            turn = P.parse_user_turn(text)
+            reason = P.check_user_turn(turn, []) or P.check_on_topic(turn, rows[i]["seed"])
+            if reason is None:
+                questions[i] = P.opening_turn(rows[i]["sector"], rows[i]["seed"], turn)
+            return reason
+
+        reasons = ask_until_valid(ctx, list(range(len(rows))), request, accept, retries=self.retries,
+                                  desc=self.name, counter="opening_reasked")
+        out = batch.with_columns(pl.Series("question", questions, dtype=pl.String))
+        return with_drops(out, [reasons[i] for i in range(len(rows))])
 
 
 @dataclass
@@ -89,11 +108,9 @@ class SimulateDialogue(MapStage):
         dialogues = [[{"role": "user", "content": r["question"]}] for r in rows]
         ended: list[str | None] = [None] * len(rows)
         for turn in range(self.turns):
-            active = [i for i in range(len(rows)) if ended[i] is None]
-            self._answer(rows, dialogues, ended, active, turn, ctx)
+            self._answer(rows, dialogues, ended, turn, ctx)
             if turn + 1 < self.turns:
-                active = [i for i in active if ended[i] is None]
-                self._ask(rows, dialogues, ended, active, turn, ctx)
+                self._ask(rows, dialogues, ended, turn, ctx)
         reasons = []
         for i, dialogue in enumerate(dialogues):
             exchanges = len(dialogue) // 2
@@ -111,36 +128,37 @@ class SimulateDialogue(MapStage):
         )
         return with_drops(out, reasons)
 
-    def _answer(self, rows, dialogues, ended, active, turn, ctx) -> None:
-        requests = [Request(list(dialogues[i]), self.sampling.params("assistant", f"{rows[i]['seed_id']}/a{turn}"))
-                    for i in active]
-        for i, result in zip(active, ctx.teacher.chat_many(requests, desc=f"{self.name} answer {turn + 1}")):
-            if result.error:
-                ended[i] = f"request_failed: {result.error}"
-                continue
-            text = P.parse_assistant_turn(result.text, result.finish_reason)
-            ended[i] = P.check_assistant_turn(text, dialogues[i])
-            if ended[i] is None:
-                dialogues[i].append({"role": "assistant", "content": text})
+    def _answer(self, rows, dialogues, ended, turn, ctx) -> None:
+        def request(i: int, attempt: int) -> Request:
+            return Request(list(dialogues[i]), self.sampling.params("assistant", f"{rows[i]['seed_id']}/a{turn}"))
 
-    def _ask(self, rows, dialogues, ended, active, turn, ctx) -> None:
-        for attempt in range(self.retries + 1):
-            if not active:
-                return
-            if attempt:
-                ctx.count("user_turn_reasked", len(active))
-            requests = [Request(P.build_user_turn(dialogues[i], rows[i]["persona"]),
-                                self.sampling.params("user", f"{rows[i]['seed_id']}/u{turn}/{attempt}"))
-                        for i in active]
-            retry = []
-            for i, result in zip(active, ctx.teacher.chat_many(requests, desc=f"{self.name} user {turn + 2}")):
-                if result.error:
-                    ended[i] = f"request_failed: {result.error}"
-                    continue
-                text = P.parse_user_turn(result.text)
-                ended[i] = P.check_user_turn(text, dialogues[i])
-                if ended[i] is None:
-                    dialogues[i].append({"role": "user", "content": text})
-                else:
-                    retry.append(i)
-            active = retry
+        def accept(i: int, text: str, finish_reason) -> str | None:
+            text = P.parse_assistant_turn(text, finish_reason)
+            reason = P.check_assistant_turn(text, dialogues[i])
+            if reason is None:
+                dialogues[i].append({"role": "assistant", "content": text})
+            return reason
+
+        active = [i for i in range(len(rows)) if ended[i] is None]
+        ended_now = ask_until_valid(ctx, active, request, accept, retries=0, desc=f"{self.name} answer {turn + 1}",
+                                    counter="")
+        for i, reason in ended_now.items():
+            ended[i] = reason
+
+    def _ask(self, rows, dialogues, ended, turn, ctx) -> None:
+        def request(i: int, attempt: int) -> Request:
+            return Request(P.build_user_turn(dialogues[i], rows[i]["persona"]),
+                           self.sampling.params("user", f"{rows[i]['seed_id']}/u{turn}/{attempt}"))
+
+        def accept(i: int, text: str, finish_reason) -> str | None:
+            text = P.parse_user_turn(text)
+            reason = P.check_user_turn(text, dialogues[i])
+            if reason is None:
+                dialogues[i].append({"role": "user", "content": text})
+            return reason
+
+        active = [i for i in range(len(rows)) if ended[i] is None]
+        ended_now = ask_until_valid(ctx, active, request, accept, retries=self.retries,
+                                    desc=f"{self.name} user {turn + 2}", counter="user_turn_reasked")
+        for i, reason in ended_now.items():
+            ended[i] = reason
