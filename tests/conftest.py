@@ -6,7 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+# `datasets` caches a local dataset directory by its path and serves the cached rows even after the files were
+# rewritten (seen with datasets 5.2), and pytest reuses tmp paths across sessions: keep its cache per session.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="hf-datasets-")
 
 import pytest
 
@@ -44,4 +49,4 @@ def report(run_dir: Path) -> dict:
     return {row["stage"].split("_", 1)[1]: row for row in data["stages"]}
 
 
-TINY = ("n_dialogues=6", "turns=2", "min_turns=1")
+TINY = ("n_dialogues=9", "turns=2", "min_turns=1")  # enough rows to fill all four splits
