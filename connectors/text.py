@@ -12,8 +12,12 @@ from pathlib import Path
 from pipelines.errors import SourceError
 
 
-def read_passages(path: str | Path, *, min_chars: int = 200, max_chars: int = 1200) -> list[dict]:
-    """[{"title": "notes.md:3", "text": "..."}] in file order; raises SourceError if the file cannot be read."""
+def read_passages(path: str | Path, *, min_chars: int = 200, max_chars: int = 1200,
+                  problems: list[str] | None = None) -> list[dict]:
+    """[{"title": "notes.jsonl:3", "text": "..."}] in file order; raises SourceError if the file cannot be read.
+
+    JSONL lines that do not parse or have no string `text` are appended to `problems` as "file:line: reason".
+    """
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"source file not found: {path}; check the path given in --set sources=...")
@@ -24,12 +28,19 @@ def read_passages(path: str | Path, *, min_chars: int = 200, max_chars: int = 12
     if path.suffix == ".jsonl":
         texts = []
         for number, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
             try:
-                record = json.loads(line) if line.strip() else {}
-            except json.JSONDecodeError:
-                continue  # ingest (a later stage of the project) quarantines these; materials only need text
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                record = None
+                reason = f"not JSON ({exc.msg})"
+            else:
+                reason = "no string 'text' field"
             if isinstance(record, dict) and isinstance(record.get("text"), str):
                 texts.append((f"{path.name}:{number}", record["text"]))
+            elif problems is not None:
+                problems.append(f"{path.name}:{number}: {reason}")
     else:
         texts = [(path.name, raw)]
     passages = []

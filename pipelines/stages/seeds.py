@@ -18,6 +18,7 @@ import polars as pl
 
 from connectors.text import read_passages
 from pipelines.data.materials import passages_from_pydoc
+from pipelines.errors import SourceError
 from pipelines.stage import Context, Source
 
 SECTORS = ("world", "writing", "materials")
@@ -38,7 +39,7 @@ class SeedUltraChat(Source):
     def read(self, ctx: Context):
         rng = random.Random(self.seed)
         pools = {"world": load_list("topics.json"), "writing": load_list("writing_types.json"),
-                 "materials": [p["text"] for p in self.materials()]}
+                 "materials": [p["text"] for p in self.materials(ctx)]}
         for pool in pools.values():
             rng.shuffle(pool)
         personas = load_list("personas.json")
@@ -54,7 +55,14 @@ class SeedUltraChat(Source):
         yield pl.DataFrame(rows, schema={"seed_id": pl.String, "sector": pl.String, "seed": pl.String,
                                          "persona": pl.String})
 
-    def materials(self) -> list[dict]:
+    def materials(self, ctx: Context) -> list[dict]:
         if not self.sources:
             return passages_from_pydoc()
-        return [p for path in self.sources for p in read_passages(path)]
+        problems: list[str] = []
+        passages = [p for path in self.sources for p in read_passages(path, problems=problems)]
+        if problems:  # counted in the report and named in the log, never skipped silently
+            ctx.count("materials_lines_unusable", len(problems))
+            ctx.log.warning("%d unusable lines in sources, first: %s", len(problems), problems[0])
+        if not passages:
+            raise SourceError(f"no usable text in {', '.join(self.sources)}; give .txt, .md or JSONL with 'text'")
+        return passages
