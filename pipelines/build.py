@@ -70,8 +70,11 @@ def build(args: argparse.Namespace) -> int:
     finally:
         teacher.close()
     seconds = time.monotonic() - started
-    report = write_report(run_dir, args.recipe, rows, seconds)
+    this_run = {key: teacher.stats.get(key, 0) for key in ("requests", "cache_hits", "retries", "failures",
+                                                           "tokens_in", "tokens_out")}
+    report = write_report(run_dir, args.recipe, rows, seconds, this_run)
     print_table(rows, seconds)
+    print("this run: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in this_run.items()))
     print(f"export: {run_dir / 'export'}   report: {report}")
     return 0
 
