@@ -39,7 +39,7 @@ def make_parser() -> Parser:
 
 def build(args: argparse.Namespace) -> int:
     from pipelines.report import print_table, write_report
-    from pipelines.runner import Runner
+    from pipelines.runner import TEACHER_STATS, Runner
     from pipelines.stage import Context
     from pipelines.teacher import Teacher
 
@@ -70,8 +70,7 @@ def build(args: argparse.Namespace) -> int:
     finally:
         teacher.close()
     seconds = time.monotonic() - started
-    this_run = {key: teacher.stats.get(key, 0) for key in ("requests", "cache_hits", "retries", "failures",
-                                                           "tokens_in", "tokens_out")}
+    this_run = {key: teacher.stats.get(key, 0) for key in TEACHER_STATS}
     report = write_report(run_dir, args.recipe, rows, seconds, this_run)
     print_table(rows, seconds)
     print("this run: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in this_run.items()))
