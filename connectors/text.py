@@ -1,4 +1,4 @@
-"""Plain text materials (.txt, .md, and JSONL with a `text` field) cut into passages for distillation recipes.
+"""Plain text (.txt, .md, JSONL with a `text` field): a format for ingest, and passages for distillation recipes.
 
 A passage is a run of paragraphs (split at blank lines) of at most `max_chars`; shorter runs than `min_chars`
 are merged forward, and longer single paragraphs are kept whole up to `max_chars` characters.
@@ -9,7 +9,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from connectors.base import extras, text_field
 from pipelines.errors import SourceError
+
+NAME = "text"
+KINDS = ("text",)
+
+
+def matches(record: dict) -> bool:
+    """A record whose only text is `text` (TRL's language-modeling shape, or a .txt/.md file)."""
+    return isinstance(record.get("text"), str)
+
+
+def convert(record: dict) -> list[dict]:
+    return [{"text": text_field(record, "text"), "meta": extras(record, ("text",))}]
 
 
 def read_passages(path: str | Path, *, min_chars: int = 200, max_chars: int = 1200,

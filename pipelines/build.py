@@ -39,7 +39,7 @@ def make_parser() -> Parser:
 
 def build(args: argparse.Namespace) -> int:
     from pipelines.report import print_table, write_report
-    from pipelines.runner import TEACHER_STATS, Runner
+    from pipelines.runner import TEACHER_STATS, Runner, write_quarantine
     from pipelines.stage import Context
     from pipelines.teacher import Teacher
 
@@ -61,20 +61,24 @@ def build(args: argparse.Namespace) -> int:
     log = logging.getLogger("pipelines")
     stages = recipe.stages(cfg)
     check_chain(stages)
-    teacher = Teacher(cfg.teacher, run_dir / "requests.sqlite", run_dir / "server.log",
-                      log=lambda msg: print(msg, file=sys.stderr))
+    teacher = None  # a recipe without a teacher config (ingest) never starts a server
+    if hasattr(cfg, "teacher"):
+        teacher = Teacher(cfg.teacher, run_dir / "requests.sqlite", run_dir / "server.log",
+                          log=lambda msg: print(msg, file=sys.stderr))
     ctx = Context(run_dir=run_dir, config=cfg, teacher=teacher, log=log, limit=args.limit)
     started = time.monotonic()
     try:
         rows = Runner(stages, ctx).run()
     finally:
-        teacher.close()
+        if teacher is not None:
+            teacher.close()
     seconds = time.monotonic() - started
-    this_run = {key: teacher.stats.get(key, 0) for key in TEACHER_STATS}
+    quarantine, quarantined = write_quarantine(run_dir)
+    this_run = {key: teacher.stats.get(key, 0) if teacher else 0 for key in TEACHER_STATS}
     report = write_report(run_dir, args.recipe, rows, seconds, this_run)
     print_table(rows, seconds)
     print("this run: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in this_run.items()))
-    print(f"export: {run_dir / 'export'}   report: {report}")
+    print(f"export: {run_dir / 'export'}   report: {report}   quarantine: {quarantine} ({quarantined} rows)")
     return 0
 
 

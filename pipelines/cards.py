@@ -35,12 +35,12 @@ def stage_table(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def write_card(template: str, out_dir: Path, ctx, counts: dict[str, int]) -> Path:
+def write_card(template: str, out_dir: Path, ctx, counts: dict[str, int], extra: dict | None = None) -> Path:
     path = TEMPLATES / f"{template}.md"
     if not path.exists():
         raise ConfigError(f"no card template {path}; add data_cards/{template}.md")
     cfg = ctx.config
-    teacher = cfg.teacher
+    teacher = getattr(cfg, "teacher", None)
     values = {
         "title": f"{cfg.name} (convoforge {cfg.recipe})",
         "recipe": cfg.recipe,
@@ -50,9 +50,10 @@ def write_card(template: str, out_dir: Path, ctx, counts: dict[str, int]) -> Pat
         "split_table": "\n".join(f"| {s} | {n} |" for s, n in counts.items()),
         "stage_table": stage_table(ctx.run_dir),
         "config": to_json(cfg),
-        "teacher_model": teacher.model,
-        "teacher_endpoint": teacher.base_url or "embedded transformers serve (127.0.0.1)",
-        **{k: v for k, v in flat(cfg).items()},
+        **({"teacher_model": teacher.model,
+            "teacher_endpoint": teacher.base_url or "embedded transformers serve (127.0.0.1)"} if teacher else {}),
+        **flat(cfg),
+        **(extra or {}),
     }
     text = Template(path.read_text()).safe_substitute(values)
     target = out_dir / "README.md"

@@ -28,7 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import __version__, progress
-from pipelines.stage import DROP, Context, MapStage, Source, Stage
+from pipelines.stage import DROP, QUARANTINE_ONLY, Context, MapStage, Source, Stage
+from schemas import QUARANTINE
 
 META_KEY = b"pipelines"
 TEACHER_STATS = ("requests", "cache_hits", "retries", "failures", "tokens_in", "tokens_out")
@@ -178,7 +179,7 @@ class Runner:
             if gone.height:
                 dropped.update(reason_category(r) for r in gone[DROP].to_list())
                 _write_atomic(gone, stage_dir / "_dropped" / f"part-{k:05d}.parquet")
-            out = out.filter(pl.col(DROP).is_null()).drop(DROP)
+            out = out.filter(pl.col(DROP).is_null()).drop(DROP, *[c for c in QUARANTINE_ONLY if c in out.columns])
         meta = {
             "rows_out": out.height,
             "dropped": dict(dropped),
@@ -223,3 +224,30 @@ class Runner:
         tmp.write_text(json.dumps(row, indent=2))
         os.replace(tmp, success)
         return {**row, "status": "resumed" if resumed else "ran"}
+
+
+def write_quarantine(run_dir: Path) -> tuple[Path, int]:
+    """Gather every stage's dropped rows into `run_dir/quarantine.parquet` (schemas.QUARANTINE).
+
+    `locator` and `raw` come from the row when the stage set them (ingest); otherwise the locator is the row's id
+    and `raw` the row itself as JSON.
+    """
+    frames = []
+    for dropped in sorted(run_dir.glob("*/dropped.parquet")):
+        rows = pl.read_parquet(dropped)
+        data = [c for c in rows.columns if c not in (DROP, *QUARANTINE_ONLY)]
+        as_json = pl.struct(data).struct.json_encode() if data else pl.lit("{}")
+        frames.append(rows.select(
+            pl.lit(dropped.parent.name).alias("stage"),
+            (pl.col("source") if "source" in rows.columns else pl.lit("")).cast(pl.String).alias("source"),
+            (pl.col("locator") if "locator" in rows.columns else
+             pl.col("id") if "id" in rows.columns else pl.lit("")).cast(pl.String).alias("locator"),
+            pl.col(DROP).alias("reason"),
+            (pl.col("raw") if "raw" in rows.columns else as_json).cast(pl.String).alias("raw"),
+        ))
+    table = pl.concat(frames).to_arrow().cast(QUARANTINE) if frames else QUARANTINE.empty_table()
+    path = run_dir / "quarantine.parquet"
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return path, table.num_rows

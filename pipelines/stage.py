@@ -6,7 +6,8 @@
 - A plain `Stage.run(batches, ctx)` sees the whole input (dedup, export); a killed one starts over.
 
 A stage marks rows to remove by setting `drop_reason` (null keeps the row). Reasons read `"category: detail"`;
-the report counts them by category. Stages are dataclasses: their fields are their config and fingerprint.
+the report counts them by category. A dropped row may also carry `locator` (`file.jsonl:17`) and `raw` (the record
+as read); those two columns are removed from kept rows, and every drop ends up in `runs/<recipe>/quarantine.parquet`. Stages are dataclasses: their fields are their config and fingerprint.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import polars as pl
 from pipelines.errors import SchemaError
 
 DROP = "drop_reason"
+QUARANTINE_ONLY = ("locator", "raw")  # columns a stage may set on dropped rows only: where a record was, as read
 MESSAGES = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))  # schemas.MESSAGE in polars
 
 

@@ -1,7 +1,7 @@
 """The data model, twice: JSON Schema files (validate records and LLM output) and pyarrow schemas (storage).
 
-`tests/test_schemas.py` keeps the two in sync. Message, Conversation and Quarantine are defined here;
-see ../DESIGN.md for Preference, which arrives with the feedback recipe.
+`tests/test_schemas.py` keeps the two in sync: Message, Conversation (SFT), Preference (DPO pairs, shaped like
+ultrafeedback_binarized, with the pre-binarization `completions`) and Quarantine.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 from functools import cache
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 
 SCHEMA_DIR = Path(__file__).parent
@@ -24,6 +25,34 @@ CONVERSATION = pa.schema([
     ("meta", pa.string()),
 ])
 
+RATING = pa.struct([("aspect", pa.string()), ("rating", pa.float64()), ("rationale", pa.string())])
+
+COMPLETION = pa.struct([
+    ("model", pa.string()),
+    ("principle", pa.string()),
+    ("content", pa.string()),
+    ("ratings", pa.list_(RATING)),
+    ("overall", pa.float64()),
+])
+
+PREFERENCE = pa.schema([
+    ("id", pa.string()),
+    ("prompt_id", pa.string()),
+    ("prompt", pa.string()),
+    ("chosen", pa.list_(MESSAGE)),
+    ("rejected", pa.list_(MESSAGE)),
+    ("messages", pa.list_(MESSAGE)),
+    ("score_chosen", pa.float64()),
+    ("score_rejected", pa.float64()),
+    ("chosen_model", pa.string()),
+    ("rejected_model", pa.string()),
+    ("completions", pa.list_(COMPLETION)),
+    ("source", pa.string()),
+    ("meta", pa.string()),
+])
+
+TEXT = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string()), ("meta", pa.string())])
+
 QUARANTINE = pa.schema([
     ("stage", pa.string()),
     ("source", pa.string()),
@@ -32,7 +61,7 @@ QUARANTINE = pa.schema([
     ("raw", pa.string()),
 ])
 
-ARROW_SCHEMAS = {"conversation": CONVERSATION, "quarantine": QUARANTINE}
+ARROW_SCHEMAS = {"conversation": CONVERSATION, "preference": PREFERENCE, "text": TEXT, "quarantine": QUARANTINE}
 
 
 @cache
@@ -41,13 +70,32 @@ def json_schema(name: str) -> dict:
     return json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
 
 
+def canonical_json(value) -> bytes:
+    """Compact UTF-8 JSON, the same bytes as json.dumps(ensure_ascii=False, separators=(",", ":"))."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # lone surrogates and other text orjson refuses
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+
+
 def conversation_id(messages: list[dict]) -> str:
     """sha256 of the canonical messages: stable across runs, so exact dedup is unique(id)."""
-    canon = json.dumps([{"role": m["role"], "content": m["content"]} for m in messages],
-                       ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canon.encode()).hexdigest()
+    if not all(len(m) == 2 for m in messages):  # extra keys: keep only role and content
+        messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+    return hashlib.sha256(canonical_json(messages)).hexdigest()
 
 
-from schemas.validate import check_conversation  # noqa: E402  (re-export)
+def preference_id(chosen: list[dict], rejected: list[dict]) -> str:
+    """sha256 of the canonical chosen and rejected conversations."""
+    pair = [[{"role": m["role"], "content": m["content"]} for m in side] for side in (chosen, rejected)]
+    return hashlib.sha256(canonical_json(pair)).hexdigest()
 
-__all__ = ["MESSAGE", "CONVERSATION", "QUARANTINE", "json_schema", "conversation_id", "check_conversation"]
+
+def text_id(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+from schemas.validate import check_conversation, check_preference, check_text  # noqa: E402  (re-export)
+
+__all__ = ["MESSAGE", "CONVERSATION", "PREFERENCE", "QUARANTINE", "json_schema", "conversation_id", "preference_id",
+           "check_conversation", "check_preference", "check_text"]

@@ -7,7 +7,7 @@ from types import ModuleType
 
 from pipelines.errors import ConfigError
 
-RECIPES = ("ultrachat",)
+RECIPES = ("ultrachat", "ingest")
 
 
 def load_recipe(name: str) -> ModuleType:

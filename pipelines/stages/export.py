@@ -86,3 +86,46 @@ class ExportSFT(Stage):
             counts[split] = table.num_rows
         write_card(self.card, out_dir, ctx, counts)
         yield data
+
+
+@dataclass
+class ExportRows(Stage):
+    """Write the rows as they are (one schema of `schemas/`) to `export/data/train-NNNNN-of-NNNNN.parquet` + card.
+
+    Streams: each input batch is appended to the current shard, so memory stays flat. Its own checkpoint keeps only
+    the exported ids.
+    """
+
+    kind: str = "conversation"
+    shard_rows: int = 500_000
+    card: str = "ingest"
+    name = "export"
+    requires = ("id",)
+    provides = ("id",)
+
+    def run(self, batches, ctx: Context):
+        from schemas import ARROW_SCHEMAS
+
+        schema = ARROW_SCHEMAS[self.kind]
+        out_dir = ctx.run_dir / "export"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        (out_dir / "data").mkdir(parents=True)
+        shards, writer, in_shard, total = [], None, 0, 0
+        for batch in batches:
+            if not batch.height:
+                continue
+            if writer is None or in_shard >= self.shard_rows:
+                if writer is not None:
+                    writer.close()
+                shards.append(out_dir / "data" / f"train-{len(shards):05d}.parquet.tmp")
+                writer, in_shard = pq.ParquetWriter(shards[-1], schema), 0
+            writer.write_table(batch.select(schema.names).to_arrow().cast(schema))
+            in_shard += batch.height
+            total += batch.height
+            yield batch.select("id")
+        if writer is not None:
+            writer.close()
+        for k, tmp in enumerate(shards):
+            tmp.rename(tmp.with_name(f"train-{k:05d}-of-{len(shards):05d}.parquet"))
+        counts = {"train": total} if total else {}
+        write_card(self.card, out_dir, ctx, counts, {"kind": self.kind, "columns": ", ".join(schema.names)})

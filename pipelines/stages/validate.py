@@ -26,5 +26,5 @@ class Validate(MapStage):
             ids.append(conversation_id(messages))
             record = {"id": ids[-1], "messages": messages, "source": row["source"] or "", "meta": row["meta"] or ""}
             reason = check_conversation(record)
-            reasons.append(f"schema: {reason}" if reason else None)
+            reasons.append(reason)
         return with_drops(batch.with_columns(pl.Series("id", ids, dtype=pl.String)), reasons)

@@ -1,0 +1,35 @@
+"""Normalise files into one schema, with no teacher: ingest -> redact -> export.
+
+`python -m pipelines.build ingest --set sources=a.jsonl,b.parquet?max_rows=1000` reads every source (format
+auto-detected, or `?format=NAME`), validates each record, quarantines the bad ones with their reason in
+`runs/ingest/quarantine.parquet`, redacts personal data and secrets in chat logs, and exports the rows to
+`runs/ingest/export/data/train-*.parquet` in the `kind`'s schema (`schemas/`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pipelines.stage import Stage
+from pipelines.stages.export import ExportRows
+from pipelines.stages.ingest import Ingest
+from pipelines.stages.redact import Redact
+
+
+@dataclass(frozen=True)
+class Config:
+    recipe: ClassVar[str] = "ingest"
+    name: str = field(default="ingested-convoforge", metadata={"help": "dataset name in the card"})
+    sources: tuple[str, ...] = field(default=(), metadata={"help": "PATH[?format=NAME&weight=W&max_rows=N], ..."})
+    kind: str = field(default="conversation", metadata={"help": "conversation, preference or text"})
+    redact: str = field(default="chat_logs", metadata={"help": "chat_logs, all or none"})
+    workers: int = field(default=0, metadata={"help": "processes for parsing large JSONL files (0: one per core)"})
+
+
+def stages(cfg: Config) -> list[Stage]:
+    return [
+        Ingest(sources=cfg.sources, kind=cfg.kind, workers=cfg.workers),
+        Redact(scope=cfg.redact),
+        ExportRows(kind=cfg.kind),
+    ]

@@ -1,0 +1,115 @@
+"""Redact: replace e-mail addresses, phone numbers, IP addresses and secrets with typed placeholders.
+
+Secrets are API keys of the common providers (OpenAI, Anthropic, AWS, GitHub, Google, Slack, Hugging Face, Stripe),
+private key blocks, JWTs and bearer tokens. `scope` picks the rows: "chat_logs" (the default: rows from formats that
+record real users, `connectors.*.CHAT_LOG`), "all" or "none". Patterns run as polars (Rust regex) expressions over
+whole batches; counts per placeholder go to the report, and a changed row gets a new id (ids hash the content).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import polars as pl
+
+from connectors.detect import FORMATS
+from pipelines.errors import ConfigError
+from pipelines.stage import Context, MapStage
+from schemas import conversation_id, preference_id, text_id
+
+# (name, Rust regex, replacement): secrets first, so a key that looks like a phone number is named as a key.
+PATTERNS = (
+    ("private_key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----", "<PRIVATE_KEY>"),
+    ("anthropic_key", r"\bsk-ant-[A-Za-z0-9_-]{20,}", "<SECRET_ANTHROPIC_KEY>"),
+    ("openai_key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}", "<SECRET_OPENAI_KEY>"),
+    ("stripe_key", r"\b[sr]k_(?:live|test)_[A-Za-z0-9]{16,}", "<SECRET_STRIPE_KEY>"),
+    ("aws_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", "<SECRET_AWS_KEY>"),
+    ("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})", "<SECRET_GITHUB_TOKEN>"),
+    ("google_key", r"\bAIza[0-9A-Za-z_-]{35}", "<SECRET_GOOGLE_KEY>"),
+    ("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}", "<SECRET_SLACK_TOKEN>"),
+    ("hf_token", r"\bhf_[A-Za-z0-9]{30,}", "<SECRET_HF_TOKEN>"),
+    ("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", "<SECRET_JWT>"),
+    ("bearer_token", r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/-]{16,}=*", "${1}<SECRET_BEARER_TOKEN>"),
+    ("email", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b", "<EMAIL>"),
+    ("ip_address", r"\b(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+                   r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\b", "<IP_ADDRESS>"),
+    ("ip_address", r"\b(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b"
+                   r"|\b(?:[0-9A-Fa-f]{1,4}:){1,6}:(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,5})?\b", "<IP_ADDRESS>"),
+    ("phone", r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\b\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}\b", "<PHONE>"),
+)
+CHAT_LOGS = tuple(f.NAME for f in FORMATS if getattr(f, "CHAT_LOG", False))
+TEXT_COLUMNS = {"messages": "messages", "chosen": "messages", "rejected": "messages", "prompt": "text",
+                "text": "text"}
+
+
+def _redact_text(expr: pl.Expr) -> pl.Expr:
+    for _, pattern, replacement in PATTERNS:
+        expr = expr.str.replace_all(pattern, replacement)
+    return expr
+
+
+def _count(expr: pl.Expr, pattern: str) -> pl.Expr:
+    return expr.str.count_matches(pattern)
+
+
+@dataclass
+class Redact(MapStage):
+    scope: str = "chat_logs"
+    name = "redact"
+    requires = ("source",)
+
+    def __post_init__(self):
+        if self.scope not in ("chat_logs", "all", "none"):
+            raise ConfigError(f"redact scope {self.scope!r}: expected chat_logs, all or none")
+
+    def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        if self.scope == "none" or not batch.height:
+            return batch
+        chosen = pl.lit(True) if self.scope == "all" else \
+            pl.col("source").str.split(":").list.first().is_in(CHAT_LOGS)
+        columns = [c for c in TEXT_COLUMNS if c in batch.columns]
+        for name, pattern, _ in PATTERNS:
+            found = sum(batch.filter(chosen).select(self._matches(c, pattern) for c in columns).row(0)) \
+                if columns else 0
+            if found:
+                ctx.count(f"redacted_{name}", found)
+        redacted = batch.with_columns(
+            pl.when(chosen).then(self._replaced(c)).otherwise(pl.col(c)).alias(c) for c in columns)
+        return self._new_ids(batch, redacted)
+
+    @staticmethod
+    def _matches(column: str, pattern: str) -> pl.Expr:
+        if TEXT_COLUMNS[column] == "text":
+            return _count(pl.col(column), pattern).sum().fill_null(0)
+        return pl.col(column).list.eval(_count(pl.element().struct.field("content"), pattern)).list.sum().sum()
+
+    @staticmethod
+    def _replaced(column: str) -> pl.Expr:
+        if TEXT_COLUMNS[column] == "text":
+            return _redact_text(pl.col(column))
+        return pl.col(column).list.eval(pl.element().struct.with_fields(_redact_text(pl.field("content"))))
+
+    @staticmethod
+    def _new_ids(before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
+        """Ids hash the content, so rows that changed get theirs recomputed."""
+        if "id" not in after.columns:
+            return after
+        columns = [c for c in TEXT_COLUMNS if c in after.columns]
+        changed = [i for i, (a, b) in enumerate(zip(before.select(columns).iter_rows(),
+                                                    after.select(columns).iter_rows())) if a != b]
+        if not changed:
+            return after
+        ids = after["id"].to_list()
+        prompt_ids = after["prompt_id"].to_list() if "prompt_id" in after.columns else None
+        for i in changed:
+            row = after.row(i, named=True)
+            if "chosen" in row:
+                ids[i] = preference_id(row["chosen"], row["rejected"])
+                prompt_ids[i] = hashlib.sha256(row["prompt"].encode()).hexdigest()
+            elif "messages" in row:
+                ids[i] = conversation_id(row["messages"])
+            else:
+                ids[i] = text_id(row["text"])
+        out = after.with_columns(pl.Series("id", ids, dtype=pl.String))
+        return out.with_columns(pl.Series("prompt_id", prompt_ids, dtype=pl.String)) if prompt_ids else out
