@@ -20,7 +20,6 @@ from __future__ import annotations
 import bz2
 import csv
 import glob
-import gzip
 import io
 import json
 import re
@@ -36,7 +35,9 @@ import zstandard
 
 from pipelines.errors import SourceError
 
-COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".zst": zstandard.open}
+DECOMPRESSORS = {".gz": lambda: zlib.decompressobj(wbits=31), ".bz2": bz2.BZ2Decompressor,
+                 ".zst": lambda: zstandard.ZstdDecompressor().decompressobj()}
+COMPRESSIONS = set(DECOMPRESSORS)
 TEXT_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".txt", ".md"}
 SUFFIXES = TEXT_SUFFIXES | {".parquet", ".arrow", ".feather", ".ipc"}
 STREAM_ERRORS = (EOFError, OSError, zlib.error, zstandard.ZstdError)
@@ -62,13 +63,16 @@ class Raw:
 
 
 def expand(spec: str | Path) -> list[Path]:
-    """A path, a directory (every data file under it) or a glob -> files, sorted; SourceError if none."""
+    """A path, a directory (every data file under it) or a glob -> files, sorted; SourceError if none.
+
+    A `datasets` directory (from `save_to_disk`) counts as one source wherever it is met.
+    """
     spec = str(spec)
     if any(ch in spec for ch in "*?["):
         paths = [Path(p) for p in sorted(glob.glob(spec, recursive=True))]
-        paths = [p for p in paths if p.is_file() or is_datasets_dir(p)]
+        paths = [p for p in paths if is_datasets_dir(p) or (p.is_file() and data_suffix(p) in SUFFIXES)]
     elif Path(spec).is_dir() and not is_datasets_dir(Path(spec)):
-        paths = sorted(p for p in Path(spec).rglob("*") if p.is_file() and data_suffix(p) in SUFFIXES)
+        paths = sorted(_walk(Path(spec)))
     elif Path(spec).exists():
         paths = [Path(spec)]
     else:
@@ -77,6 +81,16 @@ def expand(spec: str | Path) -> list[Path]:
         raise SourceError(f"no data files match {spec} (looked for {', '.join(sorted(SUFFIXES))} and compressed "
                           f"versions of them)")
     return paths
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for path in root.iterdir():
+        if is_datasets_dir(path):
+            yield path
+        elif path.is_dir():
+            yield from _walk(path)
+        elif data_suffix(path) in SUFFIXES:
+            yield path
 
 
 def is_datasets_dir(path: Path) -> bool:
@@ -108,15 +122,59 @@ def read_records(path: Path) -> Iterator[Raw]:
         for chunk in jsonl_chunks(path, 1 << 20):
             yield from lines_to_records(path.name, chunk)
     else:
-        yield from _guard(path, _read_json_array)
+        yield from _read_json_array(path)
 
 
-def _open(path: Path) -> io.BufferedIOBase:
-    opener = COMPRESSIONS.get(path.suffix.lower(), open)
+def blocks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    """The file's bytes, decompressed, in blocks. Everything that can be decoded comes out before an error is raised
+    (EOFError for a stream that ends early, zlib.error and friends for corrupt data), so damage loses nothing
+    before it. Concatenated gzip, bz2 and zstd members are read one after another."""
+    make = DECOMPRESSORS.get(path.suffix.lower())
     try:
-        return opener(path, "rb")
+        raw = open(path, "rb")
     except OSError as exc:
         raise SourceError(f"cannot open {path}: {exc}") from None
+    with raw:
+        if make is None:
+            while data := raw.read(size):
+                yield data
+            return
+        decoder, started = make(), False
+        while data := raw.read(size):
+            while data:
+                out = decoder.decompress(data)
+                started = True
+                for start in range(0, len(out), size):  # keep blocks near `size` however well it compressed
+                    yield out[start:start + size]
+                if decoder.eof:
+                    data, decoder, started = decoder.unused_data, make(), False
+                else:
+                    data = b""
+        if started:
+            raise EOFError("the compressed stream ends before its end marker (truncated file?)")
+
+
+class _BlockReader(io.RawIOBase):
+    """A readable stream over `blocks()`, for readers that want a file object (CSV)."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self.chunks, self.pending = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self.pending:
+            self.pending = next(self.chunks, b"")
+            if not self.pending:
+                return 0
+        n = min(len(buffer), len(self.pending))
+        buffer[:n], self.pending = self.pending[:n], self.pending[n:]
+        return n
+
+
+def _open(path: Path) -> io.BufferedReader:
+    return io.BufferedReader(_BlockReader(blocks(path)))
 
 
 def _guard(path: Path, reader) -> Iterator[Raw]:
@@ -172,8 +230,15 @@ def is_jsonl(path: Path) -> bool:
         return True
     if suffix != ".json" or is_datasets_dir(path):
         return False
-    with _open(path) as stream:
-        return not stream.read(4096).lstrip().startswith(b"[")
+    head = b""
+    try:
+        for data in blocks(path, 4096):
+            head += data
+            if head.strip():
+                break
+    except STREAM_ERRORS:
+        pass  # the reader meets the damage again and reports it
+    return not head.lstrip().startswith(b"[")
 
 
 def jsonl_chunks(path: Path, size: int = 8 << 20) -> Iterator[tuple[int, bytes, str | None]]:
@@ -184,17 +249,13 @@ def jsonl_chunks(path: Path, size: int = 8 << 20) -> Iterator[tuple[int, bytes, 
     """
     number, carry = 1, b""
     try:
-        with _open(path) as stream:
-            while True:
-                data = stream.read(size)
-                if not data:
-                    break
-                data, cut = carry + data, None
-                cut = data.rfind(b"\n") + 1
-                block, carry = (data[:cut], data[cut:]) if cut else (b"", data)
-                if block:
-                    yield number, block, None
-                    number += block.count(b"\n")
+        for data in blocks(path, size):
+            data = carry + data
+            cut = data.rfind(b"\n") + 1
+            block, carry = (data[:cut], data[cut:]) if cut else (b"", data)
+            if block:
+                yield number, block, None
+                number += block.count(b"\n")
     except STREAM_ERRORS as exc:
         if number == 1 and not carry:
             raise SourceError(f"cannot read {path}: {exc}") from None
@@ -217,8 +278,22 @@ def lines_to_records(name: str, chunk: tuple[int, bytes, str | None]) -> Iterato
         yield Raw(f"{name}:{number + len(lines)}", None, partial, damage)
 
 
-def _read_json_array(path: Path, stream) -> Iterator[Raw]:
-    text = stream.read().decode("utf-8", "surrogateescape")
+def _read_json_array(path: Path) -> Iterator[Raw]:
+    data, damage = b"", None
+    try:
+        for block in blocks(path):
+            data += block
+    except STREAM_ERRORS as exc:
+        if not data:
+            raise SourceError(f"cannot read {path}: {exc}") from None
+        damage = f"unreadable: the file is damaged ({exc})"
+    for raw in _json_elements(path, data.decode("utf-8", "surrogateescape")):
+        if damage and raw.error and raw.error.startswith("not_json"):
+            raw.error = damage
+        yield raw
+
+
+def _json_elements(path: Path, text: str) -> Iterator[Raw]:
     decoder = json.JSONDecoder()
     ws = re.compile(r"\s*")
     pos = ws.match(text, text.index("[") + 1).end()

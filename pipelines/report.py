@@ -25,12 +25,14 @@ def write_report(run_dir: Path, recipe: str, rows: list[dict], seconds: float, t
 
 def print_table(rows: list[dict], seconds: float) -> None:
     table = Table(title=f"run finished in {seconds:.1f}s")
-    for col in ("stage", "status", "in", "dropped (by reason)", "out", "seconds", "requests", "cache hits",
+    left = ("stage", "status", "dropped (by reason)", "events")
+    for col in ("stage", "status", "in", "dropped (by reason)", "out", "events", "seconds", "requests", "cache hits",
                 "retries", "tokens in/out"):
-        table.add_column(col, justify="left" if col in ("stage", "status", "dropped (by reason)") else "right")
+        table.add_column(col, justify="left" if col in left else "right")
     for r in rows:
         drops = "\n".join(f"{k}: {v}" for k, v in sorted(r["dropped"].items())) or "-"
-        table.add_row(r["stage"], r["status"], str(r["rows_in"]), drops, str(r["rows_out"]), f"{r['seconds']:.1f}",
-                      str(r["requests"]), str(r["cache_hits"]), str(r["retries"]),
+        events = "\n".join(f"{k}: {v}" for k, v in sorted(r.get("counters", {}).items())) or "-"
+        table.add_row(r["stage"], r["status"], str(r["rows_in"]), drops, str(r["rows_out"]), events,
+                      f"{r['seconds']:.1f}", str(r["requests"]), str(r["cache_hits"]), str(r["retries"]),
                       f"{r['tokens_in']}/{r['tokens_out']}")
     Console(width=None if sys.stdout.isatty() else 200).print(table)
