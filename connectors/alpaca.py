@@ -23,7 +23,7 @@ def user_turn(instruction: str, extra: str) -> str:
 
 
 def convert(record: dict) -> list[dict]:
-    answer_key = "output" if "output" in record else "response"
+    answer_key = "response" if "response" in record and "output" not in record else "output"
     user = user_turn(text_field(record, "instruction"), text_field(record, "input", required=False))
     messages = [{"role": "user", "content": user},
                 {"role": "assistant", "content": text_field(record, answer_key)}]

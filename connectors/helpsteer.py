@@ -70,13 +70,14 @@ def _pair_group(prompt: str, rows: list[Raw]) -> Iterator[tuple[Raw, list | Reco
     rank = {id(raw): tuple(scores(raw.record)[k] for k in RANK_BY) for raw in rows}
     ranked = sorted(rows, key=lambda raw: rank[id(raw)], reverse=True)
     best, worst = ranked[0], ranked[-1]
-    for raw in ranked[1:]:
-        yield raw, []  # used: its response is the rejected one or listed in the completions
     if len(ranked) < 2:
         yield best, RecordError("too_few: only one response to this prompt, a pair needs 2")
     elif rank[id(best)] == rank[id(worst)]:
-        yield best, RecordError(f"tie: all {len(ranked)} responses to this prompt rank equal")
+        for raw in ranked:
+            yield raw, RecordError(f"tie: all {len(ranked)} responses to this prompt rank equal")
     else:
+        for raw in ranked[1:]:
+            yield raw, []  # used: its response is the rejected one or listed in the completions
         done = [completion(raw.record["response"], overall=scores(raw.record)["helpfulness"],
                            ratings=[{"aspect": k, "rating": v, "rationale": None}
                                     for k, v in scores(raw.record).items()])

@@ -1,5 +1,6 @@
-"""TRL preference: explicit `{"prompt", "chosen", "rejected"}` (strings or message lists) and implicit-prompt
-`{"chosen", "rejected"}` (two message lists whose shared beginning is the prompt)."""
+"""TRL preference: explicit `{"prompt", "chosen", "rejected"}` (strings or message lists), implicit-prompt
+`{"chosen", "rejected"}` (two message lists whose shared beginning is the prompt), and the
+`HuggingFaceH4/ultrafeedback_binarized` shape (a `prompt` string beside whole `chosen`/`rejected` conversations)."""
 
 from __future__ import annotations
 
@@ -32,9 +33,16 @@ def split_pair(chosen: list[dict], rejected: list[dict]) -> tuple[list[dict], st
     return chosen[:shared], tails[0][0]["content"], tails[1][0]["content"]
 
 
+def _whole_conversations(record: dict) -> bool:
+    """ultrafeedback_binarized shape: a `prompt` string, and `chosen`/`rejected` that already start with it."""
+    chosen = record["chosen"]
+    return (isinstance(chosen, list) and bool(chosen) and isinstance(chosen[0], dict)
+            and chosen[0].get("role") in ("user", "system"))
+
+
 def convert(record: dict) -> list[dict]:
-    meta = extras(record, ("prompt", "chosen", "rejected"))
-    if "prompt" in record:
+    meta = extras(record, ("prompt", "chosen", "rejected", "score_chosen", "score_rejected"))
+    if "prompt" in record and not _whole_conversations(record):
         prompt = as_turns(record["prompt"], "user", meta, "prompt")
         chosen = prompt + as_turns(record["chosen"], "assistant", meta, "chosen")
         rejected = prompt + as_turns(record["rejected"], "assistant", meta, "rejected")

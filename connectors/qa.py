@@ -14,7 +14,7 @@ def matches(record: dict) -> bool:
 
 
 def convert(record: dict) -> list[dict]:
-    q, a = next((q, a) for q, a in KEYS if q in record and a in record)
+    q, a = next(((q, a) for q, a in KEYS if q in record and a in record), KEYS[0])
     messages = [{"role": "user", "content": text_field(record, q)},
                 {"role": "assistant", "content": text_field(record, a)}]
     return [{"messages": messages, "meta": extras(record, (q, a))}]

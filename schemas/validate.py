@@ -79,12 +79,16 @@ def _schema_error(name: str, record: dict) -> str | None:
 
 
 def turn_order_problem(messages: list[dict]) -> str | None:
-    """[system?] user assistant user assistant ... ending with assistant (tool turns may come anywhere after a user)."""
+    """[system?] then user and assistant turns alternating, ending with assistant. Tool results may follow an
+    assistant turn (its tool calls), and the assistant goes on after them: user, assistant, tool, assistant."""
     roles = [m["role"] for m in messages]
     start = 1 if roles[0] == "system" else 0
     expected = "user"
     for i, role in enumerate(roles[start:], start):
         if role == "tool":
+            if i == start or roles[i - 1] not in ("assistant", "tool"):
+                return f"turn_order: a tool turn at message {i} does not follow an assistant turn"
+            expected = "assistant"
             continue
         if role != expected:
             return f"turn_order: turns do not alternate at message {i}: {role} where {expected} was expected"

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Iterator
 
+import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
@@ -219,7 +220,12 @@ class _Batch:
         arrays = []
         for field in self.schema:
             column = [row.get(field.name) for row in self.rows]
-            arrays.append(_messages_array(column) if field.type == MESSAGES_TYPE else pa.array(column, field.type))
+            if field.type == MESSAGES_TYPE:
+                arrays.append(_messages_array(column))
+            elif field.type == pa.string():
+                arrays.append(_strings(column))
+            else:
+                arrays.append(pa.array(column, field.type))
         self.rows = []
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
@@ -241,7 +247,20 @@ def _messages_array(conversations: list[list[dict] | None]) -> pa.Array:
                 contents.append(m["content"])
         offsets.append(len(roles))
         valid.append(messages is not None)
-    values = pa.StructArray.from_arrays([pa.array(roles, pa.string()), pa.array(contents, pa.string())],
+    values = pa.StructArray.from_arrays([pa.array(roles, pa.string()), _strings(contents)],
                                         fields=list(MESSAGE))
     mask = None if all(valid) else pa.array([not v for v in valid])
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, mask=mask)
+
+
+def _strings(values: list[str | None]) -> pa.Array:
+    """A string array built from one joined buffer: several times faster than `pa.array` on fresh str objects."""
+    if None in values:
+        return pa.array(values, pa.string())
+    encoded = [v.encode() for v in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
+    if offsets[-1] >= 2**31:
+        return pa.array(values, pa.string())
+    return pa.Array.from_buffers(pa.string(), len(encoded),
+                                 [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(encoded))])

@@ -36,21 +36,13 @@ PATTERNS = (
                    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\b", "<IP_ADDRESS>"),
     ("ip_address", r"\b(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b"
                    r"|\b(?:[0-9A-Fa-f]{1,4}:){1,6}:(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,5})?\b", "<IP_ADDRESS>"),
-    ("phone", r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\b\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}\b", "<PHONE>"),
+    # International numbers written with "+", and North American 3-3-4 numbers; plain sums like 1000-450-300 are not.
+    ("phone", r"\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]\d{2,4}){2,4}\b"
+              r"|(?:\(\d{3}\) ?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b", "<PHONE>"),
 )
 CHAT_LOGS = tuple(f.NAME for f in FORMATS if getattr(f, "CHAT_LOG", False))
 TEXT_COLUMNS = {"messages": "messages", "chosen": "messages", "rejected": "messages", "prompt": "text",
                 "text": "text"}
-
-
-def _redact_text(expr: pl.Expr) -> pl.Expr:
-    for _, pattern, replacement in PATTERNS:
-        expr = expr.str.replace_all(pattern, replacement)
-    return expr
-
-
-def _count(expr: pl.Expr, pattern: str) -> pl.Expr:
-    return expr.str.count_matches(pattern)
 
 
 @dataclass
@@ -64,31 +56,35 @@ class Redact(MapStage):
             raise ConfigError(f"redact scope {self.scope!r}: expected chat_logs, all or none")
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        if self.scope == "none" or not batch.height:
+        columns = [c for c in TEXT_COLUMNS if c in batch.columns]
+        if self.scope == "none" or not batch.height or not columns:
             return batch
         chosen = pl.lit(True) if self.scope == "all" else \
             pl.col("source").str.split(":").list.first().is_in(CHAT_LOGS)
-        columns = [c for c in TEXT_COLUMNS if c in batch.columns]
-        for name, pattern, _ in PATTERNS:
-            found = sum(batch.filter(chosen).select(self._matches(c, pattern) for c in columns).row(0)) \
-                if columns else 0
+        mask = batch.select(chosen.alias("m")).to_series()
+        redacted = batch
+        for name, pattern, replacement in PATTERNS:  # in order, so a text is counted under the first name it gets
+            found = redacted.filter(mask).select(self._matches(c, pattern) for c in columns).sum_horizontal().item()
             if found:
                 ctx.count(f"redacted_{name}", found)
-        redacted = batch.with_columns(
-            pl.when(chosen).then(self._replaced(c)).otherwise(pl.col(c)).alias(c) for c in columns)
+                redacted = redacted.with_columns(
+                    pl.when(mask).then(self._replaced(c, pattern, replacement)).otherwise(pl.col(c)).alias(c)
+                    for c in columns)
         return self._new_ids(batch, redacted)
 
     @staticmethod
     def _matches(column: str, pattern: str) -> pl.Expr:
         if TEXT_COLUMNS[column] == "text":
-            return _count(pl.col(column), pattern).sum().fill_null(0)
-        return pl.col(column).list.eval(_count(pl.element().struct.field("content"), pattern)).list.sum().sum()
+            return pl.col(column).str.count_matches(pattern).sum().fill_null(0)
+        return pl.col(column).list.eval(pl.element().struct.field("content").str.count_matches(pattern)) \
+            .list.sum().sum()
 
     @staticmethod
-    def _replaced(column: str) -> pl.Expr:
+    def _replaced(column: str, pattern: str, replacement: str) -> pl.Expr:
         if TEXT_COLUMNS[column] == "text":
-            return _redact_text(pl.col(column))
-        return pl.col(column).list.eval(pl.element().struct.with_fields(_redact_text(pl.field("content"))))
+            return pl.col(column).str.replace_all(pattern, replacement)
+        return pl.col(column).list.eval(
+            pl.element().struct.with_fields(pl.field("content").str.replace_all(pattern, replacement)))
 
     @staticmethod
     def _new_ids(before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
