@@ -1,1 +1,3 @@
-"""Input connectors: one module per input format. For now plain text materials (`connectors.text`)."""
+"""Input connectors: `files` (containers, compression, locators), one module per record format (see `base` for
+what a format module provides and `detect` for the auto-detection order), and `sources` (source specs and mixtures).
+"""

@@ -79,16 +79,15 @@ def rebatch(frames: Iterator[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]
 
 
 def _write_atomic(frame: pl.DataFrame, path: Path, meta: dict | None = None) -> None:
-    table = frame.to_arrow()
-    if meta is not None:
-        table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
+    """polars' own Parquet writer (no Arrow round trip); `meta` goes into the file's key-value metadata."""
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
+    extra = {META_KEY.decode(): json.dumps(meta)} if meta is not None else None
+    frame.write_parquet(tmp, compression="snappy", metadata=extra)
     os.replace(tmp, path)
 
 
 def _part_meta(path: Path) -> dict:
-    metadata = pq.read_schema(path).metadata or {}
+    metadata = pq.read_metadata(path).metadata or {}
     return json.loads(metadata.get(META_KEY, b"{}"))
 
 
@@ -175,11 +174,12 @@ class Runner:
     def _write_part(self, stage_dir: Path, k: int, out: pl.DataFrame, started: float, before: Counter) -> None:
         dropped = Counter()
         if DROP in out.columns:
-            gone = out.filter(pl.col(DROP).is_not_null())
-            if gone.height:
+            if out[DROP].null_count() < out.height:  # some rows dropped
+                gone = out.filter(pl.col(DROP).is_not_null())
                 dropped.update(reason_category(r) for r in gone[DROP].to_list())
                 _write_atomic(gone, stage_dir / "_dropped" / f"part-{k:05d}.parquet")
-            out = out.filter(pl.col(DROP).is_null()).drop(DROP, *[c for c in QUARANTINE_ONLY if c in out.columns])
+                out = out.filter(pl.col(DROP).is_null())
+            out = out.drop(DROP, *[c for c in QUARANTINE_ONLY if c in out.columns])
         meta = {
             "rows_out": out.height,
             "dropped": dict(dropped),

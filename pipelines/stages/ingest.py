@@ -7,12 +7,17 @@ that is a SourceError naming the file.
 Each record is read from its file (`connectors.files`), converted by its format (`connectors.detect`), given its id
 and checked against the JSON Schema. A record that fails anywhere becomes a dropped row whose `drop_reason` says why,
 with `locator` and `raw`; the runner keeps those in the quarantine. Kept rows carry their locator in `meta`.
+
+JSONL in a record-wise format is read in blocks of about 8 MB; ShareGPT and OpenAI-messages blocks are converted
+column-wise (`ingest_fast`), the rest record by record; files over 32 MB are spread over one worker process per core
+(`pipelines.parallel`). All ways give the same rows in file order, so a resumed run re-cuts the same parts.
 """
 
 from __future__ import annotations
 
 import gc
 import hashlib
+import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -29,13 +34,14 @@ from connectors.files import Raw, expand, is_jsonl, jsonl_chunks, lines_to_recor
 from connectors.sources import SourceSpec
 from pipelines.errors import ConfigError, SourceError
 from pipelines.parallel import cores, ordered_map
+from pipelines.stages.ingest_fast import fast_table
 from pipelines.stage import DROP, Context, Source
 from schemas import (CONVERSATION, MESSAGE, PREFERENCE, TEXT, check_conversation, check_preference, check_text,
                      conversation_id, preference_id, text_id)
 
 KINDS = {"conversation": CONVERSATION, "preference": PREFERENCE, "text": TEXT}
-PARALLEL_CHUNK = 4 << 20  # bytes of JSONL per task for a worker
-PARALLEL_MIN_BYTES = 8 << 20  # smaller files are not worth starting workers for
+BLOCK_BYTES = 8 << 20  # JSONL converted at once (by one worker)
+WORKERS_FROM_BYTES = 32 << 20  # smaller files are done before worker processes would have started
 QUARANTINE_COLUMNS = {"locator": pa.string(), "raw": pa.string(), DROP: pa.string()}
 
 
@@ -48,7 +54,7 @@ class Ingest(Source):
     sources: tuple[str, ...] = ()
     kind: str = "conversation"
     batch_rows: int = 20_000
-    workers: int = 0  # processes for parsing large JSONL files; 0: one per core
+    workers: int = 0  # processes for large JSONL files; 0: one per core
     name = "ingest"
 
     def __post_init__(self):
@@ -81,6 +87,10 @@ class Ingest(Source):
         if not yielded:
             yield _Batch(self.kind).frame()
 
+    def _worth_workers(self, path: Path) -> bool:
+        size = path.stat().st_size * (4 if path.suffix in (".gz", ".bz2", ".zst") else 1)
+        return self.workers != 1 and cores() > 1 and size >= WORKERS_FROM_BYTES
+
     def _frames(self, spec: SourceSpec, path: Path) -> Iterator[pl.DataFrame]:
         raws = read_records(path)
         fmt, raws = (by_name(spec.format), raws) if spec.format else detect(raws, path)
@@ -90,11 +100,12 @@ class Ingest(Source):
                 raise SourceError(f"{path} is {fmt.NAME} data ({', '.join(offered)}); this recipe needs {self.kind} "
                                   f"records")
         source = f"{fmt.NAME if fmt else 'unknown'}:{path.name}"
-        if fmt is not None and not hasattr(fmt, "convert_all") and is_jsonl(path) and self._worth_parallel(path):
-            del raws  # the detection read-ahead; workers read the file again in chunks
-            tasks = ((fmt.NAME, self.kind, source, path.name, chunk)
-                     for chunk in jsonl_chunks(path, PARALLEL_CHUNK))
-            for table in ordered_map(_convert_chunk, tasks, self.workers):
+        if fmt is not None and not hasattr(fmt, "convert_all") and is_jsonl(path):
+            del raws  # the detection read-ahead: the file is read again block by block
+            blocks = jsonl_chunks(path, BLOCK_BYTES)
+            tasks = ((fmt.NAME, self.kind, source, path.name, block) for block in blocks)
+            workers = self.workers if self._worth_workers(path) else 1
+            for table in ordered_map(_convert_block, tasks, workers, warm_up=_warm_up):
                 yield pl.from_arrow(table)
             return
         batch = _Batch(self.kind)
@@ -105,18 +116,28 @@ class Ingest(Source):
         if len(batch):
             yield batch.frame()
 
-    def _worth_parallel(self, path: Path) -> bool:
-        size = path.stat().st_size * (4 if path.suffix in (".gz", ".bz2", ".zst") else 1)
-        return self.workers != 1 and cores() > 1 and size >= PARALLEL_MIN_BYTES
+
+def _warm_up() -> None:
+    """Run once in each worker, so that its first real block does not pay for polars' and pyarrow's set-up and the
+    JSON Schema validator's compilation (the second line is a bad record)."""
+    tiny = (b'{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}\n'
+            b'{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": ""}]}\n')
+    _convert_block(("sharegpt", "conversation", "warm-up", "warm-up", (1, tiny, None)))
 
 
-def _convert_chunk(task) -> pa.Table:
-    """Worker: parse, convert and check one chunk of JSONL lines."""
+def _convert_block(task) -> pa.Table:
+    """One `jsonl_chunks` block of JSONL, vectorised (`ingest_fast`) where it can be (in a worker, or here)."""
     fmt_name, kind, source, name, chunk = task
+    fmt = by_name(fmt_name)
     batch = _Batch(kind)
-    gc.disable()  # millions of small dicts and no cycles: the collector would cost a quarter of the time
+    slow = lambda fmt, raws: convert_rows(fmt, kind, source, raws)  # noqa: E731
+    in_worker = multiprocessing.parent_process() is not None  # then the cores are taken: no threads of our own
+    fast = fast_table(fmt_name, kind, source, name, chunk, batch.schema, slow, threads=not in_worker)
+    if fast is not None:
+        return fast
+    gc.disable()  # many small dicts and no cycles: the collector would cost a quarter of the time
     try:
-        for row in convert_rows(by_name(fmt_name), kind, source, lines_to_records(name, chunk)):
+        for row in convert_rows(fmt, kind, source, lines_to_records(name, chunk)):
             batch.add(row)
         return batch.table()
     finally:
