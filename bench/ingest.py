@@ -9,7 +9,7 @@ fresh process with an empty scratch dir, alternating with the others; the table 
 is shared and noisy) and the highest peak memory (max RSS, worker processes included), with our speed-up.
 
 - ours: the ingest recipe's `Ingest` stage run by the `Runner` (parse, convert, JSON Schema check, id, quarantine
-  columns, Parquet checkpoint parts), with its default workers (one per core).
+  columns, Parquet checkpoint parts).
 - datasets: `load_dataset("json", data_files=...)` into a fresh cache dir, then `.map` that turns
   `conversations` into `messages` (one row at a time, as most scripts write it); also the same map with
   `num_proc=2`, since ours uses both cores too.

@@ -2,8 +2,8 @@
 
 Running `jsonschema` on every record costs about 10 us per record, more than parsing it. So a conversation is first
 put through `_plainly_valid`, a direct check of the same rules with the limits read from the schema file; only a
-record it does not pass goes through `jsonschema`, which gives the reason. `tests/test_schemas.py` checks that the
-two agree.
+record it does not pass goes through `jsonschema`, which gives the reason (for a bad message, `jsonschema` checks
+that message alone against the message schema). `tests/test_schemas.py` checks that the two agree.
 """
 
 from __future__ import annotations
@@ -39,23 +39,50 @@ def _limits() -> tuple:
 
 
 def _plainly_valid_messages(messages) -> bool:
-    roles, min_items, max_items, min_len, max_len = _limits()
+    _, min_items, max_items, _, _ = _limits()
     if type(messages) is not list or not min_items <= len(messages) <= max_items:
         return False
-    for m in messages:
-        if type(m) is not dict or m.get("role") not in roles:
-            return False
-        content = m.get("content")
-        if type(content) is not str or not min_len <= len(content) <= max_len or content.isspace():
-            return False
-    return True
+    return all(_plainly_valid_message(m) for m in messages)
+
+
+def _plainly_valid_message(m) -> bool:
+    roles, _, _, min_len, max_len = _limits()
+    if type(m) is not dict or m.get("role") not in roles:
+        return False
+    content = m.get("content")
+    return type(content) is str and min_len <= len(content) <= max_len and not content.isspace()
+
+
+@cache
+def _message_validator() -> jsonschema.Draft202012Validator:
+    from schemas import json_schema
+
+    return jsonschema.Draft202012Validator(json_schema("conversation")["$defs"]["message"])
+
+
+def _first_message_error(messages) -> str | None:
+    """The reason for the first bad message, from validating that message alone (much faster than the whole
+    record); None when the list itself is the problem."""
+    _, min_items, max_items, _, _ = _limits()
+    if type(messages) is not list or not min_items <= len(messages) <= max_items:
+        return None
+    for i, m in enumerate(messages):
+        if not _plainly_valid_message(m):
+            error = jsonschema.exceptions.best_match(_message_validator().iter_errors(m))
+            if error is not None:
+                where = "/".join(str(p) for p in ("messages", i, *error.absolute_path))
+                return f"schema: {where}: {error.message[:200]}"
+    return None
 
 
 def _plainly_valid(record: dict) -> bool:
     """True when `record` certainly passes conversation.schema.json (False: ask jsonschema why not)."""
+    return _plainly_valid_fields(record) and _plainly_valid_messages(record.get("messages"))
+
+
+def _plainly_valid_fields(record: dict) -> bool:
     return (type(record.get("id")) is str and HEX64.fullmatch(record["id"]) is not None
-            and type(record.get("source")) is str and record["source"] != ""
-            and type(record.get("meta")) is str and _plainly_valid_messages(record.get("messages")))
+            and type(record.get("source")) is str and record["source"] != "" and type(record.get("meta")) is str)
 
 
 def _plainly_valid_preference(record: dict) -> bool:
@@ -106,7 +133,8 @@ def check_conversation(record: dict) -> str | None:
     Reasons read "category: detail", the category being `schema` or `turn_order`.
     """
     if not _plainly_valid(record):
-        reason = _schema_error("conversation", record)
+        reason = (_plainly_valid_fields(record) and _first_message_error(record.get("messages"))) \
+            or _schema_error("conversation", record)
         if reason:
             return reason
     return turn_order_problem(record["messages"])

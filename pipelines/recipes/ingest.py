@@ -24,12 +24,11 @@ class Config:
     sources: tuple[str, ...] = field(default=(), metadata={"help": "PATH[?format=NAME&weight=W&max_rows=N], ..."})
     kind: str = field(default="conversation", metadata={"help": "conversation, preference or text"})
     redact: str = field(default="chat_logs", metadata={"help": "chat_logs, all or none"})
-    workers: int = field(default=0, metadata={"help": "processes for large JSONL files (0: one per core)"})
 
 
 def stages(cfg: Config) -> list[Stage]:
     return [
-        Ingest(sources=cfg.sources, kind=cfg.kind, workers=cfg.workers),
+        Ingest(sources=cfg.sources, kind=cfg.kind),
         Redact(scope=cfg.redact),
         ExportRows(kind=cfg.kind),
     ]

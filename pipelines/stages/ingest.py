@@ -9,15 +9,14 @@ and checked against the JSON Schema. A record that fails anywhere becomes a drop
 with `locator` and `raw`; the runner keeps those in the quarantine. Kept rows carry their locator in `meta`.
 
 JSONL in a record-wise format is read in blocks of about 8 MB; ShareGPT and OpenAI-messages blocks are converted
-column-wise (`ingest_fast`), the rest record by record; files over 32 MB are spread over one worker process per core
-(`pipelines.parallel`). All ways give the same rows in file order, so a resumed run re-cuts the same parts.
+column-wise by pyarrow and polars on all cores (`ingest_fast`), the rest record by record. Both ways give the same
+rows in file order, so a resumed run re-cuts the same parts.
 """
 
 from __future__ import annotations
 
 import gc
 import hashlib
-import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -33,15 +32,13 @@ from connectors.detect import by_name, detect, kinds
 from connectors.files import Raw, expand, is_jsonl, jsonl_chunks, lines_to_records, read_records
 from connectors.sources import SourceSpec
 from pipelines.errors import ConfigError, SourceError
-from pipelines.parallel import cores, ordered_map
-from pipelines.stages.ingest_fast import fast_table
+from pipelines.stages.ingest_fast import fast_frame
 from pipelines.stage import DROP, Context, Source
 from schemas import (CONVERSATION, MESSAGE, PREFERENCE, TEXT, check_conversation, check_preference, check_text,
                      conversation_id, preference_id, text_id)
 
 KINDS = {"conversation": CONVERSATION, "preference": PREFERENCE, "text": TEXT}
-BLOCK_BYTES = 8 << 20  # JSONL converted at once (by one worker)
-WORKERS_FROM_BYTES = 32 << 20  # smaller files are done before worker processes would have started
+BLOCK_BYTES = 8 << 20  # JSONL converted at once
 QUARANTINE_COLUMNS = {"locator": pa.string(), "raw": pa.string(), DROP: pa.string()}
 
 
@@ -54,7 +51,6 @@ class Ingest(Source):
     sources: tuple[str, ...] = ()
     kind: str = "conversation"
     batch_rows: int = 20_000
-    workers: int = 0  # processes for large JSONL files; 0: one per core
     name = "ingest"
 
     def __post_init__(self):
@@ -87,10 +83,6 @@ class Ingest(Source):
         if not yielded:
             yield _Batch(self.kind).frame()
 
-    def _worth_workers(self, path: Path) -> bool:
-        size = path.stat().st_size * (4 if path.suffix in (".gz", ".bz2", ".zst") else 1)
-        return self.workers != 1 and cores() > 1 and size >= WORKERS_FROM_BYTES
-
     def _frames(self, spec: SourceSpec, path: Path) -> Iterator[pl.DataFrame]:
         raws = read_records(path)
         fmt, raws = (by_name(spec.format), raws) if spec.format else detect(raws, path)
@@ -103,10 +95,8 @@ class Ingest(Source):
         if fmt is not None and not hasattr(fmt, "convert_all") and is_jsonl(path):
             del raws  # the detection read-ahead: the file is read again block by block
             blocks = jsonl_chunks(path, BLOCK_BYTES)
-            tasks = ((fmt.NAME, self.kind, source, path.name, block) for block in blocks)
-            workers = self.workers if self._worth_workers(path) else 1
-            for table in ordered_map(_convert_block, tasks, workers, warm_up=_warm_up):
-                yield pl.from_arrow(table)
+            for block in blocks:
+                yield _convert_block(fmt, self.kind, source, path.name, block)
             return
         batch = _Batch(self.kind)
         for row in convert_rows(fmt, self.kind, source, raws):
@@ -117,29 +107,18 @@ class Ingest(Source):
             yield batch.frame()
 
 
-def _warm_up() -> None:
-    """Run once in each worker, so that its first real block does not pay for polars' and pyarrow's set-up and the
-    JSON Schema validator's compilation (the second line is a bad record)."""
-    tiny = (b'{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}\n'
-            b'{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": ""}]}\n')
-    _convert_block(("sharegpt", "conversation", "warm-up", "warm-up", (1, tiny, None)))
-
-
-def _convert_block(task) -> pa.Table:
-    """One `jsonl_chunks` block of JSONL, vectorised (`ingest_fast`) where it can be (in a worker, or here)."""
-    fmt_name, kind, source, name, chunk = task
-    fmt = by_name(fmt_name)
+def _convert_block(fmt: ModuleType, kind: str, source: str, name: str, chunk) -> pl.DataFrame:
+    """One `jsonl_chunks` block of JSONL, vectorised (`ingest_fast`) where it can be, else record by record."""
     batch = _Batch(kind)
     slow = lambda fmt, raws: convert_rows(fmt, kind, source, raws)  # noqa: E731
-    in_worker = multiprocessing.parent_process() is not None  # then the cores are taken: no threads of our own
-    fast = fast_table(fmt_name, kind, source, name, chunk, batch.schema, slow, threads=not in_worker)
+    fast = fast_frame(fmt.NAME, kind, source, name, chunk, batch.schema, slow)
     if fast is not None:
         return fast
     gc.disable()  # many small dicts and no cycles: the collector would cost a quarter of the time
     try:
         for row in convert_rows(fmt, kind, source, lines_to_records(name, chunk)):
             batch.add(row)
-        return batch.table()
+        return batch.frame()
     finally:
         gc.enable()
 
