@@ -1,10 +1,10 @@
 """Ingest benchmark: our ingest + validate against `datasets.load_dataset("json")` + `map` to messages.
 
-    python bench/ingest.py [--rows 200000] [--small 50000] [--repeat 3] [--work DIR]
+    python bench/ingest.py [--rows 200000] [--sizes 50000,400000] [--repeat 3] [--work DIR]
 
 Builds a ShareGPT JSONL of `--rows` conversations (and its .gz) from the real files in ../shared/data/real
 (ShareGPT, Alpaca, AlpacaEval, GSM8K, Self-Instruct seeds and hh-rlhf dialogues, drawn at random with an id each),
-plus a `--small` one to show whether peak memory grows with the file. Each path runs `--repeat` times, each in a
+plus one of each of `--sizes` to show whether peak memory grows with the file. Each path runs `--repeat` times, each in a
 fresh process with an empty scratch dir, alternating with the others; the table shows the fastest run (this machine
 is shared and noisy) and the highest peak memory (max RSS, worker processes included), with our speed-up.
 
@@ -104,22 +104,25 @@ def measure(code: str, path: Path, scratch: Path, *args: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--small", type=int, default=50_000)
+    parser.add_argument("--sizes", default="50000,400000", help="other file sizes (rows), comma-separated")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--work", type=Path, default=None, help="where to write the files (default: a temp dir)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     work.mkdir(parents=True, exist_ok=True)
     files = []
-    for rows in (args.small, args.rows):
+    sizes = sorted({args.rows, *(int(n) for n in args.sizes.split(",") if n)})
+    for rows in sizes:
         path = work / f"sharegpt_{rows}.jsonl"
         if not path.exists():
             build_file(path, rows)
-        gz = path.with_suffix(".jsonl.gz")
-        if not gz.exists():
-            with open(path, "rb") as src, gzip.open(gz, "wb", compresslevel=6) as dst:
-                dst.write(src.read())
-        files += [path, gz]
+        files.append(path)
+        if rows == args.rows:
+            gz = path.with_suffix(".jsonl.gz")
+            if not gz.exists():
+                with open(path, "rb") as src, gzip.open(gz, "wb", compresslevel=6) as dst:
+                    shutil.copyfileobj(src, dst)
+            files.append(gz)
 
     results = []
     for path in files:

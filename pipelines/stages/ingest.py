@@ -8,7 +8,7 @@ Each record is read from its file (`connectors.files`), converted by its format 
 and checked against the JSON Schema. A record that fails anywhere becomes a dropped row whose `drop_reason` says why,
 with `locator` and `raw`; the runner keeps those in the quarantine. Kept rows carry their locator in `meta`.
 
-JSONL in a record-wise format is read in blocks of about 8 MB; ShareGPT and OpenAI-messages blocks are converted
+JSONL in a record-wise format is read in blocks of about 4 MB; ShareGPT and OpenAI-messages blocks are converted
 column-wise by pyarrow and polars on all cores (`ingest_fast`), the rest record by record. Both ways give the same
 rows in file order, so a resumed run re-cuts the same parts.
 """
@@ -38,7 +38,7 @@ from schemas import (CONVERSATION, MESSAGE, PREFERENCE, TEXT, check_conversation
                      conversation_id, preference_id, text_id)
 
 KINDS = {"conversation": CONVERSATION, "preference": PREFERENCE, "text": TEXT}
-BLOCK_BYTES = 8 << 20  # JSONL converted at once
+BLOCK_BYTES = 4 << 20  # JSONL converted at once
 QUARANTINE_COLUMNS = {"locator": pa.string(), "raw": pa.string(), DROP: pa.string()}
 
 
