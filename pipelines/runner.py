@@ -79,10 +79,11 @@ def rebatch(frames: Iterator[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]
 
 
 def _write_atomic(frame: pl.DataFrame, path: Path, meta: dict | None = None) -> None:
-    """polars' own Parquet writer (no Arrow round trip); `meta` goes into the file's key-value metadata."""
+    """polars' own Parquet writer (no Arrow round trip), LZ4 (as small as snappy here, faster both ways); `meta`
+    goes into the file's key-value metadata."""
     tmp = path.with_name(path.name + ".tmp")
     extra = {META_KEY.decode(): json.dumps(meta)} if meta is not None else None
-    frame.write_parquet(tmp, compression="snappy", metadata=extra)
+    frame.write_parquet(tmp, compression="lz4", metadata=extra)
     os.replace(tmp, path)
 
 
