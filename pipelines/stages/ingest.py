@@ -94,8 +94,7 @@ class Ingest(Source):
         source = f"{fmt.NAME if fmt else 'unknown'}:{path.name}"
         if fmt is not None and not hasattr(fmt, "convert_all") and is_jsonl(path):
             del raws  # the detection read-ahead: the file is read again block by block
-            blocks = jsonl_chunks(path, BLOCK_BYTES)
-            for block in blocks:
+            for block in jsonl_chunks(path, BLOCK_BYTES):
                 yield _convert_block(fmt, self.kind, source, path.name, block)
             return
         batch = _Batch(self.kind)
@@ -114,13 +113,15 @@ def _convert_block(fmt: ModuleType, kind: str, source: str, name: str, chunk) ->
     fast = fast_frame(fmt.NAME, kind, source, name, chunk, batch.schema, slow)
     if fast is not None:
         return fast
+    collecting = gc.isenabled()
     gc.disable()  # many small dicts and no cycles: the collector would cost a quarter of the time
     try:
         for row in convert_rows(fmt, kind, source, lines_to_records(name, chunk)):
             batch.add(row)
         return batch.frame()
     finally:
-        gc.enable()
+        if collecting:
+            gc.enable()
 
 
 def _sample(frame: pl.DataFrame, spec: SourceSpec, remaining: int | None, ctx: Context):
