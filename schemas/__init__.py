@@ -91,6 +91,11 @@ def preference_id(chosen: list[dict], rejected: list[dict]) -> str:
     return hashlib.sha256(canonical_json(pair)).hexdigest()
 
 
+def prompt_id(prompt: str) -> str:
+    """sha256 of the prompt text, as `prompt_id` in ultrachat_200k and ultrafeedback_binarized."""
+    return hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def text_id(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -98,4 +103,5 @@ def text_id(text: str) -> str:
 from schemas.validate import check_conversation, check_preference, check_text  # noqa: E402  (re-export)
 
 __all__ = ["MESSAGE", "CONVERSATION", "PREFERENCE", "QUARANTINE", "json_schema", "conversation_id", "preference_id",
+           "prompt_id",
            "check_conversation", "check_preference", "check_text"]

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from pipelines.cards import write_card
 from pipelines.stage import MESSAGES, Context, Stage
-from schemas import MESSAGE
+from schemas import ARROW_SCHEMAS, MESSAGE, prompt_id
 
 SPLITS = ("train_sft", "test_sft", "train_gen", "test_gen")
 EXPORT_SCHEMA = pa.schema([("prompt", pa.string()), ("prompt_id", pa.string()), ("messages", pa.list_(MESSAGE))])
@@ -67,7 +67,7 @@ class ExportSFT(Stage):
         frames = [b for b in batches if b.height]
         data = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={"messages": MESSAGES})
         prompts = [first_user_turn(m) for m in data["messages"].to_list()]
-        prompt_ids = [hashlib.sha256(p.encode()).hexdigest() for p in prompts]
+        prompt_ids = [prompt_id(p) for p in prompts]
         splits = fill_empty_splits(prompt_ids, [assign_split(p, self.test_fraction, self.gen_fraction)
                                                 for p in prompt_ids])
         data = data.with_columns(pl.Series("prompt", prompts, dtype=pl.String),
@@ -104,8 +104,6 @@ class ExportRows(Stage):
     provides = ("id",)
 
     def run(self, batches, ctx: Context):
-        from schemas import ARROW_SCHEMAS
-
         schema = ARROW_SCHEMAS[self.kind]
         out_dir = ctx.run_dir / "export"
         shutil.rmtree(out_dir, ignore_errors=True)

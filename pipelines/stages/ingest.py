@@ -16,7 +16,6 @@ rows in file order, so a resumed run re-cuts the same parts.
 from __future__ import annotations
 
 import gc
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -35,7 +34,7 @@ from pipelines.errors import ConfigError, SourceError
 from pipelines.stages.ingest_fast import fast_frame
 from pipelines.stage import DROP, Context, Source
 from schemas import (CONVERSATION, MESSAGE, PREFERENCE, TEXT, check_conversation, check_preference, check_text,
-                     conversation_id, preference_id, text_id)
+                     conversation_id, preference_id, prompt_id, text_id)
 
 KINDS = {"conversation": CONVERSATION, "preference": PREFERENCE, "text": TEXT}
 BLOCK_BYTES = 4 << 20  # JSONL converted at once
@@ -186,7 +185,7 @@ def preference_row(item: dict, source: str) -> dict:
     last_user = next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
     row = {
         "id": preference_id(chosen, rejected),
-        "prompt_id": hashlib.sha256(last_user.encode("utf-8", "surrogatepass")).hexdigest(),
+        "prompt_id": prompt_id(last_user),
         "prompt": last_user, "chosen": chosen, "rejected": rejected, "messages": chosen,
         **{k: item[k] for k in ("score_chosen", "score_rejected", "chosen_model", "rejected_model", "completions")},
         "source": source, "meta": _json(item["meta"]),

@@ -8,7 +8,6 @@ whole batches; counts per placeholder go to the report, and a changed row gets a
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import polars as pl
@@ -16,7 +15,7 @@ import polars as pl
 from connectors.detect import FORMATS
 from pipelines.errors import ConfigError
 from pipelines.stage import Context, MapStage
-from schemas import conversation_id, preference_id, text_id
+from schemas import conversation_id, preference_id, prompt_id, text_id
 
 # (name, Rust regex, replacement): secrets first, so a key that looks like a phone number is named as a key.
 PATTERNS = (
@@ -102,7 +101,7 @@ class Redact(MapStage):
             row = after.row(i, named=True)
             if "chosen" in row:
                 ids[i] = preference_id(row["chosen"], row["rejected"])
-                prompt_ids[i] = hashlib.sha256(row["prompt"].encode()).hexdigest()
+                prompt_ids[i] = prompt_id(row["prompt"])
             elif "messages" in row:
                 ids[i] = conversation_id(row["messages"])
             else:
