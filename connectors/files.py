@@ -4,8 +4,8 @@
 with `error` saying why the bytes at `locator` are not a usable record (`raw` keeps them). Locators are
 `file.jsonl:17` (1-based line) for text files and `file.parquet[17]` (0-based row) for columnar ones.
 
-- JSONL / NDJSON (and `.json` files that do not start with `[`), streamed line by line, so memory does not grow
-  with the file (`jsonl_chunks` hands the lines out in chunks for parallel parsing); JSON arrays are decoded element
+- JSONL / NDJSON (and `.json` files that do not start with `[`), streamed in blocks, so memory does not grow
+  with the file (`jsonl_chunks` hands out whole-line blocks for column-wise parsing); JSON arrays are decoded element
   by element from the text, which is held whole.
 - CSV (header row; cells that hold a JSON list or object are decoded), Parquet (row group by row group), Arrow
   IPC files and streams, and `datasets` directories written by `save_to_disk` (every split).
@@ -245,7 +245,7 @@ def is_jsonl(path: Path) -> bool:
 def jsonl_chunks(path: Path, size: int = 8 << 20) -> Iterator[tuple[int, bytes, str | None]]:
     """A JSONL file as blocks of whole lines of about `size` bytes: `(number of the first line, block, damage)`.
 
-    Cheap to cut (no per-line work), so workers can parse blocks in parallel (`lines_to_records`). `damage` is
+    Cheap to cut (no per-line work); a block is parsed whole (`lines_to_records`, or pyarrow). `damage` is
     None, or, on the last block, why the file ends early (a truncated gzip); damage before any data is a SourceError.
     """
     number, carry = 1, b""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+from connectors.files import expand
 from pipelines.errors import ConfigError
 
 OPTION = re.compile(r"^(.*)\?((?:format|weight|max_rows)=[^&]*(?:&(?:format|weight|max_rows)=[^&]*)*)$")
@@ -50,8 +51,6 @@ class SourceSpec:
 
     def files_identity(self) -> list[tuple[str, int, int]]:
         """(path, size, mtime) of every file the spec names: part of the ingest fingerprint."""
-        from connectors.files import expand
-
         out = []
         for path in expand(self.path):
             files = [path] if path.is_file() else sorted(p for p in Path(path).rglob("*") if p.is_file())

@@ -27,7 +27,8 @@ def _validator(name: str) -> jsonschema.Draft202012Validator:
 
 
 @cache
-def _limits() -> tuple:
+def conversation_limits() -> tuple:
+    """(roles, min messages, max messages, min content length, max content length) from conversation.schema.json."""
     from schemas import json_schema
 
     schema = json_schema("conversation")
@@ -39,14 +40,14 @@ def _limits() -> tuple:
 
 
 def _plainly_valid_messages(messages) -> bool:
-    _, min_items, max_items, _, _ = _limits()
+    _, min_items, max_items, _, _ = conversation_limits()
     if type(messages) is not list or not min_items <= len(messages) <= max_items:
         return False
     return all(_plainly_valid_message(m) for m in messages)
 
 
 def _plainly_valid_message(m) -> bool:
-    roles, _, _, min_len, max_len = _limits()
+    roles, _, _, min_len, max_len = conversation_limits()
     if type(m) is not dict or m.get("role") not in roles:
         return False
     content = m.get("content")
@@ -63,7 +64,7 @@ def _message_validator() -> jsonschema.Draft202012Validator:
 def _first_message_error(messages) -> str | None:
     """The reason for the first bad message, from validating that message alone (much faster than the whole
     record); None when the list itself is the problem."""
-    _, min_items, max_items, _, _ = _limits()
+    _, min_items, max_items, _, _ = conversation_limits()
     if type(messages) is not list or not min_items <= len(messages) <= max_items:
         return None
     for i, m in enumerate(messages):
@@ -87,10 +88,9 @@ def _plainly_valid_fields(record: dict) -> bool:
 
 def _plainly_valid_preference(record: dict) -> bool:
     """True when `record` certainly passes preference.schema.json, for pairs without completions."""
-    ids = (record.get("id"), record.get("prompt_id"))
-    return (all(type(i) is str and HEX64.fullmatch(i) for i in ids)
+    prompt_id = record.get("prompt_id")
+    return (_plainly_valid_fields(record) and type(prompt_id) is str and HEX64.fullmatch(prompt_id) is not None
             and type(record.get("prompt")) is str and not record["prompt"].isspace() and record["prompt"] != ""
-            and type(record.get("source")) is str and record["source"] != "" and type(record.get("meta")) is str
             and all(_plainly_valid_messages(record.get(k)) for k in ("chosen", "rejected", "messages"))
             and all(record.get(k) is None or type(record[k]) in (int, float) for k in ("score_chosen", "score_rejected"))
             and all(record.get(k) is None or type(record[k]) is str for k in ("chosen_model", "rejected_model"))

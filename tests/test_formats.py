@@ -153,6 +153,16 @@ EMPTY = Bad("schema", "'' should be non-empty")
 OPEN_END = Bad("turn_order", "does not end with an assistant turn")
 HS_TIE = Bad("tie", "all 2 responses to this prompt rank equal")
 
+OASST_BAD = {  # the same rows are unusable whichever kind is asked for
+        "oasst.jsonl:6": Bad("removed", "deleted or failed review"),
+        "oasst.jsonl:7": Bad("removed", "under a removed message"),
+        "oasst.jsonl:8": Bad("orphan", "parent 00000000-0000-4000-8000-000000000000"),
+        "oasst.jsonl:9": Bad("not_json", "Unterminated string"),
+        "oasst.jsonl:10": Bad("unknown_role", "'moderator'"),
+        "oasst.jsonl:11": Bad("bad_field", "'text' is missing"),
+}
+
+
 CASES = [
     Case("sharegpt.jsonl", "sharegpt", "conversation", {
         "sharegpt.jsonl:1": [system("You are a helpful assistant."), user("What is the capital of France?"),
@@ -363,22 +373,12 @@ CASES = [
         "oasst.jsonl:5": [user(MONOPSONY), assistant(MONOPSONY_A1), user("Now explain it to a dog."),
                           assistant("Imagine only one person in the park gives out treats: they decide how many you "
                                     "get.")],
-        "oasst.jsonl:6": Bad("removed", "deleted or failed review"),
-        "oasst.jsonl:7": Bad("removed", "under a removed message"),
-        "oasst.jsonl:8": Bad("orphan", "parent 00000000-0000-4000-8000-000000000000"),
-        "oasst.jsonl:9": Bad("not_json", "Unterminated string"),
-        "oasst.jsonl:10": Bad("unknown_role", "'moderator'"),
-        "oasst.jsonl:11": Bad("bad_field", "'text' is missing"),
+        **OASST_BAD,
         "oasst.jsonl:12": Bad("too_short", "a prompt without an answer"),
     }),
     Case("oasst.jsonl", "oasst", "preference", {  # rank 0 against each lower-ranked sibling, at the prompt
         "oasst.jsonl:1": Pair([user(MONOPSONY)], MONOPSONY_A1, MONOPSONY_A2),
-        "oasst.jsonl:6": Bad("removed", "deleted or failed review"),
-        "oasst.jsonl:7": Bad("removed", "under a removed message"),
-        "oasst.jsonl:8": Bad("orphan", "parent 00000000-0000-4000-8000-000000000000"),
-        "oasst.jsonl:9": Bad("not_json", "Unterminated string"),
-        "oasst.jsonl:10": Bad("unknown_role", "'moderator'"),
-        "oasst.jsonl:11": Bad("bad_field", "'text' is missing"),
+        **OASST_BAD,
     }),
     Case("text.jsonl", "text", "text", {
         "text.jsonl:1": Text("The quick brown fox jumps over the lazy dog."),

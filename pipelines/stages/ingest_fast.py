@@ -22,7 +22,7 @@ import pyarrow.json as pj
 from connectors import openai_messages, sharegpt
 from connectors.detect import by_name
 from connectors.files import line_record
-from schemas import json_schema
+from schemas.validate import conversation_limits
 
 ROLE_LETTERS = {"system": "s", "user": "u", "assistant": "a", "tool": "t"}
 TURN_ORDER = r"^s?(?:ua(?:t+a)*)+$"  # turn_order_problem as a regex over one letter per role
@@ -50,15 +50,8 @@ CONVERTERS = {
 }
 
 
-def _limits() -> tuple[int, int, int, int]:
-    schema = json_schema("conversation")
-    content = schema["$defs"]["message"]["properties"]["content"]
-    messages = schema["properties"]["messages"]
-    return messages["minItems"], messages["maxItems"], content["minLength"], content["maxLength"]
-
-
 def _valid(messages: pl.Expr) -> pl.Expr:
-    min_items, max_items, min_len, max_len = _limits()
+    _, min_items, max_items, min_len, max_len = conversation_limits()
     turn = pl.element().struct
     content_ok = messages.list.eval(
         turn.field("content").str.len_chars().is_between(min_len, max_len)
@@ -123,8 +116,7 @@ def fast_frame(fmt_name: str, kind: str, source: str, name: str, chunk, schema: 
 
 def _sha256_each(texts: pl.Series) -> list[str]:
     """sha256 hex of every string, hashed straight from the Arrow buffers (no Python str per row)."""
-    array = pa.concat_arrays(texts.to_arrow().cast(pa.large_string()).chunks) \
-        if isinstance(texts.to_arrow(), pa.ChunkedArray) else texts.to_arrow().cast(pa.large_string())
+    array = texts.rechunk().to_arrow().cast(pa.large_string())  # one chunk: one offsets and one data buffer
     bounds = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset:array.offset + len(array) + 1].tolist()
     data = memoryview(array.buffers()[2])
     sha256 = hashlib.sha256
