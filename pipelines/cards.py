@@ -14,6 +14,7 @@ from string import Template
 
 from pipelines import __version__
 from pipelines.config import to_json
+from pipelines.dedup.summary import markdown as dedup_markdown
 from pipelines.errors import ConfigError
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "data_cards"
@@ -49,6 +50,7 @@ def write_card(template: str, out_dir: Path, ctx, counts: dict[str, int], extra:
         "data_files": "\n".join(f"  - split: {s}\n    path: data/{s}-*" for s in counts),
         "split_table": "\n".join(f"| {s} | {n} |" for s, n in counts.items()),
         "stage_table": stage_table(ctx.run_dir),
+        "dedup": dedup_markdown(ctx.run_dir),
         "config": to_json(cfg),
         **({"teacher_model": teacher.model,
             "teacher_endpoint": teacher.base_url or "embedded transformers serve (127.0.0.1)"} if teacher else {}),

@@ -31,3 +31,10 @@ def advance(task: int, n: int = 1) -> None:
 
 def remove(task: int) -> None:
     _progress.remove_task(task)
+
+
+def counted(frames, task: int):
+    """Pass frames through, advancing `task` by their rows."""
+    for frame in frames:
+        yield frame
+        advance(task, frame.height)

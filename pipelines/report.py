@@ -7,15 +7,18 @@ import os
 import sys
 from pathlib import Path
 
+from rich.console import Console
 from rich.table import Table
 
-from rich.console import Console
+from pipelines.dedup.summary import read_stats
 
 
 def write_report(run_dir: Path, recipe: str, rows: list[dict], seconds: float, this_run: dict) -> Path:
     """`stages` holds whole-stage totals (a skipped stage keeps what it cost when it ran); `this_run` holds what
     this invocation sent to the teacher, so a rerun that does no work shows 0 requests there."""
     report = {"recipe": recipe, "seconds": round(seconds, 2), "this_run": this_run, "stages": rows}
+    if dedup := read_stats(run_dir):
+        report["dedup"] = dedup
     path = run_dir / "report.json"
     tmp = path.with_name("report.json.tmp")
     tmp.write_text(json.dumps(report, indent=2))

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import __version__, progress
-from pipelines.stage import DROP, QUARANTINE_ONLY, Context, MapStage, Source, Stage
+from pipelines.stage import DROP, QUARANTINE_ONLY, Context, MapStage, Source, Stage, TwoPassStage
 from schemas import QUARANTINE
 
 META_KEY = b"pipelines"
@@ -127,20 +127,24 @@ class Runner:
         marker.write_text(fp)
 
         if previous is None or isinstance(stage, Source):
-            rows_in, batches = None, iter(())
+            rows_in, read_input = None, lambda: iter(())
         else:
             prev_dir, prev_row = previous
-            rows_in, batches = prev_row["rows_out"], rebatch(read_parts(prev_dir), stage.batch_size)
+            rows_in = prev_row["rows_out"]
+            read_input = lambda: rebatch(read_parts(prev_dir), stage.batch_size)  # noqa: E731
             first = next(iter(sorted(prev_dir.glob("part-*.parquet"))), None)
             if first is not None:
                 stage.check_columns(pq.read_schema(first).names)
 
+        self.ctx.fingerprint = fp
         task = progress.add(f"{stage.name}", total=rows_in)
         try:
             if isinstance(stage, MapStage):
-                self._run_map(stage, stage_dir, batches, task)
+                self._run_map(stage, stage_dir, read_input(), task)
+            elif isinstance(stage, TwoPassStage):
+                self._run_two_pass(stage, stage_dir, read_input, task)
             else:
-                self._run_stream(stage, stage_dir, batches, task)
+                self._run_stream(stage, stage_dir, read_input(), task)
         finally:
             progress.remove(task)
         return self._finish(stage, stage_dir, fp, rows_in, resumed)
@@ -155,14 +159,9 @@ class Runner:
             progress.advance(task, batch.height)
 
     def _run_stream(self, stage: Stage, stage_dir: Path, batches, task) -> None:
-        def counted(frames):
-            for frame in frames:
-                yield frame
-                progress.advance(task, frame.height)
-
         started, before = time.monotonic(), self._teacher_stats()
         self.ctx.counters.clear()
-        outputs = stage.run(counted(batches), self.ctx)
+        outputs = stage.run(progress.counted(batches, task), self.ctx)
         if isinstance(stage, Source) and self.ctx.limit is not None:
             outputs = rebatch(outputs, self.ctx.limit)
             outputs = (next(outputs, pl.DataFrame()),)
@@ -171,6 +170,17 @@ class Runner:
                 self._write_part(stage_dir, k, out, started, before)
             started, before = time.monotonic(), self._teacher_stats()
             self.ctx.counters.clear()
+
+    def _run_two_pass(self, stage: TwoPassStage, stage_dir: Path, read_input, task) -> None:
+        """Scan the input (the progress bar counts this pass), then write one part per batch as it is applied."""
+        started, before = time.monotonic(), self._teacher_stats()
+        self.ctx.counters.clear()
+        stage.scan(progress.counted(read_input(), task), self.ctx)
+        for k, batch in enumerate(read_input()):
+            self._write_part(stage_dir, k, stage.apply(batch, self.ctx), started, before)
+            started, before = time.monotonic(), self._teacher_stats()
+            self.ctx.counters.clear()
+        stage.finish(self.ctx)
 
     def _write_part(self, stage_dir: Path, k: int, out: pl.DataFrame, started: float, before: Counter) -> None:
         dropped = Counter()

@@ -3,7 +3,10 @@
 - `MapStage.process(batch, ctx)` handles one batch on its own; the runner checkpoints one Parquet part per batch,
   so a killed map stage resumes after its last finished part.
 - `Source.read(ctx)` ignores the input and yields the first frames of a recipe (it must be deterministic).
-- A plain `Stage.run(batches, ctx)` sees the whole input (dedup, export); a killed one starts over.
+- `TwoPassStage` reads its input twice: `scan(batches, ctx)` sees every batch and keeps a summary (near-dedup keeps
+  signatures, not text), then `apply(batch, ctx)` marks each batch and `finish(ctx)` runs after the last part is
+  written; memory stays bounded by the summary. A killed one starts over.
+- A plain `Stage.run(batches, ctx)` sees the whole input (export); a killed one starts over.
 
 A stage marks rows to remove by setting `drop_reason` (null keeps the row). Reasons read `"category: detail"`;
 the report counts them by category. A dropped row may also carry `locator` (`file.jsonl:17`) and `raw` (the record
@@ -37,6 +40,7 @@ class Context:
     config: Any
     teacher: Any = None
     limit: int | None = None  # --limit: rows a Source may produce
+    fingerprint: str = ""  # of the stage being run (set by the runner)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("pipelines"))
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     counters: Counter = field(default_factory=Counter)
@@ -75,6 +79,17 @@ class MapStage(Stage):
     def run(self, batches, ctx):
         for batch in batches:
             yield self.process(batch, ctx)
+
+
+class TwoPassStage(Stage):
+    def scan(self, batches: Iterator[pl.DataFrame], ctx: Context) -> None:
+        raise NotImplementedError
+
+    def apply(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def finish(self, ctx: Context) -> None:
+        """After the last output part is written (persist what the run kept)."""
 
 
 class Source(Stage):

@@ -63,7 +63,7 @@ def test_export_loads_with_datasets_and_trl_accepts_every_row(built):
     by_card = load_dataset(str(run_dir / "export"))  # the card's YAML configs name the splits
     assert set(by_card) == set(SPLITS) and sum(d.num_rows for d in by_card.values()) == total
     card = (run_dir / "export" / "README.md").read_text()
-    assert "train_sft" in card and "dedup_minhash" in card and "$" not in card.split("```json")[0]
+    assert "train_sft" in card and "dedup_near" in card and "$" not in card.split("```json")[0]
 
 
 def test_report_accounts_for_every_row(built):

@@ -7,7 +7,7 @@ from types import ModuleType
 
 from pipelines.errors import ConfigError
 
-RECIPES = ("ultrachat", "ingest")
+RECIPES = ("ultrachat", "ingest", "dedup")
 
 
 def load_recipe(name: str) -> ModuleType:

@@ -1,6 +1,6 @@
 """UltraChat-style multi-turn SFT data, exported like HuggingFaceH4/ultrachat_200k.
 
-seeds -> opening -> dialogue -> validate -> dedup_exact -> dedup_minhash -> export
+seeds -> opening -> dialogue -> validate -> dedup_exact -> dedup_near -> export
 
 The defaults are sized so the embedded SmolLM2-135M teacher finishes in a few minutes on 2 CPU cores; with a real
 teacher raise `n_dialogues` and `turns` and the token limits.
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from pipelines.stage import Stage
-from pipelines.stages.dedup import ExactDedup, MinHashDedup
+from pipelines.stages.dedup import ExactDedup, NearDedup
 from pipelines.stages.dialogue import AskOpening, Sampling, SimulateDialogue
 from pipelines.stages.export import ExportSFT
 from pipelines.stages.seeds import SeedUltraChat
@@ -44,6 +44,7 @@ def stages(cfg: Config) -> list[Stage]:
         SimulateDialogue(sampling=cfg.sampling, turns=cfg.turns, min_turns=cfg.min_turns, retries=cfg.retries),
         Validate(),
         ExactDedup(),
-        MinHashDedup(threshold=cfg.threshold),
-        ExportSFT(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction, card="ultrachat"),
+        NearDedup(threshold=cfg.threshold),
+        ExportSFT(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction, card="ultrachat",
+                  leakage_threshold=cfg.threshold),
     ]

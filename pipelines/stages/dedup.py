@@ -1,35 +1,52 @@
-"""Deduplication: id, messages -> the same rows, duplicates dropped with the id of the row kept.
+"""Deduplication and decontamination stages: rows in, the same rows out, duplicates dropped with a reason.
 
-ExactDedup keeps the first row of each `id`. MinHashDedup (datasketch MinHash + LSH, word 5-gram shingles over
-lowercased text with punctuation folded, 128 permutations) clusters rows whose estimated Jaccard similarity
-reaches `threshold` and keeps one per cluster: the longest text, then the smallest id. A faster, measured
-MinHash with a persistent index replaces this stage later; the stage contract stays.
+- ExactDedup keeps the first row of each `id` (the sha256 of the canonical content).
+- NearDedup (MinHash LSH, `pipelines.dedup`) reads its input twice: the first pass keeps only signatures, lengths
+  and ids (a million rows take about 0.7 GB), the second marks each batch. It compares the whole conversation or only
+  the first user turn (`compare="prompt"`), checks against a persistent index when one is configured and adds the
+  rows it kept to it, writes `dedup/clusters.parquet` (what was merged) and `dedup/stats.json` (pairs, clusters,
+  detection probabilities and recall measured on planted copies of this run's own texts).
+- Decontaminate drops rows that overlap benchmark prompts, naming the benchmark.
 """
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import polars as pl
-from datasketch import MinHash, MinHashLSH
 
-from pipelines.stage import Context, Stage, with_drops
+from pipelines.dedup.decontam import Benchmark, Contamination
+from pipelines.dedup.index import MinHashIndex
+from pipelines.dedup.lsh import band_keys, components, detection_probability, keepers, similar_pairs
+from pipelines.dedup.minhash import MinHashParams, signatures
+from pipelines.dedup.recall import planted_recall
+from pipelines.dedup.summary import write_section
+from pipelines.errors import ConfigError
+from pipelines.stage import Context, MapStage, Stage, TwoPassStage, with_drops
 
-NON_WORD = re.compile(r"[^\w\s]+")
+COMPARE = ("conversation", "prompt")
+PLANTED_SAMPLE = 300
+PREVIEW_CHARS = 300
 
 
-def conversation_text(messages: list[dict]) -> str:
-    return "\n".join(m["content"] for m in messages)
+def contents(frame: pl.DataFrame, roles: tuple[str, ...] | None = None) -> pl.Expr:
+    """The message contents of each row (of the given roles only), as a list."""
+    element = pl.element()
+    if roles is not None:
+        element = element.filter(pl.element().struct.field("role").is_in(roles))
+    return pl.col("messages").list.eval(element.struct.field("content"))
 
 
-def shingles(text: str, n: int = 5) -> set[str]:
-    """Word n-grams of normalized text: 'The cat, the CAT sat' with n=2 -> {'the cat', 'cat the', 'cat sat'}."""
-    words = NON_WORD.sub(" ", text.lower()).split()
-    if len(words) <= n:
-        return {" ".join(words)}
-    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
+def compare_text(frame: pl.DataFrame, compare: str) -> pl.Series:
+    """What near-dedup compares: every message's content joined by newlines, or the first user turn; a `text` row's
+    text either way."""
+    if "messages" not in frame.columns:
+        return frame["text"].fill_null("")
+    if compare == "prompt":
+        return frame.select(contents(frame, ("user",)).list.first().fill_null("")).to_series()
+    return frame.select(contents(frame).list.join("\n").fill_null("")).to_series()
 
 
 @dataclass
@@ -48,41 +65,153 @@ class ExactDedup(Stage):
 
 
 @dataclass
-class MinHashDedup(Stage):
+class NearDedup(TwoPassStage):
     threshold: float = 0.8
+    compare: str = "conversation"
     num_perm: int = 128
+    bands: int = 16
+    rows: int = 8
     ngram: int = 5
-    name = "dedup_minhash"
-    requires = ("id", "messages")
+    seed: int = 1
+    index: str = ""
+    name = "dedup_near"
+    requires = ("id",)
+    batch_size = 8192
 
-    def run(self, batches, ctx: Context):
-        frames = [b for b in batches if b.height]
-        if not frames:
-            return
-        data = pl.concat(frames, how="diagonal_relaxed")
-        texts = [conversation_text(m) for m in data["messages"].to_list()]
-        ids = data["id"].to_list()
-        lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
-        parent = list(range(len(ids)))
+    def __post_init__(self):
+        if self.compare not in COMPARE:
+            raise ConfigError(f"dedup compare must be one of {COMPARE}, not {self.compare!r}")
+        if not 0 < self.threshold <= 1:
+            raise ConfigError(f"dedup threshold must be in (0, 1], not {self.threshold}")
+        self.params = MinHashParams(self.num_perm, self.bands, self.rows, self.ngram, self.seed)
 
-        def find(i: int) -> int:
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
+    def settings(self) -> dict:
+        return {**super().settings(), "index": str(Path(self.index).resolve()) if self.index else ""}
 
-        for i, text in enumerate(texts):
-            sig = MinHash(num_perm=self.num_perm, seed=1)
-            sig.update_batch([s.encode() for s in shingles(text, self.ngram)])
-            for j in lsh.query(sig):
-                parent[find(int(j))] = find(i)
-            lsh.insert(str(i), sig)
-        best: dict[int, int] = {}
-        for i in range(len(ids)):
-            root, rank = find(i), (-len(texts[i]), ids[i])
-            if root not in best or rank < (-len(texts[best[root]]), ids[best[root]]):
-                best[root] = i
-        reasons = [None if best[find(i)] == i else f"near_duplicate: of {ids[best[find(i)]]}" for i in range(len(ids))]
-        sizes = Counter(find(i) for i in range(len(ids)))
-        ctx.count("near_duplicate_clusters", sum(1 for size in sizes.values() if size > 1))
-        yield with_drops(data, reasons)
+    def _index(self) -> MinHashIndex | None:
+        return MinHashIndex(Path(self.index), {**self.params.settings(), "compare": self.compare}) \
+            if self.index else None
+
+    def scan(self, batches, ctx: Context) -> None:
+        index = self._index()
+        old = index.load(exclude_run=ctx.fingerprint) if index is not None else None
+        ids, lengths, sigs, counts, sample = [], [], [], [], []
+        for batch in batches:
+            texts = compare_text(batch, self.compare)
+            batch_sigs, batch_counts = signatures(texts, self.params)
+            ids.extend(batch["id"].to_list())
+            lengths.append(texts.str.len_chars().to_numpy())
+            sigs.append(batch_sigs)
+            counts.append(batch_counts)
+            if len(sample) < PLANTED_SAMPLE:
+                sample.extend(texts.head(PLANTED_SAMPLE - len(sample)).to_list())
+        n_old = len(old.ids) if old else 0
+        new_sigs = np.concatenate(sigs) if sigs else np.empty((0, self.num_perm), np.uint32)
+        new_keys = band_keys(new_sigs, self.bands, self.rows)
+        all_sigs = np.concatenate([old.sigs, new_sigs]) if old else new_sigs
+        all_keys = np.concatenate([old.keys, new_keys]) if old else new_keys
+        all_ids = (old.ids if old else []) + ids
+        active = np.concatenate([np.ones(n_old, np.bool_)] + [c > 0 for c in counts])
+        is_old = np.arange(len(all_ids)) < n_old
+        pairs = similar_pairs(all_sigs, all_keys, self.threshold, active=active, old=is_old)
+        labels = components(len(all_ids), pairs)
+        all_lengths = np.concatenate(([old.lengths] if old else []) + lengths) if all_ids else np.empty(0, np.int64)
+        keeper = keepers(labels, all_lengths, all_ids, is_old) if all_ids else np.empty(0, np.int64)
+
+        seen_before = pl.Series(ids, dtype=pl.String).is_in(old.ids).to_numpy() if old else np.zeros(len(ids), bool)
+        merged = keeper[n_old:] != np.arange(n_old, len(all_ids))
+        self._reasons: dict[int, str] = {}
+        for i in np.flatnonzero(seen_before | merged):
+            k = keeper[n_old + i]
+            self._reasons[int(i)] = (f"exact_duplicate: of {ids[i]} (indexed)" if seen_before[i] else
+                                     f"near_duplicate: of {all_ids[k]}{' (indexed)' if k < n_old else ''}")
+        self._clusters = self._cluster_table(labels, keeper, all_ids, all_sigs, is_old)
+        self._previews: list[tuple[str, str]] = []
+        self._offset = 0
+        kept = np.flatnonzero(~(seen_before | merged))
+        self._to_index = (kept, ids, np.concatenate(lengths) if lengths else np.empty(0, np.int64), new_sigs,
+                          new_keys) if index is not None else None
+        planted = planted_recall(sample, self.params, self.threshold)
+        multi = np.bincount(labels)[labels] > 1 if len(labels) else np.zeros(0, np.bool_)
+        stats = {
+            "compare": self.compare, "threshold": self.threshold, **self.params.settings(),
+            "rows_in": len(ids), "indexed_before": n_old, "pairs": len(pairs),
+            "clusters": int(len(np.unique(labels[multi]))), "dropped": len(self._reasons),
+            "detection_probability": {j: round(detection_probability(j, self.bands, self.rows), 4)
+                                      for j in (0.7, 0.8, 0.9)},
+            "planted": planted, "index": str(Path(self.index).resolve()) if self.index else None,
+        }
+        write_section(ctx.run_dir, "near", stats)
+        ctx.count("near_pairs", len(pairs))
+        ctx.count("near_clusters", stats["clusters"])
+        ctx.count("planted_pairs", planted["pairs"])
+
+    @staticmethod
+    def _cluster_table(labels, keeper, ids, sigs, is_old) -> pl.DataFrame:
+        multi = np.flatnonzero(np.bincount(labels)[labels] > 1) if len(labels) else np.empty(0, np.int64)
+        agree = (sigs[multi] == sigs[keeper[multi]]).mean(axis=1) if len(multi) else np.empty(0)
+        return pl.DataFrame({
+            "cluster": labels[multi].astype(np.int64),
+            "id": [ids[i] for i in multi],
+            "kept": keeper[multi] == multi,
+            "kept_id": [ids[k] for k in keeper[multi]],
+            "estimated_jaccard_to_kept": agree.round(4),
+            "indexed": is_old[multi],
+        }, schema_overrides={"id": pl.String, "kept_id": pl.String})
+
+    def apply(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        start, self._offset = self._offset, self._offset + batch.height
+        reasons = [self._reasons.get(i) for i in range(start, start + batch.height)]
+        if self._clusters.height:
+            texts = compare_text(batch, self.compare).str.slice(0, PREVIEW_CHARS)
+            wanted = batch.select("id").with_columns(texts.alias("preview")).join(
+                self._clusters.select("id"), on="id", how="semi")
+            self._previews.extend(wanted.iter_rows())
+        return with_drops(batch, reasons)
+
+    def finish(self, ctx: Context) -> None:
+        previews = pl.DataFrame(self._previews, schema={"id": pl.String, "preview": pl.String}, orient="row")
+        clusters = self._clusters.join(previews.unique("id"), on="id", how="left").sort("cluster", "kept",
+                                                                                         descending=[False, True])
+        out = ctx.run_dir / "dedup" / "clusters.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        clusters.write_parquet(out)
+        if self._to_index is not None:
+            kept, ids, lengths, sigs, keys = self._to_index
+            self._index().add(ctx.fingerprint, [ids[i] for i in kept], lengths[kept], sigs[kept], keys[kept])
+
+
+@dataclass
+class Decontaminate(MapStage):
+    """Drop rows whose text overlaps a benchmark prompt: `contaminated: gsm8k_test (13-gram overlap)`."""
+
+    benchmarks: tuple[str, ...] = ()
+    ngram: int = 13
+    name = "decontaminate"
+    requires = ("id",)
+    batch_size = 8192
+
+    def __post_init__(self):
+        self._benchmarks = [Benchmark.parse(spec) for spec in self.benchmarks]
+        self._contamination: Contamination | None = None
+
+    def settings(self) -> dict:
+        return {"ngram": self.ngram, "benchmarks": {b.name: b.digest() for b in self._benchmarks}}
+
+    def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        if self._contamination is None:
+            self._contamination = Contamination(self._benchmarks, self.ngram)
+            write_section(ctx.run_dir, "decontamination", {
+                "ngram": self.ngram, "prompts": self._contamination.prompt_counts,
+                "sha256": {b.name: b.digest() for b in self._benchmarks}})
+        whole = compare_text(batch, "conversation")
+        texts, owner = whole.to_list(), list(range(batch.height))
+        if "messages" in batch.columns:
+            turns = batch.select(contents(batch, ("user",)).alias("turns")).with_row_index("row").explode("turns")
+            turns = turns.drop_nulls("turns")
+            texts += turns["turns"].to_list()
+            owner += turns["row"].to_list()
+        reasons = self._contamination.match(texts, np.asarray(owner, dtype=np.int64), batch.height)
+        for reason in filter(None, reasons):
+            ctx.count("contaminated_" + reason.split(": ", 1)[1].split(" (")[0])
+        return with_drops(batch, reasons)

@@ -3,7 +3,8 @@
 Splits `train_sft`, `test_sft`, `train_gen`, `test_gen` as `export/data/<split>-00000-of-00001.parquet` with the
 columns of HuggingFaceH4/ultrachat_200k: `prompt` (the first user turn), `prompt_id` (its sha256) and `messages`.
 A row's split comes from two hashes of its prompt_id, so one prompt never lands in two splits and a row keeps
-its split when the dataset grows. A split the hashes leave empty borrows one row from the largest split (when there are
+its split when the dataset grows. No near-duplicate pair straddles a train and a test split: a cluster that would is
+moved to train whole (`separate_splits`). A split the hashes leave empty borrows one row from the largest split (when there are
 at least four rows), because `datasets` cannot load an empty Parquet file; splits that stay empty are not written. The card `export/README.md` is rendered from `data_cards/<template>.md`.
 """
 
@@ -13,12 +14,17 @@ import hashlib
 import shutil
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.cards import write_card
+from pipelines.dedup.lsh import band_keys, components, similar_pairs
+from pipelines.dedup.minhash import MinHashParams, signatures
+from pipelines.dedup.summary import write_section
 from pipelines.stage import MESSAGES, Context, Stage
+from pipelines.stages.dedup import compare_text
 from schemas import ARROW_SCHEMAS, MESSAGE, prompt_id
 
 SPLITS = ("train_sft", "test_sft", "train_gen", "test_gen")
@@ -50,6 +56,29 @@ def fill_empty_splits(prompt_ids: list[str], splits: list[str]) -> list[str]:
     return splits
 
 
+def separate_splits(texts: pl.Series, splits: list[str], threshold: float, ctx: Context) -> list[str]:
+    """Keep near-duplicates out of train/test leakage: every cluster of near-duplicate rows (MinHash LSH at
+    `threshold`) that has rows in a train and a test split moves its test rows to the matching train split."""
+    sigs, counts = signatures(texts, MinHashParams())
+    pairs = similar_pairs(sigs, band_keys(sigs, 16, 8), threshold, active=counts > 0)
+    part = np.array([s.split("_")[0] for s in splits])
+    across = int((part[pairs[:, 0]] != part[pairs[:, 1]]).sum()) if len(pairs) else 0
+    moved = 0
+    if across:
+        labels = components(len(splits), pairs)
+        frame = pl.DataFrame({"label": labels, "test": part == "test"})
+        mixed = frame.group_by("label").agg(pl.col("test").any() & ~pl.col("test").all()).filter(pl.col("test"))
+        move = np.isin(labels, mixed["label"].to_numpy()) & (part == "test")
+        splits = ["train" + s.removeprefix("test") if m else s for s, m in zip(splits, move)]
+        moved = int(move.sum())
+        part = np.array([s.split("_")[0] for s in splits])
+    after = int((part[pairs[:, 0]] != part[pairs[:, 1]]).sum()) if len(pairs) else 0
+    write_section(ctx.run_dir, "leakage", {"threshold": threshold, "pairs_across": across, "moved": moved,
+                                           "after": after})
+    ctx.count("leakage_moved", moved)
+    return splits
+
+
 def first_user_turn(messages: list[dict]) -> str:
     return next(m["content"] for m in messages if m["role"] == "user")
 
@@ -59,6 +88,7 @@ class ExportSFT(Stage):
     test_fraction: float = 0.1
     gen_fraction: float = 0.25
     card: str = "ultrachat"
+    leakage_threshold: float = 0.8
     name = "export"
     requires = ("id", "messages")
     provides = ("prompt", "prompt_id", "split")
@@ -70,6 +100,7 @@ class ExportSFT(Stage):
         prompt_ids = [prompt_id(p) for p in prompts]
         splits = fill_empty_splits(prompt_ids, [assign_split(p, self.test_fraction, self.gen_fraction)
                                                 for p in prompt_ids])
+        splits = separate_splits(compare_text(data, "conversation"), splits, self.leakage_threshold, ctx)
         data = data.with_columns(pl.Series("prompt", prompts, dtype=pl.String),
                                  pl.Series("prompt_id", prompt_ids, dtype=pl.String),
                                  pl.Series("split", splits, dtype=pl.String))

@@ -1,0 +1,145 @@
+"""A persistent near-duplicate index: what earlier runs kept, so a later run or refresh dedups against it.
+
+Layout of an index directory:
+- `manifest.json`: `format` (an integer, see MIGRATIONS), the library version that last wrote it, the `settings` that
+  make signatures comparable (hash scheme, permutations, bands x rows, seed, shingling, normalisation, what is
+  compared), and `shards`: one entry per run that added rows (`file`, `run` fingerprint, `rows`, `added` time).
+- `shard-<run>.parquet`: `id`, `length` (characters of the compared text), `signature` (uint32 x num_perm) and
+  `band_keys` (uint64 x bands) of the rows that run kept.
+
+A run's own shard is left out when the same run loads the index again (a rerun after a kill must not find itself).
+Opening an index built with other settings raises ConfigError naming each setting that differs. Older formats are
+upgraded in place by the numbered MIGRATIONS before use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines import __version__
+from pipelines.dedup.lsh import band_keys
+from pipelines.errors import ConfigError
+
+FORMAT = 2
+
+
+def _v1_to_v2(root: Path, manifest: dict) -> dict:
+    """Format 1 stored signatures only; format 2 also stores band keys, so loading needs no rehashing."""
+    settings = manifest["settings"]
+    for shard in manifest["shards"]:
+        path = root / shard["file"]
+        table = pq.read_table(path)
+        sigs = _matrix(table["signature"], np.uint32)
+        keys = band_keys(sigs, settings["bands"], settings["rows"])
+        table = table.append_column("band_keys", _fixed_list(keys, pa.uint64()))
+        _write_atomic(table, path)
+    return manifest
+
+
+MIGRATIONS: dict[int, Callable[[Path, dict], dict]] = {1: _v1_to_v2}  # MIGRATIONS[n] upgrades format n to n + 1
+
+
+@dataclass
+class Indexed:
+    """The rows of an index, in shard order."""
+
+    ids: list[str]
+    lengths: np.ndarray
+    sigs: np.ndarray
+    keys: np.ndarray
+
+
+def _matrix(column: pa.ChunkedArray, dtype) -> np.ndarray:
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    width = array.type.list_size
+    return np.asarray(array.flatten(), dtype=dtype).reshape(-1, width) if len(array) else np.empty((0, width), dtype)
+
+
+def _fixed_list(matrix: np.ndarray, value_type: pa.DataType) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), type=value_type), matrix.shape[1])
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+class MinHashIndex:
+    def __init__(self, root: Path, settings: dict):
+        self.root = Path(root)
+        self.settings = settings
+        self.manifest = self._open()
+
+    def _open(self) -> dict:
+        path = self.root / "manifest.json"
+        if not path.exists():
+            return {"format": FORMAT, "library": __version__, "settings": self.settings, "shards": []}
+        try:
+            manifest = json.loads(path.read_text())
+            version = int(manifest["format"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path} is not a dedup index manifest: {exc}") from None
+        if version > FORMAT:
+            raise ConfigError(f"{path} has index format {version}, newer than this version of the library reads "
+                              f"({FORMAT}); upgrade convoforge")
+        differs = [f"{key}: index has {manifest['settings'].get(key)!r}, this run uses {value!r}"
+                   for key, value in self.settings.items() if manifest["settings"].get(key) != value]
+        if differs:
+            raise ConfigError(f"the dedup index {self.root} was built with other settings, so its signatures cannot "
+                              f"be compared with this run's ({'; '.join(differs)}); use the same settings or another "
+                              "index directory")
+        while version < FORMAT:
+            manifest = MIGRATIONS[version](self.root, manifest)
+            version += 1
+            manifest["format"] = version
+            self._save(manifest)
+        return manifest
+
+    def _save(self, manifest: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / "manifest.json"
+        tmp = path.with_name("manifest.json.tmp")
+        tmp.write_text(json.dumps(manifest, indent=2))
+        os.replace(tmp, path)
+
+    def __len__(self) -> int:
+        return sum(shard["rows"] for shard in self.manifest["shards"])
+
+    def load(self, exclude_run: str = "") -> Indexed:
+        """Every indexed row, except those a run with fingerprint `exclude_run` added."""
+        ids, lengths, sigs, keys = [], [], [], []
+        for shard in self.manifest["shards"]:
+            if shard["run"] == exclude_run:
+                continue
+            table = pq.read_table(self.root / shard["file"])
+            ids.extend(table["id"].to_pylist())
+            lengths.append(table["length"].to_numpy())
+            sigs.append(_matrix(table["signature"], np.uint32))
+            keys.append(_matrix(table["band_keys"], np.uint64))
+        perms, bands = self.settings["num_perm"], self.settings["bands"]
+        return Indexed(ids, np.concatenate(lengths) if lengths else np.empty(0, np.int64),
+                       np.concatenate(sigs) if sigs else np.empty((0, perms), np.uint32),
+                       np.concatenate(keys) if keys else np.empty((0, bands), np.uint64))
+
+    def add(self, run: str, ids: list[str], lengths: np.ndarray, sigs: np.ndarray, keys: np.ndarray) -> None:
+        """Store the rows a run kept as one shard (replacing that run's earlier shard), then the manifest."""
+        name = f"shard-{run[:16]}.parquet"
+        table = pa.table({"id": pa.array(ids, pa.string()), "length": pa.array(lengths, pa.int64()),
+                          "signature": _fixed_list(sigs, pa.uint32()), "band_keys": _fixed_list(keys, pa.uint64())})
+        self.root.mkdir(parents=True, exist_ok=True)
+        _write_atomic(table, self.root / name)
+        shards = [s for s in self.manifest["shards"] if s["run"] != run]
+        shards.append({"file": name, "run": run, "rows": len(ids), "added": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                          time.gmtime())})
+        self.manifest = {**self.manifest, "format": FORMAT, "library": __version__, "shards": shards}
+        self._save(self.manifest)

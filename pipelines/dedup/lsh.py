@@ -1,0 +1,129 @@
+"""LSH over MinHash signatures: band keys, verified similar pairs, clusters, and which row each cluster keeps.
+
+Band b of a signature is rows `b*r .. b*r+r-1`, hashed to one 64-bit key. Documents whose keys agree in any band are
+candidates; a candidate pair is kept when its signatures agree in at least `threshold * num_perm` positions (the
+estimated Jaccard similarity reaches the threshold). Candidates come from sorting each band's keys, not from
+dictionaries: a run of equal keys is a bucket. Buckets of up to `ALL_PAIRS_UP_TO` documents compare every pair;
+larger ones (templated text) compare each member with the bucket's first and with its neighbour, which keeps the
+work linear and still joins a cluster of copies.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import polars as pl
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+ALL_PAIRS_UP_TO = 64
+KEY_PRIME = np.uint64(0x9E3779B97F4A7C15)
+
+
+@numba.njit(parallel=True, cache=True)
+def band_keys(sigs, bands, rows):
+    """`uint64[n, bands]` keys of `uint32[n, num_perm]` signatures."""
+    n = sigs.shape[0]
+    keys = np.empty((n, bands), dtype=np.uint64)
+    for d in numba.prange(n):
+        for band in range(bands):
+            h = np.uint64(band + 1)
+            for r in range(band * rows, band * rows + rows):
+                h = (h ^ np.uint64(sigs[d, r])) * KEY_PRIME
+            h ^= h >> np.uint64(29)
+            keys[d, band] = h
+    return keys
+
+
+@numba.njit(inline="always")
+def _similar(sigs, i, j, active, old, need):
+    if not (active[i] and active[j]) or (old[i] and old[j]):
+        return False
+    equal = 0
+    for p in range(sigs.shape[1]):
+        if sigs[i, p] == sigs[j, p]:
+            equal += 1
+    return equal >= need
+
+
+@numba.njit(cache=True)
+def _bucket_pairs(order, sorted_keys, sigs, active, old, need, cap):
+    """Verified pairs (i < j) among documents whose keys are equal in this band."""
+    n = order.shape[0]
+    budget, start = 0, 0
+    while start < n:  # first pass: room for every comparison
+        end = start + 1
+        while end < n and sorted_keys[end] == sorted_keys[start]:
+            end += 1
+        m = end - start
+        budget += m * (m - 1) // 2 if m <= cap else 2 * m
+        start = end
+    out = np.empty((budget, 2), dtype=np.int64)
+    found, start = 0, 0
+    while start < n:
+        end = start + 1
+        while end < n and sorted_keys[end] == sorted_keys[start]:
+            end += 1
+        small = end - start <= cap
+        for x in range(start + 1, end):
+            lo = start if small else max(start + 1, x - 1)  # a large bucket: its first member and the neighbour
+            for y in range(lo, x):
+                i, j = order[x], order[y]
+                if _similar(sigs, i, j, active, old, need):
+                    out[found, 0], out[found, 1] = min(i, j), max(i, j)
+                    found += 1
+            if not small and _similar(sigs, order[x], order[start], active, old, need):
+                out[found, 0], out[found, 1] = min(order[x], order[start]), max(order[x], order[start])
+                found += 1
+        start = end
+    return out[:found]
+
+
+def min_equal(threshold: float, num_perm: int) -> int:
+    """Positions two signatures must share for an estimated Jaccard >= threshold."""
+    return math.ceil(threshold * num_perm - 1e-9)
+
+
+def similar_pairs(sigs: np.ndarray, keys: np.ndarray, threshold: float, active: np.ndarray | None = None,
+                  old: np.ndarray | None = None) -> np.ndarray:
+    """Unique verified pairs `int64[m, 2]` (i < j). `active` False: take no part (no words); `old` True for both:
+    skip (rows of a persistent index were deduplicated when they were added)."""
+    n = len(sigs)
+    active = np.ones(n, dtype=np.bool_) if active is None else active
+    old = np.zeros(n, dtype=np.bool_) if old is None else old
+    need = min_equal(threshold, sigs.shape[1])
+    found = []
+    for band in range(keys.shape[1]):
+        order = np.argsort(keys[:, band], kind="stable")
+        found.append(_bucket_pairs(order, keys[order, band], sigs, active, old, need, ALL_PAIRS_UP_TO))
+    pairs = np.concatenate(found) if found else np.empty((0, 2), dtype=np.int64)
+    if not len(pairs):
+        return pairs
+    flat = np.unique(pairs[:, 0] * n + pairs[:, 1])
+    return np.column_stack([flat // n, flat % n])
+
+
+def components(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Cluster label per document: connected components of the pair graph (scipy)."""
+    graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def keepers(labels: np.ndarray, lengths: np.ndarray, ids, old: np.ndarray | None = None) -> np.ndarray:
+    """For each document, the index of the document its cluster keeps: an indexed (old) one if the cluster has
+    one, else the longest, then the smallest id."""
+    n = len(labels)
+    frame = pl.DataFrame({"label": labels, "new": np.ones(n, np.bool_) if old is None else ~old,
+                          "length": -np.asarray(lengths, dtype=np.int64), "id": ids, "row": np.arange(n)})
+    chosen = frame.sort(["label", "new", "length", "id"]).group_by("label", maintain_order=True).agg(
+        pl.col("row").first().alias("keeper"))
+    keeper_of_label = np.empty(labels.max() + 1 if n else 0, dtype=np.int64)
+    keeper_of_label[chosen["label"].to_numpy()] = chosen["keeper"].to_numpy()
+    return keeper_of_label[labels]
+
+
+def detection_probability(jaccard: float, bands: int, rows: int) -> float:
+    """Chance that a pair with this Jaccard similarity shares at least one band: 1 - (1 - J^r)^b."""
+    return 1 - (1 - jaccard**rows) ** bands

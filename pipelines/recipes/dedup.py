@@ -1,0 +1,50 @@
+"""Clean a corpus, with no teacher: ingest -> redact -> dedup_exact -> decontaminate -> dedup_near -> export.
+
+`python -m pipelines.build dedup --set sources=a.jsonl,b.parquet` reads the sources as the `ingest` recipe does,
+drops exact duplicates (same content hash), records that overlap benchmark prompts (`--set
+benchmarks=gsm8k=test.jsonl,alpaca_eval.json`; none by default) and near-duplicates (MinHash LSH), and exports the
+survivors to `runs/dedup/export/data/train-*.parquet`. With `--set index=DIR` the near-duplicate index persists: a
+later run drops what any earlier run kept and adds its own survivors. `dedup/clusters.parquet` shows what was merged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pipelines.stage import Stage
+from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
+from pipelines.stages.export import ExportRows
+from pipelines.stages.ingest import Ingest
+from pipelines.stages.redact import Redact
+
+
+@dataclass(frozen=True)
+class Config:
+    recipe: ClassVar[str] = "dedup"
+    name: str = field(default="deduplicated-convoforge", metadata={"help": "dataset name in the card"})
+    sources: tuple[str, ...] = field(default=(), metadata={"help": "PATH[?format=NAME&weight=W&max_rows=N], ..."})
+    kind: str = field(default="conversation", metadata={"help": "conversation or text"})
+    redact: str = field(default="chat_logs", metadata={"help": "chat_logs, all or none"})
+    threshold: float = field(default=0.8, metadata={"help": "estimated Jaccard at which two rows are duplicates"})
+    compare: str = field(default="conversation", metadata={"help": "conversation, or prompt (first user turn)"})
+    ngram: int = field(default=5, metadata={"help": "words per shingle"})
+    num_perm: int = field(default=128, metadata={"help": "MinHash permutations"})
+    bands: int = field(default=16, metadata={"help": "LSH bands (bands x rows <= num_perm)"})
+    rows: int = field(default=8, metadata={"help": "signature rows per band"})
+    seed: int = field(default=1, metadata={"help": "seed of the MinHash permutations"})
+    index: str = field(default="", metadata={"help": "directory of a persistent near-duplicate index"})
+    benchmarks: tuple[str, ...] = field(default=(), metadata={"help": "[NAME=]PATH of benchmark prompts to remove"})
+    decontamination_ngram: int = field(default=13, metadata={"help": "words per n-gram for decontamination"})
+
+
+def stages(cfg: Config) -> list[Stage]:
+    return [
+        Ingest(sources=cfg.sources, kind=cfg.kind),
+        Redact(scope=cfg.redact),
+        ExactDedup(),
+        *([Decontaminate(benchmarks=cfg.benchmarks, ngram=cfg.decontamination_ngram)] if cfg.benchmarks else []),
+        NearDedup(threshold=cfg.threshold, compare=cfg.compare, num_perm=cfg.num_perm, bands=cfg.bands,
+                  rows=cfg.rows, ngram=cfg.ngram, seed=cfg.seed, index=cfg.index),
+        ExportRows(kind=cfg.kind),
+    ]
