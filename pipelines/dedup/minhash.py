@@ -126,7 +126,11 @@ def _doc_shingles(data, start, end, ngram, lower, word, out):
     """Write the shingle hashes of data[start:end] into `out` (room for a hash per two bytes) and say how many."""
     words, i, h, inside = 0, start, FNV_OFFSET, False
     while i < end:
-        c, i = _decode(data, i, end)
+        if data[i] < 0x80:  # ASCII: no decoding
+            c = np.int64(data[i])
+            i += 1
+        else:
+            c, i = _decode(data, i, end)
         if c >= 0x10000 or word[c]:
             if c < 0x10000:
                 c = lower[c]
@@ -156,18 +160,23 @@ def _signatures(data, spans, ngram, a, b, lower, word):
     sigs = np.full((n, k), EMPTY, dtype=np.uint32)
     counts = np.zeros(n, dtype=np.int64)
     shift = np.uint64(32)
-    for d in numba.prange(n):
-        start, end = spans[d, 0], spans[d, 1]
-        hashes = np.empty((end - start) // 2 + 2, dtype=np.uint64)
-        m = _doc_shingles(data, start, end, ngram, lower, word, hashes)
-        row = sigs[d]
-        for s in range(m):
-            x = hashes[s]
-            for p in range(k):
-                v = np.uint32((a[p] * x + b[p]) >> shift)
-                if v < row[p]:
-                    row[p] = v
-        counts[d] = m
+    chunks = min(n, 64 * numba.get_num_threads())  # one scratch buffer per chunk of documents, not per document
+    for c in numba.prange(chunks):
+        first, last = c * n // chunks, (c + 1) * n // chunks
+        longest = 0
+        for d in range(first, last):
+            longest = max(longest, spans[d, 1] - spans[d, 0])
+        hashes = np.empty(longest // 2 + 2, dtype=np.uint64)
+        for d in range(first, last):
+            m = _doc_shingles(data, spans[d, 0], spans[d, 1], ngram, lower, word, hashes)
+            row = sigs[d]
+            for s in range(m):
+                x = hashes[s]
+                for p in range(k):
+                    v = np.uint32((a[p] * x + b[p]) >> shift)
+                    if v < row[p]:
+                        row[p] = v
+            counts[d] = m
     return sigs, counts
 
 
