@@ -88,6 +88,14 @@ def true_pairs(texts: list[str], families: list[list[int]]) -> dict[tuple[int, i
     return truth
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS since exec (VmHWM; ru_maxrss would include the parent's peak before the exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_ours(corpus: Path, out: Path) -> None:
     """Same contract as bench/peers.py: cluster labels to `out`, one JSON line on stdout."""
     import numba
@@ -108,8 +116,8 @@ def run_ours(corpus: Path, out: Path) -> None:
     labels = components(len(sigs), pairs)
     seconds = time.perf_counter() - started
     np.save(out, labels.astype(np.int64))
-    print(json.dumps({"peer": "ours", "seconds": seconds, "peak_rss_mb": resource.getrusage(
-        resource.RUSAGE_SELF).ru_maxrss / 1024, "threads_or_workers": numba.get_num_threads(),
+    print(json.dumps({
+        "peer": "ours", "seconds": seconds, "peak_rss_mb": peak_rss_mb(), "threads_or_workers": numba.get_num_threads(),
         "note": f"numba kernels, {numba.get_num_threads()} threads; loading compiled kernels took {warmup:.2f} s "
                 "once per process, before the clock"}))
 
@@ -134,7 +142,7 @@ def run_stage(corpus: Path) -> None:
         stage.finish(ctx)
     print(json.dumps({"rows": pq.ParquetFile(corpus).metadata.num_rows, "dropped": int(dropped),
                       "seconds": round(time.perf_counter() - started, 1),
-                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+                      "peak_rss_mb": round(peak_rss_mb())}))
 
 
 def score(labels: np.ndarray, truth: dict[tuple[int, int], float]) -> dict:
@@ -187,7 +195,7 @@ def main() -> None:
     truth_file = args.work / f"truth-{args.n}.json"
     if not corpus.exists() or not truth_file.exists():
         texts, families = build_corpus(args.n)
-        pq.write_table(pa.table({"id": np.arange(len(texts)), "text": texts}), corpus)
+        pq.write_table(pa.table({"id": np.arange(len(texts)), "text": texts}), corpus, row_group_size=65536)
         truth_file.write_text(json.dumps([[i, j, v] for (i, j), v in true_pairs(texts, families).items()]))
     if args.stage_memory:
         proc = subprocess.run([sys.executable, __file__, "--run-stage", str(corpus)], capture_output=True, text=True,

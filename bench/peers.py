@@ -18,8 +18,8 @@ print goes to stderr:
 
 - seconds: wall time of the dedup work only. The clock starts once the texts are in memory (and, for the pipeline
   tools that read files themselves, once their input file is written); the tool's own file IO is inside it.
-- peak_rss_mb: ru_maxrss of this process plus ru_maxrss of its reaped children (the largest child: the kernel keeps
-  a maximum, not a sum), in MiB. A forked child counts the pages it still shares with this process once more, so
+- peak_rss_mb: peak RSS of this process since exec (VmHWM) plus ru_maxrss of its reaped children (the largest
+  child: the kernel keeps a maximum, not a sum), in MiB. A forked child counts the pages it still shares with this process once more, so
   for the tools that fork (datatrove, text-dedup: datasets forks a manager process even with num_proc=1) this is
   an upper bound.
 - threads_or_workers: processes or threads the tool was allowed; `--workers` changes it where the tool has a knob.
@@ -314,7 +314,9 @@ PEERS = {
 
 
 def peak_rss_mb() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """Own peak since exec (VmHWM: ru_maxrss would carry the parent's peak over the exec) plus the largest child's."""
+    own = next((int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                if line.startswith("VmHWM:")), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return round((own + children) / 1024, 1)
 

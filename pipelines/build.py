@@ -38,6 +38,8 @@ def make_parser() -> Parser:
 
 
 def build(args: argparse.Namespace) -> int:
+    from pipelines.dedup.summary import markdown as dedup_markdown
+    from pipelines.dedup.summary import read_stats
     from pipelines.report import print_table, write_report
     from pipelines.runner import TEACHER_STATS, Runner, write_quarantine
     from pipelines.stage import Context
@@ -78,6 +80,8 @@ def build(args: argparse.Namespace) -> int:
     report = write_report(run_dir, args.recipe, rows, seconds, this_run)
     print_table(rows, seconds)
     print("this run: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in this_run.items()))
+    if read_stats(run_dir):
+        print(dedup_markdown(run_dir))
     print(f"export: {run_dir / 'export'}   report: {report}   quarantine: {quarantine} ({quarantined} rows)")
     return 0
 

@@ -49,13 +49,27 @@ MIGRATIONS: dict[int, Callable[[Path, dict], dict]] = {1: _v1_to_v2}  # MIGRATIO
 
 
 @dataclass
-class Indexed:
-    """The rows of an index, in shard order."""
+class Signed:
+    """Rows as near-dedup sees them: ids, lengths of the compared text, signatures and band keys."""
 
     ids: list[str]
     lengths: np.ndarray
     sigs: np.ndarray
     keys: np.ndarray
+
+    @classmethod
+    def empty(cls, num_perm: int, bands: int) -> "Signed":
+        return cls([], np.empty(0, np.int64), np.empty((0, num_perm), np.uint32), np.empty((0, bands), np.uint64))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __add__(self, other: "Signed") -> "Signed":
+        return Signed(self.ids + other.ids, np.concatenate([self.lengths, other.lengths]),
+                      np.concatenate([self.sigs, other.sigs]), np.concatenate([self.keys, other.keys]))
+
+    def take(self, rows: np.ndarray) -> "Signed":
+        return Signed([self.ids[i] for i in rows], self.lengths[rows], self.sigs[rows], self.keys[rows])
 
 
 def _matrix(column: pa.ChunkedArray, dtype) -> np.ndarray:
@@ -115,31 +129,26 @@ class MinHashIndex:
     def __len__(self) -> int:
         return sum(shard["rows"] for shard in self.manifest["shards"])
 
-    def load(self, exclude_run: str = "") -> Indexed:
+    def load(self, exclude_run: str = "") -> Signed:
         """Every indexed row, except those a run with fingerprint `exclude_run` added."""
-        ids, lengths, sigs, keys = [], [], [], []
+        rows = Signed.empty(self.settings["num_perm"], self.settings["bands"])
         for shard in self.manifest["shards"]:
-            if shard["run"] == exclude_run:
-                continue
-            table = pq.read_table(self.root / shard["file"])
-            ids.extend(table["id"].to_pylist())
-            lengths.append(table["length"].to_numpy())
-            sigs.append(_matrix(table["signature"], np.uint32))
-            keys.append(_matrix(table["band_keys"], np.uint64))
-        perms, bands = self.settings["num_perm"], self.settings["bands"]
-        return Indexed(ids, np.concatenate(lengths) if lengths else np.empty(0, np.int64),
-                       np.concatenate(sigs) if sigs else np.empty((0, perms), np.uint32),
-                       np.concatenate(keys) if keys else np.empty((0, bands), np.uint64))
+            if shard["run"] != exclude_run:
+                table = pq.read_table(self.root / shard["file"])
+                rows += Signed(table["id"].to_pylist(), table["length"].to_numpy(),
+                               _matrix(table["signature"], np.uint32), _matrix(table["band_keys"], np.uint64))
+        return rows
 
-    def add(self, run: str, ids: list[str], lengths: np.ndarray, sigs: np.ndarray, keys: np.ndarray) -> None:
+    def add(self, run: str, rows: Signed) -> None:
         """Store the rows a run kept as one shard (replacing that run's earlier shard), then the manifest."""
         name = f"shard-{run[:16]}.parquet"
-        table = pa.table({"id": pa.array(ids, pa.string()), "length": pa.array(lengths, pa.int64()),
-                          "signature": _fixed_list(sigs, pa.uint32()), "band_keys": _fixed_list(keys, pa.uint64())})
+        table = pa.table({"id": pa.array(rows.ids, pa.string()), "length": pa.array(rows.lengths, pa.int64()),
+                          "signature": _fixed_list(rows.sigs, pa.uint32()),
+                          "band_keys": _fixed_list(rows.keys, pa.uint64())})
         self.root.mkdir(parents=True, exist_ok=True)
         _write_atomic(table, self.root / name)
         shards = [s for s in self.manifest["shards"] if s["run"] != run]
-        shards.append({"file": name, "run": run, "rows": len(ids), "added": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                                          time.gmtime())})
+        shards.append({"file": name, "run": run, "rows": len(rows),
+                       "added": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         self.manifest = {**self.manifest, "format": FORMAT, "library": __version__, "shards": shards}
         self._save(self.manifest)

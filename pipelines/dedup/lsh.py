@@ -115,11 +115,13 @@ def keepers(labels: np.ndarray, lengths: np.ndarray, ids, old: np.ndarray | None
     """For each document, the index of the document its cluster keeps: an indexed (old) one if the cluster has
     one, else the longest, then the smallest id."""
     n = len(labels)
+    if not n:
+        return np.empty(0, dtype=np.int64)
     frame = pl.DataFrame({"label": labels, "new": np.ones(n, np.bool_) if old is None else ~old,
                           "length": -np.asarray(lengths, dtype=np.int64), "id": ids, "row": np.arange(n)})
     chosen = frame.sort(["label", "new", "length", "id"]).group_by("label", maintain_order=True).agg(
         pl.col("row").first().alias("keeper"))
-    keeper_of_label = np.empty(labels.max() + 1 if n else 0, dtype=np.int64)
+    keeper_of_label = np.empty(labels.max() + 1, dtype=np.int64)
     keeper_of_label[chosen["label"].to_numpy()] = chosen["keeper"].to_numpy()
     return keeper_of_label[labels]
 

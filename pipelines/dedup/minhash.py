@@ -155,12 +155,13 @@ def _doc_shingles(data, start, end, ngram, lower, word, out):
 
 
 @numba.njit(parallel=True, cache=True)
-def _signatures(data, spans, ngram, a, b, lower, word):
+def _signatures(data, spans, ngram, a, b, lower, word, chunks):
+    """`chunks`: groups of documents, one scratch buffer each (not one per document)."""
     n, k = spans.shape[0], a.shape[0]
     sigs = np.full((n, k), EMPTY, dtype=np.uint32)
     counts = np.zeros(n, dtype=np.int64)
     shift = np.uint64(32)
-    chunks = min(n, 64 * numba.get_num_threads())  # one scratch buffer per chunk of documents, not per document
+    chunks = max(1, min(n, chunks))
     for c in numba.prange(chunks):
         first, last = c * n // chunks, (c + 1) * n // chunks
         longest = 0
@@ -198,7 +199,7 @@ def signatures(texts, params: MinHashParams) -> tuple[np.ndarray, np.ndarray]:
     """(signatures `uint32[n, num_perm]`, shingle counts `int64[n]`) of raw texts (a list or a polars Series)."""
     data, spans = _prepared(texts)
     a, b = params.permutations()
-    return _signatures(data, spans, params.ngram, a, b, LOWER, WORD)
+    return _signatures(data, spans, params.ngram, a, b, LOWER, WORD, 64 * numba.get_num_threads())
 
 
 def shingle_hashes(texts, ngram: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ class Config:
     recipe: ClassVar[str] = "dedup"
     name: str = field(default="deduplicated-convoforge", metadata={"help": "dataset name in the card"})
     sources: tuple[str, ...] = field(default=(), metadata={"help": "PATH[?format=NAME&weight=W&max_rows=N], ..."})
-    kind: str = field(default="conversation", metadata={"help": "conversation or text"})
+    kind: str = field(default="conversation", metadata={"help": "conversation, preference or text"})
     redact: str = field(default="chat_logs", metadata={"help": "chat_logs, all or none"})
     threshold: float = field(default=0.8, metadata={"help": "estimated Jaccard at which two rows are duplicates"})
     compare: str = field(default="conversation", metadata={"help": "conversation, or prompt (first user turn)"})

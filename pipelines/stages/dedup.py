@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from pipelines.dedup.decontam import Benchmark, Contamination
-from pipelines.dedup.index import MinHashIndex
+from pipelines.dedup.index import MinHashIndex, Signed
 from pipelines.dedup.lsh import band_keys, components, detection_probability, keepers, similar_pairs
 from pipelines.dedup.minhash import MinHashParams, signatures
 from pipelines.dedup.recall import planted_recall
@@ -94,49 +94,32 @@ class NearDedup(TwoPassStage):
 
     def scan(self, batches, ctx: Context) -> None:
         index = self._index()
-        old = index.load(exclude_run=ctx.fingerprint) if index is not None else None
-        ids, lengths, sigs, counts, sample = [], [], [], [], []
-        for batch in batches:
-            texts = compare_text(batch, self.compare)
-            batch_sigs, batch_counts = signatures(texts, self.params)
-            ids.extend(batch["id"].to_list())
-            lengths.append(texts.str.len_chars().to_numpy())
-            sigs.append(batch_sigs)
-            counts.append(batch_counts)
-            if len(sample) < PLANTED_SAMPLE:
-                sample.extend(texts.head(PLANTED_SAMPLE - len(sample)).to_list())
-        n_old = len(old.ids) if old else 0
-        new_sigs = np.concatenate(sigs) if sigs else np.empty((0, self.num_perm), np.uint32)
-        new_keys = band_keys(new_sigs, self.bands, self.rows)
-        all_sigs = np.concatenate([old.sigs, new_sigs]) if old else new_sigs
-        all_keys = np.concatenate([old.keys, new_keys]) if old else new_keys
-        all_ids = (old.ids if old else []) + ids
-        active = np.concatenate([np.ones(n_old, np.bool_)] + [c > 0 for c in counts])
-        is_old = np.arange(len(all_ids)) < n_old
-        pairs = similar_pairs(all_sigs, all_keys, self.threshold, active=active, old=is_old)
-        labels = components(len(all_ids), pairs)
-        all_lengths = np.concatenate(([old.lengths] if old else []) + lengths) if all_ids else np.empty(0, np.int64)
-        keeper = keepers(labels, all_lengths, all_ids, is_old) if all_ids else np.empty(0, np.int64)
+        empty = Signed.empty(self.num_perm, self.bands)
+        old = index.load(exclude_run=ctx.fingerprint) if index is not None else empty
+        new, active, sample = self._sign(batches)
+        both, n_old = old + new, len(old)
+        is_old = np.arange(len(both)) < n_old
+        active = np.concatenate([np.ones(n_old, np.bool_), active])
+        pairs = similar_pairs(both.sigs, both.keys, self.threshold, active=active, old=is_old)
+        labels = components(len(both), pairs)
+        keeper = keepers(labels, both.lengths, both.ids, is_old)
 
-        seen_before = pl.Series(ids, dtype=pl.String).is_in(old.ids).to_numpy() if old else np.zeros(len(ids), bool)
-        merged = keeper[n_old:] != np.arange(n_old, len(all_ids))
-        self._reasons: dict[int, str] = {}
-        for i in np.flatnonzero(seen_before | merged):
+        seen_before = pl.Series(new.ids, dtype=pl.String).is_in(old.ids).to_numpy()
+        dropped = seen_before | (keeper[n_old:] != np.arange(n_old, len(both)))
+        self._reasons = {}
+        for i in np.flatnonzero(dropped):
             k = keeper[n_old + i]
-            self._reasons[int(i)] = (f"exact_duplicate: of {ids[i]} (indexed)" if seen_before[i] else
-                                     f"near_duplicate: of {all_ids[k]}{' (indexed)' if k < n_old else ''}")
-        self._clusters = self._cluster_table(labels, keeper, all_ids, all_sigs, is_old)
-        self._previews: list[tuple[str, str]] = []
-        self._offset = 0
-        kept = np.flatnonzero(~(seen_before | merged))
-        self._to_index = (kept, ids, np.concatenate(lengths) if lengths else np.empty(0, np.int64), new_sigs,
-                          new_keys) if index is not None else None
+            self._reasons[int(i)] = (f"exact_duplicate: of {new.ids[i]} (indexed)" if seen_before[i] else
+                                     f"near_duplicate: of {both.ids[k]}{' (indexed)' if k < n_old else ''}")
+        self._clusters = self._cluster_table(labels, keeper, both, is_old)
+        self._previews, self._offset = [], 0
+        self._kept = new.take(np.flatnonzero(~dropped)) if index is not None else None
+
         planted = planted_recall(sample, self.params, self.threshold)
-        multi = np.bincount(labels)[labels] > 1 if len(labels) else np.zeros(0, np.bool_)
         stats = {
             "compare": self.compare, "threshold": self.threshold, **self.params.settings(),
-            "rows_in": len(ids), "indexed_before": n_old, "pairs": len(pairs),
-            "clusters": int(len(np.unique(labels[multi]))), "dropped": len(self._reasons),
+            "rows_in": len(new), "indexed_before": n_old, "pairs": len(pairs),
+            "clusters": int(self._clusters["cluster"].n_unique()), "dropped": len(self._reasons),
             "detection_probability": {j: round(detection_probability(j, self.bands, self.rows), 4)
                                       for j in (0.7, 0.8, 0.9)},
             "planted": planted, "index": str(Path(self.index).resolve()) if self.index else None,
@@ -146,15 +129,33 @@ class NearDedup(TwoPassStage):
         ctx.count("near_clusters", stats["clusters"])
         ctx.count("planted_pairs", planted["pairs"])
 
+    def _sign(self, batches) -> tuple[Signed, np.ndarray, list[str]]:
+        """(the rows signed, which have any words, the first texts as a sample for the planted-recall check)."""
+        ids, lengths, sigs, counts, sample = [], [], [], [], []
+        for batch in batches:
+            texts = compare_text(batch, self.compare)
+            batch_sigs, batch_counts = signatures(texts, self.params)
+            ids.extend(batch["id"].to_list())
+            lengths.append(texts.str.len_chars().cast(pl.Int64).to_numpy())
+            sigs.append(batch_sigs)
+            counts.append(batch_counts)
+            if len(sample) < PLANTED_SAMPLE:
+                sample.extend(texts.head(PLANTED_SAMPLE - len(sample)).to_list())
+        if not ids:
+            return Signed.empty(self.num_perm, self.bands), np.empty(0, np.bool_), sample
+        all_sigs = np.concatenate(sigs)
+        signed = Signed(ids, np.concatenate(lengths), all_sigs, band_keys(all_sigs, self.bands, self.rows))
+        return signed, np.concatenate(counts) > 0, sample
+
     @staticmethod
-    def _cluster_table(labels, keeper, ids, sigs, is_old) -> pl.DataFrame:
+    def _cluster_table(labels, keeper, rows: Signed, is_old) -> pl.DataFrame:
         multi = np.flatnonzero(np.bincount(labels)[labels] > 1) if len(labels) else np.empty(0, np.int64)
-        agree = (sigs[multi] == sigs[keeper[multi]]).mean(axis=1) if len(multi) else np.empty(0)
+        agree = (rows.sigs[multi] == rows.sigs[keeper[multi]]).mean(axis=1) if len(multi) else np.empty(0)
         return pl.DataFrame({
             "cluster": labels[multi].astype(np.int64),
-            "id": [ids[i] for i in multi],
+            "id": [rows.ids[i] for i in multi],
             "kept": keeper[multi] == multi,
-            "kept_id": [ids[k] for k in keeper[multi]],
+            "kept_id": [rows.ids[k] for k in keeper[multi]],
             "estimated_jaccard_to_kept": agree.round(4),
             "indexed": is_old[multi],
         }, schema_overrides={"id": pl.String, "kept_id": pl.String})
@@ -176,9 +177,8 @@ class NearDedup(TwoPassStage):
         out = ctx.run_dir / "dedup" / "clusters.parquet"
         out.parent.mkdir(parents=True, exist_ok=True)
         clusters.write_parquet(out)
-        if self._to_index is not None:
-            kept, ids, lengths, sigs, keys = self._to_index
-            self._index().add(ctx.fingerprint, [ids[i] for i in kept], lengths[kept], sigs[kept], keys[kept])
+        if self._kept is not None:
+            self._index().add(ctx.fingerprint, self._kept)
 
 
 @dataclass

@@ -3,9 +3,10 @@
 Splits `train_sft`, `test_sft`, `train_gen`, `test_gen` as `export/data/<split>-00000-of-00001.parquet` with the
 columns of HuggingFaceH4/ultrachat_200k: `prompt` (the first user turn), `prompt_id` (its sha256) and `messages`.
 A row's split comes from two hashes of its prompt_id, so one prompt never lands in two splits and a row keeps
-its split when the dataset grows. No near-duplicate pair straddles a train and a test split: a cluster that would is
-moved to train whole (`separate_splits`). A split the hashes leave empty borrows one row from the largest split (when there are
-at least four rows), because `datasets` cannot load an empty Parquet file; splits that stay empty are not written. The card `export/README.md` is rendered from `data_cards/<template>.md`.
+its split when the dataset grows. A split the hashes leave empty borrows one row from the largest split (when there
+are at least four rows), because `datasets` cannot load an empty Parquet file; splits that stay empty are not
+written. Then no near-duplicate pair may straddle a train and a test split: a cluster that would moves to train whole
+(`separate_splits`). The card `export/README.md` is rendered from `data_cards/<template>.md`.
 """
 
 from __future__ import annotations
