@@ -39,6 +39,7 @@ def make_parser() -> Parser:
 
 def build(args: argparse.Namespace) -> int:
     from pipelines.dedup.summary import markdown as dedup_markdown
+    from pipelines.dedup.summary import prune as prune_dedup_stats
     from pipelines.dedup.summary import read_stats
     from pipelines.report import print_table, write_report
     from pipelines.runner import TEACHER_STATS, Runner, write_quarantine
@@ -68,6 +69,7 @@ def build(args: argparse.Namespace) -> int:
         teacher = Teacher(cfg.teacher, run_dir / "requests.sqlite", run_dir / "server.log",
                           log=lambda msg: print(msg, file=sys.stderr))
     ctx = Context(run_dir=run_dir, config=cfg, teacher=teacher, log=log, limit=args.limit)
+    prune_dedup_stats(run_dir, {stage.name for stage in stages})
     started = time.monotonic()
     try:
         rows = Runner(stages, ctx).run()

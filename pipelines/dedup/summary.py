@@ -1,4 +1,8 @@
-"""What dedup did in a run, for the report and the card: `runs/<recipe>/dedup/stats.json`, one section per stage."""
+"""What dedup did in a run, for the report and the card: `runs/<recipe>/dedup/stats.json`, one section per stage.
+
+Each section names the stage that wrote it; `prune` drops the sections of stages a recipe no longer has, so a card
+never reports a decontamination that the current config did not run.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,20 @@ def read_stats(run_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def write_section(run_dir: Path, section: str, values: dict) -> None:
+def write_section(run_dir: Path, section: str, stage: str, values: dict) -> None:
     stats = read_stats(run_dir)
-    stats[section] = values
+    stats[section] = {"stage": stage, **values}
+    _write(run_dir, stats)
+
+
+def prune(run_dir: Path, stages: set[str]) -> None:
+    stats = read_stats(run_dir)
+    kept = {k: v for k, v in stats.items() if v.get("stage") in stages}
+    if kept != stats:
+        _write(run_dir, kept)
+
+
+def _write(run_dir: Path, stats: dict) -> None:
     path = stats_path(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name("stats.json.tmp")

@@ -1,6 +1,6 @@
 """UltraChat-style multi-turn SFT data, exported like HuggingFaceH4/ultrachat_200k.
 
-seeds -> opening -> dialogue -> validate -> dedup_exact -> dedup_near -> export
+seeds -> opening -> dialogue -> validate -> dedup_exact -> [decontaminate] -> dedup_near -> export
 
 The defaults are sized so the embedded SmolLM2-135M teacher finishes in a few minutes on 2 CPU cores; with a real
 teacher raise `n_dialogues` and `turns` and the token limits.
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from pipelines.stage import Stage
-from pipelines.stages.dedup import ExactDedup, NearDedup
+from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
 from pipelines.stages.dialogue import AskOpening, Sampling, SimulateDialogue
 from pipelines.stages.export import ExportSFT
 from pipelines.stages.seeds import SeedUltraChat
@@ -31,6 +31,8 @@ class Config:
     sources: tuple[str, ...] = field(default=(), metadata={"help": "text files for the materials sector"})
     seed: int = field(default=0, metadata={"help": "seed for sampling seeds, personas and materials"})
     threshold: float = field(default=0.8, metadata={"help": "near-duplicate Jaccard threshold"})
+    index: str = field(default="", metadata={"help": "directory of a persistent near-duplicate index"})
+    benchmarks: tuple[str, ...] = field(default=(), metadata={"help": "[NAME=]PATH of benchmark prompts to remove"})
     test_fraction: float = 0.1
     gen_fraction: float = 0.25
     sampling: Sampling = field(default_factory=Sampling)
@@ -44,7 +46,8 @@ def stages(cfg: Config) -> list[Stage]:
         SimulateDialogue(sampling=cfg.sampling, turns=cfg.turns, min_turns=cfg.min_turns, retries=cfg.retries),
         Validate(),
         ExactDedup(),
-        NearDedup(threshold=cfg.threshold),
+        *([Decontaminate(benchmarks=cfg.benchmarks)] if cfg.benchmarks else []),
+        NearDedup(threshold=cfg.threshold, index=cfg.index),
         ExportSFT(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction, card="ultrachat",
                   leakage_threshold=cfg.threshold),
     ]

@@ -124,7 +124,7 @@ class NearDedup(TwoPassStage):
                                       for j in (0.7, 0.8, 0.9)},
             "planted": planted, "index": str(Path(self.index).resolve()) if self.index else None,
         }
-        write_section(ctx.run_dir, "near", stats)
+        write_section(ctx.run_dir, "near", self.name, stats)
         ctx.count("near_pairs", len(pairs))
         ctx.count("near_clusters", stats["clusters"])
         ctx.count("planted_pairs", planted["pairs"])
@@ -201,7 +201,7 @@ class Decontaminate(MapStage):
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         if self._contamination is None:
             self._contamination = Contamination(self._benchmarks, self.ngram)
-            write_section(ctx.run_dir, "decontamination", {
+            write_section(ctx.run_dir, "decontamination", self.name, {
                 "ngram": self.ngram, "prompts": self._contamination.prompt_counts,
                 "sha256": {b.name: b.digest() for b in self._benchmarks}})
         whole = compare_text(batch, "conversation")

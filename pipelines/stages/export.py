@@ -74,8 +74,8 @@ def separate_splits(texts: pl.Series, splits: list[str], threshold: float, ctx: 
         moved = int(move.sum())
         part = np.array([s.split("_")[0] for s in splits])
     after = int((part[pairs[:, 0]] != part[pairs[:, 1]]).sum()) if len(pairs) else 0
-    write_section(ctx.run_dir, "leakage", {"threshold": threshold, "pairs_across": across, "moved": moved,
-                                           "after": after})
+    write_section(ctx.run_dir, "leakage", "export",
+                  {"threshold": threshold, "pairs_across": across, "moved": moved, "after": after})
     ctx.count("leakage_moved", moved)
     return splits
 
