@@ -31,7 +31,7 @@ PLANTED_SAMPLE = 300
 PREVIEW_CHARS = 300
 
 
-def contents(frame: pl.DataFrame, roles: tuple[str, ...] | None = None) -> pl.Expr:
+def contents(roles: tuple[str, ...] | None = None) -> pl.Expr:
     """The message contents of each row (of the given roles only), as a list."""
     element = pl.element()
     if roles is not None:
@@ -45,8 +45,8 @@ def compare_text(frame: pl.DataFrame, compare: str) -> pl.Series:
     if "messages" not in frame.columns:
         return frame["text"].fill_null("")
     if compare == "prompt":
-        return frame.select(contents(frame, ("user",)).list.first().fill_null("")).to_series()
-    return frame.select(contents(frame).list.join("\n").fill_null("")).to_series()
+        return frame.select(contents(("user",)).list.first().fill_null("")).to_series()
+    return frame.select(contents().list.join("\n").fill_null("")).to_series()
 
 
 @dataclass
@@ -207,7 +207,7 @@ class Decontaminate(MapStage):
         whole = compare_text(batch, "conversation")
         texts, owner = whole.to_list(), list(range(batch.height))
         if "messages" in batch.columns:
-            turns = batch.select(contents(batch, ("user",)).alias("turns")).with_row_index("row").explode("turns")
+            turns = batch.select(contents(("user",)).alias("turns")).with_row_index("row").explode("turns")
             turns = turns.drop_nulls("turns")
             texts += turns["turns"].to_list()
             owner += turns["row"].to_list()
