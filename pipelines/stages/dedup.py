@@ -193,17 +193,18 @@ class Decontaminate(MapStage):
 
     def __post_init__(self):
         self._benchmarks = [Benchmark.parse(spec) for spec in self.benchmarks]
+        self._digests = {b.name: b.digest() for b in self._benchmarks}
         self._contamination: Contamination | None = None
 
     def settings(self) -> dict:
-        return {"ngram": self.ngram, "benchmarks": {b.name: b.digest() for b in self._benchmarks}}
+        return {"ngram": self.ngram, "benchmarks": self._digests}
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         if self._contamination is None:
             self._contamination = Contamination(self._benchmarks, self.ngram)
             write_section(ctx.run_dir, "decontamination", self.name, {
                 "ngram": self.ngram, "prompts": self._contamination.prompt_counts,
-                "sha256": {b.name: b.digest() for b in self._benchmarks}})
+                "sha256": self._digests})
         whole = compare_text(batch, "conversation")
         texts, owner = whole.to_list(), list(range(batch.height))
         if "messages" in batch.columns:

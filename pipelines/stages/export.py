@@ -60,8 +60,9 @@ def fill_empty_splits(prompt_ids: list[str], splits: list[str]) -> list[str]:
 def separate_splits(texts: pl.Series, splits: list[str], threshold: float, ctx: Context) -> list[str]:
     """Keep near-duplicates out of train/test leakage: every cluster of near-duplicate rows (MinHash LSH at
     `threshold`) that has rows in a train and a test split moves its test rows to the matching train split."""
-    sigs, counts = signatures(texts, MinHashParams())
-    pairs = similar_pairs(sigs, band_keys(sigs, 16, 8), threshold, active=counts > 0)
+    params = MinHashParams()
+    sigs, counts = signatures(texts, params)
+    pairs = similar_pairs(sigs, band_keys(sigs, params.bands, params.rows), threshold, active=counts > 0)
     part = np.array([s.split("_")[0] for s in splits])
     across = int((part[pairs[:, 0]] != part[pairs[:, 1]]).sum()) if len(pairs) else 0
     moved = 0
