@@ -1,6 +1,7 @@
 """The request cache: one SQLite row per answered teacher request, written as each answer arrives.
 
-WAL mode and a commit per answer mean a SIGKILL loses only requests still in flight. The key is sha256 of
+WAL mode and a commit per answer mean a SIGKILL loses only requests still in flight; several processes may write one
+cache at once (WAL, a 30 s busy timeout, and INSERT OR IGNORE: the first answer for a key wins). The key is sha256 of
 {model, base_url, messages, sampling params}; the parser is not in it, so changing a parser reuses answers already
 paid for. The schema evolves by numbered migrations recorded in `_migrations` (as sqlite-utils does).
 """
@@ -34,7 +35,12 @@ def m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS = [m001_initial]
+def m002_endpoint(db: sqlite3.Connection) -> None:
+    """Which endpoint of a pool answered (older rows: unknown)."""
+    db.execute("ALTER TABLE responses ADD COLUMN endpoint TEXT")
+
+
+MIGRATIONS = [m001_initial, m002_endpoint]
 
 
 class RequestCache:
@@ -64,11 +70,12 @@ class RequestCache:
             return None
         return dict(zip(("text", "finish_reason", "prompt_tokens", "completion_tokens"), row))
 
-    def put(self, key: str, model: str, request: dict, answer: dict) -> None:
+    def put(self, key: str, model: str, request: dict, answer: dict, endpoint: str | None = None) -> None:
         self.db.execute(
-            "INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO responses (key, model, request, text, finish_reason, prompt_tokens, "
+            "completion_tokens, created, endpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key, model, json.dumps(request, ensure_ascii=False), answer["text"], answer.get("finish_reason"),
-             answer.get("prompt_tokens"), answer.get("completion_tokens"), time.time()),
+             answer.get("prompt_tokens"), answer.get("completion_tokens"), time.time(), endpoint),
         )
 
     def __len__(self) -> int:

@@ -30,12 +30,13 @@ def print_table(rows: list[dict], seconds: float) -> None:
     table = Table(title=f"run finished in {seconds:.1f}s")
     left = ("stage", "status", "dropped (by reason)", "events")
     for col in ("stage", "status", "in", "dropped (by reason)", "out", "events", "seconds", "requests", "cache hits",
-                "retries", "tokens in/out"):
+                "retries", "tokens in/out", "cost"):
         table.add_column(col, justify="left" if col in left else "right")
     for r in rows:
         drops = "\n".join(f"{k}: {v}" for k, v in sorted(r["dropped"].items())) or "-"
-        events = "\n".join(f"{k}: {v}" for k, v in sorted(r.get("counters", {}).items())) or "-"
+        happened = {**r.get("counters", {}), **r.get("teacher_events", {})}
+        events = "\n".join(f"{k}: {v}" for k, v in sorted(happened.items())) or "-"
         table.add_row(r["stage"], r["status"], str(r["rows_in"]), drops, str(r["rows_out"]), events,
                       f"{r['seconds']:.1f}", str(r["requests"]), str(r["cache_hits"]), str(r["retries"]),
-                      f"{r['tokens_in']}/{r['tokens_out']}")
+                      f"{r['tokens_in']}/{r['tokens_out']}", f"{r.get('cost', 0):.4f}" if r.get("cost") else "-")
     Console(width=None if sys.stdout.isatty() else 200).print(table)

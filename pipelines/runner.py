@@ -32,7 +32,7 @@ from pipelines.stage import DROP, QUARANTINE_ONLY, Context, MapStage, Source, St
 from schemas import QUARANTINE
 
 META_KEY = b"pipelines"
-TEACHER_STATS = ("requests", "cache_hits", "retries", "failures", "tokens_in", "tokens_out")
+TEACHER_STATS = ("requests", "cache_hits", "retries", "failures", "tokens_in", "tokens_out", "cost")
 
 
 def fingerprint(stage: Stage, ctx: Context, upstream: str) -> str:
@@ -229,6 +229,7 @@ class Runner:
             "seconds": round(totals["seconds"], 2),
             "counters": dict(counters),
             **{name: teacher.get(name, 0) for name in TEACHER_STATS},
+            "teacher_events": {k: v for k, v in sorted(teacher.items()) if k not in TEACHER_STATS},
         }
         success = stage_dir / "_SUCCESS.json"
         tmp = success.with_name("_SUCCESS.json.tmp")

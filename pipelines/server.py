@@ -117,6 +117,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class PortTaken(Exception):
+    pass
+
+
 def _die_with_parent() -> None:
     """Ask Linux to SIGTERM the server when the pipeline process dies, even by SIGKILL."""
     try:
@@ -135,9 +148,24 @@ class EmbeddedServer:
         self.base_url = ""
         self.model = ""
 
-    def start(self) -> "EmbeddedServer":
+    def start(self, port: int | None = None) -> "EmbeddedServer":
+        """Start on `port`, or a free one; a port that is taken (now, or by the time the server binds it) is
+        replaced by another free port, up to three times."""
+        for attempt in range(3):
+            if port is not None and not port_free(port):
+                self.log(f"port {port} is taken; using another")
+                port = None
+            try:
+                return self._start(port or free_port())
+            except PortTaken:
+                port = None
+        raise TeacherError(f"the embedded teacher could not bind a free port three times; see {self.log_path}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _start(self, port: int) -> "EmbeddedServer":
         ckpt = ensure_checkpoint(self.log)
-        port = free_port()
         self.model = str(ckpt)
         self.base_url = f"http://127.0.0.1:{port}/v1"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,6 +184,8 @@ class EmbeddedServer:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if "address already in use" in self.log_path.read_text(errors="replace")[-4000:].lower():
+                    raise PortTaken(port)
                 raise TeacherError(
                     f"the embedded teacher exited with code {self.proc.returncode} while starting; "
                     f"see {self.log_path}"

@@ -1,29 +1,59 @@
 """The teacher client: the only module that opens sockets (and, through server.py, processes).
 
-`Teacher.chat_many(requests)` answers a list of chat requests against any OpenAI-compatible endpoint and returns
-results in input order: cache first, then at most `max_concurrency` requests in flight (asyncio +
-`openai.AsyncOpenAI`), retried with exponential backoff and jitter on 429, 5xx, timeouts and dropped connections,
-honouring `Retry-After`. A request that still fails becomes a `Result` with an `error`, never an exception; an
-endpoint that answers nothing at all raises `TeacherError`. With `base_url=None` the embedded SmolLM2 server is
-started on the first cache miss, so a fully cached rerun never starts it.
+`Teacher.chat_many(requests)` answers chat requests against OpenAI-compatible endpoints and returns results in input
+order. What it does for each request:
+- Cache first (SQLite, `cache.py`), one row per HTTP answer, written as it arrives: a rerun sends only what is missing.
+- A pool: `base_url`/`model` plus any `pool` entries (`URL?model=NAME&weight=W&key_env=VAR`); a request goes to an
+  endpoint picked by a weighted hash of the request (the same one on a rerun), a retry to the next pick.
+- Concurrency: an adaptive limit (asyncio), at most `max_concurrency` in flight. A 429 halves the limit and pauses
+  every request until `Retry-After` (or `retry-after-ms`, or the `x-ratelimit-reset-*` header) has passed; an answer
+  with `x-ratelimit-remaining-*: 0` pauses until its reset; each success raises the limit again (AIMD).
+- Faults: 429, 5xx, timeouts (`timeout_s` per request), dropped connections and malformed bodies are retried with
+  exponential backoff and jitter, up to `max_attempts`; then the request becomes a `Result` with `error` (the stage
+  drops the row with that reason) and the run goes on. An endpoint that answers nothing for `down_after_s` (or not
+  one of a batch's requests) raises `TeacherError`; whatever was answered is already cached.
+- Structured outputs: a request with a `schema` asks for `response_format` (json_schema), parses the answer leniently,
+  validates it with jsonschema and asks again with the error, up to `reasks` times; then the error is the reason.
+- Accounting in `stats`: requests, retries, cache hits, failures, errors by kind, re-asks, prompt and completion
+  tokens (from `usage`, else counted with the tokenizer) and cost from `price_in`/`price_out` per million tokens.
+- The embedded SmolLM2 server (no `base_url`) starts on the first cache miss; if it dies mid-run it is restarted
+  once, and a second death is a `TeacherError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import hashlib
 import os
 import random
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 from pipelines import progress
 from pipelines.cache import RequestCache, request_key
-from pipelines.errors import TeacherError
+from pipelines.errors import ConfigError, TeacherError
+from pipelines.structured import check, parse_json, reask_message
 
 EMBEDDED = "embedded"
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+MAX_WAIT_S = 300.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str | None  # None: the embedded server
+    model: str
+    weight: float = 1.0
+    key_env: str = "OPENAI_API_KEY"
+
+    @property
+    def name(self) -> str:
+        return self.base_url or EMBEDDED
 
 
 @dataclass(frozen=True)
@@ -31,19 +61,49 @@ class TeacherConfig:
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible URL; empty = embedded SmolLM2"})
     model: str = field(default="SmolLM2-135M-Instruct", metadata={"help": "model name sent to the endpoint"})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "environment variable holding the key"})
-    max_concurrency: int = field(default=8, metadata={"help": "requests in flight at once"})
-    max_retries: int = field(default=4, metadata={"help": "retries per request on 429/5xx/timeouts"})
+    pool: tuple[str, ...] = field(default=(), metadata={"help": "more endpoints: URL?model=M&weight=W&key_env=VAR"})
+    max_concurrency: int = field(default=8, metadata={"help": "requests in flight at most (lowered on 429)"})
+    max_retries: int = field(default=4, metadata={"help": "retries per request on 429/5xx/timeouts/drops"})
     timeout_s: float = field(default=300.0, metadata={"help": "per-request timeout in seconds"})
+    backoff_s: float = field(default=0.5, metadata={"help": "first retry wait; doubles per attempt, with jitter"})
+    down_after_s: float = field(default=120.0, metadata={"help": "stop when nothing answers for this long"})
+    reasks: int = field(default=2, metadata={"help": "re-asks of an answer that fails its JSON Schema"})
+    response_format: bool = field(default=True, metadata={"help": "send response_format for structured outputs"})
+    price_in: float = field(default=0.0, metadata={"help": "price per million prompt tokens"})
+    price_out: float = field(default=0.0, metadata={"help": "price per million completion tokens"})
+    tokenizer: str = field(default="", metadata={"help": "tokenizer for counting when usage is missing"})
+
+    def endpoints(self) -> list[Endpoint]:
+        first = Endpoint(self.base_url or None, self.model, 1.0, self.api_key_env)
+        return [first, *(_parse_endpoint(spec, self.api_key_env) for spec in self.pool)]
 
     def identity(self) -> dict:
         """What the answers depend on (fingerprints and cache keys); never the key itself."""
-        return {"base_url": self.base_url or EMBEDDED, "model": self.model}
+        ident = {"base_url": self.base_url or EMBEDDED, "model": self.model}
+        if self.pool:
+            ident["pool"] = [[e.name, e.model, e.weight] for e in self.endpoints()[1:]]
+        return ident
+
+
+def _parse_endpoint(spec: str, default_key_env: str) -> Endpoint:
+    url, _, query = spec.partition("?")
+    options = {k: v[-1] for k, v in parse_qs(query).items()}
+    unknown = set(options) - {"model", "weight", "key_env"}
+    if unknown or "model" not in options:
+        raise ConfigError(f"teacher.pool entry {spec!r}: write URL?model=NAME[&weight=W&key_env=VAR]"
+                          + (f" (unknown {sorted(unknown)})" if unknown else ""))
+    try:
+        weight = float(options.get("weight", 1))
+    except ValueError:
+        raise ConfigError(f"teacher.pool entry {spec!r}: weight must be a number") from None
+    return Endpoint(url, options["model"], weight, options.get("key_env", default_key_env))
 
 
 @dataclass(frozen=True)
 class Request:
     messages: list[dict]
     params: dict  # max_tokens, temperature, top_p, stop, seed
+    schema: dict | None = None  # ask for JSON matching this JSON Schema
 
 
 @dataclass
@@ -54,136 +114,315 @@ class Result:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
+    data: object = None  # the parsed JSON of a structured request
 
 
-RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+class AdaptiveLimit:
+    """At most `limit` requests in flight; 429s halve it and pause everyone, successes raise it back (AIMD)."""
+
+    def __init__(self, maximum: int):
+        self.maximum = maximum
+        self.limit = float(maximum)
+        self.active = 0
+        self.resume_at = 0.0
+        self.changed = asyncio.Condition()
+
+    async def acquire(self) -> None:
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.active < max(1, int(self.limit)))
+            self.active += 1
+        while (delay := self.resume_at - time.monotonic()) > 0:
+            await asyncio.sleep(delay)
+
+    async def release(self, ok: bool) -> None:
+        async with self.changed:
+            self.active -= 1
+            if ok:
+                self.limit = min(self.maximum, self.limit + 1 / max(1.0, self.limit))
+            self.changed.notify_all()
+
+    def throttle(self, wait_s: float) -> None:
+        self.limit = max(1.0, self.limit / 2)
+        self.pause(wait_s)
+
+    def pause(self, wait_s: float) -> None:
+        self.resume_at = max(self.resume_at, time.monotonic() + wait_s)
+
+
+DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def header_wait(headers, limited: bool) -> float | None:
+    """Seconds the server asks us to wait: Retry-After (seconds or a date), retry-after-ms, or, when a limit is hit
+    (`limited`, or `x-ratelimit-remaining-*` is 0), the matching `x-ratelimit-reset-*` (`1s`, `6m0s`, `120ms`)."""
+    if value := headers.get("retry-after-ms"):
+        try:
+            return float(value) / 1000
+        except ValueError:
+            pass
+    if value := headers.get("retry-after"):
+        try:
+            return float(value)
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value) if value else None
+            if when is not None:
+                return max(0.0, when.timestamp() - time.time())
+    waits = []
+    for kind in ("requests", "tokens"):
+        remaining = headers.get(f"x-ratelimit-remaining-{kind}")
+        reset = headers.get(f"x-ratelimit-reset-{kind}")
+        if reset and (limited or remaining == "0"):
+            try:
+                waits.append(float(reset))
+            except ValueError:
+                waits.append(sum(float(n) * UNITS[u] for n, u in DURATION.findall(reset)))
+    return max(waits) if waits else None
+
+
+def backoff(attempt: int, base: float = 0.5) -> float:
+    """base * 2^attempt, jittered between half and all of it, at most 30 s."""
+    return min(30.0, base * 2 ** attempt) * (0.5 + random.random() / 2)
 
 
 class Teacher:
     def __init__(self, config: TeacherConfig, cache_path: Path, server_log: Path, log=print):
         self.config = config
+        self.endpoints = config.endpoints()
         self.cache = RequestCache(cache_path)
         self.server_log = server_log
         self.log = log
         self.stats: Counter = Counter()
         self._server = None
-        self._endpoint: tuple[str, str, str] | None = None  # base_url, model, api key
+        self._restarts = 0
+        self._keys: dict[str, str] = {}
+        self._tokenizer = None
+
+    # --- the interface -------------------------------------------------------------------------------------------
 
     def chat_many(self, requests: list[Request], desc: str = "teacher") -> list[Result]:
         """Answer `requests` in order; cached answers are not sent again."""
-        ident = self.config.identity()
-        keys = [request_key(ident["model"], ident["base_url"], r.messages, r.params) for r in requests]
         results: list[Result | None] = [None] * len(requests)
-        for i, key in enumerate(keys):
-            hit = self.cache.get(key)
-            if hit is not None:
-                results[i] = Result(hit["text"], None, hit["finish_reason"], hit["prompt_tokens"] or 0,
-                                    hit["completion_tokens"] or 0, cached=True)
-                self.stats["cache_hits"] += 1
-        todo = [i for i, r in enumerate(results) if r is None]
-        if todo:
-            self._ensure_endpoint()
-            asyncio.run(self._send_all(requests, keys, todo, results, desc))
-            errors = [results[i].error for i in todo]
-            if all(e and e.startswith("connection") for e in errors):
-                raise TeacherError(
-                    f"the teacher at {self._endpoint[0]} did not answer any of {len(todo)} requests "
-                    f"({errors[0]}); check that it is running, then rerun: answered requests are cached"
-                )
+        if requests:
+            asyncio.run(self._run(requests, results, desc))
         return results
-
-    async def _send_all(self, requests, keys, todo, results, desc) -> None:
-        import openai
-
-        base_url, model, api_key = self._endpoint
-        client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0,
-                                    timeout=self.config.timeout_s)
-        limit = asyncio.Semaphore(self.config.max_concurrency)
-        task = progress.add(f"{desc}: requests", total=len(todo))
-
-        async def one(i: int) -> None:
-            async with limit:
-                results[i] = await self._send(client, model, requests[i], keys[i])
-            progress.advance(task)
-
-        try:
-            await asyncio.gather(*(one(i) for i in todo))
-        finally:
-            progress.remove(task)
-            await client.close()
-
-    async def _send(self, client, model: str, request: Request, key: str) -> Result:
-        import openai
-
-        params = dict(request.params)
-        last = "unknown"
-        for attempt in range(self.config.max_retries + 1):
-            if attempt:
-                self.stats["retries"] += 1
-            try:
-                self.stats["requests"] += 1
-                response = await client.chat.completions.create(model=model, messages=request.messages, **params)
-            except openai.APIStatusError as exc:
-                last = f"http {exc.status_code}: {str(exc.message)[:200]}"
-                if exc.status_code not in RETRYABLE_STATUS:
-                    break
-                await asyncio.sleep(_backoff(attempt, exc.response.headers.get("retry-after")))
-                continue
-            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-                kind = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
-                last = f"{kind}: {exc.__class__.__name__}"
-                await asyncio.sleep(_backoff(attempt, None))
-                continue
-            choice = response.choices[0] if response.choices else None
-            if choice is None or choice.message.content is None:
-                last = "malformed: response without message content"
-                continue
-            usage = response.usage
-            answer = {"text": choice.message.content, "finish_reason": choice.finish_reason,
-                      "prompt_tokens": usage.prompt_tokens if usage else 0,
-                      "completion_tokens": usage.completion_tokens if usage else 0}
-            self.cache.put(key, self.config.identity()["model"], {"messages": request.messages, **params}, answer)
-            self.stats["tokens_in"] += answer["prompt_tokens"]
-            self.stats["tokens_out"] += answer["completion_tokens"]
-            return Result(answer["text"], None, answer["finish_reason"], answer["prompt_tokens"],
-                          answer["completion_tokens"])
-        self.stats["failures"] += 1
-        return Result(None, error=last)
-
-    def _ensure_endpoint(self) -> None:
-        if self._endpoint is not None:
-            return
-        if self.config.base_url:
-            self._endpoint = (self.config.base_url, self.config.model, self._api_key())
-            return
-        from pipelines.server import EmbeddedServer
-
-        self._server = EmbeddedServer(self.server_log, log=self.log).start()
-        self._endpoint = (self._server.base_url, self._server.model, "unused")
-
-    def _api_key(self) -> str:
-        key = os.environ.get(self.config.api_key_env)
-        if key:
-            return key
-        host = urlparse(self.config.base_url).hostname or ""
-        if host in ("127.0.0.1", "localhost", "::1"):
-            return "EMPTY"  # local vLLM / TGI / transformers servers take any key
-        raise TeacherError(f"no API key for {self.config.base_url}: set the {self.config.api_key_env} "
-                           f"environment variable (or teacher.api_key_env to the variable that holds it)")
 
     def close(self) -> None:
         if self._server is not None:
             self._server.stop()
             self._server = None
-        self._endpoint = None
         self.cache.close()
 
+    # --- one batch -----------------------------------------------------------------------------------------------
 
-def _backoff(attempt: int, retry_after: str | None) -> float:
-    """Seconds to wait before retry `attempt`+1: Retry-After when given, else 0.5 * 2^attempt with jitter, cap 30."""
-    if retry_after:
+    async def _run(self, requests, results, desc) -> None:
+        self._limit = AdaptiveLimit(self.config.max_concurrency)
+        self._clients: dict[str, object] = {}
+        self._restart_lock = asyncio.Lock()
+        self._last_answer = time.monotonic()
+        self._sent_any = False
+        task = progress.add(f"{desc}: requests", total=len(requests))
+
+        async def one(i: int) -> None:
+            results[i] = await self._answer(requests[i])
+            progress.advance(task)
+
         try:
-            return min(float(retry_after), 120.0)
-        except ValueError:
-            pass
-    return min(30.0, 0.5 * 2 ** attempt) * (0.5 + random.random())
+            async with asyncio.TaskGroup() as group:
+                for i in range(len(requests)):
+                    group.create_task(one(i))
+        except* TeacherError as errors:
+            raise errors.exceptions[0] from None
+        finally:
+            progress.remove(task)
+            for client in self._clients.values():
+                await client.close()
+        errors = [r.error for r in results if r.error]
+        if self._sent_any and len(errors) == len(results) and all(e.startswith("connection") for e in errors):
+            raise TeacherError(f"the teacher did not answer any of {len(results)} requests ({errors[0]}); check "
+                               "that it is running, then rerun: answered requests are cached")
+
+    async def _answer(self, request: Request) -> Result:
+        if request.schema is None:
+            return await self._complete(request.messages, request.params)
+        params = dict(request.params)
+        if self.config.response_format:
+            params["response_format"] = {"type": "json_schema",
+                                         "json_schema": {"name": "answer", "schema": request.schema}}
+        messages = list(request.messages)
+        for ask in range(self.config.reasks + 1):
+            result = await self._complete(messages, params)
+            if result.error:
+                return result
+            value, error = parse_json(result.text)
+            error = error or check(value, request.schema)
+            if error is None:
+                result.data = value
+                return result
+            if ask < self.config.reasks:
+                self.stats["reasks"] += 1
+                messages = messages + [{"role": "assistant", "content": result.text},
+                                       reask_message(error, request.schema)]
+        self.stats["failures"] += 1
+        self.stats["errors_invalid_json"] += 1
+        return Result(result.text, f"invalid_json: {error}", result.finish_reason, result.prompt_tokens,
+                      result.completion_tokens, result.cached)
+
+    # --- one HTTP answer -----------------------------------------------------------------------------------------
+
+    def _route(self, seed: str, attempt: int) -> Endpoint:
+        if len(self.endpoints) == 1:
+            return self.endpoints[0]
+        point = int(hashlib.sha256(f"{seed}:{attempt}".encode()).hexdigest()[:12], 16) / 16**12
+        total = sum(e.weight for e in self.endpoints)
+        for endpoint in self.endpoints:
+            point -= endpoint.weight / total
+            if point < 0:
+                return endpoint
+        return self.endpoints[-1]
+
+    async def _complete(self, messages: list[dict], params: dict) -> Result:
+        keys = {e: request_key(e.model, e.name, messages, params) for e in self.endpoints}
+        for key in keys.values():
+            if (hit := self.cache.get(key)) is not None:
+                self.stats["cache_hits"] += 1
+                return Result(hit["text"], None, hit["finish_reason"], hit["prompt_tokens"] or 0,
+                              hit["completion_tokens"] or 0, cached=True)
+        seed = next(iter(keys.values()))
+        last = "unknown"
+        for attempt in range(self.config.max_retries + 1):
+            endpoint = self._route(seed, attempt)
+            if attempt:
+                self.stats["retries"] += 1
+            await self._limit.acquire()
+            ok, wait = False, None
+            try:
+                answer, wait, last = await self._post(endpoint, messages, params)
+                ok = answer is not None
+            finally:
+                await self._limit.release(ok)
+            if ok:
+                self.cache.put(keys[endpoint], endpoint.model, {"messages": messages, **params}, answer, endpoint.name)
+                return Result(answer["text"], None, answer["finish_reason"], answer["prompt_tokens"],
+                              answer["completion_tokens"])
+            self.stats["errors_" + last.split(":")[0].replace(" ", "_")] += 1
+            if last.startswith("http") and int(last.split()[1].rstrip(":")) not in RETRYABLE_STATUS:
+                break
+            if not last.startswith("http 429"):
+                await self._check_alive(endpoint, last)
+            await asyncio.sleep(wait if wait is not None else backoff(attempt, self.config.backoff_s))
+        self.stats["failures"] += 1
+        return Result(None, error=last)
+
+    async def _post(self, endpoint: Endpoint, messages, params) -> tuple[dict | None, float | None, str]:
+        """(answer, seconds to wait before the next try, error): exactly one of answer and error is meaningful."""
+        import openai
+
+        client = await self._client(endpoint)
+        self.stats["requests"] += 1
+        self._sent_any = True
+        try:
+            raw = await client.chat.completions.with_raw_response.create(
+                model=endpoint.model if endpoint.base_url else self._server.model, messages=messages, **params)
+            response = raw.parse()
+        except openai.APIStatusError as exc:
+            limited = exc.status_code == 429
+            wait = header_wait(exc.response.headers, limited)
+            if limited:
+                self._limit.throttle(wait if wait is not None else backoff(0, self.config.backoff_s))
+            return None, min(wait, MAX_WAIT_S) if wait is not None else None, \
+                f"http {exc.status_code}: {str(exc.message)[:200]}"
+        except openai.APITimeoutError:
+            return None, None, f"timeout: no answer within {self.config.timeout_s:g}s"
+        except openai.APIConnectionError as exc:
+            return None, None, f"connection: {exc.__cause__.__class__.__name__ if exc.__cause__ else 'dropped'}"
+        except (ValueError, openai.APIResponseValidationError) as exc:
+            return None, None, f"malformed: {exc.__class__.__name__}"
+        if (wait := header_wait(raw.headers, False)) is not None:
+            self._limit.pause(min(wait, MAX_WAIT_S))
+        choice = response.choices[0] if getattr(response, "choices", None) else None
+        if choice is None or not isinstance(getattr(choice.message, "content", None), str):
+            return None, None, "malformed: response without message content"
+        self._last_answer = time.monotonic()
+        usage = response.usage
+        prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else self._count(
+            messages, choice.message.content)
+        self.stats["tokens_in"] += prompt
+        self.stats["tokens_out"] += completion
+        cost = (prompt * self.config.price_in + completion * self.config.price_out) / 1e6
+        if cost:
+            self.stats["cost"] += cost
+        return {"text": choice.message.content, "finish_reason": choice.finish_reason, "prompt_tokens": prompt,
+                "completion_tokens": completion}, None, ""
+
+    # --- endpoints -----------------------------------------------------------------------------------------------
+
+    async def _client(self, endpoint: Endpoint):
+        import openai
+
+        if endpoint.base_url is None:
+            async with self._restart_lock:
+                if self._server is None:
+                    await asyncio.to_thread(self._start_embedded)
+            base_url, key = self._server.base_url, "unused"
+        else:
+            base_url, key = endpoint.base_url, self._api_key(endpoint)
+        if base_url not in self._clients:
+            self._clients[base_url] = openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0,
+                                                         timeout=self.config.timeout_s)
+        return self._clients[base_url]
+
+    def _start_embedded(self) -> None:
+        from pipelines.server import EmbeddedServer
+
+        self._server = EmbeddedServer(self.server_log, log=self.log).start()
+
+    async def _check_alive(self, endpoint: Endpoint, error: str) -> None:
+        """Restart a dead embedded server once; stop the run when nothing has answered for `down_after_s`."""
+        if endpoint.base_url is None and self._server is not None and not self._server.alive():
+            async with self._restart_lock:
+                if not self._server.alive():
+                    code = self._server.proc.returncode if self._server.proc else None
+                    if self._restarts >= 1:
+                        raise TeacherError(f"the embedded teacher died again (exit code {code}) after a restart; see "
+                                           f"{self.server_log}; rerun to go on: answered requests are cached")
+                    self._restarts += 1
+                    self.stats["server_restarts"] += 1
+                    self.log(f"the embedded teacher died (exit code {code}); restarting it once")
+                    await asyncio.to_thread(self._server.start)
+                    self._last_answer = time.monotonic()
+            return
+        silent = time.monotonic() - self._last_answer
+        if silent > self.config.down_after_s:
+            raise TeacherError(f"the teacher at {endpoint.name} has answered nothing for {silent:.0f}s (last error: "
+                               f"{error}); check that it is running, then rerun: answered requests are cached")
+
+    def _api_key(self, endpoint: Endpoint) -> str:
+        if endpoint.key_env in self._keys:
+            return self._keys[endpoint.key_env]
+        key = os.environ.get(endpoint.key_env)
+        if not key:
+            host = urlparse(endpoint.base_url).hostname or ""
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                raise TeacherError(f"no API key for {endpoint.base_url}: set the {endpoint.key_env} environment "
+                                   f"variable (or teacher.api_key_env to the variable that holds it)")
+            key = "EMPTY"  # local vLLM / TGI / transformers servers take any key
+        self._keys[endpoint.key_env] = key
+        return key
+
+    def _count(self, messages: list[dict], completion: str) -> tuple[int, int]:
+        """Token counts when the server sends no `usage`: the configured tokenizer, else the embedded model's."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            from pipelines.server import checkpoint_dir
+
+            name = self.config.tokenizer or (str(checkpoint_dir()) if self._server is not None else "")
+            if not name:
+                self.stats["tokens_uncounted"] += 1
+                return 0, 0
+            self._tokenizer = AutoTokenizer.from_pretrained(name)
+        prompt = self._tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
+                                                     return_dict=True)["input_ids"]
+        self.stats["tokens_counted"] += 1
+        return len(prompt), len(self._tokenizer.encode(completion, add_special_tokens=False))
