@@ -203,9 +203,22 @@ class Teacher:
     def chat_many(self, requests: list[Request], desc: str = "teacher") -> list[Result]:
         """Answer `requests` in order; cached answers are not sent again."""
         results: list[Result | None] = [None] * len(requests)
+        if self._server is None and any(self._uncached_on_embedded(r) for r in requests):
+            self._start_embedded()  # before the event loop, so a signal while it starts exits cleanly
         if requests:
             asyncio.run(self._run(requests, results, desc))
         return results
+
+    def _uncached_on_embedded(self, request: "Request") -> bool:
+        return any(e.base_url is None and self.cache.get(
+            request_key(e.model, e.name, request.messages, self._params(request))) is None for e in self.endpoints)
+
+    def _params(self, request: "Request") -> dict:
+        """The request's sampling params, plus `response_format` for a structured request."""
+        if request.schema is None or not self.config.response_format:
+            return request.params
+        return {**request.params,
+                "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": request.schema}}}
 
     def close(self) -> None:
         if self._server is not None:
@@ -239,16 +252,15 @@ class Teacher:
                 await client.close()
         errors = [r.error for r in results if r.error]
         if self._sent_any and len(errors) == len(results) and all(e.startswith("connection") for e in errors):
-            raise TeacherError(f"the teacher did not answer any of {len(results)} requests ({errors[0]}); check "
-                               "that it is running, then rerun: answered requests are cached")
+            where = ", ".join(self._server.base_url if e.base_url is None and self._server else e.name
+                              for e in self.endpoints)
+            raise TeacherError(f"the teacher at {where} did not answer any of {len(results)} requests ({errors[0]}); "
+                               "check that it is running, then rerun: answered requests are cached")
 
     async def _answer(self, request: Request) -> Result:
+        params = self._params(request)
         if request.schema is None:
-            return await self._complete(request.messages, request.params)
-        params = dict(request.params)
-        if self.config.response_format:
-            params["response_format"] = {"type": "json_schema",
-                                         "json_schema": {"name": "answer", "schema": request.schema}}
+            return await self._complete(request.messages, params)
         messages = list(request.messages)
         for ask in range(self.config.reasks + 1):
             result = await self._complete(messages, params)
@@ -363,7 +375,7 @@ class Teacher:
         if endpoint.base_url is None:
             async with self._restart_lock:
                 if self._server is None:
-                    await asyncio.to_thread(self._start_embedded)
+                    self._start_embedded()  # blocks the loop on purpose: see _start_embedded
             base_url, key = self._server.base_url, "unused"
         else:
             base_url, key = endpoint.base_url, self._api_key(endpoint)
@@ -373,6 +385,8 @@ class Teacher:
         return self._clients[base_url]
 
     def _start_embedded(self) -> None:
+        """Started from the thread that runs the event loop, never a worker thread: the server is tied to the
+        thread that starts it (PR_SET_PDEATHSIG), and a worker thread ending would stop it."""
         from pipelines.server import EmbeddedServer
 
         self._server = EmbeddedServer(self.server_log, log=self.log).start()
@@ -389,7 +403,7 @@ class Teacher:
                     self._restarts += 1
                     self.stats["server_restarts"] += 1
                     self.log(f"the embedded teacher died (exit code {code}); restarting it once")
-                    await asyncio.to_thread(self._server.start)
+                    self._server.start()  # in this thread, as in _start_embedded
                     self._last_answer = time.monotonic()
             return
         silent = time.monotonic() - self._last_answer

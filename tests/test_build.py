@@ -113,3 +113,32 @@ def test_sigkill_at_several_points_then_resume(tmp_path, teacher_server):
     assert this_run(run_dir)["requests"] == 0
     assert this_run(run_dir)["cache_hits"] >= answered_before_resume
     assert export_rows(run_dir).equals(resumed)
+
+
+def test_killing_the_embedded_server_stops_the_run_and_the_rerun_uses_the_cache(tmp_path):
+    """The pipeline starts its own embedded server; it is killed mid-build, restarted once, killed again: the run
+    stops with a clear error and leaves no server behind; the rerun sends nothing that was answered before."""
+    import psutil
+
+    run_dir = tmp_path / "killed-server"
+    proc = subprocess.Popen(build_cmd(run_dir, *TINY), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    servers, deadline = {}, time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        answered = cached_requests(run_dir)
+        for child in psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []:
+            if child.pid not in servers and "serve" in " ".join(child.cmdline()) and answered >= 3 + 2 * len(servers):
+                servers[child.pid] = child
+                child.kill()
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err[-2000:]
+    assert len(servers) == 2 and "restarting it once" in err and "embedded teacher" in err.splitlines()[-1]
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in servers.values())
+    answered = cached_requests(run_dir)
+    assert answered >= 5
+
+    run_build(run_dir, *TINY)
+    resumed = this_run(run_dir)
+    assert cached_requests(run_dir) == answered + resumed["requests"]  # nothing answered was sent again
+    assert resumed["cache_hits"] > 0

@@ -1,0 +1,165 @@
+"""Teacher client benchmark: how close `Teacher.chat_many` gets to ideal on a slow endpoint and on the real model.
+
+    python bench/teacher.py [--requests 2000] [--concurrency 64] [--latency 0.2] [--skip-embedded]
+                            [--embedded-requests 48] [--embedded-concurrency 16]
+
+(a) A loopback OpenAI-compatible server (asyncio, its own process) that answers every request after a fixed latency:
+    `chat_many` with `--requests` requests at `--concurrency`, against the ideal requests / concurrency * latency.
+(b) The embedded SmolLM2 server: completion tokens per second of `chat_many` against a bare `asyncio.gather` flood
+    of the same requests through `openai.AsyncOpenAI` with the same concurrency (fresh prompts each, so nothing is
+    cached).
+(c) The same loopback workload through distilabel's `OpenAILLM` when distilabel is installed (peers venv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+SERVER = r"""
+import asyncio, json, sys
+latency = float(sys.argv[1])
+BODY = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [{"index": 0,
+    "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}).encode()
+async def handle(reader, writer):
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next((int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")), 0)
+            await reader.readexactly(length)
+            await asyncio.sleep(latency)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(BODY) + BODY)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+def loopback(latency: float) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(latency)], stdout=subprocess.PIPE, text=True)
+    port = int(proc.stdout.readline())
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+def requests(n: int, tag: str, max_tokens: int = 8):
+    from pipelines.teacher import Request
+    return [Request([{"role": "user", "content": f"{tag} {i}: name a colour."}], {"max_tokens": max_tokens})
+            for i in range(n)]
+
+
+def run_ours(base_url: str, model: str, reqs, concurrency: int) -> tuple[float, int]:
+    from pipelines.teacher import Teacher, TeacherConfig
+
+    with tempfile.TemporaryDirectory() as tmp:
+        teacher = Teacher(TeacherConfig(base_url=base_url, model=model, max_concurrency=concurrency),
+                          Path(tmp) / "requests.sqlite", Path(tmp) / "server.log", log=lambda m: None)
+        started = time.perf_counter()
+        results = teacher.chat_many(reqs)
+        seconds = time.perf_counter() - started
+        teacher.close()
+    assert all(r.error is None for r in results), [r.error for r in results if r.error][:3]
+    return seconds, sum(r.completion_tokens for r in results)
+
+
+def run_flood(base_url: str, model: str, reqs, concurrency: int) -> tuple[float, int]:
+    import openai
+
+    async def main():
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="EMPTY", max_retries=0, timeout=600)
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(r):
+            async with limit:
+                response = await client.chat.completions.create(model=model, messages=r.messages, **r.params)
+                return response.usage.completion_tokens if response.usage else 0
+
+        started = time.perf_counter()
+        tokens = await asyncio.gather(*(one(r) for r in reqs))
+        seconds = time.perf_counter() - started
+        await client.close()
+        return seconds, sum(tokens)
+
+    return asyncio.run(main())
+
+
+def run_distilabel(base_url: str, n: int, concurrency: int, python: str) -> float | str:
+    code = f"""
+import time
+from distilabel.models.llms import OpenAILLM
+llm = OpenAILLM(model="m", base_url="{base_url}", api_key="EMPTY", max_retries=0)
+llm.load()
+inputs = [[{{"role": "user", "content": f"d {{i}}: name a colour."}}] for i in range({n})]
+started = time.perf_counter()
+for i in range(0, len(inputs), {concurrency}):
+    llm.generate(inputs=inputs[i:i + {concurrency}], max_new_tokens=8)
+print(time.perf_counter() - started)
+"""
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return (proc.stderr.strip().splitlines() or ["failed"])[-1][:120]
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--embedded-requests", type=int, default=48)
+    parser.add_argument("--embedded-concurrency", type=int, default=16)
+    parser.add_argument("--skip-embedded", action="store_true")
+    parser.add_argument("--peer-python", default="/work/peers-venv/bin/python")
+    args = parser.parse_args()
+    rows = []
+
+    server, url = loopback(args.latency)
+    try:
+        ideal = args.requests / args.concurrency * args.latency
+        seconds, _ = run_ours(url, "m", requests(args.requests, "loop"), args.concurrency)
+        rows.append(("(a) loopback, fixed latency", f"{args.requests} req @ {args.concurrency}",
+                     f"ideal {ideal:.2f} s", f"ours {seconds:.2f} s", f"{seconds / ideal:.3f}x ideal"))
+        peer = run_distilabel(url, args.requests, args.concurrency, args.peer_python)
+        if isinstance(peer, float):
+            rows.append(("(c) distilabel OpenAILLM, same loopback", f"{args.requests} req @ {args.concurrency}",
+                         f"ideal {ideal:.2f} s", f"distilabel {peer:.2f} s", f"ours {peer / seconds:.2f}x faster"))
+        else:
+            rows.append(("(c) distilabel OpenAILLM", "-", "-", "-", f"not run: {peer}"))
+    finally:
+        server.terminate()
+
+    if not args.skip_embedded:
+        from pipelines.server import EmbeddedServer
+
+        with tempfile.TemporaryDirectory() as tmp, EmbeddedServer(Path(tmp) / "server.log", log=lambda m: None) as s:
+            n, c = args.embedded_requests, args.embedded_concurrency
+            run_flood(s.base_url, s.model, requests(c, "warm", 4), c)
+            flood_s, flood_tokens = run_flood(s.base_url, s.model, requests(n, "flood", 64), c)
+            ours_s, ours_tokens = run_ours(s.base_url, s.model, requests(n, "ours", 64), c)
+            ratio = (ours_tokens / ours_s) / (flood_tokens / flood_s)
+            rows.append(("(b) embedded SmolLM2, tokens/s", f"{n} req @ {c}",
+                         f"gather flood {flood_tokens / flood_s:.1f} tok/s", f"ours {ours_tokens / ours_s:.1f} tok/s",
+                         f"{ratio:.1%} of the flood"))
+
+    print("| workload | size | baseline | ours | ratio |\n|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print(json.dumps({"rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
