@@ -34,6 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+import orjson
+
+try:  # the HTTP library of the installed openai client (openai 3 ships a fork, httpx2)
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover
+    import httpx
+
 from pipelines import progress
 from pipelines.cache import RequestCache, request_key
 from pipelines.errors import ConfigError, TeacherError
@@ -139,7 +146,7 @@ class AdaptiveLimit:
             self.active -= 1
             if ok:
                 self.limit = min(self.maximum, self.limit + 1 / max(1.0, self.limit))
-            self.changed.notify_all()
+            self.changed.notify(max(1, int(self.limit) - self.active))  # wake only as many as may start
 
     def throttle(self, wait_s: float) -> None:
         self.limit = max(1.0, self.limit / 2)
@@ -333,10 +340,11 @@ class Teacher:
         client = await self._client(endpoint)
         self.stats["requests"] += 1
         self._sent_any = True
-        try:
-            raw = await client.chat.completions.with_raw_response.create(
-                model=endpoint.model if endpoint.base_url else self._server.model, messages=messages, **params)
-            response = raw.parse()
+        model = endpoint.model if endpoint.base_url else self._server.model
+        try:  # the openai client's transport, errors and auth, without its per-request pydantic models (2x the CPU)
+            raw = await client.post("/chat/completions", body={"model": model, "messages": messages, **params},
+                                    cast_to=httpx.Response)
+            body = orjson.loads(raw.content)
         except openai.APIStatusError as exc:
             limited = exc.status_code == 429
             wait = header_wait(exc.response.headers, limited)
@@ -348,23 +356,27 @@ class Teacher:
             return None, None, f"timeout: no answer within {self.config.timeout_s:g}s"
         except openai.APIConnectionError as exc:
             return None, None, f"connection: {exc.__cause__.__class__.__name__ if exc.__cause__ else 'dropped'}"
-        except (ValueError, openai.APIResponseValidationError) as exc:
+        except (ValueError, httpx.HTTPError) as exc:
             return None, None, f"malformed: {exc.__class__.__name__}"
         if (wait := header_wait(raw.headers, False)) is not None:
             self._limit.pause(min(wait, MAX_WAIT_S))
-        choice = response.choices[0] if getattr(response, "choices", None) else None
-        if choice is None or not isinstance(getattr(choice.message, "content", None), str):
+        choices = body.get("choices") if isinstance(body, dict) else None
+        message = choices[0].get("message") if choices and isinstance(choices[0], dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, str):
             return None, None, "malformed: response without message content"
         self._last_answer = time.monotonic()
-        usage = response.usage
-        prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else self._count(
-            messages, choice.message.content)
+        usage = body.get("usage") or {}
+        if isinstance(usage.get("prompt_tokens"), int) and isinstance(usage.get("completion_tokens"), int):
+            prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+        else:
+            prompt, completion = self._count(messages, content)
         self.stats["tokens_in"] += prompt
         self.stats["tokens_out"] += completion
         cost = (prompt * self.config.price_in + completion * self.config.price_out) / 1e6
         if cost:
             self.stats["cost"] += cost
-        return {"text": choice.message.content, "finish_reason": choice.finish_reason, "prompt_tokens": prompt,
+        return {"text": content, "finish_reason": choices[0].get("finish_reason"), "prompt_tokens": prompt,
                 "completion_tokens": completion}, None, ""
 
     # --- endpoints -----------------------------------------------------------------------------------------------
@@ -380,8 +392,11 @@ class Teacher:
         else:
             base_url, key = endpoint.base_url, self._api_key(endpoint)
         if base_url not in self._clients:
-            self._clients[base_url] = openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0,
-                                                         timeout=self.config.timeout_s)
+            pool = httpx.Limits(max_connections=self.config.max_concurrency,
+                                max_keepalive_connections=self.config.max_concurrency)
+            self._clients[base_url] = openai.AsyncOpenAI(
+                base_url=base_url, api_key=key, max_retries=0, timeout=self.config.timeout_s,
+                http_client=openai.DefaultAsyncHttpxClient(limits=pool, timeout=self.config.timeout_s))
         return self._clients[base_url]
 
     def _start_embedded(self) -> None:
