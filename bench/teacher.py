@@ -4,7 +4,8 @@
                             [--embedded-requests 48] [--embedded-concurrency 16]
 
 (a) A loopback OpenAI-compatible server (asyncio, its own process) that answers every request after a fixed latency:
-    `chat_many` with `--requests` requests at `--concurrency`, against the ideal requests / concurrency * latency.
+    `chat_many` with `--requests` requests at `--concurrency`, against the ideal requests / concurrency * latency, and
+    against a bare `asyncio.gather` flood through `openai.AsyncOpenAI` (the floor the client library sets).
 (b) The embedded SmolLM2 server: completion tokens per second of `chat_many` against a bare `asyncio.gather` flood
     of the same requests through `openai.AsyncOpenAI` with the same concurrency (fresh prompts each, so nothing is
     cached).
@@ -133,6 +134,10 @@ def main() -> None:
         seconds, _ = run_ours(url, "m", requests(args.requests, "loop"), args.concurrency)
         rows.append(("(a) loopback, fixed latency", f"{args.requests} req @ {args.concurrency}",
                      f"ideal {ideal:.2f} s", f"ours {seconds:.2f} s", f"{seconds / ideal:.3f}x ideal"))
+        flood, _ = run_flood(url, "m", requests(args.requests, "bare"), args.concurrency)
+        rows.append(("(a) the same through a bare openai asyncio.gather flood", f"{args.requests} req @ "
+                     f"{args.concurrency}", f"ideal {ideal:.2f} s", f"flood {flood:.2f} s",
+                     f"{flood / ideal:.3f}x ideal; ours {seconds / flood:.3f}x the flood"))
         peer = run_distilabel(url, args.requests, args.concurrency, args.peer_python)
         if isinstance(peer, float):
             rows.append(("(c) distilabel OpenAILLM, same loopback", f"{args.requests} req @ {args.concurrency}",
