@@ -4,7 +4,8 @@
 order. What it does for each request:
 - Cache first (SQLite, `cache.py`), one row per HTTP answer, written as it arrives: a rerun sends only what is missing.
 - A pool: `base_url`/`model` plus any `pool` entries (`URL?model=NAME&weight=W&key_env=VAR`); a request goes to an
-  endpoint picked by a weighted hash of the request (the same one on a rerun), a retry to the next pick.
+  endpoint picked by a weighted hash of the request (the same one on a rerun), a retry to the next pick; an endpoint
+  that fails three times in a row (5xx, timeouts, drops) rests for 30 s while the others take its share.
 - Concurrency: an adaptive limit (asyncio), at most `max_concurrency` in flight. A 429 halves the limit and pauses
   every request until `Retry-After` (or `retry-after-ms`, or the `x-ratelimit-reset-*` header) has passed; an answer
   with `x-ratelimit-remaining-*: 0` pauses until its reset; each success raises the limit again (AIMD).
@@ -49,6 +50,7 @@ from pipelines.structured import check, parse_json, reask_message
 EMBEDDED = "embedded"
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 MAX_WAIT_S = 300.0
+COOL_AFTER, COOL_DOWN_S = 3, 30.0  # a pool endpoint failing 3 times in a row rests for 30 s
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,8 @@ class Teacher:
         self._restart_lock = asyncio.Lock()
         self._last_answer = time.monotonic()
         self._sent_any = False
+        self._failing: Counter = Counter()
+        self._cooling: dict[Endpoint, float] = {}
         task = progress.add(f"{desc}: requests", total=len(requests))
 
         async def one(i: int) -> None:
@@ -290,15 +294,29 @@ class Teacher:
     # --- one HTTP answer -----------------------------------------------------------------------------------------
 
     def _route(self, seed: str, attempt: int) -> Endpoint:
+        """A weighted pick among the endpoints not cooling down (all of them when every one is)."""
         if len(self.endpoints) == 1:
             return self.endpoints[0]
+        now = time.monotonic()
+        healthy = [e for e in self.endpoints if self._cooling.get(e, 0.0) <= now] or self.endpoints
         point = int(hashlib.sha256(f"{seed}:{attempt}".encode()).hexdigest()[:12], 16) / 16**12
-        total = sum(e.weight for e in self.endpoints)
-        for endpoint in self.endpoints:
+        total = sum(e.weight for e in healthy)
+        for endpoint in healthy:
             point -= endpoint.weight / total
             if point < 0:
                 return endpoint
-        return self.endpoints[-1]
+        return healthy[-1]
+
+    def _note(self, endpoint: Endpoint, ok: bool, error: str) -> None:
+        """Track an endpoint's health: COOL_AFTER failures in a row (not 429s) rest it for COOL_DOWN_S."""
+        if ok or error.startswith(("http 429", "http 4")) and not error.startswith(("http 408", "http 409")):
+            self._failing[endpoint] = 0
+            return
+        self._failing[endpoint] += 1
+        if self._failing[endpoint] >= COOL_AFTER and len(self.endpoints) > 1:
+            self._cooling[endpoint] = time.monotonic() + COOL_DOWN_S
+            self._failing[endpoint] = 0
+            self.stats["endpoint_cooldowns"] += 1
 
     async def _complete(self, messages: list[dict], params: dict) -> Result:
         keys = {e: request_key(e.model, e.name, messages, params) for e in self.endpoints}
@@ -310,16 +328,17 @@ class Teacher:
         seed = next(iter(keys.values()))
         last = "unknown"
         for attempt in range(self.config.max_retries + 1):
-            endpoint = self._route(seed, attempt)
             if attempt:
                 self.stats["retries"] += 1
             await self._limit.acquire()
+            endpoint = self._route(seed, attempt)  # after the wait, so it sees the endpoints' health as it is now
             ok, wait = False, None
             try:
                 answer, wait, last = await self._post(endpoint, messages, params)
                 ok = answer is not None
             finally:
                 await self._limit.release(ok)
+            self._note(endpoint, ok, last)
             if ok:
                 self.cache.put(keys[endpoint], endpoint.model, {"messages": messages, **params}, answer, endpoint.name)
                 return Result(answer["text"], None, answer["finish_reason"], answer["prompt_tokens"],

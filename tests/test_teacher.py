@@ -166,8 +166,8 @@ def test_client_error_is_not_retried_and_becomes_an_error_result(fault_server, t
 
 def test_every_record_ends_answered_or_dropped_with_its_reason_under_mixed_faults(fault_server, tmp_path):
     rates = {"429": 0.05, "500": 0.1, "503": 0.1, "slow": 0.05, "drop": 0.1, "malformed": 0.1}
-    server = fault_server(rates=rates, seed=3, timeout_s=0.5)
-    teacher = teacher_for(server, tmp_path, max_concurrency=8, timeout_s=0.5, max_retries=3)
+    server = fault_server(rates=rates, seed=3, timeout_s=1.5)  # "slow" answers 0.5 s after the client gave up
+    teacher = teacher_for(server, tmp_path, max_concurrency=8, timeout_s=1.5, max_retries=3)
     prompts = [f"p{i}" for i in range(60)]
     results = teacher.chat_many([ask(p) for p in prompts])
 
@@ -280,6 +280,18 @@ def test_a_weighted_pool_spreads_requests_and_reruns_hit_the_cache(fault_server,
     assert {b["model"] for b in heavy.bodies} == {"m2"}
     teacher.chat_many([ask(f"x{i}") for i in range(80)])
     assert len(light.hits) + len(heavy.hits) == 80
+    teacher.close()
+
+
+def test_a_failing_pool_endpoint_rests_while_the_others_answer(fault_server, tmp_path):
+    from pipelines.server import free_port
+    good = fault_server()
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    config = TeacherConfig(base_url=dead, model="m", max_concurrency=4, backoff_s=0.01, pool=(f"{good.url}?model=m",))
+    teacher = Teacher(config, tmp_path / "requests.sqlite", tmp_path / "server.log", log=lambda m: None)
+    results = teacher.chat_many([ask(f"y{i}") for i in range(40)])
+    assert all(r.error is None for r in results) and len(good.hits) == 40
+    assert teacher.stats["endpoint_cooldowns"] >= 1 and teacher.stats["errors_connection"] <= 8  # not ~20
     teacher.close()
 
 
