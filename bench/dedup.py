@@ -219,7 +219,7 @@ def main() -> None:
     ours = rows[0]
     per_core = lambda r: args.n / r["seconds"] / max(1, r["threads_or_workers"])  # noqa: E731
     print(f"\n| tool | seconds | docs/s | docs/s per core | ours faster (per core) | recall J>=0.8 | recall J>=0.9 "
-          f"| precision | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|")
+          "| precision | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['peer']} | {r['seconds']:.1f} | {args.n / r['seconds']:,.0f} | {per_core(r):,.0f} | "
               f"{per_core(ours) / per_core(r):.1f}x | {r['recall_0.8']:.3f} | {r['recall_0.9']:.3f} | "

@@ -19,8 +19,8 @@ print goes to stderr:
 - seconds: wall time of the dedup work only. The clock starts once the texts are in memory (and, for the pipeline
   tools that read files themselves, once their input file is written); the tool's own file IO is inside it.
 - peak_rss_mb: peak RSS of this process since exec (VmHWM) plus ru_maxrss of its reaped children (the largest
-  child: the kernel keeps a maximum, not a sum), in MiB. A forked child counts the pages it still shares with this process once more, so
-  for the tools that fork (datatrove, text-dedup: datasets forks a manager process even with num_proc=1) this is
+  child: the kernel keeps a maximum, not a sum), in MiB. A forked child counts the pages it still shares with this
+  process once more, so for the tools that fork (datatrove, text-dedup: datasets forks a manager process even with num_proc=1) this is
   an upper bound.
 - threads_or_workers: processes or threads the tool was allowed; `--workers` changes it where the tool has a knob.
   Single-threaded libraries run with 1; the parallel tools (rensa's Rayon batches, datatrove, text-dedup) default

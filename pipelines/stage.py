@@ -10,7 +10,8 @@
 
 A stage marks rows to remove by setting `drop_reason` (null keeps the row). Reasons read `"category: detail"`;
 the report counts them by category. A dropped row may also carry `locator` (`file.jsonl:17`) and `raw` (the record
-as read); those two columns are removed from kept rows, and every drop ends up in `runs/<recipe>/quarantine.parquet`. Stages are dataclasses: their fields are their config and fingerprint.
+as read); those two columns are removed from kept rows, and every drop ends up in `runs/<recipe>/quarantine.parquet`.
+Stages are dataclasses: their fields are their config and fingerprint.
 """
 
 from __future__ import annotations

@@ -268,7 +268,8 @@ def test_dedup_recipe_end_to_end(tmp_path):
 def test_stats_of_stages_a_recipe_no_longer_runs_are_pruned(tmp_path):
     from pipelines.dedup.summary import markdown, prune, read_stats, write_section
     write_section(tmp_path, "leakage", "export", {"threshold": 0.8, "pairs_across": 2, "moved": 2, "after": 0})
-    write_section(tmp_path, "decontamination", "decontaminate", {"ngram": 13, "prompts": {"b": 1}, "sha256": {"b": "0"}})
+    write_section(tmp_path, "decontamination", "decontaminate",
+                  {"ngram": 13, "prompts": {"b": 1}, "sha256": {"b": "0"}})
     assert "Decontamination" in markdown(tmp_path)
     prune(tmp_path, {"export", "dedup_near"})
     assert set(read_stats(tmp_path)) == {"leakage"}
