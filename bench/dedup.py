@@ -100,20 +100,16 @@ def run_ours(corpus: Path, out: Path) -> None:
     """Same contract as bench/peers.py: cluster labels to `out`, one JSON line on stdout."""
     import numba
 
-    from pipelines.dedup.lsh import band_keys, components, similar_pairs
-    from pipelines.dedup.minhash import MinHashParams, signatures
+    from pipelines.dedup.lsh import components, pairs_of_texts
+    from pipelines.dedup.minhash import MinHashParams
 
     texts = pq.read_table(corpus)["text"].combine_chunks()
     params = MinHashParams()
     started = time.perf_counter()
-    signatures(texts[:10].to_pylist(), params)  # loads the compiled kernels (numba cache) before the clock
-    sigs, counts = signatures(texts[:10].to_pylist(), params)
-    similar_pairs(sigs, band_keys(sigs, 16, 8), 0.8)
+    pairs_of_texts(texts[:10].to_pylist(), params, 0.8)  # loads the compiled kernels (numba cache) before the clock
     warmup = time.perf_counter() - started
     started = time.perf_counter()
-    sigs, counts = signatures(pl.from_arrow(texts), params)
-    pairs = similar_pairs(sigs, band_keys(sigs, params.bands, params.rows), 0.8, active=counts > 0)
-    labels = components(len(sigs), pairs)
+    labels = components(len(texts), pairs_of_texts(pl.from_arrow(texts), params, 0.8))
     seconds = time.perf_counter() - started
     np.save(out, labels.astype(np.int64))
     print(json.dumps({

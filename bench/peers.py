@@ -113,6 +113,14 @@ def no_workers_knob(workers: int | None, peer: str) -> int:
 # --------------------------------------------------------------------------------------------- datasketch
 
 
+def union_of_queries(lsh, sigs) -> np.ndarray:
+    """Labels from querying every document's sketch against the filled datasketch LSH, results unioned."""
+    uf = UnionFind(len(sigs))
+    for i, m in enumerate(sigs):
+        uf.union_all(i, lsh.query(m))
+    return uf.labels()
+
+
 def peer_datasketch_lsh(texts: list[str], workers: int | None, tmp: Path) -> Run:
     """datasketch as its README shows it: a MinHash per document (update_batch of the UTF-8 shingles, default
     SHA-1 32-bit hash, default 'affine32' scheme in 2.x), MinHashLSH(num_perm=128, params=(16, 8)) insert, then a
@@ -128,10 +136,7 @@ def peer_datasketch_lsh(texts: list[str], workers: int | None, tmp: Path) -> Run
         m.update_batch([s.encode("utf-8") for s in shingles(text)])
         lsh.insert(i, m)
         sigs.append(m)
-    uf = UnionFind(len(texts))
-    for i, m in enumerate(sigs):
-        uf.union_all(i, lsh.query(m))
-    labels = uf.labels()
+    labels = union_of_queries(lsh, sigs)
     return Run(labels, time.perf_counter() - start, workers,
                "datasketch MinHash(128) per doc + update_batch (sha1_hash32, affine32) + MinHashLSH(params=(16,8)) "
                "insert/query, candidates unioned; timing includes Python shingling")
@@ -151,10 +156,7 @@ def peer_datasketch_bulk(texts: list[str], workers: int | None, tmp: Path) -> Ru
     with lsh.insertion_session(buffer_size=len(texts)) as session:
         for i, m in enumerate(sigs):
             session.insert(i, m, check_duplication=False)
-    uf = UnionFind(len(texts))
-    for i, m in enumerate(sigs):
-        uf.union_all(i, lsh.query(m))
-    labels = uf.labels()
+    labels = union_of_queries(lsh, sigs)
     return Run(labels, time.perf_counter() - start, workers,
                "datasketch MinHash.generator(num_perm=128) -> LeanMinHash + MinHashLSH(params=(16,8)) "
                "insertion_session(check_duplication=False) + query, candidates unioned; sha1_hash32, affine32; "

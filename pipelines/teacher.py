@@ -189,6 +189,11 @@ def header_wait(headers, limited: bool) -> float | None:
     return max(waits) if waits else None
 
 
+def http_status(error: str) -> int | None:
+    """`"http 503: Service Unavailable"` -> 503; None for an error that is not an HTTP status."""
+    return int(error.split()[1].rstrip(":")) if error.startswith("http ") else None
+
+
 def backoff(attempt: int, base: float = 0.5) -> float:
     """base * 2^attempt, jittered between half and all of it, at most 30 s."""
     return min(30.0, base * 2 ** attempt) * (0.5 + random.random() / 2)
@@ -309,7 +314,8 @@ class Teacher:
 
     def _note(self, endpoint: Endpoint, ok: bool, error: str) -> None:
         """Track an endpoint's health: COOL_AFTER failures in a row (not 429s) rest it for COOL_DOWN_S."""
-        if ok or error.startswith(("http 429", "http 4")) and not error.startswith(("http 408", "http 409")):
+        status = http_status(error)
+        if ok or status == 429 or (status is not None and status not in RETRYABLE_STATUS):  # the request's fault
             self._failing[endpoint] = 0
             return
         self._failing[endpoint] += 1
@@ -344,9 +350,10 @@ class Teacher:
                 return Result(answer["text"], None, answer["finish_reason"], answer["prompt_tokens"],
                               answer["completion_tokens"])
             self.stats["errors_" + last.split(":")[0].replace(" ", "_")] += 1
-            if last.startswith("http") and int(last.split()[1].rstrip(":")) not in RETRYABLE_STATUS:
+            status = http_status(last)
+            if status is not None and status not in RETRYABLE_STATUS:
                 break
-            if not last.startswith("http 429"):
+            if status != 429:
                 await self._check_alive(endpoint, last)
             await asyncio.sleep(wait if wait is not None else backoff(attempt, self.config.backoff_s))
         self.stats["failures"] += 1

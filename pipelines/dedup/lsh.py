@@ -18,6 +18,8 @@ import polars as pl
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from pipelines.dedup.minhash import MinHashParams, signatures
+
 ALL_PAIRS_UP_TO = 64
 KEY_PRIME = np.uint64(0x9E3779B97F4A7C15)
 
@@ -103,6 +105,12 @@ def similar_pairs(sigs: np.ndarray, keys: np.ndarray, threshold: float, active: 
         return pairs
     flat = np.unique(pairs[:, 0] * n + pairs[:, 1])
     return np.column_stack([flat // n, flat % n])
+
+
+def pairs_of_texts(texts, params: MinHashParams, threshold: float) -> np.ndarray:
+    """Verified similar pairs among raw texts: signatures, band keys and `similar_pairs` in one call."""
+    sigs, counts = signatures(texts, params)
+    return similar_pairs(sigs, band_keys(sigs, params.bands, params.rows), threshold, active=counts > 0)
 
 
 def components(n: int, pairs: np.ndarray) -> np.ndarray:

@@ -12,8 +12,8 @@ import random
 
 import numpy as np
 
-from pipelines.dedup.lsh import band_keys, components, similar_pairs
-from pipelines.dedup.minhash import MinHashParams, jaccard, shingle_hashes, signatures
+from pipelines.dedup.lsh import components, pairs_of_texts
+from pipelines.dedup.minhash import MinHashParams, jaccard, shingle_hashes
 
 MAX_EDIT_RATE = 0.05
 
@@ -47,9 +47,7 @@ def planted_recall(texts: list[str], params: MinHashParams, threshold: float, se
     hashes, offsets = shingle_hashes(both, params.ngram)
     truth = np.array([jaccard(hashes[offsets[i]:offsets[i + 1]], hashes[offsets[n + i]:offsets[n + i + 1]])
                       for i in range(n)])
-    sigs, counts = signatures(both, params)
-    pairs = similar_pairs(sigs, band_keys(sigs, params.bands, params.rows), threshold, active=counts > 0)
-    labels = components(len(both), pairs)
+    labels = components(len(both), pairs_of_texts(both, params, threshold))
     found = labels[:n] == labels[n:]
     out = {"pairs": n}
     for level in (0.8, 0.9):

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.cards import write_card
-from pipelines.dedup.lsh import band_keys, components, similar_pairs
-from pipelines.dedup.minhash import MinHashParams, signatures
+from pipelines.dedup.lsh import components, pairs_of_texts
+from pipelines.dedup.minhash import MinHashParams
 from pipelines.dedup.summary import write_section
 from pipelines.stage import MESSAGES, Context, Stage
 from pipelines.stages.dedup import compare_text
@@ -60,9 +60,7 @@ def fill_empty_splits(prompt_ids: list[str], splits: list[str]) -> list[str]:
 def separate_splits(texts: pl.Series, splits: list[str], threshold: float, ctx: Context) -> list[str]:
     """Keep near-duplicates out of train/test leakage: every cluster of near-duplicate rows (MinHash LSH at
     `threshold`) that has rows in a train and a test split moves its test rows to the matching train split."""
-    params = MinHashParams()
-    sigs, counts = signatures(texts, params)
-    pairs = similar_pairs(sigs, band_keys(sigs, params.bands, params.rows), threshold, active=counts > 0)
+    pairs = pairs_of_texts(texts, MinHashParams(), threshold)
     part = np.array([s.split("_")[0] for s in splits])
     across = int((part[pairs[:, 0]] != part[pairs[:, 1]]).sum()) if len(pairs) else 0
     moved = 0
