@@ -63,7 +63,10 @@ def check(value: object, schema: dict) -> str | None:
     return f"at {error.json_path}: {error.message}"
 
 
-def reask_message(error: str, schema: dict) -> dict:
-    """The user turn that asks again after an invalid answer."""
+def reask_message(error: str, schema: dict | None) -> dict:
+    """The user turn that asks again after an invalid answer (in the format asked for when there is no schema)."""
+    if schema is None:
+        return {"role": "user", "content": f"That answer could not be read ({error}). Answer again, exactly in the "
+                                           "format asked for, and nothing else."}
     return {"role": "user", "content": f"That answer is not valid ({error}). Reply with only a JSON object that "
                                        f"matches this JSON Schema, and nothing else:\n{json.dumps(schema)}"}

@@ -33,6 +33,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 from urllib.parse import parse_qs, urlparse
 
 import orjson
@@ -113,6 +114,8 @@ class Request:
     messages: list[dict]
     params: dict  # max_tokens, temperature, top_p, stop, seed
     schema: dict | None = None  # ask for JSON matching this JSON Schema
+    parse: Callable[[str], tuple[object, str | None]] | None = None  # text -> (value, error); replaces JSON+schema
+    model: str | None = None  # only the pool's endpoints serving this model may answer
 
 
 @dataclass
@@ -225,7 +228,20 @@ class Teacher:
 
     def _uncached_on_embedded(self, request: "Request") -> bool:
         return any(e.base_url is None and self.cache.get(
-            request_key(e.model, e.name, request.messages, self._params(request))) is None for e in self.endpoints)
+            request_key(e.model, e.name, request.messages, self._params(request))) is None
+            for e in self._serving(request.model))
+
+    def models(self) -> list[str]:
+        """The distinct models of the pool, in config order (a completion stage may ask each of them)."""
+        return list(dict.fromkeys(e.model for e in self.endpoints))
+
+    def _serving(self, model: str | None) -> list[Endpoint]:
+        if model is None:
+            return self.endpoints
+        serving = [e for e in self.endpoints if e.model == model]
+        if not serving:
+            raise ConfigError(f"no teacher endpoint serves model {model!r}; the pool has {self.models()}")
+        return serving
 
     def _params(self, request: "Request") -> dict:
         """The request's sampling params, plus `response_format` for a structured request."""
@@ -275,15 +291,19 @@ class Teacher:
 
     async def _answer(self, request: Request) -> Result:
         params = self._params(request)
-        if request.schema is None:
-            return await self._complete(request.messages, params)
+        endpoints = self._serving(request.model)
+        if request.schema is None and request.parse is None:
+            return await self._complete(request.messages, params, endpoints)
         messages = list(request.messages)
         for ask in range(self.config.reasks + 1):
-            result = await self._complete(messages, params)
+            result = await self._complete(messages, params, endpoints)
             if result.error:
                 return result
-            value, error = parse_json(result.text)
-            error = error or check(value, request.schema)
+            if request.parse is not None:
+                value, error = request.parse(result.text)
+            else:
+                value, error = parse_json(result.text)
+                error = error or check(value, request.schema)
             if error is None:
                 result.data = value
                 return result
@@ -298,12 +318,12 @@ class Teacher:
 
     # --- one HTTP answer -----------------------------------------------------------------------------------------
 
-    def _route(self, seed: str, attempt: int) -> Endpoint:
+    def _route(self, seed: str, attempt: int, endpoints: list[Endpoint]) -> Endpoint:
         """A weighted pick among the endpoints not cooling down (all of them when every one is)."""
-        if len(self.endpoints) == 1:
-            return self.endpoints[0]
+        if len(endpoints) == 1:
+            return endpoints[0]
         now = time.monotonic()
-        healthy = [e for e in self.endpoints if self._cooling.get(e, 0.0) <= now] or self.endpoints
+        healthy = [e for e in endpoints if self._cooling.get(e, 0.0) <= now] or endpoints
         point = int(hashlib.sha256(f"{seed}:{attempt}".encode()).hexdigest()[:12], 16) / 16**12
         total = sum(e.weight for e in healthy)
         for endpoint in healthy:
@@ -324,8 +344,8 @@ class Teacher:
             self._failing[endpoint] = 0
             self.stats["endpoint_cooldowns"] += 1
 
-    async def _complete(self, messages: list[dict], params: dict) -> Result:
-        keys = {e: request_key(e.model, e.name, messages, params) for e in self.endpoints}
+    async def _complete(self, messages: list[dict], params: dict, endpoints: list[Endpoint]) -> Result:
+        keys = {e: request_key(e.model, e.name, messages, params) for e in endpoints}
         for key in keys.values():
             if (hit := self.cache.get(key)) is not None:
                 self.stats["cache_hits"] += 1
@@ -337,7 +357,7 @@ class Teacher:
             if attempt:
                 self.stats["retries"] += 1
             await self._limit.acquire()
-            endpoint = self._route(seed, attempt)  # after the wait, so it sees the endpoints' health as it is now
+            endpoint = self._route(seed, attempt, endpoints)  # after the wait, so it sees the endpoints' health as it is now
             ok, wait = False, None
             try:
                 answer, wait, last = await self._post(endpoint, messages, params)

@@ -7,7 +7,7 @@ from types import ModuleType
 
 from pipelines.errors import ConfigError
 
-RECIPES = ("ultrachat", "ingest", "dedup")
+RECIPES = ("ultrachat", "ultrafeedback", "self_instruct", "orca", "ingest", "dedup")
 
 
 def load_recipe(name: str) -> ModuleType:
