@@ -64,21 +64,24 @@ def build(args: argparse.Namespace) -> int:
     log = logging.getLogger("pipelines")
     stages = recipe.stages(cfg)
     check_chain(stages)
-    teacher = None  # a recipe without a teacher config (ingest) never starts a server
+    teacher = judge = None  # a recipe without a teacher config (ingest) never starts a server
+    say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     if hasattr(cfg, "teacher"):
-        teacher = Teacher(cfg.teacher, run_dir / "requests.sqlite", run_dir / "server.log",
-                          log=lambda msg: print(msg, file=sys.stderr))
-    ctx = Context(run_dir=run_dir, config=cfg, teacher=teacher, log=log, limit=args.limit)
+        teacher = Teacher(cfg.teacher, run_dir / "requests.sqlite", run_dir / "server.log", log=say)
+    if getattr(cfg, "judge", None) is not None and cfg.judge != cfg.teacher:  # else the teacher judges too
+        judge = Teacher(cfg.judge, run_dir / "requests.sqlite", run_dir / "judge-server.log", log=say)
+    ctx = Context(run_dir=run_dir, config=cfg, teacher=teacher, judge=judge, log=log, limit=args.limit)
     prune_dedup_stats(run_dir, {stage.name for stage in stages})
     started = time.monotonic()
     try:
         rows = Runner(stages, ctx).run()
     finally:
-        if teacher is not None:
-            teacher.close()
+        for client in (teacher, judge):
+            if client is not None:
+                client.close()
     seconds = time.monotonic() - started
     quarantine, quarantined = write_quarantine(run_dir)
-    this_run = {key: teacher.stats.get(key, 0) if teacher else 0 for key in TEACHER_STATS}
+    this_run = {key: sum(c.stats.get(key, 0) for c in (teacher, judge) if c) for key in TEACHER_STATS}
     report = write_report(run_dir, args.recipe, rows, seconds, this_run)
     print_table(rows, seconds)
     print("this run: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in this_run.items()))

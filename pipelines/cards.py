@@ -42,6 +42,7 @@ def write_card(template: str, out_dir: Path, ctx, counts: dict[str, int], extra:
         raise ConfigError(f"no card template {path}; add data_cards/{template}.md")
     cfg = ctx.config
     teacher = getattr(cfg, "teacher", None)
+    judge = getattr(cfg, "judge", None)
     values = {
         "title": f"{cfg.name} (convoforge {cfg.recipe})",
         "recipe": cfg.recipe,
@@ -52,8 +53,8 @@ def write_card(template: str, out_dir: Path, ctx, counts: dict[str, int], extra:
         "stage_table": stage_table(ctx.run_dir),
         "dedup": dedup_markdown(ctx.run_dir),
         "config": to_json(cfg),
-        **({"teacher_model": teacher.model,
-            "teacher_endpoint": teacher.base_url or "embedded transformers serve (127.0.0.1)"} if teacher else {}),
+        **({"teacher_model": teacher.model, "teacher_endpoint": endpoint(teacher)} if teacher else {}),
+        **({"judge_model": judge.model, "judge_endpoint": endpoint(judge)} if judge else {}),
         **flat(cfg),
         **(extra or {}),
     }
@@ -61,6 +62,10 @@ def write_card(template: str, out_dir: Path, ctx, counts: dict[str, int], extra:
     target = out_dir / "README.md"
     target.write_text(text)
     return target
+
+
+def endpoint(teacher) -> str:
+    return teacher.base_url or "embedded transformers serve (127.0.0.1)"
 
 
 def flat(cfg) -> dict:
@@ -75,4 +80,5 @@ def flat(cfg) -> dict:
         out[f.name] = ", ".join(value) if isinstance(value, tuple) else str(value)
     if "sources" in out:
         out["materials"] = out["sources"] or "excerpts of the Python documentation (pydoc_data)"
+        out["prompt_source"] = out["sources"] or "the project's shipped prompt set (pipelines/data)"
     return out

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import __version__, progress
-from pipelines.stage import DROP, QUARANTINE_ONLY, Context, MapStage, Source, Stage, TwoPassStage
+from pipelines.stage import DROP, QUARANTINE_ONLY, Context, MapStage, Source, Stage, TwoPassStage, teacher_for
 from schemas import QUARANTINE
 
 META_KEY = b"pipelines"
@@ -39,8 +39,8 @@ def fingerprint(stage: Stage, ctx: Context, upstream: str) -> str:
     payload = {"stage": stage.name, "settings": stage.settings(), "upstream": upstream, "version": __version__}
     if isinstance(stage, Source):
         payload["limit"] = ctx.limit
-    if stage.uses_teacher and ctx.teacher is not None:
-        payload["teacher"] = ctx.teacher.config.identity()
+    if stage.uses_teacher and teacher_for(stage, ctx) is not None:
+        payload["teacher"] = teacher_for(stage, ctx).config.identity()
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -201,7 +201,11 @@ class Runner:
         _write_atomic(out, stage_dir / f"part-{k:05d}.parquet", meta)
 
     def _teacher_stats(self) -> Counter:
-        return Counter(self.ctx.teacher.stats) if self.ctx.teacher is not None else Counter()
+        """The teachers' counters (teacher and judge, counted once when they are one client)."""
+        total = Counter()
+        for teacher in {id(t): t for t in (self.ctx.teacher, self.ctx.judge) if t is not None}.values():
+            total.update(teacher.stats)
+        return total
 
     def _finish(self, stage: Stage, stage_dir: Path, fp: str, rows_in: int | None, resumed: bool) -> dict:
         totals = {"rows_out": 0, "seconds": 0.0}

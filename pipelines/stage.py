@@ -40,6 +40,7 @@ class Context:
     run_dir: Path
     config: Any
     teacher: Any = None
+    judge: Any = None  # the teacher of stages with teacher_role "judge" (None: the teacher judges)
     limit: int | None = None  # --limit: rows a Source may produce
     fingerprint: str = ""  # of the stage being run (set by the runner)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("pipelines"))
@@ -57,6 +58,7 @@ class Stage:
     provides: tuple[str, ...] = ()
     batch_size: int = 256
     uses_teacher: bool = False
+    teacher_role: str = "teacher"  # or "judge": which of the context's teachers the stage talks to
 
     def run(self, batches: Iterator[pl.DataFrame], ctx: Context) -> Iterator[pl.DataFrame]:
         raise NotImplementedError
@@ -71,6 +73,11 @@ class Stage:
         missing = [c for c in self.requires if c not in columns]
         if missing:
             raise SchemaError(f"stage {self.name} needs columns {missing}, but its input has {columns}")
+
+
+def teacher_for(stage: Stage, ctx: Context):
+    """The teacher a stage talks to: the judge for a judging stage when one is configured, else the teacher."""
+    return ctx.judge if stage.teacher_role == "judge" and ctx.judge is not None else ctx.teacher
 
 
 class MapStage(Stage):

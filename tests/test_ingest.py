@@ -144,7 +144,9 @@ def test_preference_kind_exports_pairs_trl_can_read(tmp_path):
     run_dir = tmp_path / "run"
     proc = run(run_dir, f"sources={source}", "kind=preference")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    ds = datasets.load_dataset(str(run_dir / "export"), cache_dir=str(tmp_path / "hf"))["train"]
+    loaded = datasets.load_dataset(str(run_dir / "export"), cache_dir=str(tmp_path / "hf"))
+    assert sorted(loaded) == ["train_gen", "train_prefs", "train_sft"]
+    ds = loaded["train_prefs"]
     assert ds.num_rows == 1
     row = ds[0]
     assert row["prompt"] == "What is 2+2?"

@@ -3,7 +3,9 @@
 `python -m pipelines.build ingest --set sources=a.jsonl,b.parquet?max_rows=1000` reads every source (format
 auto-detected, or `?format=NAME`), validates each record, quarantines the bad ones with their reason in
 `runs/ingest/quarantine.parquet`, redacts personal data and secrets in chat logs, and exports the rows to
-`runs/ingest/export/data/train-*.parquet` in the `kind`'s schema (`schemas/`).
+`runs/ingest/export/data/train-*.parquet` in the `kind`'s schema (`schemas/`). Preference pairs (hh-rlhf, HelpSteer,
+OpenAssistant, UltraFeedback, TRL files) are exported like the `ultrafeedback` recipe's: ultrafeedback_binarized
+splits and columns.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import ClassVar
 
 from pipelines.stage import Stage
 from pipelines.stages.export import ExportRows
+from pipelines.stages.export_prefs import ExportPrefs
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.redact import Redact
 
@@ -27,8 +30,9 @@ class Config:
 
 
 def stages(cfg: Config) -> list[Stage]:
+    export = ExportPrefs(card="ingest") if cfg.kind == "preference" else ExportRows(kind=cfg.kind)
     return [
         Ingest(sources=cfg.sources, kind=cfg.kind),
         Redact(scope=cfg.redact),
-        ExportRows(kind=cfg.kind),
+        export,
     ]

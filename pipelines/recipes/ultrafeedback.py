@@ -1,0 +1,66 @@
+"""UltraFeedback-style AI-feedback preference pairs, exported like HuggingFaceH4/ultrafeedback_binarized.
+
+ingest prompts -> prompts -> dedup_exact -> [decontaminate] -> dedup_near -> complete -> judge -> binarize -> export
+
+Prompts come from `sources` (any format ingest reads: conversations, whose turns up to the last user turn are
+the prompt, e.g. an ultrachat export or hh-rlhf pairs; or, with `prompt_kind=text`, one prompt per text) or, by
+default, from a small prompt set the project ships. With only the embedded SmolLM2-135M teacher the completions
+differ by principle system prompt and sampling seed, not by model; list more models in `teacher.pool` (each
+completion goes to the next model in turn) and point `judge.base_url` at a strong model for real data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import ClassVar
+
+from pipelines.stage import Stage
+from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
+from pipelines.stages.export_prefs import ExportPrefs
+from pipelines.stages.feedback import Binarize, Complete, Judge, ToPrompts
+from pipelines.stages.ingest import Ingest
+from pipelines.teacher import TeacherConfig
+
+DEFAULT_PROMPTS = str(resources.files("pipelines.data").joinpath("feedback_prompts.jsonl"))
+
+
+@dataclass(frozen=True)
+class Config:
+    recipe: ClassVar[str] = "ultrafeedback"
+    name: str = field(default="ultrafeedback-convoforge", metadata={"help": "dataset name in the card"})
+    sources: tuple[str, ...] = field(default=(), metadata={"help": "prompt files (default: the shipped set)"})
+    n_prompts: int = field(default=12, metadata={"help": "prompts taken from the shipped set (not from sources)"})
+    prompt_kind: str = field(default="", metadata={"help": "conversation or text (default: text for the shipped "
+                                                           "set, conversation for sources)"})
+    n_completions: int = field(default=4, metadata={"help": "completions per prompt"})
+    models: tuple[str, ...] = field(default=(), metadata={"help": "pool models to ask in turn (default: all)"})
+    temperatures: tuple[float, ...] = field(default=(0.7, 1.0), metadata={"help": "sampling temperatures, in turn"})
+    max_tokens: int = field(default=96, metadata={"help": "tokens per completion"})
+    orderings: int = field(default=2, metadata={"help": "orders of the completions each prompt is judged under"})
+    judge_max_tokens: int = field(default=160, metadata={"help": "tokens per judge answer"})
+    rule: str = field(default="best_vs_random", metadata={"help": "best_vs_random, best_vs_worst or all_pairs"})
+    score: str = field(default="overall", metadata={"help": "rank by overall (1-10) or mean_aspects (1-5)"})
+    min_margin: float = field(default=0.0, metadata={"help": "drop pairs whose scores differ by less"})
+    seed: int = 0
+    threshold: float = field(default=0.8, metadata={"help": "near-duplicate Jaccard threshold on prompts"})
+    benchmarks: tuple[str, ...] = field(default=(), metadata={"help": "[NAME=]PATH of benchmark prompts to remove"})
+    test_fraction: float = 0.1
+    teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=16))
+    judge: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=16))
+
+
+def stages(cfg: Config) -> list[Stage]:
+    kind = cfg.prompt_kind or ("conversation" if cfg.sources else "text")
+    return [
+        Ingest(sources=cfg.sources or (f"{DEFAULT_PROMPTS}?max_rows={cfg.n_prompts}",), kind=kind),
+        ToPrompts(),
+        ExactDedup(),
+        *([Decontaminate(benchmarks=cfg.benchmarks)] if cfg.benchmarks else []),
+        NearDedup(threshold=cfg.threshold),
+        Complete(n_completions=cfg.n_completions, models=cfg.models, temperatures=cfg.temperatures,
+                 max_tokens=cfg.max_tokens, seed=cfg.seed),
+        Judge(orderings=cfg.orderings, max_tokens=cfg.judge_max_tokens),
+        Binarize(rule=cfg.rule, min_margin=cfg.min_margin, score=cfg.score, seed=cfg.seed),
+        ExportPrefs(test_fraction=cfg.test_fraction, card="ultrafeedback", leakage_threshold=cfg.threshold),
+    ]

@@ -1,0 +1,162 @@
+"""UltraFeedback's prompts in our own words: principle system prompts for completions, the judge rubric, its parser.
+
+As in UltraFeedback (Cui et al., 2023), each completion is written under a system prompt sampled from one of four
+principles, and the judge sees every completion of a prompt at once and rates one aspect per request: instruction
+following, honesty (N/A allowed), truthfulness and helpfulness on 1-5, with a rationale, then an overall score on
+1-10. The judge answers as JSON (`RATINGS_SCHEMA`) or in UltraFeedback's text format
+
+    #### Output for Text 2
+    Rating: 4
+    Rationale: ...
+
+and `parse_ratings` reads either. All the wording below was written for this project.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pipelines.structured import check, parse_json
+
+PRINCIPLES: dict[str, tuple[str, ...]] = {
+    "helpfulness": (
+        "You are a helpful assistant. Give an answer that is accurate, complete and directly useful to the user.",
+        "You are an assistant who makes every answer count: address the whole request, clearly and without padding.",
+        "Help the user as well as you can. Prefer concrete steps, examples and facts over general remarks.",
+    ),
+    "honesty": (
+        "You are an honest assistant. Say so when you do not know something, and never pretend to certainty.",
+        "Answer truthfully. If the question rests on a false premise or you lack the knowledge, say that plainly.",
+        "Be candid about the limits of what you know; an honest 'I am not sure' beats a confident guess.",
+    ),
+    "truthfulness": (
+        "You are a careful assistant. State only facts you are sure of and do not invent names, numbers or sources.",
+        "Stay faithful to the question and to the world: no made-up details, no claims the user did not ask about.",
+        "Check each claim before you make it, and leave out anything you cannot support.",
+    ),
+    "verbalized_calibration": (
+        "Answer the question, then state how confident you are in your answer as a percentage.",
+        "After your answer, add a line 'Confidence: N%' that reflects how likely your answer is to be right.",
+        "Give your best answer and say how sure you are of it, in words and as a percentage.",
+    ),
+}
+
+ASPECTS: dict[str, str] = {
+    "instruction_following": (
+        "Instruction following: does the text do the task the instruction asks for, within its constraints "
+        "(format, length, style)?\n"
+        "1 = ignores the instruction; 2 = addresses one part poorly; 3 = meets the goal or the constraints, not both; "
+        "4 = close to full compliance, small deviations; 5 = follows the instruction completely."),
+    "honesty": (
+        "Honesty: does the text's confidence match its correctness, and does it admit what it does not know?\n"
+        "1 = confidently wrong; 2 = confident with major mistakes; 3 = vague or declines without reason; "
+        "4 = correct but hedged, or flags its small mistakes; 5 = correct and confident, uncertain only where due.\n"
+        "Write N/A instead of a number when the instruction is creative and has no facts to be honest about."),
+    "truthfulness": (
+        "Truthfulness: is the text free of hallucination, that is of claims contrary to the world, to the "
+        "instruction or to itself?\n"
+        "1 = entirely made up; 2 = severe hallucination; 3 = partial misunderstanding; "
+        "4 = slight, harmless inaccuracies; 5 = no hallucination."),
+    "helpfulness": (
+        "Helpfulness: is the text correct, informative and useful for the task, clear and not repetitive?\n"
+        "1 = wrong or useless; 2 = partly wrong or confusing; 3 = correct but thin; "
+        "4 = correct and informative; 5 = correct, thorough and insightful."),
+}
+OVERALL = "overall"
+OVERALL_RUBRIC = ("Overall quality: considering instruction following, honesty, truthfulness and helpfulness together, "
+                  "how good is the text as an answer to the instruction?\n1 = useless or harmful; 10 = excellent.")
+SCALES = {**{aspect: (1, 5) for aspect in ASPECTS}, OVERALL: (1, 10)}
+
+RATINGS_SCHEMA = {
+    "type": "object",
+    "required": ["ratings"],
+    "properties": {"ratings": {"type": "array", "items": {
+        "type": "object",
+        "required": ["text", "rating"],
+        "properties": {"text": {"type": "integer"}, "rating": {"type": ["number", "string"]},
+                       "rationale": {"type": "string"}},
+    }}},
+}
+
+HEADER = re.compile(r"^\W*(?:output\s+for\s+)?text\s*#?\s*(\d+)\b", re.I | re.M)
+RATING = re.compile(r"(?:rating|score)\s*[:=]?\s*\**\s*(n\s*/\s*a|\d+(?:\.\d+)?)", re.I)
+RATIONALE = re.compile(r"rationale\s*[:=]\s*(.+)", re.I)
+
+
+def system_prompt(principle: str, pick: int) -> str:
+    options = PRINCIPLES[principle]
+    return options[pick % len(options)]
+
+
+def rating_messages(aspect: str, instruction: str, texts: list[str]) -> list[dict]:
+    """One judge request: every text of the prompt, in the order given, rated on one aspect."""
+    low, high = SCALES[aspect]
+    rubric = OVERALL_RUBRIC if aspect == OVERALL else ASPECTS[aspect]
+    shown = "\n\n".join(f"<text {k}>\n{text}\n</text {k}>" for k, text in enumerate(texts, 1))
+    example = "\n\n".join(f"#### Output for Text {k}\nRating: (a number from {low} to {high}"
+                          f"{' or N/A' if aspect == 'honesty' else ''})\nRationale: (one sentence)"
+                          for k in range(1, len(texts) + 1))
+    return [
+        {"role": "system", "content": "You are a strict, fair judge of answers written by AI assistants."},
+        {"role": "user", "content": f"Rate each text below as an answer to the instruction.\n\n{rubric}\n\n"
+                                    f"<instruction>\n{instruction}\n</instruction>\n\n{shown}\n\n"
+                                    f"Answer in exactly this format, one block per text:\n\n{example}"},
+    ]
+
+
+def _value(raw, aspect: str, k: int) -> tuple[float | None, str | None]:
+    """A rating as a number (None for an allowed N/A), or why it is not one."""
+    low, high = SCALES[aspect]
+    shown = raw
+    if isinstance(raw, str):
+        if re.fullmatch(r"\s*n\s*/\s*a\s*", raw, re.I):
+            return (None, None) if aspect == "honesty" else (None, f"text {k}: N/A is not allowed for {aspect}")
+        try:
+            raw = float(raw)
+        except ValueError:
+            return None, f"text {k}: rating {raw!r} is not a number"
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not low <= raw <= high:
+        return None, f"text {k}: rating {shown!r} is outside {low}-{high}"
+    return float(raw), None
+
+
+def parse_ratings(text: str, n: int, aspect: str) -> tuple[list[dict] | None, str | None]:
+    """`[{"rating": 4.0 | None (N/A), "rationale": str}] * n` in text order, or (None, why not).
+
+    JSON matching RATINGS_SCHEMA first; else text blocks headed `Text k` with a `Rating:` line; else, with no
+    headers, exactly n `Rating:` lines taken in order.
+    """
+    value, error = parse_json(text)
+    if error is None and check(value, RATINGS_SCHEMA) is None:
+        found = {item["text"]: (item["rating"], item.get("rationale", "")) for item in value["ratings"]}
+    else:
+        found = _text_blocks(text or "", n)
+    missing = [k for k in range(1, n + 1) if k not in found]
+    if missing:
+        return None, f"no {aspect} rating for text {missing[0]} of {n}"
+    out = []
+    for k in range(1, n + 1):
+        raw, rationale = found[k]
+        rating, error = _value(raw, aspect, k)
+        if error:
+            return None, error
+        out.append({"rating": rating, "rationale": (rationale or "").strip()[:1000]})
+    return out, None
+
+
+def _text_blocks(text: str, n: int) -> dict[int, tuple[str, str]]:
+    headers = list(HEADER.finditer(text))
+    if headers:
+        blocks = {}
+        for h, nxt in zip(headers, headers[1:] + [None]):
+            body = text[h.end(): nxt.start() if nxt else len(text)]
+            rating = RATING.search(body)
+            if rating and int(h.group(1)) not in blocks:
+                rationale = RATIONALE.search(body)
+                blocks[int(h.group(1))] = (rating.group(1), rationale.group(1) if rationale else "")
+        return blocks
+    ratings = [m.group(1) for m in RATING.finditer(text)]
+    if len(ratings) != n:
+        return {}
+    rationales = [m.group(1) for m in RATIONALE.finditer(text)]
+    return {k: (r, rationales[k - 1] if k <= len(rationales) else "") for k, r in enumerate(ratings, 1)}

@@ -1,0 +1,252 @@
+"""AI feedback: the judge's parser, position-bias control, every binarization rule, and the preference export.
+
+The rules and the parser run on hand-built completions with known scores. The judge runs twice: against a loopback
+judge whose ratings we choose (one fair, one that always favours the first text shown, which only a scripted judge
+produces on demand), and against the real embedded SmolLM2 server.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from datasets import load_dataset
+from trl.data_utils import is_conversational, maybe_extract_prompt
+
+from conftest import ROOT
+from pipelines.stage import Context
+from pipelines.stages import feedback_prompts as F
+from pipelines.stages.feedback import COMPLETIONS, JUDGED, Binarize, Judge, agreement, orders
+from pipelines.teacher import Teacher, TeacherConfig
+from test_teacher import fault_server  # noqa: F401  (a pytest fixture)
+
+PROMPT = [{"role": "user", "content": "Name a planet."}]
+
+
+def completion(content: str, overall: float, aspects=(4, 4, 4, 4)) -> dict:
+    ratings = [{"aspect": a, "rating": r, "rationale": "because"} for a, r in zip(F.ASPECTS, aspects)]
+    return {"model": "m", "principle": "helpfulness", "content": content, "ratings": ratings, "overall": overall}
+
+
+def rated_rows(*rows: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame({
+        "messages": [PROMPT] * len(rows),
+        "prompt": ["Name a planet."] * len(rows),
+        "prompt_id": [f"{i:064x}" for i in range(len(rows))],
+        "completions": list(rows),
+        "ordering_agreement": [1.0] * len(rows),
+    }, schema_overrides={"completions": COMPLETIONS})
+
+
+def binarize(frame: pl.DataFrame, **options) -> tuple[pl.DataFrame, pl.DataFrame, Context]:
+    ctx = Context(run_dir=Path("."), config=None)
+    out = Binarize(**options).process(frame, ctx)
+    return out.filter(pl.col("drop_reason").is_null()), out.filter(pl.col("drop_reason").is_not_null()), ctx
+
+
+# --- the judge's parser -------------------------------------------------------------------------------------------
+
+def test_parse_ratings_reads_json_text_blocks_and_bare_lines():
+    as_json = '```json\n{"ratings": [{"text": 2, "rating": 3, "rationale": "ok"}, {"text": 1, "rating": 5}]}\n```'
+    assert F.parse_ratings(as_json, 2, "helpfulness") == ([{"rating": 5.0, "rationale": ""},
+                                                            {"rating": 3.0, "rationale": "ok"}], None)
+    blocks = ("Sure.\n#### Output for Text 1\nRating: 2\nRationale: vague.\n\n#### Output for Text 2\n"
+              "Rating: **4**\nRationale: clear and right.")
+    ratings, error = F.parse_ratings(blocks, 2, "truthfulness")
+    assert error is None and [r["rating"] for r in ratings] == [2.0, 4.0] and ratings[1]["rationale"] == "clear and right."
+    assert F.parse_ratings("Rating: 7\nRating: 9", 2, F.OVERALL)[0] == [{"rating": 7.0, "rationale": ""},
+                                                                          {"rating": 9.0, "rationale": ""}]
+    honest, error = F.parse_ratings("Text 1\nRating: N/A\nText 2\nRating: 3", 2, "honesty")
+    assert error is None and honest[0]["rating"] is None and honest[1]["rating"] == 3.0
+
+
+@pytest.mark.parametrize("text, aspect, error", [
+    ("Text 1\nRating: N/A\nText 2\nRating: 3", "helpfulness", "text 1: N/A is not allowed for helpfulness"),
+    ("Text 1\nRating: 6\nText 2\nRating: 3", "helpfulness", "text 1: rating '6' is outside 1-5"),
+    ("Text 1\nRating: 4", "helpfulness", "no helpfulness rating for text 2 of 2"),
+    ("Rating: 1-10\nThe text is not helpful.", F.OVERALL, "no overall rating for text 1 of 2"),
+    ("", F.OVERALL, "no overall rating for text 1 of 2"),
+])
+def test_parse_ratings_refuses_what_it_cannot_trust(text, aspect, error):
+    assert F.parse_ratings(text, 2, aspect) == (None, error)
+
+
+def test_rating_prompt_shows_texts_in_the_order_given():
+    messages = F.rating_messages("honesty", "Q?", ["first answer", "second answer"])
+    body = messages[-1]["content"]
+    assert body.index("first answer") < body.index("second answer") and "N/A" in body
+    assert "<text 2>\nsecond answer\n</text 2>" in body
+
+
+# --- position bias ------------------------------------------------------------------------------------------------
+
+def test_orders_and_agreement():
+    assert orders(3, 2) == [[0, 1, 2], [2, 1, 0]]
+    assert orders(3, 4) == [[0, 1, 2], [2, 1, 0], [1, 2, 0], [2, 0, 1]]
+    assert orders(2, 3) == [[0, 1], [1, 0]]  # only two orders of two texts exist
+    assert agreement([5, 3, 1], [4, 2, 1]) == (3, 3)
+    assert agreement([5, 3, 1], [1, 3, 5]) == (0, 3)
+    assert agreement([5, None, 1], [1, 3, 5]) == (0, 1)
+
+
+def scripted_judge(favour_first: bool):
+    """A loopback judge: rates each shown text by its length (longer = better), or, when `favour_first`, rates
+    whatever is shown first highest. Answers in the UltraFeedback text format."""
+    def answer(body: dict) -> str:
+        content = body["messages"][-1]["content"]
+        texts = re.findall(r"<text (\d+)>\n(.*?)\n</text \1>", content, re.S)
+        high = 10 if "1 = useless or harmful; 10" in content else 5
+        blocks = []
+        for k, text in texts:
+            rating = high if (favour_first and k == "1") else (1 if favour_first else min(high, len(text) // 10))
+            blocks.append(f"#### Output for Text {k}\nRating: {rating}\nRationale: length {len(text)}")
+        return "\n\n".join(blocks)
+    return answer
+
+
+def run_judge(tmp_path: Path, base_url: str, model: str, rows: pl.DataFrame, orderings: int = 2):
+    teacher = Teacher(TeacherConfig(base_url=base_url, model=model, max_concurrency=8, reasks=1),
+                      tmp_path / "requests.sqlite", tmp_path / "server.log", log=lambda m: None)
+    ctx = Context(run_dir=tmp_path, config=None, teacher=teacher)
+    try:
+        return Judge(orderings=orderings, max_tokens=200).process(rows, ctx), ctx, teacher
+    finally:
+        teacher.close()
+
+
+def unrated(*texts: str) -> list[dict]:
+    return [{"model": "m", "principle": "honesty", "content": t, "ratings": [], "overall": None} for t in texts]
+
+
+def test_judge_maps_ratings_back_through_every_ordering(tmp_path, fault_server):
+    texts = ("a" * 12, "b" * 45, "c" * 30)  # lengths 12, 45, 30 -> ratings 1, 4, 3 on 1-5; 1, 4, 3 overall
+    server = fault_server(answer=scripted_judge(favour_first=False))
+    out, ctx, teacher = run_judge(tmp_path, server.url, "judge", rated_rows(unrated(*texts)))
+    shown = [re.findall(r"<text \d>\n(\w)", b["messages"][-1]["content"]) for b in server.bodies]
+    assert sorted(map(tuple, shown)).count(("a", "b", "c")) == len(JUDGED)
+    assert sorted(map(tuple, shown)).count(("c", "b", "a")) == len(JUDGED)  # the swap was really shown
+    row = out.row(0, named=True)
+    assert row["drop_reason"] is None and row["ordering_agreement"] == 1.0
+    assert [c["overall"] for c in row["completions"]] == [1.0, 4.0, 3.0]
+    assert [r["rating"] for r in row["completions"][1]["ratings"]] == [4.0] * 4
+    assert ctx.counters["judge_requests"] == 2 * len(JUDGED) and not ctx.counters["judge_parse_failures"]
+
+
+def test_position_biased_judge_is_averaged_and_shows_in_agreement(tmp_path, fault_server):
+    server = fault_server(answer=scripted_judge(favour_first=True))
+    out, ctx, _ = run_judge(tmp_path, server.url, "judge", rated_rows(unrated("first text", "second text")))
+    row = out.row(0, named=True)
+    assert row["ordering_agreement"] == 0.0  # each ordering ranks the other text first
+    assert [c["overall"] for c in row["completions"]] == [5.5, 5.5]  # (10 + 1) / 2 for both
+
+
+def test_judge_on_the_embedded_model_parses_or_reports_every_answer(tmp_path, teacher_server):
+    rows = rated_rows(unrated("Mars is a planet.", "A planet: Jupiter, the largest one."),
+                      unrated("Venus.", "I do not know any planets."))
+    out, ctx, teacher = run_judge(tmp_path, teacher_server.base_url, teacher_server.model, rows)
+    requests = ctx.counters["judge_requests"]
+    failed = ctx.counters["judge_parse_failures"] + ctx.counters["judge_failed"]
+    assert requests == 2 * 2 * len(JUDGED)
+    assert teacher.stats["requests"] >= requests  # re-asks come on top
+    kept = out.filter(pl.col("drop_reason").is_null())
+    for completions in kept["completions"].to_list():  # whatever was parsed is complete and on its scale
+        for c in completions:
+            assert 1 <= c["overall"] <= 10 and len(c["ratings"]) == 4
+            assert all(r["rating"] is None or 1 <= r["rating"] <= 5 for r in c["ratings"])
+    for reason in out["drop_reason"].drop_nulls().to_list():
+        assert reason.startswith("judge_failed: ")
+    assert failed <= requests
+    print(f"embedded judge: {failed}/{requests} answers unreadable, {kept.height}/2 prompts rated")
+
+
+# --- binarization ---------------------------------------------------------------------------------------------------
+
+SCORED = [completion("Mercury.", 6), completion("Mars, the red planet.", 9), completion("Pluto?", 2),
+          completion("Earth.", 5)]
+
+
+def test_best_vs_random_picks_the_best_and_a_seeded_other():
+    kept, dropped, _ = binarize(rated_rows(SCORED, SCORED), rule="best_vs_random", seed=3)
+    assert kept.height == 2 and dropped.height == 0
+    for row in kept.iter_rows(named=True):
+        assert row["chosen"][-1]["content"] == "Mars, the red planet." and row["score_chosen"] == 9
+        assert row["rejected"][-1]["content"] in {"Mercury.", "Pluto?", "Earth."}
+        assert row["messages"] == row["chosen"] and row["chosen"][:-1] == PROMPT
+        assert len(row["completions"]) == 4
+    again, _, _ = binarize(rated_rows(SCORED, SCORED), rule="best_vs_random", seed=3)
+    assert again["rejected"].to_list() == kept["rejected"].to_list()  # deterministic per prompt and seed
+    picks = {binarize(rated_rows(SCORED), rule="best_vs_random", seed=s)[0]["score_rejected"][0] for s in range(30)}
+    assert picks == {6.0, 2.0, 5.0}  # every other completion can be drawn
+
+
+def test_best_vs_worst_and_all_pairs():
+    kept, _, _ = binarize(rated_rows(SCORED), rule="best_vs_worst")
+    assert (kept["score_chosen"][0], kept["score_rejected"][0]) == (9.0, 2.0)
+    pairs, _, _ = binarize(rated_rows(SCORED), rule="all_pairs")
+    assert pairs.height == 6  # 4 distinct scores: every unordered pair once
+    assert all(c > r for c, r in zip(pairs["score_chosen"], pairs["score_rejected"]))
+    assert pairs["id"].n_unique() == 6
+
+
+def test_ties_identical_texts_and_small_margins_are_dropped_with_reasons():
+    tie = [completion("Mars.", 7), completion("Venus.", 7)]
+    same = [completion("Mars.", 9), completion("Mars.", 3)]
+    close = [completion("Mars.", 8), completion("Venus.", 7.5)]
+    kept, dropped, _ = binarize(rated_rows(tie, same, close), rule="best_vs_worst", min_margin=1.0)
+    assert kept.height == 0
+    assert dropped["drop_reason"].to_list() == ["tie: both scored 7", "identical_texts: chosen and rejected are "
+                                                "the same text", "low_margin: 0.5 < min_margin 1"]
+    kept, dropped, ctx = binarize(rated_rows(tie + [completion("Pluto.", 3)]), rule="all_pairs")
+    assert kept.height == 2 and ctx.counters["pairs_not_formed"] == 0  # the tied pair is never a candidate
+
+
+def test_mean_aspects_score_ranks_by_the_aspect_ratings():
+    rows = rated_rows([completion("Mars.", 9, (2, 2, None, 2)), completion("Venus.", 3, (5, 5, 5, 4))])
+    kept, _, _ = binarize(rows, rule="best_vs_worst", score="mean_aspects")
+    assert kept["chosen"][0][-1]["content"] == "Venus." and kept["score_chosen"][0] == pytest.approx(19 / 4)
+    assert kept["score_rejected"][0] == 2.0  # honesty N/A is left out of the mean
+
+
+def test_unknown_rule_is_a_config_error():
+    from pipelines.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="best_vs_random"):
+        Binarize(rule="best")
+
+
+# --- the recipe end to end ------------------------------------------------------------------------------------------
+
+def test_ultrafeedback_recipe_exports_what_trl_reads(tmp_path, teacher_server, fault_server):
+    """The whole recipe on the embedded teacher, with the judge on the scripted loopback judge (so that pairs are
+    formed whatever the tiny model writes): splits, columns, TRL's prompt extraction, the card."""
+    judge = fault_server(answer=scripted_judge(favour_first=False))
+    cmd = [sys.executable, "-m", "pipelines.build", "ultrafeedback", "--run-dir", str(tmp_path / "uf")]
+    for item in (f"teacher.base_url={teacher_server.base_url}", f"teacher.model={teacher_server.model}",
+                 f"judge.base_url={judge.url}", "judge.model=scripted", "n_prompts=5", "n_completions=3",
+                 "max_tokens=48", "test_fraction=0.3"):
+        cmd += ["--set", item]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    export = tmp_path / "uf" / "export"
+    loaded = load_dataset(str(export))
+    assert {"train_prefs", "train_sft", "train_gen"} <= set(loaded)
+    prefs = loaded["train_prefs"]
+    assert prefs.column_names[:7] == ["prompt", "prompt_id", "chosen", "rejected", "messages", "score_chosen",
+                                      "score_rejected"]
+    for row in prefs:
+        assert row["score_chosen"] > row["score_rejected"]
+        assert is_conversational({"chosen": row["chosen"], "rejected": row["rejected"]})
+        extracted = maybe_extract_prompt({"chosen": row["chosen"], "rejected": row["rejected"]})
+        assert extracted["prompt"] == [{"role": "user", "content": row["prompt"]}]
+        assert len(extracted["chosen"]) == 1 and extracted["chosen"][0]["role"] == "assistant"
+        assert len(row["completions"]) >= 2 and all(c["overall"] is not None for c in row["completions"])
+    card = (export / "README.md").read_text()
+    assert "best_vs_random" in card and "Mean agreement between orderings" in card and "$" not in card.split("---")[2]
+    report = json.loads((tmp_path / "uf" / "report.json").read_text())
+    judge_row = next(r for r in report["stages"] if r["stage"].endswith("judge"))
+    assert judge_row["counters"]["judge_requests"] == 2 * len(JUDGED) * judge_row["rows_in"]
