@@ -1,5 +1,7 @@
-"""The bundled SFT trainer: a 2-step CPU run on a tiny export, and the CLI's error handling."""
+"""The trainers on tiny exports: 2-step CPU runs of SFT, DPO and LoRA DPO, TRL's format helpers on the preference
+fixture, our preference metrics against DPOTrainer's own, and the CLI's error handling."""
 
+import json
 import math
 import subprocess
 import sys
@@ -7,57 +9,201 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+import torch
 
+from pipelines.train import common
+from pipelines.train.__main__ import main
+from pipelines.train.dpo import COLUMNS, train_dpo
+from pipelines.train.metrics import evaluate_preferences, preference_metrics
+from pipelines.train.options import DPOOptions, SFTOptions
 from pipelines.train.sft import train_sft
+from schemas import PREFERENCE, preference_id, prompt_id
 
 REPO = Path(__file__).resolve().parents[1]
 
 PAIRS = [
-    ("What is 2 + 2?", "2 + 2 is 4."),
-    ("Name a primary colour.", "Red is a primary colour."),
-    ("What is the capital of France?", "Paris."),
-    ("Say hello in Spanish.", "Hola."),
-    ("How many legs does a spider have?", "Eight."),
-    ("What gas do plants absorb?", "Carbon dioxide."),
-    ("Give me an antonym of hot.", "Cold."),
-    ("What is the boiling point of water at sea level?", "100 degrees Celsius."),
+    ("What is 2 + 2?", "2 + 2 is 4.", "2 + 2 is 5."),
+    ("Name a primary colour.", "Red is a primary colour.", "Green is a primary colour of paint."),
+    ("What is the capital of France?", "Paris.", "Lyon."),
+    ("Say hello in Spanish.", "Hola.", "Bonjour."),
+    ("How many legs does a spider have?", "Eight.", "Six."),
+    ("What gas do plants absorb?", "Carbon dioxide.", "Oxygen, mostly."),
+    ("Give me an antonym of hot.", "Cold.", "Warm."),
+    ("What is the boiling point of water at sea level?", "100 degrees Celsius.", "50 degrees Celsius."),
 ]
+TINY = {"max_steps": 2, "max_length": 128, "batch_size": 2}
 
 
-def write_export(root: Path) -> Path:
-    """A minimal export dir: train_sft and test_sft shards with prompt, prompt_id and messages."""
-    data = root / "export" / "data"
-    data.mkdir(parents=True)
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine, two spinning OpenMP threads run a step 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_shard(data: Path, split: str, rows: list[dict], schema=None) -> None:
+    data.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), data / f"{split}-00000-of-00001.parquet")
+
+
+def write_sft_export(root: Path) -> Path:
+    """An export dir with train_sft and test_sft shards: prompt, prompt_id and messages, as ultrachat_200k."""
     rows = []
-    for i, (q, a) in enumerate(PAIRS):
+    for i, (q, a, _) in enumerate(PAIRS):
         messages = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
         if i % 2:
             messages += [{"role": "user", "content": "Thanks, and again?"}, {"role": "assistant", "content": a}]
-        rows.append({"prompt": q, "prompt_id": f"p{i:03d}", "messages": messages})
-    for split, part in (("train_sft", rows[:8]), ("test_sft", rows[:2])):
-        pq.write_table(pa.Table.from_pylist(part), data / f"{split}-00000-of-00001.parquet")
-    return data.parent
+        rows.append({"prompt": q, "prompt_id": prompt_id(q), "messages": messages})
+    write_shard(root / "export" / "data", "train_sft", rows)
+    write_shard(root / "export" / "data", "test_sft", rows[:2])
+    return root / "export"
 
 
-def test_train_sft_smoke(tmp_path):
-    import torch
-    from transformers import AutoModelForCausalLM
+PREFS_EXPORT = PREFERENCE.append(pa.field("ordering_agreement", pa.float64()))  # the export adds the judge's
+
+
+def preference_row(i: int, question: str, good: str, bad: str) -> dict:
+    """One row shaped like ultrafeedback_binarized (schemas.PREFERENCE); every third one has two prior turns."""
+    prompt = [{"role": "user", "content": question}]
+    if i % 3 == 1:
+        prompt = [{"role": "user", "content": "I have a quiz question."}, {"role": "assistant", "content": "Go ahead."},
+                  *prompt]
+    chosen = [*prompt, {"role": "assistant", "content": good}]
+    rejected = [*prompt, {"role": "assistant", "content": bad}]
+    completions = [{"model": model, "principle": "helpfulness", "content": text,
+                    "ratings": [{"aspect": "honesty", "rating": score, "rationale": "r"}], "overall": score}
+                   for model, text, score in (("teacher-a", good, 9.0), ("teacher-b", bad, 3.0))]
+    return {"id": preference_id(chosen, rejected), "prompt_id": prompt_id(question), "prompt": question,
+            "chosen": chosen, "rejected": rejected, "messages": chosen, "score_chosen": 9.0, "score_rejected": 3.0,
+            "chosen_model": "teacher-a", "rejected_model": "teacher-b", "completions": completions,
+            "source": "test", "meta": "{}", "ordering_agreement": 1.0}
+
+
+def write_prefs_export(root: Path, *, test_split: bool = True) -> Path:
+    """An export dir with train_prefs (8 pairs) and, optionally, test_prefs (4 pairs)."""
+    rows = [preference_row(i, *p) for i, p in enumerate(PAIRS)]
+    write_shard(root / "export" / "data", "train_prefs", rows, PREFS_EXPORT)
+    if test_split:
+        write_shard(root / "export" / "data", "test_prefs", rows[2:6], PREFS_EXPORT)
+    return root / "export"
+
+
+def changed(out: Path) -> bool:
+    """Whether the checkpoint in `out` differs from the embedded one it was trained from."""
+    from safetensors.torch import load_file
 
     from pipelines.server import ensure_checkpoint
 
-    export = write_export(tmp_path)
-    result = train_sft(export, max_steps=2, max_length=128)
+    trained, base = load_file(out / "model.safetensors"), load_file(ensure_checkpoint() / "model.safetensors")
+    assert trained.keys() == base.keys()
+    return any(not torch.equal(trained[k], base[k]) for k in base)
 
+
+def check_train_metrics(out: Path, command: str, lora: bool) -> dict:
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert metrics["command"] == command and metrics["steps"] == 2
+    assert math.isfinite(metrics["loss"]) and math.isfinite(metrics["mean_loss"])
+    assert metrics["tokens"] > 0 and metrics["tokens_per_second"] > 0 and metrics["seconds"] > 0
+    assert metrics["device"] == "cpu" and metrics["bf16"] is False
+    assert bool(metrics["lora"]) is lora
+    return metrics
+
+
+def test_sft_smoke(tmp_path):
+    result = train_sft(SFTOptions(str(write_sft_export(tmp_path)), **TINY))
     out = Path(result["output_dir"])
     assert out == tmp_path / "sft-model"
-    assert result["steps"] == 2
-    assert isinstance(result["train_loss"], float) and math.isfinite(result["train_loss"])
     assert (out / "tokenizer_config.json").exists()
+    check_train_metrics(out, "sft", lora=False)
+    assert changed(out)
 
-    trained = AutoModelForCausalLM.from_pretrained(out).state_dict()
-    base = AutoModelForCausalLM.from_pretrained(ensure_checkpoint()).state_dict()
-    assert trained.keys() == base.keys()
-    assert any(not torch.equal(trained[k], base[k]) for k in base)
+
+def test_preference_fixture_is_trl_format(tmp_path):
+    """As `load_dataset` reads it, each row is conversational, and TRL recovers the prompt: the turns before the
+    last assistant turn, whose last user turn is the `prompt` string column."""
+    from datasets import load_dataset
+    from trl.data_utils import extract_prompt, is_conversational, maybe_extract_prompt
+
+    export = write_prefs_export(tmp_path)
+    dataset = load_dataset("parquet", data_files={"train": str(export / "data" / "train_prefs-*.parquet")})["train"]
+    assert set(PREFERENCE.names) <= set(dataset.column_names)
+    for row in dataset:
+        assert is_conversational({"chosen": row["chosen"]}) and is_conversational({"rejected": row["rejected"]})
+        assert is_conversational({k: row[k] for k in COLUMNS})
+        assert not is_conversational({"prompt": row["prompt"]})  # the string column: why train_dpo drops it
+        extracted = maybe_extract_prompt(row)  # re-extracts, since `prompt` is a string next to conversations
+        assert extracted == extract_prompt({k: row[k] for k in COLUMNS})
+        assert extracted["prompt"] == row["chosen"][:-1] and extracted["prompt"][-1]["content"] == row["prompt"]
+        assert extracted["chosen"] == row["chosen"][-1:] and extracted["rejected"] == row["rejected"][-1:]
+        assert [m["role"] for m in extracted["chosen"] + extracted["rejected"]] == ["assistant", "assistant"]
+
+
+def test_dpo_cli_smoke(tmp_path, capsys):
+    export = write_prefs_export(tmp_path)
+    argv = ["dpo", str(export), "--max-steps", "2", "--max-length", "128", "--batch-size", "2",
+            "--learning-rate", "1e-5"]
+    assert main(argv) == 0
+    out = tmp_path / "dpo-model"
+    check_train_metrics(out, "dpo", lora=False)
+    prefs = json.loads((out / "preference_metrics.json").read_text())
+    assert prefs["split"] == "test_prefs" and prefs["pairs"] == 4 and prefs["beta"] == 0.1
+    before, after = prefs["before"], prefs["after"]
+    for metrics in (before, after):
+        for key in ("reward_accuracy", "loglik_accuracy", "loglik_accuracy_per_token"):
+            assert 0 <= metrics[key] <= 1
+    assert before["reward_accuracy"] == 0 and before["reward_margin"] == 0  # policy == reference
+    assert after["reward_margin"] != 0 and after["logp_chosen"] != before["logp_chosen"]
+    table = capsys.readouterr().out
+    assert "reward_accuracy" in table and "before" in table and "after" in table
+    assert changed(out)
+
+
+def test_dpo_lora_without_test_split(tmp_path):
+    from safetensors.torch import load_file
+
+    export = write_prefs_export(tmp_path, test_split=False)
+    opts = DPOOptions(str(export), **TINY, lora=True, lora_r=4, learning_rate=1e-3)
+    result = train_dpo(opts, log=lambda *_: None)
+    out = Path(result["output_dir"])
+    check_train_metrics(out, "dpo", lora=True)
+    assert result["preferences"]["split"] == "held-out train_prefs" and result["preferences"]["pairs"] == 1
+    assert result["examples"] == 7  # the held-out pair is not trained on
+    adapter = load_file(out / "adapter" / "adapter_model.safetensors")
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)  # B starts at zero
+    assert changed(out)  # the merged model
+
+
+def test_preference_metrics_match_dpo_trainer(tmp_path):
+    """Our per-pair log-probs, reduced to TRL's batch means, equal DPOTrainer.evaluate()'s on the same pairs."""
+    import trl
+
+    export = write_prefs_export(tmp_path)
+    pairs = common.load_split(common.find_split(export, "test_prefs"), COLUMNS)
+    opts = DPOOptions(str(export), **TINY)
+    config = trl.DPOConfig(**common.config_kwargs(opts, tmp_path / "out"), beta=opts.beta)
+    config.per_device_eval_batch_size = len(pairs)  # one batch: TRL's mean is the mean over all pairs
+    trainer = trl.DPOTrainer(model=common.resolve_model(opts, print), args=config, train_dataset=pairs,
+                             eval_dataset=pairs)
+    tokenized = trainer.eval_dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
+    ours, logps = evaluate_preferences(trainer.model, tokenized, trainer.data_collator, beta=0.1, batch_size=3)
+    theirs = trainer.evaluate()
+    assert logps.shape == (4, 2, 2) and (logps[..., 1] > 0).all()
+    assert ours["logp_chosen"] == pytest.approx(theirs["eval_logps/chosen"], rel=1e-3)
+    assert ours["logp_rejected"] == pytest.approx(theirs["eval_logps/rejected"], rel=1e-3)
+    assert ours["reward_margin"] == 0 and theirs["eval_rewards/margins"] == pytest.approx(0, abs=1e-4)
+
+
+def test_preference_metrics_worked_example():
+    logps = torch.tensor([[[-10.0, 5], [-14.0, 4]], [[-9.0, 3], [-8.0, 2]]])
+    ref = torch.tensor([[[-12.0, 5], [-13.0, 4]], [[-9.0, 3], [-8.0, 2]]])
+    metrics = preference_metrics(logps, ref, beta=0.1)
+    assert metrics["reward_accuracy"] == 0.5 and metrics["reward_margin"] == pytest.approx(0.15)
+    assert metrics["loglik_accuracy"] == 0.5  # -10 > -14; -9 < -8
+    assert metrics["loglik_accuracy_per_token"] == 1.0  # per token: -2 > -3.5; -3 > -4
 
 
 def run_cli(*args):
@@ -66,23 +212,42 @@ def run_cli(*args):
     )
 
 
-def test_cli_missing_export_dir(tmp_path):
-    proc = run_cli("sft", str(tmp_path / "nope"))
+def assert_one_error_line(proc, *words):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert all(w in lines[0] for w in words), proc.stderr
 
 
-def test_cli_missing_train_split(tmp_path):
+def test_cli_missing_export_dir(tmp_path):
+    assert_one_error_line(run_cli("sft", str(tmp_path / "nope")), "does not exist")
+
+
+def test_cli_missing_splits(tmp_path):
     (tmp_path / "data").mkdir()
-    proc = run_cli("sft", str(tmp_path))
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("error:") and "train_sft" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert_one_error_line(run_cli("sft", str(tmp_path)), "train_sft")
+    write_shard(tmp_path / "data", "train_sft", [{"messages": [{"role": "user", "content": "hi"}]}])
+    assert_one_error_line(run_cli("dpo", str(tmp_path)), "train_prefs")
+
+
+def test_cli_bad_option_value(tmp_path):
+    assert_one_error_line(run_cli("dpo", str(tmp_path), "--beta", "0"), "--beta")
+    assert_one_error_line(run_cli("sft", str(tmp_path), "--max-length", "2"), "--max-length")
 
 
 def test_cli_unknown_flag(tmp_path):
-    proc = run_cli("sft", str(tmp_path), "--no-such-flag")
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
+    for command in ("sft", "dpo"):
+        proc = run_cli(command, str(tmp_path), "--no-such-flag")
+        assert proc.returncode == 2 and "--no-such-flag" in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_cli_help_lists_every_option():
+    from dataclasses import fields
+
+    for command, cls in (("sft", SFTOptions), ("dpo", DPOOptions)):
+        help_text = run_cli(command, "--help").stdout
+        for f in fields(cls):
+            if f.name != "export_dir":
+                assert "--" + f.name.replace("_", "-") in help_text, (command, f.name)
+    assert "--beta" not in run_cli("sft", "--help").stdout
