@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from pipelines.stages.export_prefs import EXPORT_PREFS_SCHEMA
 from pipelines.train import common
 from pipelines.train.__main__ import main
 from pipelines.train.dpo import COLUMNS, train_dpo
@@ -62,7 +63,8 @@ def write_sft_export(root: Path) -> Path:
     return root / "export"
 
 
-PREFS_EXPORT = PREFERENCE.append(pa.field("ordering_agreement", pa.float64()))  # the export adds the judge's
+# train_prefs as ExportPrefs writes it; test_prefs with the optional id, source and meta columns too
+WITH_IDS = PREFERENCE.append(pa.field("ordering_agreement", pa.float64()))
 
 
 def preference_row(i: int, question: str, good: str, bad: str) -> dict:
@@ -85,9 +87,9 @@ def preference_row(i: int, question: str, good: str, bad: str) -> dict:
 def write_prefs_export(root: Path, *, test_split: bool = True) -> Path:
     """An export dir with train_prefs (8 pairs) and, optionally, test_prefs (4 pairs)."""
     rows = [preference_row(i, *p) for i, p in enumerate(PAIRS)]
-    write_shard(root / "export" / "data", "train_prefs", rows, PREFS_EXPORT)
+    write_shard(root / "export" / "data", "train_prefs", rows, EXPORT_PREFS_SCHEMA)
     if test_split:
-        write_shard(root / "export" / "data", "test_prefs", rows[2:6], PREFS_EXPORT)
+        write_shard(root / "export" / "data", "test_prefs", rows[2:6], WITH_IDS)
     return root / "export"
 
 
@@ -129,7 +131,7 @@ def test_preference_fixture_is_trl_format(tmp_path):
 
     export = write_prefs_export(tmp_path)
     dataset = load_dataset("parquet", data_files={"train": str(export / "data" / "train_prefs-*.parquet")})["train"]
-    assert set(PREFERENCE.names) <= set(dataset.column_names)
+    assert dataset.column_names == EXPORT_PREFS_SCHEMA.names
     for row in dataset:
         assert is_conversational({"chosen": row["chosen"]}) and is_conversational({"rejected": row["rejected"]})
         assert is_conversational({k: row[k] for k in COLUMNS})
