@@ -41,7 +41,7 @@ def build(args: argparse.Namespace) -> int:
     from pipelines.dedup.summary import markdown as dedup_markdown
     from pipelines.dedup.summary import prune as prune_dedup_stats
     from pipelines.dedup.summary import read_stats
-    from pipelines.report import print_table, write_report
+    from pipelines.report import judge_summary, print_table, write_report
     from pipelines.runner import TEACHER_STATS, Runner, write_quarantine
     from pipelines.stage import Context
     from pipelines.teacher import Teacher
@@ -84,6 +84,8 @@ def build(args: argparse.Namespace) -> int:
     this_run = {key: sum(c.stats.get(key, 0) for c in (teacher, judge) if c) for key in TEACHER_STATS}
     report = write_report(run_dir, args.recipe, rows, seconds, this_run)
     print_table(rows, seconds)
+    if judge := judge_summary(rows):
+        print(judge)
     print("this run: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in this_run.items()))
     if read_stats(run_dir):
         print(dedup_markdown(run_dir))

@@ -77,7 +77,7 @@ def flat(cfg) -> dict:
             if f.name == "sampling":
                 out["sampling"] = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(value).items())
             continue
-        out[f.name] = ", ".join(value) if isinstance(value, tuple) else str(value)
+        out[f.name] = ", ".join(map(str, value)) if isinstance(value, tuple) else str(value)
     if "sources" in out:
         out["materials"] = out["sources"] or "excerpts of the Python documentation (pydoc_data)"
         out["prompt_source"] = out["sources"] or "the project's shipped prompt set (pipelines/data)"

@@ -17,6 +17,8 @@ def write_report(run_dir: Path, recipe: str, rows: list[dict], seconds: float, t
     """`stages` holds whole-stage totals (a skipped stage keeps what it cost when it ran); `this_run` holds what
     this invocation sent to the teacher, so a rerun that does no work shows 0 requests there."""
     report = {"recipe": recipe, "seconds": round(seconds, 2), "this_run": this_run, "stages": rows}
+    if judge := judge_summary(rows):
+        report["judge"] = judge
     if dedup := read_stats(run_dir):
         report["dedup"] = dedup
     path = run_dir / "report.json"
@@ -40,3 +42,15 @@ def print_table(rows: list[dict], seconds: float) -> None:
                       f"{r['seconds']:.1f}", str(r["requests"]), str(r["cache_hits"]), str(r["retries"]),
                       f"{r['tokens_in']}/{r['tokens_out']}", f"{r.get('cost', 0):.4f}" if r.get("cost") else "-")
     Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def judge_summary(rows: list[dict]) -> str | None:
+    """One line on the judge of a feedback recipe: unreadable answers and agreement between orderings."""
+    counters = next((r.get("counters", {}) for r in rows if r["stage"].endswith("_judge")), None)
+    if not counters or not counters.get("judge_requests"):
+        return None
+    requests, failed = counters["judge_requests"], counters.get("judge_parse_failures", 0)
+    same, compared = counters.get("ordering_pairs_agreeing", 0), counters.get("ordering_pairs_compared", 0)
+    agreement = f"{same / compared:.3f} ({same} of {compared} completion pairs)" if compared else "-"
+    return (f"judge: {failed} of {requests} answers unreadable after re-asks ({failed / requests:.3f}); "
+            f"agreement between orderings {agreement}")

@@ -61,6 +61,8 @@ def test_parse_ratings_reads_json_text_blocks_and_bare_lines():
     assert error is None and [r["rating"] for r in ratings] == [2.0, 4.0] and ratings[1]["rationale"] == "clear and right."
     assert F.parse_ratings("Rating: 7\nRating: 9", 2, F.OVERALL)[0] == [{"rating": 7.0, "rationale": ""},
                                                                           {"rating": 9.0, "rationale": ""}]
+    lines = F.parse_ratings("Text 1: 4 - clear and right\nText 2: **2** (wrong)", 2, "helpfulness")
+    assert lines == ([{"rating": 4.0, "rationale": "clear and right"}, {"rating": 2.0, "rationale": "wrong"}], None)
     honest, error = F.parse_ratings("Text 1\nRating: N/A\nText 2\nRating: 3", 2, "honesty")
     assert error is None and honest[0]["rating"] is None and honest[1]["rating"] == 3.0
 
@@ -70,6 +72,7 @@ def test_parse_ratings_reads_json_text_blocks_and_bare_lines():
     ("Text 1\nRating: 6\nText 2\nRating: 3", "helpfulness", "text 1: rating '6' is outside 1-5"),
     ("Text 1\nRating: 4", "helpfulness", "no helpfulness rating for text 2 of 2"),
     ("Rating: 1-10\nThe text is not helpful.", F.OVERALL, "no overall rating for text 1 of 2"),
+    ("Text 1: score - reason\nText 2: score - reason", F.OVERALL, "no overall rating for text 1 of 2"),
     ("", F.OVERALL, "no overall rating for text 1 of 2"),
 ])
 def test_parse_ratings_refuses_what_it_cannot_trust(text, aspect, error):
@@ -95,26 +98,27 @@ def test_orders_and_agreement():
 
 
 def scripted_judge(favour_first: bool):
-    """A loopback judge: rates each shown text by its length (longer = better), or, when `favour_first`, rates
-    whatever is shown first highest. Answers in the UltraFeedback text format."""
+    """A loopback judge: rates the shown texts by length rank (shortest 1, next 2, ...), or, when `favour_first`,
+    rates whatever is shown first highest and the rest 1. Answers in UltraFeedback's text format."""
     def answer(body: dict) -> str:
         content = body["messages"][-1]["content"]
         texts = re.findall(r"<text (\d+)>\n(.*?)\n</text \1>", content, re.S)
         high = 10 if "1 = useless or harmful; 10" in content else 5
+        by_length = sorted(len(t) for _, t in texts)
         blocks = []
         for k, text in texts:
-            rating = high if (favour_first and k == "1") else (1 if favour_first else min(high, len(text) // 10))
+            rating = (high if k == "1" else 1) if favour_first else 1 + by_length.index(len(text))
             blocks.append(f"#### Output for Text {k}\nRating: {rating}\nRationale: length {len(text)}")
         return "\n\n".join(blocks)
     return answer
 
 
-def run_judge(tmp_path: Path, base_url: str, model: str, rows: pl.DataFrame, orderings: int = 2):
+def run_judge(tmp_path: Path, base_url: str, model: str, rows: pl.DataFrame, max_tokens: int = 200):
     teacher = Teacher(TeacherConfig(base_url=base_url, model=model, max_concurrency=8, reasks=1),
                       tmp_path / "requests.sqlite", tmp_path / "server.log", log=lambda m: None)
     ctx = Context(run_dir=tmp_path, config=None, teacher=teacher)
     try:
-        return Judge(orderings=orderings, max_tokens=200).process(rows, ctx), ctx, teacher
+        return Judge(orderings=2, max_tokens=max_tokens).process(rows, ctx), ctx, teacher
     finally:
         teacher.close()
 
@@ -124,7 +128,7 @@ def unrated(*texts: str) -> list[dict]:
 
 
 def test_judge_maps_ratings_back_through_every_ordering(tmp_path, fault_server):
-    texts = ("a" * 12, "b" * 45, "c" * 30)  # lengths 12, 45, 30 -> ratings 1, 4, 3 on 1-5; 1, 4, 3 overall
+    texts = ("a" * 12, "b" * 45, "c" * 30)  # length ranks 1, 3, 2 whatever the order shown
     server = fault_server(answer=scripted_judge(favour_first=False))
     out, ctx, teacher = run_judge(tmp_path, server.url, "judge", rated_rows(unrated(*texts)))
     shown = [re.findall(r"<text \d>\n(\w)", b["messages"][-1]["content"]) for b in server.bodies]
@@ -132,8 +136,9 @@ def test_judge_maps_ratings_back_through_every_ordering(tmp_path, fault_server):
     assert sorted(map(tuple, shown)).count(("c", "b", "a")) == len(JUDGED)  # the swap was really shown
     row = out.row(0, named=True)
     assert row["drop_reason"] is None and row["ordering_agreement"] == 1.0
-    assert [c["overall"] for c in row["completions"]] == [1.0, 4.0, 3.0]
-    assert [r["rating"] for r in row["completions"][1]["ratings"]] == [4.0] * 4
+    assert [c["overall"] for c in row["completions"]] == [1.0, 3.0, 2.0]
+    assert [r["rating"] for r in row["completions"][1]["ratings"]] == [3.0] * 4
+    assert row["completions"][1]["ratings"][0]["rationale"] == "length 45"
     assert ctx.counters["judge_requests"] == 2 * len(JUDGED) and not ctx.counters["judge_parse_failures"]
 
 
@@ -148,7 +153,7 @@ def test_position_biased_judge_is_averaged_and_shows_in_agreement(tmp_path, faul
 def test_judge_on_the_embedded_model_parses_or_reports_every_answer(tmp_path, teacher_server):
     rows = rated_rows(unrated("Mars is a planet.", "A planet: Jupiter, the largest one."),
                       unrated("Venus.", "I do not know any planets."))
-    out, ctx, teacher = run_judge(tmp_path, teacher_server.base_url, teacher_server.model, rows)
+    out, ctx, teacher = run_judge(tmp_path, teacher_server.base_url, teacher_server.model, rows, max_tokens=60)
     requests = ctx.counters["judge_requests"]
     failed = ctx.counters["judge_parse_failures"] + ctx.counters["judge_failed"]
     assert requests == 2 * 2 * len(JUDGED)
@@ -246,7 +251,9 @@ def test_ultrafeedback_recipe_exports_what_trl_reads(tmp_path, teacher_server, f
         assert len(extracted["chosen"]) == 1 and extracted["chosen"][0]["role"] == "assistant"
         assert len(row["completions"]) >= 2 and all(c["overall"] is not None for c in row["completions"])
     card = (export / "README.md").read_text()
-    assert "best_vs_random" in card and "Mean agreement between orderings" in card and "$" not in card.split("---")[2]
+    words = " ".join(card.split())
+    assert "rule `best_vs_random`" in words and "Mean agreement between orderings" in words
+    assert "$" not in card.split("---")[2]  # every placeholder filled
     report = json.loads((tmp_path / "uf" / "report.json").read_text())
     judge_row = next(r for r in report["stages"] if r["stage"].endswith("judge"))
     assert judge_row["counters"]["judge_requests"] == 2 * len(JUDGED) * judge_row["rows_in"]

@@ -156,6 +156,24 @@ def test_preference_kind_exports_pairs_trl_can_read(tmp_path):
     assert len(reasons) == 1 and reasons[0].startswith("identical:")
 
 
+def test_hh_rlhf_helpsteer_and_oasst_pairs_export_in_one_preference_shape(tmp_path):
+    """The three human-preference formats land in the ultrafeedback_binarized shape the DPO trainer reads."""
+    formats = Path(__file__).parent / "data" / "formats"
+    sources = ",".join(str(formats / f) for f in ("hh_rlhf.jsonl", "helpsteer.jsonl", "oasst.jsonl"))
+    proc = run(tmp_path / "run", f"sources={sources}", "kind=preference")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = datasets.load_dataset(str(tmp_path / "run" / "export"), cache_dir=str(tmp_path / "hf"))
+    assert {"train_prefs", "train_sft", "train_gen"} <= set(loaded)
+    for split in loaded.values():
+        assert split.column_names[:7] == ["prompt", "prompt_id", "chosen", "rejected", "messages", "score_chosen",
+                                          "score_rejected"]
+    pairs = pl.read_parquet(tmp_path / "run" / "export" / "data" / "*_prefs-*.parquet")
+    assert pairs.height == 4  # 2 hh-rlhf, 1 HelpSteer, 1 OpenAssistant pair (as ingest converts them)
+    for chosen, rejected, prompt in pairs.select("chosen", "rejected", "prompt").iter_rows():
+        assert chosen[:-1] == rejected[:-1] and chosen[-1]["role"] == rejected[-1]["role"] == "assistant"
+        assert chosen[-2] == {"role": "user", "content": prompt} and chosen[-1] != rejected[-1]
+
+
 def test_mixture_weights_and_caps_keep_provenance(tmp_path):
     big = tmp_path / "big.jsonl"
     big.write_text("".join(json.dumps({"instruction": f"Task {i}?", "input": "", "output": f"Answer {i}."}) + "\n"

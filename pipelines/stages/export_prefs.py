@@ -59,7 +59,7 @@ class ExportPrefs(Stage):
 
     def run(self, batches, ctx: Context):
         frames = [b for b in batches if b.height]
-        data = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={"prompt_id": pl.String})
+        data = pl.concat(frames, how="diagonal_relaxed") if frames else pl.from_arrow(EXPORT_PREFS_SCHEMA.empty_table())
         if "ordering_agreement" not in data.columns:
             data = data.with_columns(pl.lit(None, dtype=pl.Float64).alias("ordering_agreement"))
         split = parts(data["prompt_id"].to_list(), self.test_fraction)

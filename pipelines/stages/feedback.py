@@ -191,9 +191,11 @@ class Judge(MapStage):
             got[r][aspect][o] = ratings
         completions, agreements, reasons = [], [], []
         for r, row in enumerate(rows):
-            rated, agree = self._combine(row["completions"], got[r])
+            rated, (same, compared) = self._combine(row["completions"], got[r])
             completions.append(rated)
-            agreements.append(agree)
+            agreements.append(same / compared if compared else None)
+            ctx.count("ordering_pairs_agreeing", same)
+            ctx.count("ordering_pairs_compared", compared)
             left_out = len(row["completions"]) - len(rated)
             if left_out:
                 ctx.count("completions_unrated", left_out)
@@ -205,7 +207,8 @@ class Judge(MapStage):
         return with_drops(out, reasons)
 
     @staticmethod
-    def _combine(completions: list[dict], by_aspect: dict) -> tuple[list[dict], float | None]:
+    def _combine(completions: list[dict], by_aspect: dict) -> tuple[list[dict], tuple[int, int]]:
+        """The completions rated under every aspect (means over orderings), and (pairs ranked alike, compared)."""
         rated = []
         for i, completion in enumerate(completions):
             ratings, overall = [], None
@@ -229,7 +232,7 @@ class Judge(MapStage):
                     if o:
                         s, t = agreement([x and x["rating"] for x in runs[0]], [x and x["rating"] for x in other])
                         same, total = same + s, total + t
-        return rated, (same / total if total else None)
+        return rated, (same, total)
 
 
 def score(completion: dict, how: str) -> float:

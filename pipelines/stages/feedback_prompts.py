@@ -3,13 +3,13 @@
 As in UltraFeedback (Cui et al., 2023), each completion is written under a system prompt sampled from one of four
 principles, and the judge sees every completion of a prompt at once and rates one aspect per request: instruction
 following, honesty (N/A allowed), truthfulness and helpfulness on 1-5, with a rationale, then an overall score on
-1-10. The judge answers as JSON (`RATINGS_SCHEMA`) or in UltraFeedback's text format
+1-10. The judge answers as JSON (`RATINGS_SCHEMA`), as `Text 2: 4 - reason` lines, or in UltraFeedback's format
 
     #### Output for Text 2
     Rating: 4
     Rationale: ...
 
-and `parse_ratings` reads either. All the wording below was written for this project.
+and `parse_ratings` reads each. All the wording below was written for this project.
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ RATINGS_SCHEMA = {
 HEADER = re.compile(r"^\W*(?:output\s+for\s+)?text\s*#?\s*(\d+)\b", re.I | re.M)
 RATING = re.compile(r"(?:rating|score)\s*[:=]?\s*\**\s*(n\s*/\s*a|\d+(?:\.\d+)?)", re.I)
 RATIONALE = re.compile(r"rationale\s*[:=]\s*(.+)", re.I)
+LEADING = re.compile(r"\s*[:\-=]?\s*\**\s*(n\s*/\s*a|\d+(?:\.\d+)?)\b(?!\s*[-/]\s*\d)", re.I)
 
 
 def system_prompt(principle: str, pick: int) -> str:
@@ -89,18 +90,21 @@ def system_prompt(principle: str, pick: int) -> str:
 
 
 def rating_messages(aspect: str, instruction: str, texts: list[str]) -> list[dict]:
-    """One judge request: every text of the prompt, in the order given, rated on one aspect."""
+    """One judge request: every text of the prompt, in the order given, rated on one aspect.
+
+    The reply form asked for is one `Text k: score - reason` line per text: the embedded 135M model follows it about
+    two times in three, and it never followed UltraFeedback's `#### Output for Text k` blocks (measured; both are
+    parsed, and JSON too)."""
     low, high = SCALES[aspect]
     rubric = OVERALL_RUBRIC if aspect == OVERALL else ASPECTS[aspect]
     shown = "\n\n".join(f"<text {k}>\n{text}\n</text {k}>" for k, text in enumerate(texts, 1))
-    example = "\n\n".join(f"#### Output for Text {k}\nRating: (a number from {low} to {high}"
-                          f"{' or N/A' if aspect == 'honesty' else ''})\nRationale: (one sentence)"
-                          for k in range(1, len(texts) + 1))
+    form = "\n".join(f"Text {k}: score - reason" for k in range(1, len(texts) + 1))
+    na = " (or N/A)" if aspect == "honesty" else ""
     return [
         {"role": "system", "content": "You are a strict, fair judge of answers written by AI assistants."},
-        {"role": "user", "content": f"Rate each text below as an answer to the instruction.\n\n{rubric}\n\n"
-                                    f"<instruction>\n{instruction}\n</instruction>\n\n{shown}\n\n"
-                                    f"Answer in exactly this format, one block per text:\n\n{example}"},
+        {"role": "user", "content": f"<instruction>\n{instruction}\n</instruction>\n\n{shown}\n\n{rubric}\n\n"
+                                    f"Score each text from {low} to {high}{na} as an answer to the instruction. "
+                                    f"Reply in this form:\n{form}"},
     ]
 
 
@@ -145,15 +149,17 @@ def parse_ratings(text: str, n: int, aspect: str) -> tuple[list[dict] | None, st
 
 
 def _text_blocks(text: str, n: int) -> dict[int, tuple[str, str]]:
+    """{k: (rating, rationale)} from `Text k` headers, each followed by `Rating: X` or directly by the number."""
     headers = list(HEADER.finditer(text))
     if headers:
         blocks = {}
         for h, nxt in zip(headers, headers[1:] + [None]):
             body = text[h.end(): nxt.start() if nxt else len(text)]
-            rating = RATING.search(body)
-            if rating and int(h.group(1)) not in blocks:
+            found = RATING.search(body) or LEADING.match(body)
+            if found and int(h.group(1)) not in blocks:
                 rationale = RATIONALE.search(body)
-                blocks[int(h.group(1))] = (rating.group(1), rationale.group(1) if rationale else "")
+                rest = rationale.group(1) if rationale else body[found.end():].strip(" -:.,)(*\n").split("\n")[0]
+                blocks[int(h.group(1))] = (found.group(1), rest)
         return blocks
     ratings = [m.group(1) for m in RATING.finditer(text)]
     if len(ratings) != n:

@@ -1,0 +1,54 @@
+"""Orca-style explanation tuning (Mukherjee et al., 2023; OpenOrca): SFT data whose answers explain their reasoning.
+
+prompts -> answer -> validate -> dedup_exact -> dedup_near -> export
+
+`python -m pipelines.build orca` answers the project's 48 FLAN-like prompts (`pipelines/data/orca_prompts.jsonl`)
+under one of 12 explanation-seeking system messages each; `--set sources=flan.jsonl,gsm8k.jsonl` takes the first user
+turn of each record of any format `Ingest` reads instead (`n_prompts` of them, sampled by hash). Rows are
+`[system, user, assistant]`, exported like HuggingFaceH4/ultrachat_200k (`prompt` is the user turn).
+
+The defaults are sized so the embedded SmolLM2-135M teacher finishes in a few minutes on 2 CPU cores; with a real
+teacher raise `n_prompts` and `sampling.max_tokens` (Orca's answers run to several hundred tokens).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pipelines.stage import Stage
+from pipelines.stages.dedup import ExactDedup, NearDedup
+from pipelines.stages.orca import DEFAULT_PROMPTS, AnswerSampling, ExplainAnswers, ExportOrca, SeedOrca
+from pipelines.stages.validate import Validate
+from pipelines.teacher import TeacherConfig
+
+
+@dataclass(frozen=True)
+class Config:
+    recipe: ClassVar[str] = "orca"
+    name: str = field(default="orca-convoforge", metadata={"help": "dataset name in the card"})
+    sources: tuple[str, ...] = field(default=(), metadata={
+        "help": "instruction data, PATH[?format=NAME&weight=W&max_rows=N], ...; empty = the project's 48 prompts"})
+    n_prompts: int = field(default=48, metadata={"help": "prompts answered, at most, sampled by hash (0 = all)"})
+    seed: int = field(default=0, metadata={"help": "seed of the prompt sample and the system-message draw"})
+    retries: int = field(default=1, metadata={"help": "re-asks of an answer that fails a guard"})
+    keep_truncated: bool = field(default=False, metadata={
+        "help": "keep answers cut at max_tokens, trimmed to their last full sentence (default: drop them)"})
+    threshold: float = field(default=0.8, metadata={"help": "near-duplicate Jaccard threshold"})
+    test_fraction: float = 0.1
+    gen_fraction: float = 0.25
+    sampling: AnswerSampling = field(default_factory=AnswerSampling)
+    teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=16))
+
+
+def stages(cfg: Config) -> list[Stage]:
+    sources = ", ".join(cfg.sources) or f"the project's 48 prompts (`pipelines/data/{DEFAULT_PROMPTS}`)"
+    return [
+        SeedOrca(sources=cfg.sources, n_prompts=cfg.n_prompts, seed=cfg.seed),
+        ExplainAnswers(sampling=cfg.sampling, retries=cfg.retries, keep_truncated=cfg.keep_truncated),
+        Validate(),
+        ExactDedup(),
+        NearDedup(threshold=cfg.threshold),
+        ExportOrca(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction, leakage_threshold=cfg.threshold,
+                   prompt_sources=sources),
+    ]
