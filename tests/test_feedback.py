@@ -257,3 +257,13 @@ def test_ultrafeedback_recipe_exports_what_trl_reads(tmp_path, teacher_server, f
     report = json.loads((tmp_path / "uf" / "report.json").read_text())
     judge_row = next(r for r in report["stages"] if r["stage"].endswith("judge"))
     assert judge_row["counters"]["judge_requests"] == 2 * len(JUDGED) * judge_row["rows_in"]
+    assert report["judge"].startswith("judge: 0 of ") and "agreement between orderings 1.000" in report["judge"]
+
+    # DPOTrainer takes the export as written (through `python -m pipelines.train dpo`)
+    from pipelines.train.dpo import train_dpo
+    from pipelines.train.options import DPOOptions
+
+    result = train_dpo(DPOOptions(str(export), output_dir=str(tmp_path / "dpo"), max_steps=1, max_length=160),
+                       log=lambda *_: None)
+    metrics = json.loads((tmp_path / "dpo" / "preference_metrics.json").read_text())
+    assert result["steps"] == 1 and metrics["pairs"] >= 1 and 0 <= metrics["after"]["reward_accuracy"] <= 1
