@@ -21,7 +21,7 @@ from trl.data_utils import is_conversational, maybe_extract_prompt
 from conftest import ROOT
 from pipelines.stage import Context
 from pipelines.stages import feedback_prompts as F
-from pipelines.stages.feedback import COMPLETIONS, JUDGED, Binarize, Judge, agreement, orders
+from pipelines.stages.feedback import COMPLETIONS, JUDGED, Binarize, Complete, Judge, agreement, orders
 from pipelines.teacher import Teacher, TeacherConfig
 from test_teacher import fault_server  # noqa: F401  (a pytest fixture)
 
@@ -167,6 +167,33 @@ def test_judge_on_the_embedded_model_parses_or_reports_every_answer(tmp_path, te
         assert reason.startswith("judge_failed: ")
     assert failed <= requests
     print(f"embedded judge: {failed}/{requests} answers unreadable, {kept.height}/2 prompts rated")
+
+
+# --- completions ------------------------------------------------------------------------------------------------
+
+def test_completions_go_to_each_model_of_the_pool_in_turn_with_sampled_principles(tmp_path, fault_server):
+    def answer(body):
+        return f"{body['model']} answers: {body['messages'][-1]['content']}"
+    first, second = fault_server(answer=answer), fault_server(answer=answer)
+    config = TeacherConfig(base_url=first.url, model="model-a", pool=(f"{second.url}?model=model-b",))
+    teacher = Teacher(config, tmp_path / "requests.sqlite", tmp_path / "server.log", log=lambda m: None)
+    ctx = Context(run_dir=tmp_path, config=None, teacher=teacher)
+    rows = pl.DataFrame({"messages": [PROMPT, [{"role": "user", "content": "Name a star."}]],
+                         "prompt_id": ["a" * 64, "b" * 64]})
+    try:
+        out = Complete(n_completions=4, temperatures=(0.5, 1.0)).process(rows, ctx)
+    finally:
+        teacher.close()
+    for completions in out["completions"].to_list():
+        assert [c["model"] for c in completions] == ["model-a", "model-b", "model-a", "model-b"]
+        assert all(c["content"].startswith(c["model"]) for c in completions)  # answered by that model's endpoint
+        assert all(c["principle"] in F.PRINCIPLES for c in completions)
+    assert {b["model"] for b in first.bodies} == {"model-a"} and {b["model"] for b in second.bodies} == {"model-b"}
+    systems = {b["messages"][0]["content"] for b in first.bodies + second.bodies}
+    assert len(systems) >= 3 and all(b["messages"][0]["role"] == "system" for b in first.bodies)
+    assert sorted(b["temperature"] for b in first.bodies) == [0.5, 0.5, 1.0, 1.0]  # k // models picks it
+    again = Complete(n_completions=4).plan("a" * 64, ["m"])
+    assert again == Complete(n_completions=4).plan("a" * 64, ["m"])  # principles and seeds are reproducible
 
 
 # --- binarization ---------------------------------------------------------------------------------------------------
