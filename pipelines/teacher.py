@@ -309,8 +309,8 @@ class Teacher:
                 return result
             if ask < self.config.reasks:
                 self.stats["reasks"] += 1
-                messages = messages + [{"role": "assistant", "content": result.text},
-                                       reask_message(error, request.schema)]
+                schema = request.schema if request.parse is None else None  # its own format: ask for that again
+                messages = messages + [{"role": "assistant", "content": result.text}, reask_message(error, schema)]
         self.stats["failures"] += 1
         self.stats["errors_invalid_json"] += 1
         return Result(result.text, f"invalid_json: {error}", result.finish_reason, result.prompt_tokens,

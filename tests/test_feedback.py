@@ -101,7 +101,7 @@ def scripted_judge(favour_first: bool):
     """A loopback judge: rates the shown texts by length rank (shortest 1, next 2, ...), or, when `favour_first`,
     rates whatever is shown first highest and the rest 1. Answers in UltraFeedback's text format."""
     def answer(body: dict) -> str:
-        content = body["messages"][-1]["content"]
+        content = next(m["content"] for m in body["messages"] if m["role"] == "user")  # the rating request
         texts = re.findall(r"<text (\d+)>\n(.*?)\n</text \1>", content, re.S)
         high = 10 if "1 = useless or harmful; 10" in content else 5
         by_length = sorted(len(t) for _, t in texts)
@@ -148,6 +148,16 @@ def test_position_biased_judge_is_averaged_and_shows_in_agreement(tmp_path, faul
     row = out.row(0, named=True)
     assert row["ordering_agreement"] == 0.0  # each ordering ranks the other text first
     assert [c["overall"] for c in row["completions"]] == [5.5, 5.5]  # (10 + 1) / 2 for both
+
+
+def test_unreadable_judge_answer_is_asked_again_in_its_own_format(tmp_path, fault_server):
+    fair = scripted_judge(favour_first=False)
+    server = fault_server(answer=lambda body: fair(body) if len(body["messages"]) > 2 else "The text is fine.")
+    out, ctx, teacher = run_judge(tmp_path, server.url, "judge", rated_rows(unrated("short", "longer text")))
+    reasks = [b["messages"][-1]["content"] for b in server.bodies if len(b["messages"]) > 2]
+    assert len(reasks) == 2 * len(JUDGED) and teacher.stats["reasks"] == 2 * len(JUDGED)
+    assert all("could not be read (no " in r and "format asked for" in r and "Schema" not in r for r in reasks)
+    assert out["drop_reason"][0] is None and [c["overall"] for c in out["completions"][0]] == [1.0, 2.0]
 
 
 def test_judge_on_the_embedded_model_parses_or_reports_every_answer(tmp_path, teacher_server):

@@ -79,7 +79,7 @@ RATINGS_SCHEMA = {
 }
 
 HEADER = re.compile(r"^\W*(?:output\s+for\s+)?text\s*#?\s*(\d+)\b", re.I | re.M)
-RATING = re.compile(r"(?:rating|score)\s*[:=]?\s*\**\s*(n\s*/\s*a|\d+(?:\.\d+)?)", re.I)
+RATING = re.compile(r"(?:rating|score)\s*[:=\-]?\s*\**\s*(n\s*/\s*a|\d+(?:\.\d+)?)", re.I)
 RATIONALE = re.compile(r"rationale\s*[:=]\s*(.+)", re.I)
 LEADING = re.compile(r"\s*[:\-=]?\s*\**\s*(n\s*/\s*a|\d+(?:\.\d+)?)\b(?!\s*[-/]\s*\d)", re.I)
 
