@@ -30,6 +30,8 @@ from schemas import ARROW_SCHEMAS, MESSAGE, prompt_id
 
 SPLITS = ("train_sft", "test_sft", "train_gen", "test_gen")
 EXPORT_SCHEMA = pa.schema([("prompt", pa.string()), ("prompt_id", pa.string()), ("messages", pa.list_(MESSAGE))])
+ALPACA_SCHEMA = pa.schema([*EXPORT_SCHEMA, ("instruction", pa.string()), ("input", pa.string()),
+                           ("output", pa.string())])  # ExportSFT(alpaca=True): the same rows, Alpaca columns too
 
 
 def unit_hash(text: str) -> float:
@@ -89,6 +91,7 @@ class ExportSFT(Stage):
     gen_fraction: float = 0.25
     card: str = "ultrachat"
     leakage_threshold: float = 0.8
+    alpaca: bool = False  # also write the rows' instruction, input and output columns (self_instruct)
     name = "export"
     requires = ("id", "messages")
     provides = ("prompt", "prompt_id", "split")
@@ -108,11 +111,12 @@ class ExportSFT(Stage):
         shutil.rmtree(out_dir, ignore_errors=True)
         (out_dir / "data").mkdir(parents=True)
         counts = {}
+        schema = ALPACA_SCHEMA if self.alpaca else EXPORT_SCHEMA
         for split in SPLITS:
-            rows = data.filter(pl.col("split") == split).select("prompt", "prompt_id", "messages")
+            rows = data.filter(pl.col("split") == split)
             if not rows.height:
                 continue
-            table = pa.Table.from_pylist(rows.to_dicts(), schema=EXPORT_SCHEMA)
+            table = pa.Table.from_pylist(rows.select(schema.names).to_dicts(), schema=schema)
             pq.write_table(table, out_dir / "data" / f"{split}-00000-of-00001.parquet")
             counts[split] = table.num_rows
         write_card(self.card, out_dir, ctx, counts)

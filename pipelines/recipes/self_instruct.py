@@ -1,0 +1,65 @@
+"""Self-Instruct / Alpaca-style instruction data: SFT splits with Alpaca columns (instruction, input, output).
+
+instructions -> inputs -> outputs -> validate -> dedup_exact -> export
+
+Seed tasks are in the Self-Instruct format (`pipelines/data/seed_tasks.jsonl`, 42 project-written tasks; any file in
+that format with `--set seeds=PATH`, e.g. the 175 original seed tasks). The defaults are sized so the embedded
+SmolLM2-135M teacher finishes in a few minutes on 2 CPU cores; with a real teacher raise `n_instructions` (Alpaca:
+52k), `max_rounds` and the token limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import ClassVar
+
+from pipelines.stage import Stage
+from pipelines.stages.dedup import ExactDedup
+from pipelines.stages.export import ExportSFT
+from pipelines.stages.self_instruct import AnswerTasks, AskInputs, GenerateInstructions, Sampling
+from pipelines.stages.self_instruct_prompts import input_shots, load_seed_tasks
+from pipelines.stages.validate import Validate
+from pipelines.teacher import TeacherConfig
+
+
+@dataclass(frozen=True)
+class Config:
+    recipe: ClassVar[str] = "self_instruct"
+    name: str = field(default="self-instruct-convoforge", metadata={"help": "dataset name in the card"})
+    n_instructions: int = field(default=32, metadata={"help": "instructions to accept before answering them"})
+    max_rounds: int = field(default=20, metadata={"help": "generation rounds at most"})
+    requests_per_round: int = field(default=8, metadata={"help": "generation prompts sent per round"})
+    seed_examples: int = field(default=6, metadata={"help": "seed tasks shown per prompt"})
+    machine_examples: int = field(default=2, metadata={"help": "accepted machine tasks shown per prompt"})
+    new_per_request: int = field(default=4, metadata={"help": "tasks asked for per prompt"})
+    rouge_threshold: float = field(default=0.7, metadata={"help": "reject above this ROUGE-L F against the pool"})
+    min_words: int = field(default=4, metadata={"help": "shortest instruction kept, in words"})
+    max_words: int = field(default=150, metadata={"help": "longest instruction kept, in words"})
+    seeds: str = field(default="", metadata={"help": "seed tasks JSONL (Self-Instruct format); empty = built in"})
+    seed: int = field(default=0, metadata={"help": "seed for sampling in-context examples"})
+    test_fraction: float = 0.1
+    gen_fraction: float = 0.25
+    sampling: Sampling = field(default_factory=Sampling)
+    teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=16))
+
+
+def seeds_path(cfg: Config) -> str:
+    return cfg.seeds or str(resources.files("pipelines.data").joinpath("seed_tasks.jsonl"))
+
+
+def stages(cfg: Config) -> list[Stage]:
+    tasks = load_seed_tasks(seeds_path(cfg))  # read now: a bad seed file stops the build before anything runs
+    return [
+        GenerateInstructions(
+            seed_tasks=tuple((t["id"], t["instruction"]) for t in tasks), sampling=cfg.sampling,
+            n_instructions=cfg.n_instructions, max_rounds=cfg.max_rounds, requests_per_round=cfg.requests_per_round,
+            seed_examples=cfg.seed_examples, machine_examples=cfg.machine_examples,
+            new_per_request=cfg.new_per_request, threshold=cfg.rouge_threshold, min_words=cfg.min_words,
+            max_words=cfg.max_words, seed=cfg.seed),
+        AskInputs(shots=input_shots(tasks), sampling=cfg.sampling),
+        AnswerTasks(sampling=cfg.sampling),
+        Validate(),
+        ExactDedup(),
+        ExportSFT(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction, card="self_instruct", alpaca=True),
+    ]

@@ -1,0 +1,219 @@
+"""Self-Instruct (Wang et al., 2022) / Alpaca (Taori et al., 2023) distillation with a teacher.
+
+GenerateInstructions: nothing -> instruction_id, instruction, generation
+AskInputs:            instruction_id, instruction -> input
+AnswerTasks:          instruction_id, instruction, input, generation -> output, messages, source, meta
+
+Generation runs in rounds. Each round sends `requests_per_round` prompts, each listing 8 tasks sampled from the pool
+(`seed_examples` seed tasks and `machine_examples` accepted machine tasks; seeds fill in while fewer machine tasks
+exist) and asking for more; the numbered lists are parsed and every candidate is filtered, in order, against the pool
+as it grows: length, keyword blacklist, junk, then ROUGE-L F-measure above `threshold` against any seed or accepted
+instruction (`pipelines/rouge.py`). Rounds go on until `n_instructions` are accepted or `max_rounds` have run;
+candidates past `n_instructions` in the last round are dropped as surplus. A rejected candidate is a dropped row
+with its reason; an answer with no parsable task and a failed request are counted events (`parse_failed`,
+`request_failed`), as there is no candidate to keep. Then, as in Alpaca, each accepted instruction gets an input
+from the teacher (empty when the task needs none) and an output: the answer to the instruction and input as one
+user turn. The seed tasks themselves are not exported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+import polars as pl
+
+from pipelines.rouge import RougePool, tokenize
+from pipelines.stage import MESSAGES, Context, MapStage, Source, with_drops
+from pipelines.stages import self_instruct_prompts as P
+from pipelines.stages.dialogue import ask_until_valid
+from pipelines.stages.ultrachat_prompts import REFUSAL, is_looping, parse_assistant_turn
+from pipelines.teacher import Request
+
+CANDIDATES = {"instruction_id": pl.String, "instruction": pl.String, "generation": pl.String,
+              "drop_reason": pl.String}
+
+
+@dataclass
+class Sampling:
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_tokens_tasks: int = 128
+    max_tokens_input: int = 48
+    max_tokens_output: int = 160
+
+    def params(self, kind: str, seed: str) -> dict:
+        """Request params for `kind` (tasks, input, output); `seed` makes each sample its own cache entry."""
+        max_tokens = {"tasks": self.max_tokens_tasks, "input": self.max_tokens_input,
+                      "output": self.max_tokens_output}[kind]
+        return {"max_tokens": max_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                "seed": int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16)}
+
+
+@dataclass
+class GenerateInstructions(Source):
+    seed_tasks: tuple[tuple[str, str], ...]  # (id, instruction) of every seed task
+    sampling: Sampling
+    n_instructions: int = 32
+    max_rounds: int = 20
+    requests_per_round: int = 8
+    seed_examples: int = 6
+    machine_examples: int = 2
+    new_per_request: int = 4
+    threshold: float = 0.7
+    min_words: int = 4
+    max_words: int = 150
+    seed: int = 0
+    name = "instructions"
+    provides = ("instruction_id", "instruction", "generation")
+    uses_teacher = True
+
+    def read(self, ctx: Context):
+        target = min(self.n_instructions, ctx.limit or self.n_instructions)
+        rng = random.Random(self.seed)
+        pool = RougePool()
+        pool.extend([text for _, text in self.seed_tasks], [key for key, _ in self.seed_tasks])
+        accepted: list[tuple[str, str]] = []
+        for round_no in range(1, self.max_rounds + 1):
+            if len(accepted) >= target:
+                return
+            prompts = [self._examples(rng, accepted) for _ in range(self.requests_per_round)]
+            requests = [Request(P.build_generation([text for _, text in shown], self.new_per_request),
+                                self.sampling.params("tasks", f"{self.seed}/r{round_no}/q{q}"))
+                        for q, shown in enumerate(prompts)]
+            results = ctx.teacher.chat_many(requests, desc=f"{self.name} round {round_no}")
+            ctx.count("rounds")
+            rows = []
+            for q, (shown, result) in enumerate(zip(prompts, results)):
+                if result.error:
+                    ctx.count("request_failed")
+                    continue
+                tasks = P.parse_tasks(result.text)
+                if not tasks:
+                    ctx.count("parse_failed")
+                    continue
+                ctx.count("candidates", len(tasks))
+                for k, text in enumerate(tasks):
+                    key = f"gen_r{round_no}_q{q}_{k}"
+                    reason = self._check(text, pool)
+                    if k == len(tasks) - 1 and result.finish_reason == "length":
+                        reason = reason or "truncated: the answer was cut by max_tokens"  # as Self-Instruct does
+                    if reason is None and len(accepted) >= target:
+                        reason = f"surplus: {target} instructions already accepted"
+                    if reason is None:
+                        accepted.append((key, text))
+                        pool.add(text, key)
+                    generation = {"round": round_no, "request": q, "examples": [k_ for k_, _ in shown]}
+                    rows.append({"instruction_id": key, "instruction": text, "generation": json.dumps(generation),
+                                 "drop_reason": reason})
+            yield pl.DataFrame(rows, schema=CANDIDATES)
+        if len(accepted) < target:
+            ctx.log.warning("self_instruct: %d of %d instructions accepted after %d rounds; raise max_rounds",
+                            len(accepted), target, self.max_rounds)
+            ctx.count("rounds_exhausted")
+
+    def _examples(self, rng: random.Random, accepted: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Self-Instruct's in-context sample: machine tasks first, seed tasks fill the rest, shuffled."""
+        shown = rng.sample(accepted, min(self.machine_examples, len(accepted)))
+        total = self.seed_examples + self.machine_examples
+        shown += rng.sample(self.seed_tasks, min(total - len(shown), len(self.seed_tasks)))
+        rng.shuffle(shown)
+        return shown
+
+    def _check(self, text: str, pool: RougePool) -> str | None:
+        if reason := P.check_instruction(text, self.min_words, self.max_words):
+            return reason
+        score, key = pool.most_similar(text, self.threshold)
+        return f"too_similar: rouge-l {score:.2f} to {key}" if key is not None else None
+
+
+@dataclass
+class AskInputs(MapStage):
+    shots: tuple[tuple[str, str], ...]  # (instruction, input) examples; '' input shows <noinput>
+    sampling: Sampling
+    name = "inputs"
+    requires = ("instruction_id", "instruction")
+    provides = ("input",)
+    batch_size = 64
+    uses_teacher = True
+
+    def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        rows = batch.to_dicts()
+        inputs = [""] * len(rows)
+
+        def request(i: int, attempt: int) -> Request:
+            return Request(P.build_input(rows[i]["instruction"], self.shots),
+                           self.sampling.params("input", f"{rows[i]['instruction_id']}/input"))
+
+        def accept(i: int, text: str, finish_reason) -> str | None:
+            inputs[i], emptied = P.parse_input(text, rows[i]["instruction"])
+            if emptied:
+                ctx.count(emptied)
+            elif not inputs[i]:
+                ctx.count("no_input")
+            return "repeated: the input loops" if loops(inputs[i]) else None
+
+        reasons = ask_until_valid(ctx, list(range(len(rows))), request, accept, retries=0, desc=self.name,
+                                  counter="")
+        out = batch.with_columns(pl.Series("input", inputs, dtype=pl.String))
+        return with_drops(out, [reasons[i] for i in range(len(rows))])
+
+
+@dataclass
+class AnswerTasks(MapStage):
+    sampling: Sampling
+    name = "outputs"
+    requires = ("instruction_id", "instruction", "input", "generation")
+    provides = ("output", "messages", "source", "meta")
+    batch_size = 64
+    uses_teacher = True
+
+    def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        rows = batch.to_dicts()
+        outputs = [""] * len(rows)
+
+        def request(i: int, attempt: int) -> Request:
+            prompt = P.user_turn(rows[i]["instruction"], rows[i]["input"])
+            return Request([{"role": "user", "content": prompt}],
+                           self.sampling.params("output", f"{rows[i]['instruction_id']}/output"))
+
+        def accept(i: int, text: str, finish_reason) -> str | None:
+            outputs[i] = parse_assistant_turn(text or "", finish_reason)
+            return check_output(outputs[i], rows[i]["instruction"], rows[i]["input"])
+
+        reasons = ask_until_valid(ctx, list(range(len(rows))), request, accept, retries=0, desc=self.name,
+                                  counter="")
+        messages = [[{"role": "user", "content": P.user_turn(r["instruction"], r["input"])},
+                     {"role": "assistant", "content": out}] for r, out in zip(rows, outputs)]
+        meta = [json.dumps({"instruction_id": r["instruction_id"], **json.loads(r["generation"])}) for r in rows]
+        out = batch.with_columns(
+            pl.Series("output", outputs, dtype=pl.String),
+            pl.Series("messages", messages, dtype=MESSAGES),
+            pl.Series("source", ["self_instruct:generated"] * len(rows), dtype=pl.String),
+            pl.Series("meta", meta, dtype=pl.String),
+        )
+        return with_drops(out, [reasons[i] for i in range(len(rows))])
+
+
+def loops(text: str, n: int = 6, times: int = 3) -> bool:
+    """True if a run of `n` words comes back `times` times, as in the small model's loops inside one sentence:
+    'is to give a gift to a stranger is to give a gift to a stranger is to give a gift to a stranger' -> True."""
+    words = tokenize(text)
+    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    return bool(grams) and max(grams.values()) >= times
+
+
+def check_output(output: str, instruction: str, given: str) -> str | None:
+    """Why an output is unusable, or None: `"empty_output: no text"`, `"refusal: ..."`, `"repeated: ..."`."""
+    if not output.strip():
+        return "empty_output: no text"
+    if REFUSAL.search(output):
+        return "refusal: the output refuses or talks about being an AI"
+    if is_looping(output) or loops(output):
+        return "repeated: the output loops"
+    if tokenize(output) in (tokenize(instruction), tokenize(given)):
+        return "repeated: the output copies the instruction or the input"
+    return None
