@@ -30,7 +30,7 @@ class Config:
     recipe: ClassVar[str] = "ultrafeedback"
     name: str = field(default="ultrafeedback-convoforge", metadata={"help": "dataset name in the card"})
     sources: tuple[str, ...] = field(default=(), metadata={"help": "prompt files (default: the shipped set)"})
-    n_prompts: int = field(default=12, metadata={"help": "prompts taken from the shipped set (not from sources)"})
+    n_prompts: int = field(default=8, metadata={"help": "prompts taken from the shipped set (not from sources)"})
     prompt_kind: str = field(default="", metadata={"help": "conversation or text (default: text for the shipped "
                                                            "set, conversation for sources)"})
     n_completions: int = field(default=4, metadata={"help": "completions per prompt"})
@@ -38,7 +38,7 @@ class Config:
     temperatures: tuple[float, ...] = field(default=(0.7, 1.0), metadata={"help": "sampling temperatures, in turn"})
     max_tokens: int = field(default=96, metadata={"help": "tokens per completion"})
     orderings: int = field(default=2, metadata={"help": "orders of the completions each prompt is judged under"})
-    judge_max_tokens: int = field(default=160, metadata={"help": "tokens per judge answer"})
+    judge_max_tokens: int = field(default=96, metadata={"help": "tokens per judge answer"})
     rule: str = field(default="best_vs_random", metadata={"help": "best_vs_random, best_vs_worst or all_pairs"})
     score: str = field(default="overall", metadata={"help": "rank by overall (1-10) or mean_aspects (1-5)"})
     min_margin: float = field(default=0.0, metadata={"help": "drop pairs whose scores differ by less"})
@@ -46,8 +46,10 @@ class Config:
     threshold: float = field(default=0.8, metadata={"help": "near-duplicate Jaccard threshold on prompts"})
     benchmarks: tuple[str, ...] = field(default=(), metadata={"help": "[NAME=]PATH of benchmark prompts to remove"})
     test_fraction: float = 0.1
-    teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=16))
-    judge: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=16))
+    # Equal configs share one client (and one embedded server). 8 in flight: judge prompts are long, and 16 of them
+    # slowed the embedded server past the request timeout (measured); one re-ask: a second rarely helps a small judge.
+    teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=8, reasks=1))
+    judge: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=8, reasks=1))
 
 
 def stages(cfg: Config) -> list[Stage]:
