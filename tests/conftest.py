@@ -27,8 +27,8 @@ def teacher_server(tmp_path_factory):
     server.stop()
 
 
-def build_cmd(run_dir: Path, *overrides: str, server=None, extra=()) -> list[str]:
-    cmd = [sys.executable, "-m", "pipelines.build", "ultrachat", "--run-dir", str(run_dir), *extra]
+def build_cmd(run_dir: Path, *overrides: str, server=None, extra=(), recipe="ultrachat") -> list[str]:
+    cmd = [sys.executable, "-m", "pipelines.build", recipe, "--run-dir", str(run_dir), *extra]
     if server is not None:
         overrides = (f"teacher.base_url={server.base_url}", f"teacher.model={server.model}", *overrides)
     for item in overrides:
@@ -36,8 +36,10 @@ def build_cmd(run_dir: Path, *overrides: str, server=None, extra=()) -> list[str
     return cmd
 
 
-def run_build(run_dir: Path, *overrides: str, server=None, extra=(), check=True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(build_cmd(run_dir, *overrides, server=server, extra=extra), cwd=ROOT,
+def run_build(run_dir: Path, *overrides: str, server=None, extra=(), check=True,
+              recipe="ultrachat") -> subprocess.CompletedProcess:
+    """`python -m pipelines.build RECIPE` on `run_dir`, the teacher pointed at `server` when given."""
+    proc = subprocess.run(build_cmd(run_dir, *overrides, server=server, extra=extra, recipe=recipe), cwd=ROOT,
                           capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "200"})
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -18,12 +16,12 @@ import pytest
 from datasets import load_dataset
 from trl.data_utils import is_conversational, maybe_extract_prompt
 
-from conftest import ROOT
+from conftest import run_build
 from pipelines.stage import Context
 from pipelines.stages import feedback_prompts as F
 from pipelines.stages.feedback import COMPLETIONS, JUDGED, Binarize, Complete, Judge, agreement, orders
 from pipelines.teacher import Teacher, TeacherConfig
-from test_teacher import fault_server  # noqa: F401  (a pytest fixture)
+from test_teacher import fault_server  # noqa: F401,F811  (a pytest fixture)
 
 PROMPT = [{"role": "user", "content": "Name a planet."}]
 
@@ -267,13 +265,8 @@ def test_ultrafeedback_recipe_exports_what_trl_reads(tmp_path, teacher_server, f
     """The whole recipe on the embedded teacher, with the judge on the scripted loopback judge (so that pairs are
     formed whatever the tiny model writes): splits, columns, TRL's prompt extraction, the card."""
     judge = fault_server(answer=scripted_judge(favour_first=False))
-    cmd = [sys.executable, "-m", "pipelines.build", "ultrafeedback", "--run-dir", str(tmp_path / "uf")]
-    for item in (f"teacher.base_url={teacher_server.base_url}", f"teacher.model={teacher_server.model}",
-                 f"judge.base_url={judge.url}", "judge.model=scripted", "n_prompts=5", "n_completions=3",
-                 "max_tokens=48", "test_fraction=0.3"):
-        cmd += ["--set", item]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_build(tmp_path / "uf", f"judge.base_url={judge.url}", "judge.model=scripted", "n_prompts=5",
+              "n_completions=3", "max_tokens=48", "test_fraction=0.3", server=teacher_server, recipe="ultrafeedback")
     export = tmp_path / "uf" / "export"
     loaded = load_dataset(str(export))
     assert {"train_prefs", "train_sft", "train_gen"} <= set(loaded)

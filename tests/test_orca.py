@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import polars as pl
 import pytest
 from datasets import load_dataset
 
-from conftest import ROOT, report
+from conftest import ROOT, report, run_build
 from pipelines.stage import Context
 from pipelines.stages.orca import (SeedOrca, check_answer, default_prompts, parse_answer, pick_system, prompt_kind,
                                    system_messages)
@@ -159,13 +157,7 @@ def test_default_prompts_cover_the_task_types_and_every_system_message():
 
 
 def build(run_dir: Path, server, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pipelines.build", "orca", "--run-dir", str(run_dir)]
-    for item in (f"teacher.base_url={server.base_url}", f"teacher.model={server.model}", *overrides):
-        cmd += ["--set", item]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "COLUMNS": "200"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    return run_build(run_dir, *overrides, server=server, recipe="orca")
 
 
 def test_build_on_the_embedded_teacher(tmp_path, teacher_server):

@@ -4,7 +4,6 @@ teacher (export with SFT and Alpaca columns, card, rerun sends nothing)."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import polars as pl
 import pytest
 from rouge_score import rouge_scorer
 
-from conftest import ROOT, report
+from conftest import ROOT, report, run_build
 from pipelines.errors import SourceError
 from pipelines.recipes.self_instruct import Config, seeds_path, stages
 from pipelines.rouge import RougePool, rouge_l, tokenize
@@ -219,13 +218,7 @@ def test_generation_rounds_filters_and_counts_on_the_original_seeds(tmp_path):
 
 
 def build(run_dir: Path, *overrides: str, server) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pipelines.build", "self_instruct", "--run-dir", str(run_dir)]
-    for item in (f"teacher.base_url={server.base_url}", f"teacher.model={server.model}", *overrides):
-        cmd += ["--set", item]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "COLUMNS": "200"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    return run_build(run_dir, *overrides, server=server, recipe="self_instruct")
 
 
 TINY = ("n_instructions=4", "max_rounds=6", "requests_per_round=4", "sampling.max_tokens_tasks=80",
