@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Iterator
 
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import __version__, progress
