@@ -49,7 +49,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=160)
     args = parser.parse_args()
     rows = pairs(args.n)
-    work = Path(tempfile.mkdtemp(prefix="judge-agreement-"))
+    work = Path(tempfile.gettempdir()) / "judge-agreement"  # a fixed place: a rerun takes its answers from the cache
+    work.mkdir(exist_ok=True)
     teacher = Teacher(TeacherConfig(base_url=args.base_url, model=args.model, max_concurrency=16),
                       work / "requests.sqlite", work / "server.log", log=lambda m: print(m, file=sys.stderr))
     ctx = Context(run_dir=work, config=None, teacher=teacher)
