@@ -268,7 +268,7 @@ def test_ultrafeedback_recipe_exports_what_trl_reads(tmp_path, teacher_server, f
     run_build(tmp_path / "uf", f"judge.base_url={judge.url}", "judge.model=scripted", "n_prompts=5",
               "n_completions=3", "max_tokens=48", "test_fraction=0.3", server=teacher_server, recipe="ultrafeedback")
     export = tmp_path / "uf" / "export"
-    loaded = load_dataset(str(export))
+    loaded = load_dataset(str(export), cache_dir=str(tmp_path / "hf"))
     assert {"train_prefs", "train_sft", "train_gen"} <= set(loaded)
     prefs = loaded["train_prefs"]
     assert prefs.column_names[:7] == ["prompt", "prompt_id", "chosen", "rejected", "messages", "score_chosen",

@@ -171,7 +171,7 @@ def test_build_on_the_embedded_teacher(tmp_path, teacher_server):
         assert row["rows_in"] == row["rows_out"] + sum(row["dropped"].values()), row
 
     export = run_dir / "export"
-    dataset = load_dataset(str(export))  # the card's YAML configs name the splits
+    dataset = load_dataset(str(export), cache_dir=str(tmp_path / "hf"))  # the card's YAML configs name the splits
     texts = {m["text"]: m["id"] for m in system_messages()}
     rows = [row for split in dataset.values() for row in split]
     assert rows and len(rows) == stages["export"]["rows_out"]

@@ -237,7 +237,7 @@ def test_build_on_the_embedded_teacher_exports_sft_and_alpaca_columns(tmp_path, 
         assert row["rows_in"] == row["rows_out"] + sum(row["dropped"].values()), row
 
     export = run_dir / "export"
-    ds = load_dataset(str(export))
+    ds = load_dataset(str(export), cache_dir=str(tmp_path / "hf"))
     rows = [r for split in ds.values() for r in split]
     assert rows and len(rows) == stages_run["export"]["rows_out"]
     for split in ds.values():
