@@ -39,6 +39,7 @@ COMPLETIONS = pl.List(pl.Struct({
 RULES = ("best_vs_random", "best_vs_worst", "all_pairs")
 SCORES = ("overall", "mean_aspects")
 JUDGED = (*F.ASPECTS, F.OVERALL)
+PAIRS = pa.schema([*PREFERENCE, pa.field("ordering_agreement", pa.float64()), pa.field(DROP, pa.string())])
 
 
 def seeded(*parts) -> random.Random:
@@ -139,6 +140,10 @@ def orders(n: int, orderings: int) -> list[list[int]]:
     return [list(o) for o in unique[:orderings]]
 
 
+def _sign(d: float) -> int:
+    return (d > 0) - (d < 0)
+
+
 def agreement(first: list[float | None], other: list[float | None]) -> tuple[int, int]:
     """(pairs ranked the same way, pairs comparable) between two orderings' ratings of the same completions."""
     same = total = 0
@@ -147,8 +152,7 @@ def agreement(first: list[float | None], other: list[float | None]) -> tuple[int
             if None in (first[i], first[j], other[i], other[j]):
                 continue
             total += 1
-            sign = lambda d: (d > 0) - (d < 0)  # noqa: E731
-            same += sign(first[i] - first[j]) == sign(other[i] - other[j])
+            same += _sign(first[i] - first[j]) == _sign(other[i] - other[j])
     return same, total
 
 
@@ -308,8 +312,7 @@ class Binarize(MapStage):
             elif problems:
                 kept = []
             out += kept or [self._dropped(row, problems[0] if problems else "no_pairs: fewer than two scores")]
-        schema = pa.schema([*PREFERENCE, pa.field("ordering_agreement", pa.float64()), pa.field(DROP, pa.string())])
-        return pl.from_arrow(pa.Table.from_pylist(out, schema=schema))
+        return pl.from_arrow(pa.Table.from_pylist(out, schema=PAIRS))
 
     def _pair(self, row: dict, completions: list[dict], c: int, r: int, scores: list[float]) -> dict:
         chosen = row["messages"] + [{"role": "assistant", "content": completions[c]["content"]}]
