@@ -1,30 +1,45 @@
 """Dataset cards: render `data_cards/<template>.md` (string.Template, `$name` placeholders) into export/README.md.
 
 The YAML header lists each split's files under `configs`, so `datasets.load_dataset(export_dir)` and the Hub viewer
-find them; the body gives per-stage counts (read from each finished stage's `_SUCCESS.json`) and the config.
-Only the names of environment variables appear, never their values.
+find them, and carries the license derived from the inputs (`pipelines.licenses`), task categories and size
+category. The body gives lineage: input files with hashes and licenses, per-stage counts (each finished stage's
+`_SUCCESS.json`), dedup and decontamination, the teacher and judge with their parameters and prompt-file hashes,
+the config, and the version with its changelog (`refresh` renders the card again for each version).
+
+Every card is validated before it is written (`validate_card`): the YAML must parse as a `huggingface_hub`
+DatasetCard and use only ids the Hub knows (licenses, task categories, size categories, languages), and every
+split's `data_files` must match files beside it. Only the names of environment variables appear, never their values.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
+import os
 from pathlib import Path
 from string import Template
+from urllib.parse import urlsplit, urlunsplit
 
 from pipelines import __version__
 from pipelines.config import to_json
 from pipelines.dedup.summary import markdown as dedup_markdown
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, PipelineError
+from pipelines.licenses import BUILT_IN_LICENSE, HUB_LICENSES, combined_license
+from pipelines.lineage import describe, input_files, prompt_hashes
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "data_cards"
+SIZE_LIMITS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+               (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
+UNVERSIONED = "Built once with `python -m pipelines.build`; `python -m pipelines.refresh` makes numbered versions."
+
+
+class CardError(PipelineError):
+    """A card the Hub would refuse or `datasets` could not load from."""
 
 
 def size_category(n: int) -> str:
-    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
-        if n < limit:
-            return label
-    return "n>1M"
+    return next((label for limit, label in SIZE_LIMITS if n < limit), "1B<n<10B")
 
 
 def stage_table(run_dir: Path) -> str:
@@ -37,35 +52,121 @@ def stage_table(run_dir: Path) -> str:
 
 
 def write_card(template: str, out_dir: Path, ctx, counts: dict[str, int], extra: dict | None = None) -> Path:
+    """Render the card of a finished export; its values are kept in `run_dir/card.json` for `render_again`."""
     path = TEMPLATES / f"{template}.md"
     if not path.exists():
         raise ConfigError(f"no card template {path}; add data_cards/{template}.md")
     cfg = ctx.config
     teacher = getattr(cfg, "teacher", None)
     judge = getattr(cfg, "judge", None)
+    inputs = describe(input_files(cfg), ctx.run_dir / "inputs.json")
+    licenses = [f.license for f in inputs if f.role != "benchmark"] + ([BUILT_IN_LICENSE] if teacher else [])
     values = {
         "title": f"{cfg.name} (convoforge {cfg.recipe})",
         "recipe": cfg.recipe,
         "version": __version__,
-        "size_category": size_category(sum(counts.values())),
-        "data_files": "\n".join(f"  - split: {s}\n    path: data/{s}-*" for s in counts),
-        "split_table": "\n".join(f"| {s} | {n} |" for s, n in counts.items()),
+        "license_yaml": yaml_list("license", combined_license(licenses)),
         "stage_table": stage_table(ctx.run_dir),
         "dedup": dedup_markdown(ctx.run_dir),
+        "lineage": lineage_markdown(inputs, ctx),
         "config": to_json(cfg),
+        "release": UNVERSIONED,
         **({"teacher_model": teacher.model, "teacher_endpoint": endpoint(teacher)} if teacher else {}),
         **({"judge_model": judge.model, "judge_endpoint": endpoint(judge)} if judge else {}),
         **flat(cfg),
         **(extra or {}),
     }
-    text = Template(path.read_text()).safe_substitute(values)
+    (ctx.run_dir / "card.json").write_text(json.dumps({"template": template, "values": values}, indent=1))
+    return render(template, out_dir, values, counts)
+
+
+def render(template: str, out_dir: Path, values: dict, counts: dict[str, int]) -> Path:
+    """Fill the template with `values` plus the split-dependent ones, validate, write `out_dir/README.md`."""
+    values = {
+        **values,
+        "size_category": size_category(sum(counts.values())),
+        "data_files": "\n".join(f"  - split: {s}\n    path: data/{s}-*" for s in counts),
+        "split_table": "\n".join(f"| {s} | {n} |" for s, n in counts.items()),
+    }
+    text = Template((TEMPLATES / f"{template}.md").read_text()).safe_substitute(values)
+    problems = validate_card(text, out_dir)
+    if problems:
+        raise CardError(f"card data_cards/{template}.md for {out_dir} is not valid: {'; '.join(problems)}")
     target = out_dir / "README.md"
-    target.write_text(text)
+    tmp = target.with_name("README.md.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, target)
     return target
 
 
+def render_again(run_dir: Path, out_dir: Path, counts: dict[str, int], release: str) -> Path:
+    """The card of `run_dir`'s export for a dataset with other splits (all versions so far) and a release note."""
+    saved = json.loads((run_dir / "card.json").read_text())
+    return render(saved["template"], out_dir, {**saved["values"], "release": release}, counts)
+
+
+def validate_card(text: str, folder: Path) -> list[str]:
+    """What the Hub's card validation and `datasets` would refuse in a card for the files under `folder`."""
+    from datasets.utils.metadata import MetadataConfigs, known_task_ids
+    from huggingface_hub import DatasetCard
+
+    resources = Path(__import__("datasets").__file__).parent / "utils" / "resources"
+    try:
+        data = DatasetCard(text).data
+        configs = MetadataConfigs.from_dataset_card_data(data)
+    except Exception as exc:  # the YAML itself: a parse error or a malformed configs field
+        return [f"YAML header: {exc}"]
+    problems = []
+    licenses = data.license if isinstance(data.license, list) else [data.license]
+    problems += [f"license {x!r} is not a Hub license id" for x in licenses if x not in HUB_LICENSES]
+    sizes = set(json.loads((resources / "size_categories.json").read_text()))
+    languages = set(json.loads((resources / "languages.json").read_text()))
+    for field, known in (("size_categories", sizes), ("task_categories", set(known_task_ids)),
+                         ("language", languages)):
+        values = getattr(data, field) or []
+        if not values:
+            problems.append(f"no {field}")
+        problems += [f"{field} {x!r} is not one the Hub knows" for x in values if x not in known]
+    if not configs:
+        problems.append("no configs with data_files")
+    for name, config in configs.items():
+        for item in config.get("data_files") or []:
+            paths = item["path"] if isinstance(item["path"], list) else [item["path"]]
+            if not any(glob.glob(str(folder / p)) for p in paths):
+                problems.append(f"config {name} split {item['split']}: no file matches {paths}")
+    return problems
+
+
+def yaml_list(key: str, items: list[str]) -> str:
+    return f"{key}: {items[0]}" if len(items) == 1 else f"{key}:\n" + "\n".join(f"- {x}" for x in items)
+
+
+def lineage_markdown(inputs, ctx) -> str:
+    """Input files with hashes and licenses, then every teacher stage with its model, parameters and prompts."""
+    lines = ["| role | file | bytes | sha256 | license |", "|---|---|---|---|---|"]
+    lines += [f"| {f.role} | `{Path(f.path).name}` | {f.size} | `{f.sha256[:16]}` | {f.license or 'unknown'} |"
+              for f in inputs] or ["| - | the project's built-in data only (`pipelines/data`, Apache-2.0) | | | |"]
+    stages = getattr(ctx, "stages", None) or []
+    models = prompt_hashes(stages)
+    if models:
+        lines += ["", "| stage | role | model | endpoint | parameters | prompt files (sha256) |",
+                  "|---|---|---|---|---|---|"]
+        by_name = {s.name: s for s in stages}
+        for row in models:
+            client = getattr(ctx.config, "judge" if row["role"] == "judge" else "teacher", None) or ctx.config.teacher
+            params = json.dumps(by_name[row["stage"]].settings(), default=str, separators=(", ", "="))
+            files = ", ".join(f"`{name}` `{digest[:12]}`" for name, digest in row["prompt_files"].items()) or "-"
+            lines.append(f"| {row['stage']} | {row['role']} | `{client.model}` | {endpoint(client)} | "
+                         f"`{params}` | {files} |")
+    return "\n".join(lines)
+
+
 def endpoint(teacher) -> str:
-    return teacher.base_url or "embedded transformers serve (127.0.0.1)"
+    """The teacher's URL without any credentials in it, or the embedded server."""
+    if not teacher.base_url:
+        return "embedded transformers serve (127.0.0.1)"
+    parts = urlsplit(teacher.base_url)
+    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""), query=""))
 
 
 def flat(cfg) -> dict:

@@ -42,6 +42,7 @@ class Context:
     teacher: Any = None
     judge: Any = None  # the teacher of stages with teacher_role "judge" (None: the teacher judges)
     limit: int | None = None  # --limit: rows a Source may produce
+    stages: list = field(default_factory=list)  # the recipe's stages (cards list their teachers and prompts)
     fingerprint: str = ""  # of the stage being run (set by the runner)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("pipelines"))
     rng: random.Random = field(default_factory=lambda: random.Random(0))
@@ -59,6 +60,7 @@ class Stage:
     batch_size: int = 256
     uses_teacher: bool = False
     teacher_role: str = "teacher"  # or "judge": which of the context's teachers the stage talks to
+    prompt_files: tuple[str, ...] = ()  # files (under pipelines/) holding a teacher stage's prompts: hashed in cards
 
     def run(self, batches: Iterator[pl.DataFrame], ctx: Context) -> Iterator[pl.DataFrame]:
         raise NotImplementedError

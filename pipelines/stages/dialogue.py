@@ -69,6 +69,7 @@ class AskOpening(MapStage):
     provides = ("question",)
     batch_size = 64
     uses_teacher = True
+    prompt_files = ("stages/ultrachat_prompts.py",)
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         rows = batch.to_dicts()
@@ -102,6 +103,7 @@ class SimulateDialogue(MapStage):
     provides = ("messages", "source", "meta")
     batch_size = 64
     uses_teacher = True
+    prompt_files = ("stages/ultrachat_prompts.py",)
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         rows = batch.to_dicts()

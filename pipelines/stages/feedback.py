@@ -92,6 +92,7 @@ class Complete(MapStage):
     provides = ("completions",)
     batch_size = 32
     uses_teacher = True
+    prompt_files = ("stages/feedback_prompts.py",)
 
     def plan(self, pid: str, models: list[str]) -> list[dict]:
         """Model, principle, system prompt and sampling of each completion of prompt `pid` (deterministic)."""
@@ -165,6 +166,7 @@ class Judge(MapStage):
     provides = ("completions", "ordering_agreement")
     batch_size = 16
     uses_teacher = True
+    prompt_files = ("stages/feedback_prompts.py",)
     teacher_role = "judge"
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:

@@ -264,6 +264,7 @@ class ExplainAnswers(MapStage):
     provides = ("messages",)
     batch_size = 64
     uses_teacher = True
+    prompt_files = ("stages/orca.py", "data/orca_system_messages.json")
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         rows = batch.to_dicts()

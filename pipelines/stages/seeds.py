@@ -18,7 +18,7 @@ import polars as pl
 
 from connectors.text import read_passages
 from pipelines.data.materials import passages_from_pydoc
-from pipelines.errors import SourceError
+from pipelines.errors import ConfigError, SourceError
 from pipelines.stage import Context, Source
 
 SECTORS = ("world", "writing", "materials")
@@ -33,8 +33,14 @@ class SeedUltraChat(Source):
     n_dialogues: int
     seed: int = 0
     sources: tuple[str, ...] = ()
+    sectors: tuple[str, ...] = SECTORS
     name = "seeds"
     provides = ("seed_id", "sector", "seed", "persona")
+
+    def __post_init__(self):
+        unknown = [s for s in self.sectors if s not in SECTORS]
+        if unknown or not self.sectors:
+            raise ConfigError(f"sectors {list(self.sectors)}: choose among {', '.join(SECTORS)}")
 
     def read(self, ctx: Context):
         rng = random.Random(self.seed)
@@ -45,9 +51,9 @@ class SeedUltraChat(Source):
         personas = load_list("personas.json")
         rows = []
         for n in range(self.n_dialogues):
-            sector = SECTORS[n % len(SECTORS)]
+            sector = self.sectors[n % len(self.sectors)]
             pool = pools[sector]
-            seed = pool[(n // len(SECTORS)) % len(pool)]
+            seed = pool[(n // len(self.sectors)) % len(pool)]
             rows.append({
                 "seed_id": hashlib.sha256(f"{self.seed}/{n}/{sector}/{seed}".encode()).hexdigest()[:16],
                 "sector": sector, "seed": seed, "persona": rng.choice(personas),

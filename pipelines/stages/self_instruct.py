@@ -70,6 +70,7 @@ class GenerateInstructions(Source):
     name = "instructions"
     provides = ("instruction_id", "instruction", "generation")
     uses_teacher = True
+    prompt_files = ("stages/self_instruct_prompts.py",)
 
     def read(self, ctx: Context):
         target = min(self.n_instructions, ctx.limit or self.n_instructions)
@@ -139,6 +140,7 @@ class AskInputs(MapStage):
     provides = ("input",)
     batch_size = 64
     uses_teacher = True
+    prompt_files = ("stages/self_instruct_prompts.py",)
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         rows = batch.to_dicts()
@@ -170,6 +172,7 @@ class AnswerTasks(MapStage):
     provides = ("output", "messages", "source", "meta")
     batch_size = 64
     uses_teacher = True
+    prompt_files = ("stages/self_instruct_prompts.py",)
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         rows = batch.to_dicts()

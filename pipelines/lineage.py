@@ -1,0 +1,92 @@
+"""Lineage: which files a build read (with content hashes and licenses) and which prompts its teachers were given.
+
+- `input_files(cfg)`: the files named by the config's `sources`, `seeds` and `benchmarks`, in config order. These
+  are what `refresh` compares between versions and what the card lists.
+- `describe(files, run_dir)`: size, sha256 and license of each; hashes are cached in `run_dir/inputs.json` by
+  (path, size, mtime), so a rerun does not read a large corpus twice.
+- A file's license: `pipelines.licenses.license_of`, unless the source names one (`?license=`).
+- `prompt_hashes(stages)`: for every stage that talks to a teacher, sha256 of the files holding its prompt
+  templates (`Stage.prompt_files`), so two versions made with different prompts are told apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from connectors.files import expand
+from connectors.sources import SourceSpec
+from pipelines.licenses import license_of
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class InputFile:
+    role: str  # "source", "seeds" or "benchmark"
+    spec: str  # as written in the config
+    path: str
+    size: int
+    sha256: str
+    license: str | None
+
+    def key(self) -> tuple[str, int, str]:
+        return self.path, self.size, self.sha256
+
+
+def input_files(cfg) -> list[tuple[str, str, Path, str | None]]:
+    """(role, spec, file, license option) for every file the config names."""
+    out = []
+    for text in getattr(cfg, "sources", ()) or ():
+        spec = SourceSpec.parse(text)
+        for path in expand(spec.path):
+            files = [path] if path.is_file() else sorted(p for p in Path(path).rglob("*") if p.is_file())
+            out += [("source", text, f, spec.license) for f in files]
+    if seeds := getattr(cfg, "seeds", ""):
+        out.append(("seeds", seeds, Path(seeds), None))
+    for text in getattr(cfg, "benchmarks", ()) or ():
+        out.append(("benchmark", text, Path(text.rpartition("=")[2] if "=" in text else text), None))
+    return out
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe(files: list[tuple[str, str, Path, str | None]], cache_path: Path | None = None) -> list[InputFile]:
+    """Size, content hash and license of each file (hashes cached by path, size and mtime in `cache_path`)."""
+    cache = json.loads(cache_path.read_text()) if cache_path and cache_path.exists() else {}
+    out = []
+    for role, spec, path, option in files:
+        stat = path.stat()
+        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        if key not in cache:
+            cache[key] = sha256_file(path)
+        out.append(InputFile(role, spec, str(path), stat.st_size, cache[key], option or license_of(path)))
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_name(cache_path.name + ".tmp")
+        tmp.write_text(json.dumps(cache, indent=1))
+        os.replace(tmp, cache_path)
+    return out
+
+
+def prompt_hashes(stages) -> list[dict]:
+    """One row per teacher stage: its role and the sha256 of each file holding its prompts."""
+    rows = []
+    for stage in stages:
+        if stage.uses_teacher:
+            files = {name: hashlib.sha256((PACKAGE / name).read_bytes()).hexdigest() for name in stage.prompt_files}
+            rows.append({"stage": stage.name, "role": stage.teacher_role, "prompt_files": files})
+    return rows
+
+
+def as_dicts(files: list[InputFile]) -> list[dict]:
+    return [asdict(f) for f in files]
