@@ -70,7 +70,8 @@ def build(args: argparse.Namespace) -> int:
         teacher = Teacher(cfg.teacher, run_dir / "requests.sqlite", run_dir / "server.log", log=say)
     if getattr(cfg, "judge", None) is not None and cfg.judge != cfg.teacher:  # else the teacher judges too
         judge = Teacher(cfg.judge, run_dir / "requests.sqlite", run_dir / "judge-server.log", log=say)
-    ctx = Context(run_dir=run_dir, config=cfg, teacher=teacher, judge=judge, log=log, limit=args.limit)
+    ctx = Context(run_dir=run_dir, config=cfg, teacher=teacher, judge=judge, log=log, limit=args.limit,
+                  stages=stages)
     prune_dedup_stats(run_dir, {stage.name for stage in stages})
     started = time.monotonic()
     try:
@@ -107,13 +108,13 @@ def _terminate(signum, frame):
     raise SystemExit(128 + signum)  # unwinds through finally blocks, so the teacher server is stopped
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def main_guard(command, argv: list[str]) -> int:
+    """Run `command(argv)` as a CLI: logging, SIGTERM as an exit, one-line errors (exit 2) unless --debug."""
     debug = "--debug" in argv
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        return build(make_parser().parse_args(argv))
+        return command(argv)
     except PipelineError as exc:
         if debug:
             raise
@@ -122,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_guard(lambda a: build(make_parser().parse_args(a)), sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

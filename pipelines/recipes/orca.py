@@ -35,6 +35,7 @@ class Config:
     keep_truncated: bool = field(default=False, metadata={
         "help": "keep answers cut at max_tokens, trimmed to their last full sentence (default: drop them)"})
     threshold: float = field(default=0.8, metadata={"help": "near-duplicate Jaccard threshold"})
+    index: str = field(default="", metadata={"help": "directory of a persistent near-duplicate index"})
     test_fraction: float = 0.1
     gen_fraction: float = 0.25
     sampling: AnswerSampling = field(default_factory=AnswerSampling)
@@ -48,7 +49,7 @@ def stages(cfg: Config) -> list[Stage]:
         ExplainAnswers(sampling=cfg.sampling, retries=cfg.retries, keep_truncated=cfg.keep_truncated),
         Validate(),
         ExactDedup(),
-        NearDedup(threshold=cfg.threshold),
+        NearDedup(threshold=cfg.threshold, index=cfg.index),
         ExportOrca(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction, leakage_threshold=cfg.threshold,
                    prompt_sources=sources),
     ]

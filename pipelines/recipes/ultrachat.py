@@ -29,6 +29,8 @@ class Config:
     min_turns: int = field(default=2, metadata={"help": "dialogues with fewer exchanges are dropped"})
     retries: int = field(default=2, metadata={"help": "re-asks of a user turn that fails a guard"})
     sources: tuple[str, ...] = field(default=(), metadata={"help": "text files for the materials sector"})
+    sectors: tuple[str, ...] = field(default=("world", "writing", "materials"), metadata={
+        "help": "sectors the dialogues are spread over (a refresh with new materials uses only materials)"})
     seed: int = field(default=0, metadata={"help": "seed for sampling seeds, personas and materials"})
     threshold: float = field(default=0.8, metadata={"help": "near-duplicate Jaccard threshold"})
     index: str = field(default="", metadata={"help": "directory of a persistent near-duplicate index"})
@@ -41,7 +43,7 @@ class Config:
 
 def stages(cfg: Config) -> list[Stage]:
     return [
-        SeedUltraChat(n_dialogues=cfg.n_dialogues, seed=cfg.seed, sources=cfg.sources),
+        SeedUltraChat(n_dialogues=cfg.n_dialogues, seed=cfg.seed, sources=cfg.sources, sectors=cfg.sectors),
         AskOpening(sampling=cfg.sampling, retries=cfg.retries),
         SimulateDialogue(sampling=cfg.sampling, turns=cfg.turns, min_turns=cfg.min_turns, retries=cfg.retries),
         Validate(),

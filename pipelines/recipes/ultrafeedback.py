@@ -44,6 +44,7 @@ class Config:
     min_margin: float = field(default=0.0, metadata={"help": "drop pairs whose scores differ by less"})
     seed: int = 0
     threshold: float = field(default=0.8, metadata={"help": "near-duplicate Jaccard threshold on prompts"})
+    index: str = field(default="", metadata={"help": "directory of a persistent near-duplicate index of prompts"})
     benchmarks: tuple[str, ...] = field(default=(), metadata={"help": "[NAME=]PATH of benchmark prompts to remove"})
     test_fraction: float = 0.1
     # Equal configs share one client (and one embedded server). 8 in flight: judge prompts are long, and 16 of them
@@ -59,7 +60,7 @@ def stages(cfg: Config) -> list[Stage]:
         ToPrompts(),
         ExactDedup(),
         *([Decontaminate(benchmarks=cfg.benchmarks)] if cfg.benchmarks else []),
-        NearDedup(threshold=cfg.threshold),
+        NearDedup(threshold=cfg.threshold, index=cfg.index),
         Complete(n_completions=cfg.n_completions, models=cfg.models, temperatures=cfg.temperatures,
                  max_tokens=cfg.max_tokens, seed=cfg.seed),
         Judge(orderings=cfg.orderings, max_tokens=cfg.judge_max_tokens),
