@@ -1,0 +1,186 @@
+"""`python -m pipelines.publish RECIPE --repo ORG/NAME [--root DIR] [--dry-run] [--private]`: push refresh versions
+to a Hugging Face dataset repo.
+
+Reads `<root>/manifest.json` (root: `refresh/<recipe>/`, written by `python -m pipelines.refresh RECIPE`). The repo's
+tags say what is already there: each version whose tag `vN` is missing is published, oldest first, as one commit that
+adds `versions/vN/data/*` as `data/*` (only that version's new rows) and `versions/vN/README.md` as `README.md`, and
+the tag `vN` on that commit. Earlier shards stay, so the repo at tag `vN` loads every row up to version N, like
+`<root>/dataset/`. A rerun after an interruption publishes what is still missing; nothing new exits 0.
+
+The token is the one huggingface_hub finds (`HF_TOKEN`, else `hf auth login`); it is never printed.
+`--dry-run` makes no network call, so it cannot know the repo's tags: it lists every version of the manifest (files
+with sizes, commit message, tag); a real run uploads only those whose tag is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from pipelines.errors import ConfigError, PipelineError
+
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise ConfigError(f"{message}; see python -m {self.prog} --help")
+
+
+def make_parser() -> Parser:
+    p = Parser(prog="pipelines.publish", description="Publish refresh versions to a Hugging Face dataset repo.")
+    p.add_argument("recipe", help="the recipe refreshed with python -m pipelines.refresh RECIPE")
+    p.add_argument("--repo", required=True, metavar="ORG/NAME", help="the dataset repo (created if missing)")
+    p.add_argument("--root", type=Path, default=None, help="the refresh root (default refresh/<recipe>)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be uploaded, without any network call")
+    p.add_argument("--private", action="store_true", help="create the repo private (an existing repo is unchanged)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def human(size: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+
+
+def load_versions(root: Path, recipe: str) -> list[dict]:
+    """The manifest's versions, oldest first, each with `uploads`: [(local path, path in repo)]; checks the files."""
+    manifest = root / "manifest.json"
+    try:
+        data = json.loads(manifest.read_text())
+    except FileNotFoundError:
+        data = {}
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"cannot read {manifest}: {exc}") from exc
+    try:
+        versions = sorted(data.get("versions") or [], key=lambda v: int(v["version"]))
+        for entry in versions:
+            entry["version"] = int(entry["version"])
+            entry.setdefault("tag", f"v{entry['version']}")
+            base = root / "versions" / entry["tag"]
+            entry["uploads"] = [(base / f, f"data/{Path(f).name}") for f in entry["files"]] + [
+                (base / "README.md", "README.md")]
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise PipelineError(f"{manifest} is malformed ({exc!r}); rerun python -m pipelines.refresh {recipe}") from exc
+    if not versions:
+        raise PipelineError(f"no versions under {root}; run python -m pipelines.refresh {recipe} first")
+    if data.get("recipe") not in (None, recipe):
+        raise ConfigError(f"{manifest} is for recipe {data['recipe']!r}, not {recipe!r}")
+    for entry in versions:
+        if missing := [str(local) for local, _ in entry["uploads"] if not local.is_file()]:
+            raise PipelineError(f"{entry['tag']} is incomplete, missing {', '.join(missing)}; rerun the refresh")
+    return versions
+
+
+def commit_message(entry: dict) -> str:
+    """`v2: +35 rows (train: 35) from 1 new input`; the counts are read from the version's Parquet files."""
+    counts: dict[str, int] = {}
+    for local, in_repo in entry["uploads"]:
+        if in_repo.endswith(".parquet"):
+            split = local.name.split("-")[0]
+            counts[split] = counts.get(split, 0) + pq.ParquetFile(local).metadata.num_rows
+    n = len(entry.get("inputs") or [])
+    splits = ", ".join(f"{split}: {rows}" for split, rows in counts.items())
+    return (f"{entry['tag']}: +{sum(counts.values())} rows ({splits or 'none'}) "
+            f"from {n} new input{'' if n == 1 else 's'}")
+
+
+def dry_run(versions: list[dict], root: Path, repo: str) -> int:
+    print(f"dry run, no network calls: all {len(versions)} versions of {root / 'manifest.json'} for {repo}; "
+          "a real run uploads only those whose tag is missing on the Hub")
+    for entry in versions:
+        print(f"{entry['tag']}: commit {commit_message(entry)!r}, then tag {entry['tag']}")
+        for local, in_repo in entry["uploads"]:
+            print(f"  {local} -> {in_repo} ({human(local.stat().st_size)})")
+    return 0
+
+
+def publish(args: argparse.Namespace) -> int:
+    if not REPO_ID.fullmatch(args.repo) or ".." in args.repo or "--" in args.repo or args.repo.endswith(".git"):
+        raise ConfigError(f"--repo {args.repo!r} is not a repo id; give it as ORG/NAME (letters, digits, - _ .)")
+    root = args.root or Path("refresh") / args.recipe
+    versions = load_versions(root, args.recipe)
+    if args.dry_run:
+        return dry_run(versions, root, args.repo)
+
+    from huggingface_hub import get_token
+
+    if not get_token():
+        raise PipelineError("no Hugging Face token: set HF_TOKEN to a token with write access (or run hf auth login)")
+    try:
+        return upload(versions, args.repo, args.private)
+    except PipelineError:
+        raise
+    except Exception as exc:  # HTTP and connection errors of huggingface_hub: one line, like every user error
+        if args.debug:
+            raise
+        hint = ""
+        if getattr(getattr(exc, "response", None), "status_code", None) in (401, 403):
+            hint = "; check that the token has write access to the repo's namespace"
+        raise PipelineError(f"publishing to {args.repo} failed: {type(exc).__name__}: {exc}{hint}") from exc
+
+
+def upload(versions: list[dict], repo: str, private: bool) -> int:
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = HfApi()
+    api.create_repo(repo, repo_type="dataset", exist_ok=True, private=True if private else None)
+    on_hub = {tag.name for tag in api.list_repo_refs(repo, repo_type="dataset").tags}
+    todo = [entry for entry in versions if entry["tag"] not in on_hub]
+    if not todo:
+        print(f"nothing new: {repo} already has {', '.join(v['tag'] for v in versions)}")
+        return 0
+    newest = max((v["version"] for v in versions if v["tag"] in on_hub), default=0)
+    if todo[0]["version"] < newest:
+        raise PipelineError(f"{repo} has v{newest} but not {todo[0]['tag']}; publishing it now would put an older "
+                            "card on top; delete the later tags on the Hub or publish to a new repo")
+    for entry in todo:
+        message = commit_message(entry)
+        operations = [CommitOperationAdd(path_in_repo=in_repo, path_or_fileobj=str(local))
+                      for local, in_repo in entry["uploads"]]
+        commit = api.create_commit(repo, operations, commit_message=message, repo_type="dataset")
+        api.create_tag(repo, tag=entry["tag"], revision=commit.oid, repo_type="dataset",
+                       tag_message=f"{message} (created {entry.get('created', '?')})")
+        size = sum(local.stat().st_size for local, _ in entry["uploads"])
+        print(f"published {entry['tag']} -> {api.endpoint}/datasets/{repo}/tree/{entry['tag']} "
+              f"({len(entry['uploads'])} files, {human(size)})")
+    return 0
+
+
+def scrub(text: str) -> str:
+    """The message without the token (in case a server echoes it back), on one line."""
+    from huggingface_hub import get_token
+
+    try:
+        token = get_token()
+    except Exception:  # an OIDC exchange that fails: there is no token to hide then
+        token = None
+    if token and len(token) >= 8:
+        text = text.replace(token, "<HF_TOKEN>")
+    return " ".join(text.split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        return publish(make_parser().parse_args(argv))
+    except PipelineError as exc:
+        if debug:
+            raise
+        print(f"error: {scrub(str(exc))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command; versions already tagged are skipped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
