@@ -16,6 +16,7 @@ from huggingface_hub import snapshot_download
 
 from conftest import ROOT
 from hub_server import FakeHub
+from test_refresh import TOPICS, conversation, refresh, write_jsonl
 from schemas import ARROW_SCHEMAS, conversation_id
 
 TOKEN = "hf_test_secret_Zq81xVt0pLmW3"
@@ -48,8 +49,8 @@ def make_refresh_root(root: Path, sizes=(6, 4)) -> Path:
     """A refresh root with one version per entry of `sizes` (rows new in that version), per the layout contract:
     manifest.json, CHANGELOG.md, versions/vN/{data/train-vNNNN-00000-of-00001.parquet, README.md}, dataset/.
 
-    TODO(lead): once pipelines/refresh.py exists, build this with
-    `python -m pipelines.refresh dedup --root ROOT --set sources=...` instead of writing the layout by hand.
+    Hand-made, so that tests of publish's own logic (later versions, lost tags) need no build; the main test below
+    publishes a root made by `python -m pipelines.refresh`.
     """
     schema = ARROW_SCHEMAS["conversation"]
     versions, first, total = [], 0, 0
@@ -88,8 +89,19 @@ def hub():
         yield server
 
 
+def refreshed_root(tmp_path: Path) -> Path:
+    """Two versions made by `python -m pipelines.refresh dedup`: 6 rows, then 4 new ones."""
+    inputs, root = tmp_path / "in", tmp_path / "refresh"
+    inputs.mkdir()
+    write_jsonl(inputs / "a.jsonl", [conversation(i, t) for i, t in enumerate(TOPICS[:6])])
+    assert refresh(root, "--set", f"sources={inputs}/*.jsonl?license=mit").returncode == 0
+    write_jsonl(inputs / "b.jsonl", [conversation(i, t) for i, t in enumerate(TOPICS[6:10], start=6)])
+    assert refresh(root).returncode == 0
+    return root
+
+
 def test_publish_commits_and_tags_each_version(hub, tmp_path):
-    root = make_refresh_root(tmp_path / "refresh")
+    root = refreshed_root(tmp_path)
     proc = run_publish(hub, tmp_path / "home", "--repo", REPO, "--root", str(root))
     assert proc.returncode == 0, proc.stderr
     assert TOKEN not in proc.stdout + proc.stderr
