@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -144,8 +145,8 @@ def yaml_list(key: str, items: list[str]) -> str:
 def lineage_markdown(inputs, ctx) -> str:
     """Input files with hashes and licenses, then every teacher stage with its model, parameters and prompts."""
     lines = ["| role | file | bytes | sha256 | license |", "|---|---|---|---|---|"]
-    lines += [f"| {f.role} | `{Path(f.path).name}` | {f.size} | `{f.sha256[:16]}` | {f.license or 'unknown'} |"
-              for f in inputs] or ["| - | the project's built-in data only (`pipelines/data`, Apache-2.0) | | | |"]
+    lines += [f"| {f.role} | `{f.spec if f.role == 'built-in' else Path(f.path).name}` | {f.size} | "
+              f"`{f.sha256[:16]}` | {f.license or 'unknown'} |" for f in inputs] or ["| - | none | | | |"]
     stages = getattr(ctx, "stages", None) or []
     models = prompt_hashes(stages)
     if models:
@@ -154,11 +155,21 @@ def lineage_markdown(inputs, ctx) -> str:
         by_name = {s.name: s for s in stages}
         for row in models:
             client = getattr(ctx.config, "judge" if row["role"] == "judge" else "teacher", None) or ctx.config.teacher
-            params = json.dumps(by_name[row["stage"]].settings(), default=str, separators=(", ", "="))
+            params = json.dumps(compact(by_name[row["stage"]].settings()), default=str).replace("|", "\\|")
             files = ", ".join(f"`{name}` `{digest[:12]}`" for name, digest in row["prompt_files"].items()) or "-"
             lines.append(f"| {row['stage']} | {row['role']} | `{client.model}` | {endpoint(client)} | "
                          f"`{params}` | {files} |")
     return "\n".join(lines)
+
+
+def compact(value, limit: int = 4):
+    """Settings for a table cell: a list longer than `limit` becomes its length and hash (seed tasks, shots)."""
+    if isinstance(value, dict):
+        return {k: compact(v, limit) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and len(value) > limit:
+        digest = hashlib.sha256(json.dumps(value, default=str).encode()).hexdigest()[:12]
+        return f"<{len(value)} items, sha256 {digest}>"
+    return value
 
 
 def endpoint(teacher) -> str:

@@ -19,14 +19,14 @@ from pathlib import Path
 
 from connectors.files import expand
 from connectors.sources import SourceSpec
-from pipelines.licenses import license_of
+from pipelines.licenses import BUILT_IN_LICENSE, license_of
 
 PACKAGE = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
 class InputFile:
-    role: str  # "source", "seeds" or "benchmark"
+    role: str  # "source", "seeds", "benchmark" or "built-in" (a file of this package)
     spec: str  # as written in the config
     path: str
     size: int
@@ -38,8 +38,13 @@ class InputFile:
 
 
 def input_files(cfg) -> list[tuple[str, str, Path, str | None]]:
-    """(role, spec, file, license option) for every file the config names."""
-    out = []
+    """(role, spec, file, license option) for every file the config names, then the package's own data files the
+    recipe reads (its `built_in_data(cfg)`), which are the project's (Apache-2.0)."""
+    from pipelines.recipes import load_recipe
+
+    recipe = load_recipe(cfg.recipe)
+    out = [("built-in", name, PACKAGE / name, BUILT_IN_LICENSE)
+           for name in (recipe.built_in_data(cfg) if hasattr(recipe, "built_in_data") else ())]
     for text in getattr(cfg, "sources", ()) or ():
         spec = SourceSpec.parse(text)
         for path in expand(spec.path):
@@ -83,7 +88,7 @@ def prompt_hashes(stages) -> list[dict]:
     rows = []
     for stage in stages:
         if stage.uses_teacher:
-            files = {name: hashlib.sha256((PACKAGE / name).read_bytes()).hexdigest() for name in stage.prompt_files}
+            files = {name: sha256_file(PACKAGE / name) for name in stage.prompt_files}
             rows.append({"stage": stage.name, "role": stage.teacher_role, "prompt_files": files})
     return rows
 

@@ -42,6 +42,11 @@ class Config:
     teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=16))
 
 
+def built_in_data(cfg: Config) -> tuple[str, ...]:
+    """Files under pipelines/ the build reads besides its sources (listed with their hashes in the card)."""
+    return () if cfg.sources else (f"data/{DEFAULT_PROMPTS}",)
+
+
 def stages(cfg: Config) -> list[Stage]:
     sources = ", ".join(cfg.sources) or f"the project's 48 prompts (`pipelines/data/{DEFAULT_PROMPTS}`)"
     return [

@@ -44,6 +44,11 @@ class Config:
     teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=16))
 
 
+def built_in_data(cfg: Config) -> tuple[str, ...]:
+    """Files under pipelines/ the build reads besides its sources (listed with their hashes in the card)."""
+    return () if cfg.seeds else ("data/seed_tasks.jsonl",)
+
+
 def seeds_path(cfg: Config) -> str:
     return cfg.seeds or str(resources.files("pipelines.data").joinpath("seed_tasks.jsonl"))
 

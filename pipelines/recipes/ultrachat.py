@@ -41,6 +41,12 @@ class Config:
     teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=16))
 
 
+def built_in_data(cfg: Config) -> tuple[str, ...]:
+    """Files under pipelines/ the build reads besides its sources (listed with their hashes in the card)."""
+    seeds = ("data/topics.json", "data/writing_types.json", "data/personas.json")
+    return seeds + (() if cfg.sources else ("data/materials.py",))
+
+
 def stages(cfg: Config) -> list[Stage]:
     return [
         SeedUltraChat(n_dialogues=cfg.n_dialogues, seed=cfg.seed, sources=cfg.sources, sectors=cfg.sectors),

@@ -53,6 +53,11 @@ class Config:
     judge: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=8, reasks=1))
 
 
+def built_in_data(cfg: Config) -> tuple[str, ...]:
+    """Files under pipelines/ the build reads besides its sources (listed with their hashes in the card)."""
+    return () if cfg.sources else ("data/feedback_prompts.jsonl",)
+
+
 def stages(cfg: Config) -> list[Stage]:
     kind = cfg.prompt_kind or ("conversation" if cfg.sources else "text")
     return [
