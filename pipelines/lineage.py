@@ -19,6 +19,7 @@ from pathlib import Path
 
 from connectors.files import expand
 from connectors.sources import SourceSpec
+from pipelines.errors import ConfigError
 from pipelines.licenses import BUILT_IN_LICENSE, license_of
 
 PACKAGE = Path(__file__).resolve().parent
@@ -70,6 +71,8 @@ def describe(files: list[tuple[str, str, Path, str | None]], cache_path: Path | 
     cache = json.loads(cache_path.read_text()) if cache_path and cache_path.exists() else {}
     out = []
     for role, spec, path, option in files:
+        if not path.is_file():
+            raise ConfigError(f"{role} file {path} does not exist (from {spec!r})")
         stat = path.stat()
         key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
         if key not in cache:

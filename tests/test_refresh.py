@@ -159,3 +159,24 @@ def test_refresh_with_a_teacher_asks_only_about_new_inputs(tmp_path, teacher_ser
     published = [i for tag in ("v1", "v2") for f in (root / "versions" / tag / "data").glob("*.parquet")
                  for i in pq.read_table(f, columns=["prompt_id"])["prompt_id"].to_pylist()]
     assert len(published) == len(set(published))
+
+
+def test_a_failed_refresh_is_resumed_as_the_same_version(tmp_path):
+    inputs, root = tmp_path / "in", tmp_path / "root"
+    inputs.mkdir()
+    write_jsonl(inputs / "a.jsonl", [conversation(i, t) for i, t in enumerate(TOPICS[:5])])
+    missing = refresh(root, "--set", f"sources={inputs}/a.jsonl", "--set", f"benchmarks={inputs}/missing.jsonl")
+    assert missing.returncode == 2 and "benchmark file" in missing.stderr and "missing.jsonl does not exist" in \
+        missing.stderr and not (root / "manifest.json").exists()
+    failed = refresh(root, "--set", f"sources={inputs}/a.jsonl", "--set", "kind=preference")  # fails in the build
+    assert failed.returncode == 2 and "this recipe needs preference records" in failed.stderr, failed.stderr
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["versions"] == [] and manifest["pending"]["version"] == 1
+
+    write_jsonl(inputs / "b.jsonl", [conversation(9, TOPICS[9])])  # arrives meanwhile: left for the next version
+    resumed = refresh(root, "--set", f"sources={inputs}/*.jsonl")
+    assert resumed.returncode == 0 and "v1 adds 5 rows" in resumed.stdout, resumed.stderr[-1500:]
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert "pending" not in manifest and [Path(f["path"]).name for f in manifest["versions"][0]["inputs"]] == [
+        "a.jsonl"]
+    assert "v2 adds 1 rows" in refresh(root).stdout
