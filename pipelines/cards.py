@@ -77,7 +77,8 @@ def write_card(template: str, out_dir: Path, ctx, counts: dict[str, int], extra:
         **flat(cfg),
         **(extra or {}),
     }
-    (ctx.run_dir / "card.json").write_text(json.dumps({"template": template, "values": values}, indent=1))
+    saved = {"template": template, "values": values, "licenses": licenses}
+    (ctx.run_dir / "card.json").write_text(json.dumps(saved, indent=1))
     return render(template, out_dir, values, counts)
 
 
@@ -100,10 +101,12 @@ def render(template: str, out_dir: Path, values: dict, counts: dict[str, int]) -
     return target
 
 
-def render_again(run_dir: Path, out_dir: Path, counts: dict[str, int], release: str) -> Path:
-    """The card of `run_dir`'s export for a dataset with other splits (all versions so far) and a release note."""
+def render_again(run_dir: Path, out_dir: Path, counts: dict[str, int], release: str, licenses: list[str]) -> Path:
+    """The card of `run_dir`'s export for a dataset with other splits and licenses (all versions so far) and a
+    release note."""
     saved = json.loads((run_dir / "card.json").read_text())
-    return render(saved["template"], out_dir, {**saved["values"], "release": release}, counts)
+    values = {**saved["values"], "release": release, "license_yaml": yaml_list("license", licenses)}
+    return render(saved["template"], out_dir, values, counts)
 
 
 def validate_card(text: str, folder: Path) -> list[str]:

@@ -37,9 +37,10 @@ from pipelines import __version__
 from pipelines.build import Parser, build, main_guard
 from pipelines.build import make_parser as build_parser
 from pipelines.cards import render_again
+from pipelines.licenses import combined_license
 from pipelines.config import apply_overrides
-from pipelines.errors import ConfigError
-from pipelines.lineage import InputFile, describe, input_files
+from pipelines.errors import ConfigError, PipelineError
+from pipelines.lineage import InputFile, describe, input_files, sha256_file
 from pipelines.recipes import RECIPES, load_recipe
 
 LOCKED = 75  # EX_TEMPFAIL: another refresh holds the lock; cron tries again next time
@@ -86,7 +87,7 @@ def refresh(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError(f"recipe {args.recipe} cannot be refreshed: it has no {' and no '.join(missing)} setting "
                           f"(refreshable: {', '.join(r for r in RECIPES if _refreshable(r))})")
-    pending = manifest.data.get("pending")
+    pending = _still_pending(manifest)
     if pending:
         new = [InputFile(**f) for f in pending["inputs"]]
     else:
@@ -106,8 +107,9 @@ def refresh(args: argparse.Namespace) -> int:
     root.mkdir(parents=True, exist_ok=True)
     with _lock(root, args.recipe):
         manifest = Manifest(root)  # as it is now that we hold the lock
-        if manifest.data.get("pending", pending) != pending or len(manifest.versions) + 1 != number:
-            raise ConfigError(f"{root} changed while this refresh started; run it again")
+        if _still_pending(manifest) != pending or len(manifest.versions) + 1 != number:
+            raise Locked(f"another refresh of {args.recipe} finished while this one started; exiting with code "
+                         f"{LOCKED}")
         manifest.data["recipe"] = args.recipe
         manifest.data["overrides"] = overrides
         manifest.data["pending"] = {"version": number, "inputs": [asdict(f) for f in new]}
@@ -118,8 +120,13 @@ def refresh(args: argparse.Namespace) -> int:
             sets.append("sources=" + ",".join(_spec_for(f) for f in new))
         if not first:
             sets += LATER_OVERRIDES.get(args.recipe, [])
-        build(build_parser().parse_args([args.recipe, "--run-dir", str(run_dir), *(x for s in sets
-                                                                                   for x in ("--set", s))]))
+        try:
+            build(build_parser().parse_args([args.recipe, "--run-dir", str(run_dir),
+                                             *(x for s in sets for x in ("--set", s))]))
+        except PipelineError:  # a user error (bad input, bad config): the next run starts from its own inputs
+            del manifest.data["pending"]
+            manifest.save()
+            raise
         entry = _record(root, run_dir, number, new)
         if entry is None:
             manifest.data.setdefault("empty_inputs", []).extend(f.sha256 for f in new)
@@ -132,6 +139,19 @@ def refresh(args: argparse.Namespace) -> int:
         del manifest.data["pending"]
         manifest.save()
     return 0
+
+
+def _still_pending(manifest: Manifest) -> dict | None:
+    """The version a killed refresh left unfinished, unless one of its inputs changed or went away since."""
+    pending = manifest.data.get("pending")
+    if not pending:
+        return None
+    for f in pending["inputs"]:
+        path = Path(f["path"])
+        if not path.is_file() or path.stat().st_size != f["size"] or sha256_file(path) != f["sha256"]:
+            print(f"refresh: {path} changed since v{pending['version']} was started; its inputs are taken anew")
+            return None
+    return pending
 
 
 def _refreshable(name: str) -> bool:
@@ -174,10 +194,11 @@ def _record(root: Path, run_dir: Path, number: int, new: list[InputFile]) -> dic
     for stage in report["stages"]:
         dropped.update(stage["dropped"])
     spent = report["this_run"]
+    licenses = json.loads((run_dir / "card.json").read_text())["licenses"]
     return {
         "version": number, "tag": f"v{number}", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "library": __version__, "inputs": [asdict(f) for f in new], "counts": dict(counts), "files": files,
-        "rows_added": sum(counts.values()), "dropped": dict(dropped),
+        "rows_added": sum(counts.values()), "dropped": dict(dropped), "licenses": licenses,
         **{k: spent.get(k, 0) for k in ("requests", "cache_hits", "tokens_in", "tokens_out", "cost")},
         "work": str(run_dir),
     }
@@ -201,10 +222,14 @@ def _publish_locally(root: Path, manifest: Manifest, run_dir: Path) -> None:
                f"{latest['library']}); it added {latest['rows_added']} rows. Each version's rows are in "
                f"`data/<split>-vNNNN-*.parquet`; the Hub tag `vN` holds the dataset as of version N.\n\n"
                + changelog.replace("# Changelog\n", "").replace("\n## ", "\n### "))
-    render_again(run_dir, tmp, dict(totals), release)
+    licenses = [x for v in manifest.versions for x in v.get("licenses", [])]
+    render_again(run_dir, tmp, dict(totals), release, combined_license(licenses))
     shutil.copy2(tmp / "README.md", root / "versions" / latest["tag"] / "README.md")
     shutil.rmtree(dataset, ignore_errors=True)
     os.replace(tmp, dataset)
+    for older in manifest.versions[:-1]:  # keep what tells how an older version was made, not its stage parts
+        for stage_dir in (root / "work" / older["tag"]).glob("[0-9][0-9]_*"):
+            shutil.rmtree(stage_dir)
 
 
 def _entry(v: dict) -> str:

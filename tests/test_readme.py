@@ -25,7 +25,7 @@ def test_two_one_line_setup_commands_and_ci_runs_the_test_one():
 def test_every_build_flag_in_the_readme_is_in_help():
     help_text = subprocess.run([sys.executable, "-m", "pipelines.build", "--help"], capture_output=True,
                                text=True, cwd=ROOT).stdout
-    build_section = README.split("## Build", 1)[1].split("## Train", 1)[0]
+    build_section = README.split("## Build", 1)[1].split("## Refresh and publish", 1)[0]
     flags = set(re.findall(r"(?<![-\w])(--[a-z][a-z-]*)", build_section))
     assert {"--set", "--limit", "--fresh", "--run-dir", "--debug"} <= flags
     for flag in flags:

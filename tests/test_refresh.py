@@ -5,8 +5,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -134,18 +137,18 @@ def test_refresh_with_a_teacher_asks_only_about_new_inputs(tmp_path, teacher_ser
     """orca on the embedded teacher: v2 sends requests for the new file's prompts only; v3 (nothing new) none."""
     inputs, root = tmp_path / "in", tmp_path / "root"
     inputs.mkdir()
-    old = ["What is 12 plus 30?", "Name the largest planet in the solar system."]
-    new = ["Which is heavier, a kilogram of iron or a kilogram of feathers?", "What colour do you get by mixing "
-           "blue and yellow paint?"]
+    old = ["Name the largest planet in the solar system."]
+    new = ["What colour do you get by mixing blue and yellow paint?"]
     write_jsonl(inputs / "a.jsonl", [{"instruction": q, "input": "", "output": "-"} for q in old])
-    settings = ["--set", f"teacher.base_url={teacher_server.base_url}", "--set", f"teacher.model={teacher_server.model}",
-                "--set", "sampling.max_tokens=48", "--set", "keep_truncated=true", "--set", f"sources={inputs}/*.jsonl"]
+    overrides = (f"teacher.base_url={teacher_server.base_url}", f"teacher.model={teacher_server.model}",
+                 "sampling.max_tokens=32", "keep_truncated=true", "retries=0", f"sources={inputs}/*.jsonl")
+    settings = [arg for item in overrides for arg in ("--set", item)]
     first = refresh(root, *settings, recipe="orca")
-    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.returncode == 0 and "v1 adds" in first.stdout, first.stdout[-3000:] + first.stderr[-2000:]
 
     write_jsonl(inputs / "b.jsonl", [{"instruction": q, "input": "", "output": "-"} for q in new])
     second = refresh(root, recipe="orca")
-    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.returncode == 0 and "v2 adds" in second.stdout, second.stdout[-3000:] + second.stderr[-2000:]
     v2 = json.loads((root / "manifest.json").read_text())["versions"][-1]
     asked = pl.read_parquet(root / "work" / "v2" / "00_prompts" / "part-*.parquet")["prompt"].to_list()
     assert sorted(asked) == sorted(new)  # the old file's prompts were not sent again
@@ -161,7 +164,7 @@ def test_refresh_with_a_teacher_asks_only_about_new_inputs(tmp_path, teacher_ser
     assert len(published) == len(set(published))
 
 
-def test_a_failed_refresh_is_resumed_as_the_same_version(tmp_path):
+def test_a_failed_refresh_leaves_its_inputs_for_the_next_run(tmp_path):
     inputs, root = tmp_path / "in", tmp_path / "root"
     inputs.mkdir()
     write_jsonl(inputs / "a.jsonl", [conversation(i, t) for i, t in enumerate(TOPICS[:5])])
@@ -171,12 +174,37 @@ def test_a_failed_refresh_is_resumed_as_the_same_version(tmp_path):
     failed = refresh(root, "--set", f"sources={inputs}/a.jsonl", "--set", "kind=preference")  # fails in the build
     assert failed.returncode == 2 and "this recipe needs preference records" in failed.stderr, failed.stderr
     manifest = json.loads((root / "manifest.json").read_text())
-    assert manifest["versions"] == [] and manifest["pending"]["version"] == 1
+    assert manifest["versions"] == [] and "pending" not in manifest
+    fixed = refresh(root, "--set", f"sources={inputs}/a.jsonl")
+    assert fixed.returncode == 0 and "v1 adds 5 rows" in fixed.stdout, fixed.stderr[-1500:]
+
+
+def test_a_killed_refresh_resumes_the_same_version_with_the_same_inputs(tmp_path):
+    inputs, root = tmp_path / "in", tmp_path / "root"
+    inputs.mkdir()
+    rng = random.Random(7)
+    vocabulary = [f"w{k}" for k in range(5000)]
+    write_jsonl(inputs / "a.jsonl", [{"messages": [
+        {"role": "user", "content": " ".join(rng.choices(vocabulary, k=20))},
+        {"role": "assistant", "content": " ".join(rng.choices(vocabulary, k=60))}]} for _ in range(40_000)])
+    cmd = [sys.executable, "-m", "pipelines.refresh", "dedup", "--root", str(root), "--set", f"sources={inputs}/*"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        manifest = root / "manifest.json"
+        if manifest.exists() and "pending" in json.loads(manifest.read_text()):
+            proc.kill()
+            break
+        time.sleep(0.01)
+    assert proc.wait() == -signal.SIGKILL, "the refresh finished before it could be killed"
+    assert not (root / "versions" / "v1").exists()
 
     write_jsonl(inputs / "b.jsonl", [conversation(9, TOPICS[9])])  # arrives meanwhile: left for the next version
-    resumed = refresh(root, "--set", f"sources={inputs}/*.jsonl")
-    assert resumed.returncode == 0 and "v1 adds 5 rows" in resumed.stdout, resumed.stderr[-1500:]
+    resumed = refresh(root)
+    assert resumed.returncode == 0 and "v1 adds 40000 rows" in resumed.stdout, resumed.stderr[-1500:]
     manifest = json.loads((root / "manifest.json").read_text())
     assert "pending" not in manifest and [Path(f["path"]).name for f in manifest["versions"][0]["inputs"]] == [
         "a.jsonl"]
     assert "v2 adds 1 rows" in refresh(root).stdout
+    assert not list((root / "work" / "v1").glob("0*_*"))  # the older build keeps its report, not its parts
+    assert (root / "work" / "v1" / "report.json").exists()
