@@ -22,14 +22,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from pipelines.build import Parser
 from pipelines.errors import ConfigError, PipelineError
 
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise ConfigError(f"{message}; see python -m {self.prog} --help")
 
 
 def make_parser() -> Parser:
@@ -69,7 +65,7 @@ def load_versions(root: Path, recipe: str) -> list[dict]:
                 (base / "README.md", "README.md")]
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise PipelineError(f"{manifest} is malformed ({exc!r}); rerun python -m pipelines.refresh {recipe}") from exc
-    if not versions:
+    if not manifest.exists():
         raise PipelineError(f"no versions under {root}; run python -m pipelines.refresh {recipe} first")
     if data.get("recipe") not in (None, recipe):
         raise ConfigError(f"{manifest} is for recipe {data['recipe']!r}, not {recipe!r}")
@@ -107,6 +103,9 @@ def publish(args: argparse.Namespace) -> int:
         raise ConfigError(f"--repo {args.repo!r} is not a repo id; give it as ORG/NAME (letters, digits, - _ .)")
     root = args.root or Path("refresh") / args.recipe
     versions = load_versions(root, args.recipe)
+    if not versions:  # refreshed, but no run has kept a row yet: nothing to do, which a schedule must not flag
+        print(f"nothing to publish yet: {root / 'manifest.json'} has no version")
+        return 0
     if args.dry_run:
         return dry_run(versions, root, args.repo)
 

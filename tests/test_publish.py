@@ -207,3 +207,11 @@ def test_user_errors(hub, tmp_path):
     incomplete = run_publish(hub, tmp_path / "home", "--repo", REPO, "--root", str(root), "--dry-run")
     assert incomplete.returncode == 2 and "v2 is incomplete" in incomplete.stderr
     assert hub.requests == []
+
+
+def test_a_root_without_a_version_yet_is_not_an_error(hub, tmp_path):
+    root = tmp_path / "refresh"
+    root.mkdir()
+    (root / "manifest.json").write_text(json.dumps({"recipe": "dedup", "versions": []}))
+    proc = run_publish(hub, tmp_path / "home", "--repo", REPO, "--root", str(root))
+    assert proc.returncode == 0 and "nothing to publish yet" in proc.stdout and hub.requests == []
