@@ -137,11 +137,12 @@ def test_refresh_with_a_teacher_asks_only_about_new_inputs(tmp_path, teacher_ser
     """orca on the embedded teacher: v2 sends requests for the new file's prompts only; v3 (nothing new) none."""
     inputs, root = tmp_path / "in", tmp_path / "root"
     inputs.mkdir()
-    old = ["Name the largest planet in the solar system."]
-    new = ["What colour do you get by mixing blue and yellow paint?"]
+    old = ["What is 12 plus 30?", "Name the largest planet in the solar system."]
+    new = ["Which is heavier, a kilogram of iron or a kilogram of feathers?",
+           "What colour do you get by mixing blue and yellow paint?"]
     write_jsonl(inputs / "a.jsonl", [{"instruction": q, "input": "", "output": "-"} for q in old])
     overrides = (f"teacher.base_url={teacher_server.base_url}", f"teacher.model={teacher_server.model}",
-                 "sampling.max_tokens=32", "keep_truncated=true", "retries=0", f"sources={inputs}/*.jsonl")
+                 "sampling.max_tokens=32", "keep_truncated=true", "retries=1", f"sources={inputs}/*.jsonl")
     settings = [arg for item in overrides for arg in ("--set", item)]
     first = refresh(root, *settings, recipe="orca")
     assert first.returncode == 0 and "v1 adds" in first.stdout, first.stdout[-3000:] + first.stderr[-2000:]
