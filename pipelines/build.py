@@ -108,8 +108,9 @@ def _terminate(signum, frame):
     raise SystemExit(128 + signum)  # unwinds through finally blocks, so the teacher server is stopped
 
 
-def main_guard(command, argv: list[str]) -> int:
-    """Run `command(argv)` as a CLI: logging, SIGTERM as an exit, one-line errors (exit 2) unless --debug."""
+def main_guard(command, argv: list[str], clean=str) -> int:
+    """Run `command(argv)` as a CLI: logging, SIGTERM as an exit, one-line errors (exit 2, the message passed
+    through `clean`) unless --debug."""
     debug = "--debug" in argv
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, _terminate)
@@ -118,7 +119,7 @@ def main_guard(command, argv: list[str]) -> int:
     except PipelineError as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {clean(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipelines.build import Parser
+from pipelines.build import Parser, main_guard
 from pipelines.errors import ConfigError, PipelineError
 
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
@@ -167,18 +167,8 @@ def scrub(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in argv
-    try:
-        return publish(make_parser().parse_args(argv))
-    except PipelineError as exc:
-        if debug:
-            raise
-        print(f"error: {scrub(str(exc))}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command; versions already tagged are skipped", file=sys.stderr)
-        return 130
+    return main_guard(lambda a: publish(make_parser().parse_args(a)), sys.argv[1:] if argv is None else argv,
+                      clean=lambda exc: scrub(str(exc)))
 
 
 if __name__ == "__main__":
