@@ -32,6 +32,8 @@ def make_parser() -> Parser:
     p.add_argument("--limit", type=int, default=None, help="produce at most N seed rows (a quick trial)")
     p.add_argument("--fresh", action="store_true", help="recompute every stage (cached teacher answers are kept)")
     p.add_argument("--run-dir", type=Path, default=None, help="where to write (default runs/<recipe>)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="where map stages and near-dedup run: here, or on Ray (RAY_ADDRESS, else local; docs/ray.md)")
     p.add_argument("--show-config", action="store_true", help="print the resolved config and its keys, then exit")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return p
@@ -41,6 +43,7 @@ def build(args: argparse.Namespace) -> int:
     from pipelines.dedup.summary import markdown as dedup_markdown
     from pipelines.dedup.summary import prune as prune_dedup_stats
     from pipelines.dedup.summary import read_stats
+    from pipelines.engines import engine_named
     from pipelines.report import judge_summary, print_table, write_report
     from pipelines.runner import TEACHER_STATS, Runner, write_quarantine
     from pipelines.stage import Context
@@ -75,7 +78,7 @@ def build(args: argparse.Namespace) -> int:
     prune_dedup_stats(run_dir, {stage.name for stage in stages})
     started = time.monotonic()
     try:
-        rows = Runner(stages, ctx).run()
+        rows = Runner(stages, ctx, engine_named(args.engine)).run()
     finally:
         for client in (teacher, judge):
             if client is not None:

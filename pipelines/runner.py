@@ -14,6 +14,7 @@ order, re-cut into the same batches, so batch N always holds the same rows.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -94,13 +95,14 @@ def _part_meta(path: Path) -> dict:
 class Runner:
     """Runs stages under `run_dir`; `run()` returns one report row per stage."""
 
-    def __init__(self, stages: list[Stage], ctx: Context):
+    def __init__(self, stages: list[Stage], ctx: Context, engine=None):
         self.stages = stages
         self.ctx = ctx
+        self.engine = engine  # runs the stages it `takes` elsewhere (`pipelines.engines`: Ray); None: all run here
 
     def run(self) -> list[dict]:
         rows, upstream, previous = [], "", None
-        with progress.live():
+        with progress.live(), self.engine or contextlib.nullcontext():
             for index, stage in enumerate(self.stages):
                 stage_dir = self.ctx.run_dir / f"{index:02d}_{stage.name}"
                 fp = fingerprint(stage, self.ctx, upstream)
@@ -138,7 +140,9 @@ class Runner:
         self.ctx.fingerprint = fp
         task = progress.add(f"{stage.name}", total=rows_in)
         try:
-            if isinstance(stage, MapStage):
+            if self.engine is not None and previous is not None and self.engine.takes(stage):
+                self.engine.run(self, stage, stage_dir, previous[0], task)
+            elif isinstance(stage, MapStage):
                 self._run_map(stage, stage_dir, read_input(), task)
             elif isinstance(stage, TwoPassStage):
                 self._run_two_pass(stage, stage_dir, read_input, task)
@@ -170,11 +174,15 @@ class Runner:
             started, before = time.monotonic(), self._teacher_stats()
             self.ctx.counters.clear()
 
-    def _run_two_pass(self, stage: TwoPassStage, stage_dir: Path, read_input, task) -> None:
-        """Scan the input (the progress bar counts this pass), then write one part per batch as it is applied."""
+    def _run_two_pass(self, stage: TwoPassStage, stage_dir: Path, read_input, task, scan=None) -> None:
+        """Scan the input (the progress bar counts this pass; an engine passes its own `scan()`), then write one part
+        per batch as it is applied."""
         started, before = time.monotonic(), self._teacher_stats()
         self.ctx.counters.clear()
-        stage.scan(progress.counted(read_input(), task), self.ctx)
+        if scan is None:
+            stage.scan(progress.counted(read_input(), task), self.ctx)
+        else:
+            scan()
         for k, batch in enumerate(read_input()):
             self._write_part(stage_dir, k, stage.apply(batch, self.ctx), started, before)
             started, before = time.monotonic(), self._teacher_stats()

@@ -92,14 +92,26 @@ def similar_pairs(sigs: np.ndarray, keys: np.ndarray, threshold: float, active: 
                   old: np.ndarray | None = None) -> np.ndarray:
     """Unique verified pairs `int64[m, 2]` (i < j). `active` False: take no part (no words); `old` True for both:
     skip (rows of a persistent index were deduplicated when they were added)."""
+    def by_band():
+        for band in range(keys.shape[1]):
+            order = np.argsort(keys[:, band], kind="stable")
+            yield order, keys[order, band]
+
+    return verify_buckets(by_band(), sigs, threshold, active, old)
+
+
+def verify_buckets(buckets, sigs: np.ndarray, threshold: float, active: np.ndarray | None = None,
+                   old: np.ndarray | None = None) -> np.ndarray:
+    """Unique verified pairs among candidate buckets, given as `(order, sorted_keys)` runs: rows `order[s:e]` are a
+    bucket when `sorted_keys[s:e]` are equal, in ascending row order (a stable sort of band keys gives that; so does a
+    distributed grouping sorted by row, `pipelines.engines`). `order=[4, 9, 2, 7], sorted_keys=[5, 5, 8, 8]` ->
+    buckets {4, 9} and {2, 7}."""
     n = len(sigs)
     active = np.ones(n, dtype=np.bool_) if active is None else active
     old = np.zeros(n, dtype=np.bool_) if old is None else old
     need = min_equal(threshold, sigs.shape[1])
-    found = []
-    for band in range(keys.shape[1]):
-        order = np.argsort(keys[:, band], kind="stable")
-        found.append(_bucket_pairs(order, keys[order, band], sigs, active, old, need, ALL_PAIRS_UP_TO))
+    found = [_bucket_pairs(order, sorted_keys, sigs, active, old, need, ALL_PAIRS_UP_TO)
+             for order, sorted_keys in buckets]
     pairs = np.concatenate(found) if found else np.empty((0, 2), dtype=np.int64)
     if not len(pairs):
         return pairs

@@ -19,7 +19,7 @@ import polars as pl
 
 from pipelines.dedup.decontam import Benchmark, Contamination
 from pipelines.dedup.index import MinHashIndex, Signed
-from pipelines.dedup.lsh import band_keys, components, detection_probability, keepers, similar_pairs
+from pipelines.dedup.lsh import band_keys, components, detection_probability, keepers, similar_pairs, verify_buckets
 from pipelines.dedup.minhash import MinHashParams, signatures
 from pipelines.dedup.recall import planted_recall
 from pipelines.dedup.summary import write_section
@@ -93,14 +93,24 @@ class NearDedup(TwoPassStage):
             if self.index else None
 
     def scan(self, batches, ctx: Context) -> None:
+        self.resolve(*self.sign(batches), ctx)
+
+    def resolve(self, new: Signed, active: np.ndarray, sample: list[str], ctx: Context, buckets=None) -> None:
+        """Everything after signing (`sign`'s results): pairs, clusters, keepers, drop reasons, stats.
+
+        `buckets(both, n_old)`, when given, returns the candidate buckets of `both` (the `n_old` indexed rows, then the
+        new ones) as `verify_buckets` takes them: the Ray engine groups band keys on its workers. Else each band's keys
+        are sorted here."""
         index = self._index()
         empty = Signed.empty(self.num_perm, self.bands)
         old = index.load(exclude_run=ctx.fingerprint) if index is not None else empty
-        new, active, sample = self._sign(batches)
         both, n_old = old + new, len(old)
         is_old = np.arange(len(both)) < n_old
         active = np.concatenate([np.ones(n_old, np.bool_), active])
-        pairs = similar_pairs(both.sigs, both.keys, self.threshold, active=active, old=is_old)
+        if buckets is None:
+            pairs = similar_pairs(both.sigs, both.keys, self.threshold, active=active, old=is_old)
+        else:
+            pairs = verify_buckets(buckets(both, n_old), both.sigs, self.threshold, active=active, old=is_old)
         labels = components(len(both), pairs)
         keeper = keepers(labels, both.lengths, both.ids, is_old)
 
@@ -129,7 +139,7 @@ class NearDedup(TwoPassStage):
         ctx.count("near_clusters", stats["clusters"])
         ctx.count("planted_pairs", planted["pairs"])
 
-    def _sign(self, batches) -> tuple[Signed, np.ndarray, list[str]]:
+    def sign(self, batches) -> tuple[Signed, np.ndarray, list[str]]:
         """(the rows signed, which have any words, the first texts as a sample for the planted-recall check)."""
         ids, lengths, sigs, counts, sample = [], [], [], [], []
         for batch in batches:

@@ -1,0 +1,227 @@
+"""`--engine ray` gives the rows, drops and dedup decisions of the local engine (a local Ray instance, 2 CPUs)."""
+
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+import ray  # noqa: F401  (the dev extra installs it: a missing Ray fails here, it is not skipped)
+
+from pipelines.config import apply_overrides
+from pipelines.dedup.index import _fixed_list
+from pipelines.dedup.lsh import band_keys, similar_pairs, verify_buckets
+from pipelines.dedup.minhash import MinHashParams, signatures
+from pipelines.engines import RayEngine, _band_rows, _shared_buckets, batch_plan, bucket_runs, read_batch
+from pipelines.recipes import RECIPES, load_recipe
+from pipelines.runner import read_parts, rebatch
+from tests.conftest import ROOT
+
+DATA = Path(__file__).parent / "data"
+
+RAY_BUILD = """import sys, ray
+ray.init(address="local", num_cpus=2, object_store_memory=500 * 2**20, include_dashboard=False)
+from pipelines.build import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def write_corpus(path: Path, n: int, seed: int = 0) -> dict:
+    """A ShareGPT JSONL of `n` records from a seeded RNG: ~5% exact copies, ~5% near copies (a few words changed),
+    a templated family of 100 records (one LSH bucket bigger than ALL_PAIRS_UP_TO), some records with no words,
+    e-mail addresses to redact, a few benchmark prompts, and a few bad lines. Returns what it planted."""
+    rng = np.random.default_rng(seed)
+    vocabulary = np.array([f"w{i}" for i in range(20_000)])
+    template = " ".join(vocabulary[rng.integers(0, len(vocabulary), 120)])
+    benchmark = [" ".join(vocabulary[rng.integers(0, len(vocabulary), 20)]) for _ in range(3)]
+    records, planted = [], {"exact": 0, "near": 0, "bad": 0}
+
+    def text(words: int) -> str:
+        return " ".join(vocabulary[rng.integers(0, len(vocabulary), words)])
+
+    for i in range(n):
+        roll = rng.random()
+        if i > 100 and roll < 0.05:
+            records.append(records[rng.integers(0, len(records))])
+            planted["exact"] += 1
+            continue
+        if i > 100 and roll < 0.10:
+            copy = json.loads(records[rng.integers(0, len(records))])
+            words = copy["conversations"][-1]["value"].split()
+            for _ in range(rng.integers(1, 3)):
+                words[rng.integers(0, len(words))] = str(vocabulary[rng.integers(0, len(vocabulary))])
+            copy["conversations"][-1]["value"] = " ".join(words)
+            records.append(json.dumps(copy))
+            planted["near"] += 1
+            continue
+        if 1000 <= i < 1100:  # templated: one big bucket; a unique tail keeps them distinct
+            turns = [text(10), template + " " + text(3)]
+        elif i % 5000 == 17:  # no words at all: takes no part in near-dedup
+            turns = ["?!", "..."]
+        else:
+            turns = [text(int(rng.integers(15, 60))) for _ in range(int(rng.integers(1, 3)) * 2)]
+            if i % 997 == 3:
+                turns[0] += f" mail me at user{i}@example.com"
+            if i % 4999 == 11:
+                turns[0] = benchmark[i % 3] + " " + turns[0]
+        conversation = [{"from": "human" if t % 2 == 0 else "gpt", "value": v} for t, v in enumerate(turns)]
+        records.append(json.dumps({"id": f"r{i}", "conversations": conversation}))
+    lines = list(records)
+    for k, bad in enumerate(('{"conversations": [', '{"conversations": [{"from": "alien", "value": "hi"}]}',
+                             '{"conversations": [{"from": "human", "value": 7}]}')):
+        lines.insert(1 + 997 * (k + 1), bad)
+        planted["bad"] += 1
+    path.write_text("\n".join(lines) + "\n")
+    prompts = "".join(json.dumps({"question": q, "answer": "42"}) + "\n" for q in benchmark)  # GSM8K-shaped
+    (path.parent / "benchmark.jsonl").write_text(prompts)
+    return planted
+
+
+def dedup_cmd(corpus: Path, run_dir: Path, *extra: str) -> list[str]:
+    return ["dedup", "--run-dir", str(run_dir), "--set", f"sources={corpus}",
+            "--set", f"benchmarks=bench={corpus.parent / 'benchmark.jsonl'}", *extra]
+
+
+def build_local(args: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pipelines.build", *args], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def build_ray(tmp_path: Path, args: list[str]) -> subprocess.CompletedProcess:
+    """`pipelines.build` with `--engine ray` on a local Ray instance limited to 2 CPUs and a 500 MB object store."""
+    script = tmp_path / "ray_build.py"
+    script.write_text(RAY_BUILD)
+    proc = subprocess.run([sys.executable, str(script), *args, "--engine", "ray"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def outcome(run_dir: Path) -> dict:
+    report = json.loads((run_dir / "report.json").read_text())
+    return {
+        "export": pl.read_parquet(run_dir / "export" / "data" / "*.parquet"),
+        "drops": {row["stage"]: row["dropped"] for row in report["stages"]},
+        "rows": {row["stage"]: (row["rows_in"], row["rows_out"]) for row in report["stages"]},
+        "counters": {row["stage"]: row["counters"] for row in report["stages"]},
+        "near": {k: v for k, v in report["dedup"]["near"].items() if k != "index"},
+        "decontamination": report["dedup"]["decontamination"],
+        "clusters": pl.read_parquet(run_dir / "dedup" / "clusters.parquet"),
+        "quarantine": pl.read_parquet(run_dir / "quarantine.parquet"),
+    }
+
+
+def test_ray_engine_gives_the_local_rows_on_50k_records(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    planted = write_corpus(corpus, 50_000)
+    build_local(dedup_cmd(corpus, tmp_path / "local"))
+    build_ray(tmp_path, dedup_cmd(corpus, tmp_path / "ray"))
+    local, distributed = outcome(tmp_path / "local"), outcome(tmp_path / "ray")
+
+    assert local["export"].height > 40_000
+    assert local["export"].equals(distributed["export"])  # same ids, same messages, same order
+    for key in ("drops", "rows", "counters", "near", "decontamination"):
+        assert local[key] == distributed[key], key
+    assert local["clusters"].equals(distributed["clusters"])
+    assert local["quarantine"].sort("stage", "locator").equals(distributed["quarantine"].sort("stage", "locator"))
+    drops = local["drops"]
+    assert drops["04_dedup_near"]["near_duplicate"] >= planted["near"] * 0.7  # short copies fall below 0.8
+    assert drops["02_dedup_exact"]["exact_duplicate"] >= planted["exact"]
+    assert drops["03_decontaminate"]["contaminated"] >= 10
+    assert sum(drops["00_ingest"].values()) == planted["bad"]
+    assert local["counters"]["01_redact"]["redacted_email"] > 0
+
+
+def test_a_killed_ray_run_resumes_and_an_index_is_shared(tmp_path):
+    """Parts of a map stage written before a kill are kept and Ray workers write the rest; near-dedup against a
+    persistent index drops what the local engine drops."""
+    corpus = tmp_path / "corpus.jsonl"
+    write_corpus(corpus, 6_000, seed=1)
+    build_local(dedup_cmd(corpus, tmp_path / "local"))
+
+    run = tmp_path / "ray"
+    build_local(dedup_cmd(corpus, run))  # then as if killed in redact: half its parts written, nothing after
+    redact = run / "01_redact"
+    (redact / "_SUCCESS.json").unlink()
+    parts = sorted(redact.glob("part-*.parquet"))
+    for part in parts[len(parts) // 2:]:
+        part.unlink()
+    for later in [d for d in run.iterdir() if d.is_dir() and d.name[:2].isdigit() and d.name[:2] > "01"]:
+        shutil.rmtree(later)
+    kept = {p.name: p.stat().st_mtime_ns for p in parts[: len(parts) // 2]}
+    proc = build_ray(tmp_path, dedup_cmd(corpus, run))
+    assert "01_redact: resumed" in proc.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in parts[: len(parts) // 2]} == kept
+    assert sorted(redact.glob("part-*.parquet")) == parts
+    local, resumed = outcome(tmp_path / "local"), outcome(run)
+    assert local["export"].equals(resumed["export"]) and local["drops"] == resumed["drops"]
+
+    half = tmp_path / "half.jsonl"
+    half.write_text("".join(corpus.read_text().splitlines(keepends=True)[:3000]))
+    build_local(dedup_cmd(half, tmp_path / "seed", "--set", f"index={tmp_path / 'index-local'}"))
+    shutil.copytree(tmp_path / "index-local", tmp_path / "index-ray")
+    build_local(dedup_cmd(corpus, tmp_path / "local-index", "--set", f"index={tmp_path / 'index-local'}"))
+    build_ray(tmp_path, dedup_cmd(corpus, tmp_path / "ray-index", "--set", f"index={tmp_path / 'index-ray'}"))
+    local, distributed = outcome(tmp_path / "local-index"), outcome(tmp_path / "ray-index")
+    assert local["near"]["indexed_before"] > 2000 and local["near"] == distributed["near"]
+    assert local["export"].equals(distributed["export"]) and local["drops"] == distributed["drops"]
+    reasons = pl.read_parquet(tmp_path / "ray-index" / "04_dedup_near" / "dropped.parquet")["drop_reason"]
+    assert reasons.str.contains("(indexed)", literal=True).sum() > 1000
+
+
+def test_batch_plan_cuts_the_batches_the_local_engine_cuts(tmp_path):
+    start = 0
+    for k, size in enumerate([3, 0, 700, 1, 256, 255, 1024, 9]):
+        pl.DataFrame({"x": np.arange(start, start + size)}).write_parquet(tmp_path / f"part-{k:05d}.parquet")
+        start += size
+    for batch_size in (1, 7, 256, 1000, 5000):
+        cache = {}
+        planned = [read_batch(pieces, cache) for pieces in batch_plan(tmp_path, batch_size)]
+        local = list(rebatch(read_parts(tmp_path), batch_size))
+        assert len(planned) == len(local) and all(a.equals(b) for a, b in zip(planned, local)), batch_size
+
+
+def test_grouped_band_keys_give_the_pairs_of_the_local_sort():
+    """The Ray path's bucket step (explode band keys, hash-partition by (band, key), keep shared buckets, sort by row)
+    verifies the same pairs as `similar_pairs`, including a bucket past ALL_PAIRS_UP_TO and rows with no words."""
+    rng = np.random.default_rng(5)
+    words = [f"w{i}" for i in range(3000)]
+    base = [" ".join(rng.choice(words, 80)) for _ in range(400)]
+    template = " ".join(rng.choice(words, 200))
+    texts = base + [t.replace(t.split()[3], "x", 1) for t in base[:100]] + \
+        [template + " " + " ".join(rng.choice(words, 2)) for _ in range(150)] + ["", "?!"] * 5
+    order = rng.permutation(len(texts))
+    texts = [texts[i] for i in order]
+    params = MinHashParams()
+    sigs, counts = signatures(texts, params)
+    keys = band_keys(sigs, params.bands, params.rows)
+    expected = similar_pairs(sigs, keys, 0.8, active=counts > 0)
+
+    rows = _band_rows(pa.table({"row": np.arange(len(texts)), "keys": _fixed_list(keys, pa.uint64())}), 0)
+    part = (np.asarray(rows["key"]) % np.uint64(7)).astype(np.int64)  # any partitioning that keeps buckets whole
+    found = pa.concat_tables([_shared_buckets(rows.filter(pa.array(part == p))) for p in range(7)])
+    got = verify_buckets(bucket_runs(found), sigs, 0.8, active=counts > 0)
+    assert len(expected) > 150 and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_the_stages_ray_runs_can_be_shipped_to_workers(name):
+    """Ray pickles a stage to send it to its workers (after one empty batch on the driver: `_run_map`)."""
+    recipe = load_recipe(name)
+    cfg = recipe.Config()
+    if hasattr(cfg, "sources"):
+        cfg = apply_overrides(cfg, [f"sources={DATA / 'ingest' / 'chat_log.jsonl'}",
+                                    f"benchmarks=math={DATA / 'dedup' / 'benchmark.jsonl'}"][:1 + (name == "dedup")])
+    assert pickle.loads(pickle.dumps(cfg)) == cfg  # workers get the resolved config in their Context
+    engine = RayEngine()
+    shipped = [stage for stage in recipe.stages(cfg) if engine.takes(stage)]
+    assert shipped or name == "ingest"
+    for stage in shipped:
+        copy = pickle.loads(pickle.dumps(stage))
+        assert type(copy) is type(stage) and copy.settings() == stage.settings()
+    assert not any(stage.uses_teacher for stage in shipped)
