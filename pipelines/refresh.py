@@ -54,6 +54,7 @@ def make_parser() -> Parser:
                    help="config overrides, as for pipelines.build; saved, and reused when none are given")
     p.add_argument("--root", type=Path, default=None, help="refresh directory (default refresh/<recipe>)")
     p.add_argument("--dry-run", action="store_true", help="print what would be processed, change nothing")
+    p.add_argument("--engine", choices=("local", "ray"), default="local", help="as for pipelines.build")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return p
 
@@ -121,7 +122,7 @@ def refresh(args: argparse.Namespace) -> int:
         if not first:
             sets += LATER_OVERRIDES.get(args.recipe, [])
         try:
-            build(build_parser().parse_args([args.recipe, "--run-dir", str(run_dir),
+            build(build_parser().parse_args([args.recipe, "--run-dir", str(run_dir), "--engine", args.engine,
                                              *(x for s in sets for x in ("--set", s))]))
         except PipelineError:  # a user error (bad input, bad config): the next run starts from its own inputs
             del manifest.data["pending"]
