@@ -24,11 +24,16 @@ class Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message}; see python -m {self.prog} --help")
 
 
-def make_parser() -> Parser:
-    p = Parser(prog="pipelines.build", description="Build a dataset with a recipe.")
+def recipe_arguments(p: Parser, set_help: str) -> Parser:
+    """The recipe and its `--set KEY=VAL` overrides (build, refresh)."""
     p.add_argument("recipe", help=f"one of: {', '.join(RECIPES)}")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VAL",
-                   help="override a config key (dotted, e.g. teacher.base_url=http://...); repeatable")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VAL", help=set_help)
+    return p
+
+
+def make_parser() -> Parser:
+    p = recipe_arguments(Parser(prog="pipelines.build", description="Build a dataset with a recipe."),
+                         "override a config key (dotted, e.g. teacher.base_url=http://...); repeatable")
     p.add_argument("--limit", type=int, default=None, help="produce at most N seed rows (a quick trial)")
     p.add_argument("--fresh", action="store_true", help="recompute every stage (cached teacher answers are kept)")
     p.add_argument("--run-dir", type=Path, default=None, help="where to write (default runs/<recipe>)")

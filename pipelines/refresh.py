@@ -34,7 +34,7 @@ from urllib.parse import urlencode
 
 from connectors.sources import SourceSpec
 from pipelines import __version__
-from pipelines.build import Parser, build, main_guard
+from pipelines.build import Parser, build, main_guard, recipe_arguments
 from pipelines.build import make_parser as build_parser
 from pipelines.cards import render_again
 from pipelines.licenses import combined_license
@@ -49,9 +49,7 @@ LATER_OVERRIDES = {"ultrachat": ["sectors=materials"]}  # after v1, only the sec
 
 def make_parser() -> Parser:
     p = Parser(prog="pipelines.refresh", description="Make the next version of a dataset from new inputs only.")
-    p.add_argument("recipe", help=f"one of: {', '.join(RECIPES)}")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VAL",
-                   help="config overrides, as for pipelines.build; saved, and reused when none are given")
+    recipe_arguments(p, "config overrides, as for pipelines.build; saved, and reused when none are given")
     p.add_argument("--root", type=Path, default=None, help="refresh directory (default refresh/<recipe>)")
     p.add_argument("--dry-run", action="store_true", help="print what would be processed, change nothing")
     p.add_argument("--engine", choices=("local", "ray"), default="local", help="as for pipelines.build")
