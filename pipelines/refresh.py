@@ -86,29 +86,17 @@ def refresh(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError(f"recipe {args.recipe} cannot be refreshed: it has no {' and no '.join(missing)} setting "
                           f"(refreshable: {', '.join(r for r in RECIPES if _refreshable(r))})")
-    pending = _still_pending(manifest)
-    if pending:
-        new = [InputFile(**f) for f in pending["inputs"]]
-    else:
-        files = describe(input_files(cfg), None if args.dry_run else root / "inputs.json")
-        seen = manifest.consumed()
-        new = [f for f in files if f.role == "source" and f.sha256 not in seen]
-        new = list({f.sha256: f for f in new}.values())  # one copy of a file found twice
-    number = pending["version"] if pending else len(manifest.versions) + 1
-    first = number == 1
     if args.dry_run:
-        return _dry_run(root, number, new, manifest, first and not cfg.sources)
-    if not new and not first:
-        print(f"refresh {args.recipe}: no new input ({len(manifest.consumed())} inputs already in "
-              f"v1..v{len(manifest.versions)}); no version made")
-        return 0
-
+        number, new, built_in_only = _plan(manifest, cfg, None)
+        return _dry_run(root, number, new, manifest, built_in_only)
     root.mkdir(parents=True, exist_ok=True)
-    with _lock(root, args.recipe):
-        manifest = Manifest(root)  # as it is now that we hold the lock
-        if _still_pending(manifest) != pending or len(manifest.versions) + 1 != number:
-            raise Locked(f"another refresh of {args.recipe} finished while this one started; exiting with code "
-                         f"{LOCKED}")
+    with _lock(root, args.recipe):  # before anything else, so a second refresh exits at once
+        manifest = Manifest(root)
+        number, new, built_in_only = _plan(manifest, cfg, root / "inputs.json")
+        if not new and not built_in_only:
+            print(f"refresh {args.recipe}: no new input ({len(manifest.consumed())} inputs already in "
+                  f"v1..v{len(manifest.versions)}); no version made")
+            return 0
         manifest.data["recipe"] = args.recipe
         manifest.data["overrides"] = overrides
         manifest.data["pending"] = {"version": number, "inputs": [asdict(f) for f in new]}
@@ -117,7 +105,7 @@ def refresh(args: argparse.Namespace) -> int:
         sets = [*overrides, f"index={(root / 'index').resolve()}"]
         if new or cfg.sources:
             sets.append("sources=" + ",".join(_spec_for(f) for f in new))
-        if not first:
+        if number > 1:
             sets += LATER_OVERRIDES.get(args.recipe, [])
         try:
             build(build_parser().parse_args([args.recipe, "--run-dir", str(run_dir), "--engine", args.engine,
@@ -138,6 +126,18 @@ def refresh(args: argparse.Namespace) -> int:
         del manifest.data["pending"]
         manifest.save()
     return 0
+
+
+def _plan(manifest: Manifest, cfg, hash_cache: Path | None) -> tuple[int, list[InputFile], bool]:
+    """(the version to make, its new inputs, whether it is v1 of a recipe reading only its built-in data)."""
+    pending = _still_pending(manifest)
+    if pending:
+        return pending["version"], [InputFile(**f) for f in pending["inputs"]], not pending["inputs"]
+    files = describe(input_files(cfg), hash_cache)
+    seen = manifest.consumed()
+    new = {f.sha256: f for f in files if f.role == "source" and f.sha256 not in seen}  # one copy of a file found twice
+    number = len(manifest.versions) + 1
+    return number, list(new.values()), number == 1 and not cfg.sources
 
 
 def _still_pending(manifest: Manifest) -> dict | None:
