@@ -102,6 +102,9 @@ def refresh(args: argparse.Namespace) -> int:
         manifest.data["pending"] = {"version": number, "inputs": [asdict(f) for f in new]}
         manifest.save()
         run_dir = root / "work" / f"v{number}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if (root / "inputs.json").exists():  # the card hashes the inputs again: from this cache, not the files
+            shutil.copy2(root / "inputs.json", run_dir / "inputs.json")
         sets = [*overrides, f"index={(root / 'index').resolve()}"]
         if new or cfg.sources:
             sets.append("sources=" + ",".join(_spec_for(f) for f in new))
