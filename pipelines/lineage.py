@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.files import expand
@@ -33,9 +33,6 @@ class InputFile:
     size: int
     sha256: str
     license: str | None
-
-    def key(self) -> tuple[str, int, str]:
-        return self.path, self.size, self.sha256
 
 
 def input_files(cfg) -> list[tuple[str, str, Path, str | None]]:
@@ -94,7 +91,3 @@ def prompt_hashes(stages) -> list[dict]:
             files = {name: sha256_file(PACKAGE / name) for name in stage.prompt_files}
             rows.append({"stage": stage.name, "role": stage.teacher_role, "prompt_files": files})
     return rows
-
-
-def as_dicts(files: list[InputFile]) -> list[dict]:
-    return [asdict(f) for f in files]
