@@ -20,8 +20,6 @@ import re
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from pipelines.build import Parser, main_guard
 from pipelines.errors import ConfigError, PipelineError
 
@@ -60,6 +58,7 @@ def load_versions(root: Path, recipe: str) -> list[dict]:
         for entry in versions:
             entry["version"] = int(entry["version"])
             entry.setdefault("tag", f"v{entry['version']}")
+            entry["counts"] = {str(split): int(rows) for split, rows in entry["counts"].items()}
             base = root / "versions" / entry["tag"]
             entry["uploads"] = [(base / f, f"data/{Path(f).name}") for f in entry["files"]] + [
                 (base / "README.md", "README.md")]
@@ -76,13 +75,8 @@ def load_versions(root: Path, recipe: str) -> list[dict]:
 
 
 def commit_message(entry: dict) -> str:
-    """`v2: +35 rows (train: 35) from 1 new input`; the counts are read from the version's Parquet files."""
-    counts: dict[str, int] = {}
-    for local, in_repo in entry["uploads"]:
-        if in_repo.endswith(".parquet"):
-            split = local.name.split("-")[0]
-            counts[split] = counts.get(split, 0) + pq.ParquetFile(local).metadata.num_rows
-    n = len(entry.get("inputs") or [])
+    """`v2: +35 rows (train: 35) from 1 new input`, from the counts refresh recorded for the version."""
+    counts, n = entry["counts"], len(entry.get("inputs") or [])
     splits = ", ".join(f"{split}: {rows}" for split, rows in counts.items())
     return (f"{entry['tag']}: +{sum(counts.values())} rows ({splits or 'none'}) "
             f"from {n} new input{'' if n == 1 else 's'}")

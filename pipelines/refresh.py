@@ -32,14 +32,16 @@ from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlencode
 
+import pyarrow.parquet as pq
+
 from connectors.sources import SourceSpec
 from pipelines import __version__
 from pipelines.build import Parser, build, main_guard, recipe_arguments
 from pipelines.build import make_parser as build_parser
 from pipelines.cards import render_again
-from pipelines.licenses import combined_license
 from pipelines.config import apply_overrides
 from pipelines.errors import ConfigError, PipelineError
+from pipelines.licenses import combined_license
 from pipelines.lineage import InputFile, describe, input_files, sha256_file
 from pipelines.recipes import RECIPES, load_recipe
 
@@ -178,8 +180,6 @@ def _record(root: Path, run_dir: Path, number: int, new: list[InputFile]) -> dic
     shutil.rmtree(out, ignore_errors=True)
     (out / "data").mkdir(parents=True)
     files = []
-    import pyarrow.parquet as pq
-
     for shard in shards:
         split, rest = shard.name.split("-", 1)
         rows = pq.read_metadata(shard).num_rows
