@@ -17,6 +17,11 @@ _progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNComplete
 
 @contextmanager
 def live():
+    """Draw the bars while the block runs, on a terminal only (elsewhere rich would print a blank line on exit,
+    between the log and an `error:` line)."""
+    if not console.is_terminal:
+        yield
+        return
     with _progress:
         yield
 

@@ -21,7 +21,6 @@ build, no request, no version (exit 0). The recipe must read its inputs from `so
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import shutil
@@ -42,10 +41,10 @@ from pipelines.cards import render_again
 from pipelines.config import apply_overrides
 from pipelines.errors import ConfigError, PipelineError
 from pipelines.licenses import combined_license
+from pipelines.locks import LOCKED, DirLock  # noqa: F401 (LOCKED: the exit code, for callers)
 from pipelines.lineage import InputFile, describe, input_files, sha256_file
 from pipelines.recipes import RECIPES, load_recipe
 
-LOCKED = 75  # EX_TEMPFAIL: another refresh holds the lock; cron tries again next time
 LATER_OVERRIDES = {"ultrachat": ["sectors=materials"]}  # after v1, only the sectors that read the sources
 
 
@@ -92,7 +91,8 @@ def refresh(args: argparse.Namespace) -> int:
         number, new, built_in_only = _plan(manifest, cfg, None)
         return _dry_run(root, number, new, manifest, built_in_only)
     root.mkdir(parents=True, exist_ok=True)
-    with _lock(root, args.recipe):  # before anything else, so a second refresh exits at once
+    # before anything else, so a second refresh exits at once
+    with DirLock(root / "refresh.lock", f"refresh of {args.recipe}"):
         manifest = Manifest(root)
         number, new, built_in_only = _plan(manifest, cfg, root / "inputs.json")
         if not new and not built_in_only:
@@ -259,43 +259,8 @@ def _dry_run(root: Path, number: int, new: list[InputFile], manifest: Manifest, 
     return 0
 
 
-class _lock:
-    """An exclusive, non-blocking flock on `root/refresh.lock` (released by the kernel if the process dies)."""
-
-    def __init__(self, root: Path, recipe: str):
-        self.path, self.recipe = root / "refresh.lock", recipe
-
-    def __enter__(self):
-        self.handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.seek(0)
-            holder = self.handle.read().strip() or "unknown process"
-            self.handle.close()
-            raise Locked(f"another refresh of {self.recipe} is running ({holder}; lock {self.path}); "
-                         f"exiting with code {LOCKED}") from None
-        self.handle.truncate(0)
-        self.handle.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
-        self.handle.flush()
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.truncate(0)
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
-
-
-class Locked(Exception):
-    pass
-
-
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return main_guard(lambda a: refresh(make_parser().parse_args(a)), sys.argv[1:] if argv is None else argv)
-    except Locked as exc:
-        print(f"busy: {exc}", file=sys.stderr)
-        return LOCKED
+    return main_guard(lambda a: refresh(make_parser().parse_args(a)), sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

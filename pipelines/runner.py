@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Iterator
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import __version__, progress
+from pipelines.errors import PipelineError, ResourceError, describe_os_error
 from pipelines.stage import DROP, QUARANTINE_ONLY, Context, MapStage, Source, Stage, TwoPassStage, teacher_for
 from schemas import QUARANTINE
 
@@ -80,16 +82,72 @@ def rebatch(frames: Iterator[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]
 
 def _write_atomic(frame: pl.DataFrame, path: Path, meta: dict | None = None) -> None:
     """polars' own Parquet writer (no Arrow round trip), LZ4 (as small as snappy here, faster both ways); `meta`
-    goes into the file's key-value metadata."""
+    goes into the file's key-value metadata. The file is read back before it is renamed into place, so a part that
+    exists can be read: a stage never finishes on a part the next stage would choke on."""
     tmp = path.with_name(path.name + ".tmp")
     extra = {META_KEY.decode(): json.dumps(meta)} if meta is not None else None
-    frame.write_parquet(tmp, compression="lz4", metadata=extra)
+    try:
+        frame.write_parquet(tmp, compression="lz4", metadata=extra)
+        check_part(tmp)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)  # a full disk gets its space back
+        if not isinstance(exc, DamagedPart):
+            raise
+        raise PipelineError(f"{path}: the part just written does not read back ({exc}); nothing was marked done. "
+                            "This is a bug: please report it with the input that caused it") from None
     os.replace(tmp, path)
 
 
 def _part_meta(path: Path) -> dict:
     metadata = pq.read_metadata(path).metadata or {}
     return json.loads(metadata.get(META_KEY, b"{}"))
+
+
+class DamagedPart(Exception):
+    """A checkpoint file that cannot be read back whole."""
+
+
+def check_part(path: Path, full: bool = True) -> None:
+    """Raise DamagedPart unless `path` is a readable Parquet file: its footer always; with `full`, every column
+    decoded as the next stage will (polars validates UTF-8 as it reads strings)."""
+    try:
+        pq.read_metadata(path)
+        if full:
+            pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
+        raise DamagedPart(" ".join(str(exc).split())[:300]) from None
+
+
+def _damaged(path: Path) -> bool:
+    try:
+        check_part(path, full=False)
+        return False
+    except DamagedPart:
+        return True
+
+
+def _keep_intact_parts(stage_dir: Path) -> bool:
+    """Delete the parts that cannot be read (a file damaged since it was written), with their dropped rows, so a
+    resumed stage recomputes them; True when intact parts remain."""
+    for dropped in sorted(stage_dir.glob("_dropped/part-*.parquet")):
+        if _damaged(dropped):
+            dropped.unlink()
+            (stage_dir / dropped.name).unlink(missing_ok=True)  # its kept rows come back with it
+    intact = False
+    for part in sorted(stage_dir.glob("part-*.parquet")):
+        if _damaged(part):
+            part.unlink()
+        else:
+            intact = True
+    return intact
+
+
+def _rows_in_parts(stage_dir: Path) -> int | None:
+    """The rows the stage's parts say they hold, or None when one of them cannot be read."""
+    try:
+        return sum(_part_meta(p).get("rows_out", 0) for p in sorted(stage_dir.glob("part-*.parquet")))
+    except (OSError, pa.ArrowException):
+        return None
 
 
 class Runner:
@@ -106,7 +164,12 @@ class Runner:
             for index, stage in enumerate(self.stages):
                 stage_dir = self.ctx.run_dir / f"{index:02d}_{stage.name}"
                 fp = fingerprint(stage, self.ctx, upstream)
-                row = self._run_stage(stage, stage_dir, fp, previous)
+                try:
+                    row = self._run_stage(stage, stage_dir, fp, previous)
+                except Exception as exc:
+                    if (line := describe_os_error(exc)) is None:
+                        raise
+                    raise ResourceError(f"stage {stage_dir.name} under {self.ctx.run_dir}: {line}") from exc
                 rows.append(row)
                 progress.console.log(f"{stage_dir.name}: {row['status']}, {row['rows_in']} in, "
                                      f"{sum(row['dropped'].values())} dropped, {row['rows_out']} out")
@@ -117,13 +180,14 @@ class Runner:
         success = stage_dir / "_SUCCESS.json"
         if success.exists():
             done = json.loads(success.read_text())
-            if done["fingerprint"] == fp:
+            if done["fingerprint"] == fp and _rows_in_parts(stage_dir) == done["rows_out"]:
                 return {**done, "status": "skipped"}
+            success.unlink()  # another fingerprint, or a part lost or damaged since: run it again
         marker = stage_dir / "_FINGERPRINT"
         resumable = isinstance(stage, (MapStage, Source))
         if stage_dir.exists() and (not resumable or not marker.exists() or marker.read_text() != fp):
             shutil.rmtree(stage_dir)
-        resumed = stage_dir.exists() and any(stage_dir.glob("part-*.parquet"))
+        resumed = stage_dir.exists() and _keep_intact_parts(stage_dir)
         (stage_dir / "_dropped").mkdir(parents=True, exist_ok=True)
         marker.write_text(fp)
 
