@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from pipelines.config import apply_overrides, flat_keys, to_json
-from pipelines.errors import ConfigError, PipelineError
+from pipelines.errors import ConfigError, PipelineError, describe_os_error
+from pipelines.locks import LOCKED, DirLock, Locked
 from pipelines.recipes import RECIPES, load_recipe
 
 
@@ -45,15 +46,6 @@ def make_parser() -> Parser:
 
 
 def build(args: argparse.Namespace) -> int:
-    from pipelines.dedup.summary import markdown as dedup_markdown
-    from pipelines.dedup.summary import prune as prune_dedup_stats
-    from pipelines.dedup.summary import read_stats
-    from pipelines.engines import engine_named
-    from pipelines.report import judge_summary, print_table, write_report
-    from pipelines.runner import TEACHER_STATS, Runner, write_quarantine
-    from pipelines.stage import Context
-    from pipelines.teacher import Teacher
-
     recipe = load_recipe(args.recipe)
     cfg = apply_overrides(recipe.Config(), [s for group in args.overrides for s in group.split()])
     if args.show_config:
@@ -63,11 +55,27 @@ def build(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ConfigError("--limit must be at least 1")
     run_dir = args.run_dir or Path("runs") / args.recipe
-    if args.fresh and run_dir.exists():
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--run-dir {run_dir} is a file, not a directory: choose another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with DirLock(run_dir / ".lock", f"build of {args.recipe} in {run_dir}"):  # before anything is written
+        return _build_in(run_dir, recipe, cfg, args)
+
+
+def _build_in(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
+    from pipelines.dedup.summary import markdown as dedup_markdown
+    from pipelines.dedup.summary import prune as prune_dedup_stats
+    from pipelines.dedup.summary import read_stats
+    from pipelines.engines import engine_named
+    from pipelines.report import judge_summary, print_table, write_report
+    from pipelines.runner import TEACHER_STATS, Runner, write_quarantine
+    from pipelines.stage import Context
+    from pipelines.teacher import Teacher
+
+    if args.fresh:
         for child in run_dir.iterdir():
             if child.is_dir():
                 shutil.rmtree(child)
-    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(to_json(cfg))
     log = logging.getLogger("pipelines")
     stages = recipe.stages(cfg)
@@ -118,20 +126,38 @@ def _terminate(signum, frame):
 
 def main_guard(command, argv: list[str], clean=str) -> int:
     """Run `command(argv)` as a CLI: logging, SIGTERM as an exit, one-line errors (exit 2, the message passed
-    through `clean`) unless --debug."""
+    through `clean`) unless --debug, and a `busy:` line with exit 75 when another process holds the directory."""
     debug = "--debug" in argv
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over `ulimit -f`, a write fails (EFBIG) instead of killing us
     try:
         return command(argv)
+    except Locked as exc:
+        print(f"busy: {exc}", file=sys.stderr)
+        return LOCKED
     except PipelineError as exc:
         if debug:
             raise
-        print(f"error: {clean(exc)}", file=sys.stderr)
-        return 2
+        return _one_line(clean(exc))
+    except MemoryError:
+        if debug:
+            raise
+        return _one_line("out of memory: lower the batch or signature sizes (--show-config lists them) or use a "
+                         "machine with more memory; rerun the same command to resume")
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as exc:
+        line = describe_os_error(exc)
+        if debug or line is None:
+            raise
+        return _one_line(clean(line))
+
+
+def _one_line(message: str) -> int:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
