@@ -316,21 +316,19 @@ class Runner:
 def write_quarantine(run_dir: Path) -> tuple[Path, int]:
     """Gather every stage's dropped rows into `run_dir/quarantine.parquet` (schemas.QUARANTINE).
 
-    `locator` and `raw` come from the row when the stage set them (ingest); otherwise the locator is the row's id
-    and `raw` the row itself as JSON.
+    `locator` and `raw` come from the row when the stage set them (ingest). Otherwise the locator is where the row
+    came from: the input's `file.jsonl:17`, kept in `meta` through every stage, or for a generated row the stage
+    and its prompt (`03_dialogue:<prompt id>`); and `raw` is the row as JSON (its `meta` as an object).
     """
     frames = []
     for dropped in sorted(run_dir.glob("*/dropped.parquet")):
         rows = pl.read_parquet(dropped)
-        data = [c for c in rows.columns if c not in (DROP, *QUARANTINE_ONLY)]
-        as_json = pl.struct(data).struct.json_encode() if data else pl.lit("{}")
         frames.append(rows.select(
             pl.lit(dropped.parent.name).alias("stage"),
             (pl.col("source") if "source" in rows.columns else pl.lit("")).cast(pl.String).alias("source"),
-            (pl.col("locator") if "locator" in rows.columns else
-             pl.col("id") if "id" in rows.columns else pl.lit("")).cast(pl.String).alias("locator"),
+            _locator(rows, dropped.parent.name).alias("locator"),
             pl.col(DROP).alias("reason"),
-            (pl.col("raw") if "raw" in rows.columns else as_json).cast(pl.String).alias("raw"),
+            (pl.col("raw") if "raw" in rows.columns else _row_json(rows)).cast(pl.String).alias("raw"),
         ))
     table = pl.concat(frames).to_arrow().cast(QUARANTINE) if frames else QUARANTINE.empty_table()
     path = run_dir / "quarantine.parquet"
@@ -338,3 +336,28 @@ def write_quarantine(run_dir: Path) -> tuple[Path, int]:
     pq.write_table(table, tmp)
     os.replace(tmp, path)
     return path, table.num_rows
+
+
+def _meta_key(rows: pl.DataFrame, key: str) -> pl.Expr:
+    if "meta" not in rows.columns:
+        return pl.lit(None, pl.String)
+    return pl.col("meta").str.json_path_match(f"$.{key}")
+
+
+def _locator(rows: pl.DataFrame, stage: str) -> pl.Expr:
+    """The input's `file:line` when the row has one, else `<stage>:<prompt id or row id>`."""
+    own = [pl.col("locator").cast(pl.String)] if "locator" in rows.columns else []
+    prompt = [pl.col(c).cast(pl.String) for c in ("prompt_id", "id") if c in rows.columns]
+    generated = pl.concat_str(pl.lit(f"{stage}:"), pl.coalesce(
+        _meta_key(rows, "seed_id"), _meta_key(rows, "instruction_id"), *prompt, pl.lit("?")))
+    return pl.coalesce(*own, _meta_key(rows, "locator"), generated)
+
+
+def _row_json(rows: pl.DataFrame) -> pl.Expr:
+    """The row as one JSON object; `meta` (already JSON text) is spliced in as an object, not encoded twice."""
+    data = [c for c in rows.columns if c not in (DROP, "meta", *QUARANTINE_ONLY)]
+    head = pl.struct(data).struct.json_encode() if data else pl.lit("{}")
+    if "meta" not in rows.columns:
+        return head
+    meta = pl.col("meta").fill_null("null")
+    return pl.concat_str(head.str.head(-1), pl.lit(',"meta":' if data else '"meta":'), meta, pl.lit("}"))
