@@ -50,8 +50,10 @@ def input_files(cfg) -> list[tuple[str, str, Path, str | None]]:
             out += [("source", text, f, spec.license) for f in files]
     if seeds := getattr(cfg, "seeds", ""):
         out.append(("seeds", seeds, Path(seeds), None))
+    from pipelines.dedup.decontam import Benchmark  # numba and numpy: only for recipes that decontaminate
+
     for text in getattr(cfg, "benchmarks", ()) or ():
-        out.append(("benchmark", text, Path(text.rpartition("=")[2] if "=" in text else text), None))
+        out += [("benchmark", text, f, None) for f in Benchmark.parse(text).files()]
     return out
 
 

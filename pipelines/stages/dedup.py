@@ -214,6 +214,7 @@ class Decontaminate(MapStage):
             self._contamination = Contamination(self._benchmarks, self.ngram)
             write_section(ctx.run_dir, "decontamination", self.name, {
                 "ngram": self.ngram, "prompts": self._contamination.prompt_counts,
+                "skipped": self._contamination.skipped,
                 "sha256": self._digests})
         whole = compare_text(batch, "conversation")
         texts, owner = whole.to_list(), list(range(batch.height))
