@@ -48,9 +48,12 @@ def make_parser() -> Parser:
 def build(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     cfg = apply_overrides(recipe.Config(), [s for group in args.overrides for s in group.split()])
-    if args.show_config:
+    if args.show_config:  # the config was checked by apply_overrides: an out-of-range --set is an error here too
+        from pipelines.config import describe
+
         print(to_json(cfg))
         print("keys:", ", ".join(flat_keys(cfg)))
+        print("key [allowed range]: help\n" + describe(cfg))
         return 0
     if args.limit is not None and args.limit < 1:
         raise ConfigError("--limit must be at least 1")

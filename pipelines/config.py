@@ -1,30 +1,91 @@
 """Recipe configs are frozen dataclasses; `--set key=val` overrides a field, typed from its annotation.
 
 `apply_overrides(UltraChatConfig(), ["turns=2", "teacher.base_url=http://127.0.0.1:8000/v1"])` returns a new
-config; an unknown key raises ConfigError listing the valid keys.
+config; an unknown key raises ConfigError listing the valid keys. It then checks the resolved config (`validate`),
+before any work, so each of these is one ConfigError line naming the key, the value and what is allowed:
+
+- every int and float field (also `tuple[float, ...]`, `int | None`) declares its range in its metadata, in interval
+  notation: `field(default=16, metadata={"help": "...", "range": "[1, 8192]"})`; `(` and `)` leave the end out,
+  `inf` leaves the side open: `"(0, 1]"`, `"[0, inf)"`. A value outside it, NaN or infinity is refused; a tuple
+  needs at least one value, each in range. A test checks that every numeric field has one.
+- a field may name a `"check"`: a function of the value returning what is wrong with it, or None;
+- a recipe's config may define `cross_check(self) -> str | None` for rules across its fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
-from typing import Any
+from typing import Any, Iterator
 
 from pipelines.errors import ConfigError
+
+INTERVAL = re.compile(r"([\[(])\s*([-+\w.]+)\s*,\s*([-+\w.]+)\s*([\])])")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """An interval parsed from interval notation, e.g. `Range.parse("(0, 1]")`."""
+
+    lo: float
+    hi: float
+    lo_open: bool
+    hi_open: bool
+    lo_text: str
+    hi_text: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Range":
+        match = INTERVAL.fullmatch(text.strip())
+        if not match:
+            raise ValueError(f"range {text!r} is not in interval notation, e.g. [1, 128], (0, 1] or [0, inf)")
+        left, lo, hi, right = match.groups()
+        return cls(float(lo), float(hi), left == "(", right == ")", lo, hi)
+
+    def __contains__(self, x: float) -> bool:  # NaN fails every comparison; `inf)` leaves infinity out
+        return (self.lo < x if self.lo_open else self.lo <= x) and (x < self.hi if self.hi_open else x <= self.hi)
+
+    def __str__(self) -> str:
+        return f"{'(' if self.lo_open else '['}{self.lo_text}, {self.hi_text}{')' if self.hi_open else ']'}"
+
+    def words(self) -> str:
+        """`between 1 and 128`, `at least 0`, `greater than 0 and at most 1`, ..."""
+        low = "" if self.lo == -float("inf") else f"{'greater than' if self.lo_open else 'at least'} {self.lo_text}"
+        high = "" if self.hi == float("inf") else f"{'less than' if self.hi_open else 'at most'} {self.hi_text}"
+        if low.startswith("at least") and high.startswith("at most"):
+            return f"between {self.lo_text} and {self.hi_text}"
+        return " and ".join(p for p in (low, high) if p) or "a number"
+
+
+def leaves(config: Any, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, Any, Any]]:
+    """(dotted key, field, type annotation, value) of every setting of a (nested) config dataclass."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from leaves(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f, hints[f.name], value
 
 
 def flat_keys(config: Any, prefix: str = "") -> dict[str, Any]:
     """`{"turns": 3, "teacher.model": "...", ...}` for a (nested) config dataclass."""
-    out = {}
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
-            out.update(flat_keys(value, f"{prefix}{f.name}."))
-        else:
-            out[f"{prefix}{f.name}"] = value
-    return out
+    return {key: value for key, _, _, value in leaves(config, prefix)}
+
+
+def is_numeric(annotation: Any) -> bool:
+    """int or float, alone, optional (`int | None`) or as the items of a tuple or list; bool is not a number."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None) and a is not Ellipsis]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, tuple, list):
+        return len(args) == 1 and is_numeric(args[0])
+    return annotation in (int, float)
+
+
+def field_range(f: dataclasses.Field) -> Range | None:
+    return Range.parse(f.metadata["range"]) if "range" in f.metadata else None
 
 
 def _convert(text: str, annotation: Any, key: str) -> Any:
@@ -56,6 +117,7 @@ def apply_overrides(config: Any, assignments: list[str]) -> Any:
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {assignment!r}")
         config = _set(config, key.split("."), text, key)
+    validate(config)
     return config
 
 
@@ -74,6 +136,35 @@ def _set(config: Any, path: list[str], text: str, full_key: str) -> Any:
     else:
         value = _convert(text, hints[path[0]], full_key)
     return dataclasses.replace(config, **{path[0]: value})
+
+
+def validate(config: Any) -> None:
+    """Raise ConfigError (one line) for the first setting outside its range or failing its check, then for the
+    config's `cross_check` problem. Run on every resolved config, before any work."""
+    for key, f, _, value in leaves(config):
+        allowed = field_range(f)
+        many = isinstance(value, (tuple, list))
+        shown = ",".join(str(v) for v in value) if many else value
+        if allowed is not None and value is not None:
+            if many and not value:
+                raise ConfigError(f"--set {key}=: give at least one value, each {allowed.words()}")
+            if not all(v in allowed for v in (value if many else (value,))):
+                each = "each value " if many else ""
+                raise ConfigError(f"--set {key}={shown}: {each}must be {allowed.words()}")
+        if "check" in f.metadata and (problem := f.metadata["check"](value)):
+            raise ConfigError(f"--set {key}={shown}: {problem}")
+    if hasattr(config, "cross_check") and (problem := config.cross_check()):
+        raise ConfigError(problem)
+
+
+def describe(config: Any) -> str:
+    """One line per key, `  key [range]: help`, as --show-config lists them."""
+    lines = []
+    for key, f, _, _ in leaves(config):
+        allowed = field_range(f)
+        help_text = f.metadata.get("help")
+        lines.append(f"  {key}" + (f" {allowed}" if allowed else "") + (f": {help_text}" if help_text else ""))
+    return "\n".join(lines)
 
 
 def to_json(config: Any) -> str:

@@ -66,21 +66,36 @@ class Endpoint:
         return self.base_url or EMBEDDED
 
 
+def _pool_problem(pool: tuple[str, ...]) -> str | None:
+    """Checked when the config is resolved: a malformed entry raises ConfigError, a weight must be > 0."""
+    for spec in pool:
+        if not 0 < _parse_endpoint(spec, "").weight < float("inf"):
+            return f"the weight of {spec!r} must be greater than 0"
+    return None
+
+
 @dataclass(frozen=True)
 class TeacherConfig:
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible URL; empty = embedded SmolLM2"})
     model: str = field(default="SmolLM2-135M-Instruct", metadata={"help": "model name sent to the endpoint"})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "environment variable holding the key"})
-    pool: tuple[str, ...] = field(default=(), metadata={"help": "more endpoints: URL?model=M&weight=W&key_env=VAR"})
-    max_concurrency: int = field(default=8, metadata={"help": "requests in flight at most (lowered on 429)"})
-    max_retries: int = field(default=4, metadata={"help": "retries per request on 429/5xx/timeouts/drops"})
-    timeout_s: float = field(default=300.0, metadata={"help": "per-request timeout in seconds"})
-    backoff_s: float = field(default=0.5, metadata={"help": "first retry wait; doubles per attempt, with jitter"})
-    down_after_s: float = field(default=120.0, metadata={"help": "stop when nothing answers for this long"})
-    reasks: int = field(default=2, metadata={"help": "re-asks of an answer that fails its JSON Schema"})
+    pool: tuple[str, ...] = field(default=(), metadata={"help": "more endpoints: URL?model=M&weight=W&key_env=VAR",
+                                                        "check": _pool_problem})
+    max_concurrency: int = field(default=8, metadata={"help": "requests in flight at most (lowered on 429)",
+                                                      "range": "[1, 4096]"})
+    max_retries: int = field(default=4, metadata={"help": "retries per request on 429/5xx/timeouts/drops",
+                                                  "range": "[0, 100]"})
+    timeout_s: float = field(default=300.0, metadata={"help": "per-request timeout in seconds", "range": "(0, 86400]"})
+    backoff_s: float = field(default=0.5, metadata={"help": "first retry wait; doubles per attempt, with jitter",
+                                                    "range": f"[0, {MAX_WAIT_S:g}]"})
+    down_after_s: float = field(default=120.0, metadata={"help": "stop when nothing answers for this long",
+                                                         "range": "(0, 86400]"})
+    reasks: int = field(default=2, metadata={"help": "re-asks of an answer that fails its JSON Schema",
+                                             "range": "[0, 20]"})
     response_format: bool = field(default=True, metadata={"help": "send response_format for structured outputs"})
-    price_in: float = field(default=0.0, metadata={"help": "price per million prompt tokens"})
-    price_out: float = field(default=0.0, metadata={"help": "price per million completion tokens"})
+    price_in: float = field(default=0.0, metadata={"help": "price per million prompt tokens", "range": "[0, inf)"})
+    price_out: float = field(default=0.0, metadata={"help": "price per million completion tokens",
+                                                    "range": "[0, inf)"})
     tokenizer: str = field(default="", metadata={"help": "tokenizer for counting when usage is missing"})
 
     def endpoints(self) -> list[Endpoint]:

@@ -88,8 +88,24 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def index_dir_problem(path: str | Path) -> str | None:
+    """Why `path` cannot be (or become) an index directory (it, or a folder above it, is a file), or None."""
+    path = Path(path)
+    for at in (path, *path.parents):
+        try:
+            if at.is_dir():
+                return None
+            if at.exists():
+                return f"{at} is a file, not a directory" if at == path else f"{at} is a file, so {path} cannot be made"
+        except OSError as exc:
+            return f"{at}: {exc.strerror}"
+    return None
+
+
 class MinHashIndex:
     def __init__(self, root: Path, settings: dict):
+        if problem := index_dir_problem(root):
+            raise ConfigError(f"dedup index: {problem}; name a directory")
         self.root = Path(root)
         self.settings = settings
         self.manifest = self._open()

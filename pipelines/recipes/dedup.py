@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from pipelines.dedup.index import index_dir_problem
 from pipelines.stage import Stage
 from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
 from pipelines.stages.export import ExportRows
@@ -26,16 +27,25 @@ class Config:
     sources: tuple[str, ...] = field(default=(), metadata={"help": "PATH[?format=NAME&weight=W&max_rows=N], ..."})
     kind: str = field(default="conversation", metadata={"help": "conversation, preference or text"})
     redact: str = field(default="chat_logs", metadata={"help": "chat_logs, all or none"})
-    threshold: float = field(default=0.8, metadata={"help": "estimated Jaccard at which two rows are duplicates"})
+    threshold: float = field(default=0.8, metadata={
+        "help": "estimated Jaccard at which two rows are duplicates", "range": "(0, 1]"})
     compare: str = field(default="conversation", metadata={"help": "conversation, or prompt (first user turn)"})
-    ngram: int = field(default=5, metadata={"help": "words per shingle"})
-    num_perm: int = field(default=128, metadata={"help": "MinHash permutations"})
-    bands: int = field(default=16, metadata={"help": "LSH bands (bands x rows <= num_perm)"})
-    rows: int = field(default=8, metadata={"help": "signature rows per band"})
-    seed: int = field(default=1, metadata={"help": "seed of the MinHash permutations"})
-    index: str = field(default="", metadata={"help": "directory of a persistent near-duplicate index"})
+    ngram: int = field(default=5, metadata={"help": "words per shingle", "range": "[1, 64]"})
+    num_perm: int = field(default=128, metadata={"help": "MinHash permutations", "range": "[16, 8192]"})
+    bands: int = field(default=16, metadata={"help": "LSH bands (bands x rows <= num_perm)", "range": "[1, 8192]"})
+    rows: int = field(default=8, metadata={"help": "signature rows per band", "range": "[1, 8192]"})
+    seed: int = field(default=1, metadata={"help": "seed of the MinHash permutations", "range": "[0, 4294967295]"})
+    index: str = field(default="", metadata={"help": "directory of a persistent near-duplicate index",
+                                             "check": index_dir_problem})
     benchmarks: tuple[str, ...] = field(default=(), metadata={"help": "[NAME=]PATH of benchmark prompts to remove"})
-    decontamination_ngram: int = field(default=13, metadata={"help": "words per n-gram for decontamination"})
+    decontamination_ngram: int = field(default=13, metadata={
+        "help": "words per n-gram for decontamination", "range": "[1, 200]"})
+
+    def cross_check(self) -> str | None:
+        if self.bands * self.rows > self.num_perm:
+            return (f"bands x rows ({self.bands} x {self.rows} = {self.bands * self.rows}) must be at most num_perm "
+                    f"({self.num_perm}): --set bands, rows or num_perm")
+        return None
 
 
 def stages(cfg: Config) -> list[Stage]:

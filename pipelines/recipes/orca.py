@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from pipelines.dedup.index import index_dir_problem
 from pipelines.stage import Stage
 from pipelines.stages.dedup import ExactDedup, NearDedup
 from pipelines.stages.orca import DEFAULT_PROMPTS, AnswerSampling, ExplainAnswers, ExportOrca, SeedOrca
@@ -29,15 +30,20 @@ class Config:
     name: str = field(default="orca-convoforge", metadata={"help": "dataset name in the card"})
     sources: tuple[str, ...] = field(default=(), metadata={
         "help": "instruction data, PATH[?format=NAME&weight=W&max_rows=N], ...; empty = the project's 48 prompts"})
-    n_prompts: int = field(default=48, metadata={"help": "prompts answered, at most, sampled by hash (0 = all)"})
-    seed: int = field(default=0, metadata={"help": "seed of the prompt sample and the system-message draw"})
-    retries: int = field(default=1, metadata={"help": "re-asks of an answer that fails a guard"})
+    n_prompts: int = field(default=48, metadata={
+        "help": "prompts answered, at most, sampled by hash (0 = all)", "range": "[0, 10000000]"})
+    seed: int = field(default=0, metadata={
+        "help": "seed of the prompt sample and the system-message draw", "range": "[0, 4294967295]"})
+    retries: int = field(default=1, metadata={"help": "re-asks of an answer that fails a guard", "range": "[0, 10]"})
     keep_truncated: bool = field(default=False, metadata={
         "help": "keep answers cut at max_tokens, trimmed to their last full sentence (default: drop them)"})
-    threshold: float = field(default=0.8, metadata={"help": "near-duplicate Jaccard threshold"})
-    index: str = field(default="", metadata={"help": "directory of a persistent near-duplicate index"})
-    test_fraction: float = 0.1
-    gen_fraction: float = 0.25
+    threshold: float = field(default=0.8, metadata={"help": "near-duplicate Jaccard threshold", "range": "(0, 1]"})
+    index: str = field(default="", metadata={"help": "directory of a persistent near-duplicate index",
+                                             "check": index_dir_problem})
+    test_fraction: float = field(default=0.1, metadata={
+        "help": "share of prompts in the test splits", "range": "[0, 1)"})
+    gen_fraction: float = field(default=0.25, metadata={
+        "help": "share of prompts in the *_gen splits", "range": "[0, 1]"})
     sampling: AnswerSampling = field(default_factory=AnswerSampling)
     teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=16))
 

@@ -27,21 +27,33 @@ from pipelines.teacher import TeacherConfig
 class Config:
     recipe: ClassVar[str] = "self_instruct"
     name: str = field(default="self-instruct-convoforge", metadata={"help": "dataset name in the card"})
-    n_instructions: int = field(default=32, metadata={"help": "instructions to accept before answering them"})
-    max_rounds: int = field(default=20, metadata={"help": "generation rounds at most"})
-    requests_per_round: int = field(default=8, metadata={"help": "generation prompts sent per round"})
-    seed_examples: int = field(default=6, metadata={"help": "seed tasks shown per prompt"})
-    machine_examples: int = field(default=2, metadata={"help": "accepted machine tasks shown per prompt"})
-    new_per_request: int = field(default=4, metadata={"help": "tasks asked for per prompt"})
-    rouge_threshold: float = field(default=0.7, metadata={"help": "reject above this ROUGE-L F against the pool"})
-    min_words: int = field(default=4, metadata={"help": "shortest instruction kept, in words"})
-    max_words: int = field(default=150, metadata={"help": "longest instruction kept, in words"})
+    n_instructions: int = field(default=32, metadata={
+        "help": "instructions to accept before answering them", "range": "[1, 10000000]"})
+    max_rounds: int = field(default=20, metadata={"help": "generation rounds at most", "range": "[1, 1000000]"})
+    requests_per_round: int = field(default=8, metadata={"help": "generation prompts sent per round",
+                                                         "range": "[1, 100000]"})
+    seed_examples: int = field(default=6, metadata={"help": "seed tasks shown per prompt", "range": "[0, 64]"})
+    machine_examples: int = field(default=2, metadata={"help": "accepted machine tasks shown per prompt",
+                                                       "range": "[0, 64]"})
+    new_per_request: int = field(default=4, metadata={"help": "tasks asked for per prompt", "range": "[1, 100]"})
+    rouge_threshold: float = field(default=0.7, metadata={"help": "reject above this ROUGE-L F against the pool",
+                                                          "range": "[0, 1]"})
+    min_words: int = field(default=4, metadata={"help": "shortest instruction kept, in words", "range": "[1, 10000]"})
+    max_words: int = field(default=150, metadata={"help": "longest instruction kept, in words", "range": "[1, 10000]"})
     seeds: str = field(default="", metadata={"help": "seed tasks JSONL (Self-Instruct format); empty = built in"})
-    seed: int = field(default=0, metadata={"help": "seed for sampling in-context examples"})
-    test_fraction: float = 0.1
-    gen_fraction: float = 0.25
+    seed: int = field(default=0, metadata={"help": "seed for sampling in-context examples", "range": "[0, 4294967295]"})
+    test_fraction: float = field(default=0.1, metadata={
+        "help": "share of prompts in the test splits", "range": "[0, 1)"})
+    gen_fraction: float = field(default=0.25, metadata={
+        "help": "share of prompts in the *_gen splits", "range": "[0, 1]"})
     sampling: Sampling = field(default_factory=Sampling)
     teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=16))
+
+    def cross_check(self) -> str | None:
+        if self.min_words > self.max_words:
+            return (f"min_words ({self.min_words}) must be at most max_words ({self.max_words}): "
+                    "--set min_words or max_words")
+        return None
 
 
 def built_in_data(cfg: Config) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from pipelines.dedup.index import index_dir_problem
 from pipelines.stage import Stage
 from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
 from pipelines.stages.dialogue import AskOpening, Sampling, SimulateDialogue
@@ -24,21 +25,34 @@ from pipelines.teacher import TeacherConfig
 class Config:
     recipe: ClassVar[str] = "ultrachat"
     name: str = field(default="ultrachat-convoforge", metadata={"help": "dataset name in the card"})
-    n_dialogues: int = field(default=64, metadata={"help": "seeds, spread evenly over the three sectors"})
-    turns: int = field(default=2, metadata={"help": "user/assistant exchanges per dialogue, at most"})
-    min_turns: int = field(default=2, metadata={"help": "dialogues with fewer exchanges are dropped"})
-    retries: int = field(default=2, metadata={"help": "re-asks of a user turn that fails a guard"})
+    n_dialogues: int = field(default=64, metadata={
+        "help": "seeds, spread evenly over the three sectors", "range": "[1, 10000000]"})
+    turns: int = field(default=2, metadata={
+        "help": "user/assistant exchanges per dialogue, at most", "range": "[1, 64]"})
+    min_turns: int = field(default=2, metadata={
+        "help": "dialogues with fewer exchanges are dropped (at most turns)", "range": "[1, 64]"})
+    retries: int = field(default=2, metadata={"help": "re-asks of a user turn that fails a guard", "range": "[0, 10]"})
     sources: tuple[str, ...] = field(default=(), metadata={"help": "text files for the materials sector"})
     sectors: tuple[str, ...] = field(default=("world", "writing", "materials"), metadata={
         "help": "sectors the dialogues are spread over (a refresh with new materials uses only materials)"})
-    seed: int = field(default=0, metadata={"help": "seed for sampling seeds, personas and materials"})
-    threshold: float = field(default=0.8, metadata={"help": "near-duplicate Jaccard threshold"})
-    index: str = field(default="", metadata={"help": "directory of a persistent near-duplicate index"})
+    seed: int = field(default=0, metadata={
+        "help": "seed for sampling seeds, personas and materials", "range": "[0, 4294967295]"})
+    threshold: float = field(default=0.8, metadata={"help": "near-duplicate Jaccard threshold", "range": "(0, 1]"})
+    index: str = field(default="", metadata={"help": "directory of a persistent near-duplicate index",
+                                             "check": index_dir_problem})
     benchmarks: tuple[str, ...] = field(default=(), metadata={"help": "[NAME=]PATH of benchmark prompts to remove"})
-    test_fraction: float = 0.1
-    gen_fraction: float = 0.25
+    test_fraction: float = field(default=0.1, metadata={
+        "help": "share of prompts in the test splits", "range": "[0, 1)"})
+    gen_fraction: float = field(default=0.25, metadata={
+        "help": "share of prompts in the *_gen splits", "range": "[0, 1]"})
     sampling: Sampling = field(default_factory=Sampling)
     teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=16))
+
+    def cross_check(self) -> str | None:
+        if self.min_turns > self.turns:
+            return (f"min_turns ({self.min_turns}) must be at most turns ({self.turns}), else no dialogue is kept: "
+                    "--set min_turns or turns")
+        return None
 
 
 def built_in_data(cfg: Config) -> tuple[str, ...]:

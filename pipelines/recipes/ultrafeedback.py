@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import ClassVar
 
+from pipelines.dedup.index import index_dir_problem
 from pipelines.stage import Stage
 from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
 from pipelines.stages.export_prefs import ExportPrefs
@@ -30,23 +31,32 @@ class Config:
     recipe: ClassVar[str] = "ultrafeedback"
     name: str = field(default="ultrafeedback-convoforge", metadata={"help": "dataset name in the card"})
     sources: tuple[str, ...] = field(default=(), metadata={"help": "prompt files (default: the shipped set)"})
-    n_prompts: int = field(default=8, metadata={"help": "prompts taken from the shipped set (not from sources)"})
+    n_prompts: int = field(default=8, metadata={"help": "prompts taken from the shipped set (not from sources)",
+                                                "range": "[1, 10000000]"})
     prompt_kind: str = field(default="", metadata={"help": "conversation or text (default: text for the shipped "
                                                            "set, conversation for sources)"})
-    n_completions: int = field(default=4, metadata={"help": "completions per prompt"})
+    n_completions: int = field(default=4, metadata={"help": "completions per prompt (a pair needs 2)",
+                                                    "range": "[2, 64]"})
     models: tuple[str, ...] = field(default=(), metadata={"help": "pool models to ask in turn (default: all)"})
-    temperatures: tuple[float, ...] = field(default=(0.7, 1.0), metadata={"help": "sampling temperatures, in turn"})
-    max_tokens: int = field(default=96, metadata={"help": "tokens per completion"})
-    orderings: int = field(default=2, metadata={"help": "orders of the completions each prompt is judged under"})
-    judge_max_tokens: int = field(default=96, metadata={"help": "tokens per judge answer"})
+    temperatures: tuple[float, ...] = field(default=(0.7, 1.0), metadata={"help": "sampling temperatures, in turn",
+                                                                          "range": "[0, 2]"})
+    max_tokens: int = field(default=96, metadata={"help": "tokens per completion", "range": "[1, 1000000]"})
+    orderings: int = field(default=2, metadata={"help": "orders of the completions each prompt is judged under",
+                                                "range": "[1, 16]"})
+    judge_max_tokens: int = field(default=96, metadata={"help": "tokens per judge answer", "range": "[1, 1000000]"})
     rule: str = field(default="best_vs_random", metadata={"help": "best_vs_random, best_vs_worst or all_pairs"})
     score: str = field(default="overall", metadata={"help": "rank by overall (1-10) or mean_aspects (1-5)"})
-    min_margin: float = field(default=0.0, metadata={"help": "drop pairs whose scores differ by less"})
-    seed: int = 0
-    threshold: float = field(default=0.8, metadata={"help": "near-duplicate Jaccard threshold on prompts"})
-    index: str = field(default="", metadata={"help": "directory of a persistent near-duplicate index of prompts"})
+    min_margin: float = field(default=0.0, metadata={"help": "drop pairs whose scores differ by less",
+                                                     "range": "[0, 9]"})
+    seed: int = field(default=0, metadata={"help": "seed of the principles, sampling and pairing",
+                                           "range": "[0, 4294967295]"})
+    threshold: float = field(default=0.8, metadata={"help": "near-duplicate Jaccard threshold on prompts",
+                                                    "range": "(0, 1]"})
+    index: str = field(default="", metadata={"help": "directory of a persistent near-duplicate index of prompts",
+                                             "check": index_dir_problem})
     benchmarks: tuple[str, ...] = field(default=(), metadata={"help": "[NAME=]PATH of benchmark prompts to remove"})
-    test_fraction: float = 0.1
+    test_fraction: float = field(default=0.1, metadata={
+        "help": "share of prompts in the test split", "range": "[0, 1)"})
     # Equal configs share one client (and one embedded server). 8 in flight: judge prompts are long, and 16 of them
     # slowed the embedded server past the request timeout (measured); one re-ask: a second rarely helps a small judge.
     teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=8, reasks=1))

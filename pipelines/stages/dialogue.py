@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -24,10 +24,12 @@ from pipelines.teacher import Request
 
 @dataclass
 class Sampling:
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_tokens_user: int = 40
-    max_tokens_assistant: int = 112
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature", "range": "[0, 2]"})
+    top_p: float = field(default=0.9, metadata={"help": "nucleus sampling: top_p of the probability mass",
+                                                "range": "(0, 1]"})
+    max_tokens_user: int = field(default=40, metadata={"help": "tokens per user turn", "range": "[1, 1000000]"})
+    max_tokens_assistant: int = field(default=112, metadata={"help": "tokens per assistant turn",
+                                                             "range": "[1, 1000000]"})
 
     def params(self, role: str, seed: str) -> dict:
         """Request params; `seed` makes each sample its own cache entry (and a reproducible one where honoured)."""

@@ -35,7 +35,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
@@ -164,9 +164,10 @@ def check_answer(answer: str, prompt: str, finish_reason: str | None = "stop", k
 
 @dataclass
 class AnswerSampling:
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_tokens: int = 256
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature", "range": "[0, 2]"})
+    top_p: float = field(default=0.9, metadata={"help": "nucleus sampling: top_p of the probability mass",
+                                                "range": "(0, 1]"})
+    max_tokens: int = field(default=256, metadata={"help": "tokens per answer", "range": "[1, 1000000]"})
 
     def params(self, seed: str) -> dict:
         """Request params; `seed` makes each attempt its own cache entry (and a reproducible one where honoured)."""

@@ -22,7 +22,7 @@ import hashlib
 import json
 import random
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -39,11 +39,13 @@ CANDIDATES = {"instruction_id": pl.String, "instruction": pl.String, "generation
 
 @dataclass
 class Sampling:
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_tokens_tasks: int = 128
-    max_tokens_input: int = 48
-    max_tokens_output: int = 160
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature", "range": "[0, 2]"})
+    top_p: float = field(default=0.9, metadata={"help": "nucleus sampling: top_p of the probability mass",
+                                                "range": "(0, 1]"})
+    max_tokens_tasks: int = field(default=128, metadata={"help": "tokens per instruction-generation answer",
+                                                         "range": "[1, 1000000]"})
+    max_tokens_input: int = field(default=48, metadata={"help": "tokens per generated input", "range": "[1, 1000000]"})
+    max_tokens_output: int = field(default=160, metadata={"help": "tokens per answer", "range": "[1, 1000000]"})
 
     def params(self, kind: str, seed: str) -> dict:
         """Request params for `kind` (tasks, input, output); `seed` makes each sample its own cache entry."""
