@@ -220,3 +220,18 @@ def test_os_errors_are_recognised_also_when_a_library_wraps_them():
     assert describe_os_error(RuntimeError("plain bug")) is None
     assert describe_os_error(PermissionError(13, "denied", "/x/y")).startswith("/x/y: permission denied")
 
+
+
+def test_a_run_on_a_dedup_index_another_run_is_extending_exits_busy(tmp_path):
+    from pipelines.locks import DirLock
+
+    corpus = write_corpus(tmp_path / "chats.jsonl", 40)
+    index = tmp_path / "index"
+    index.mkdir()
+    with DirLock(index / ".lock", "test holding the index"):
+        code, err = finish(build(tmp_path / "run", corpus, "--set", f"index={index}"))
+    assert code == LOCKED
+    assert str(index / ".lock") in one_error_line(err, "busy: ")
+    code, err = finish(build(tmp_path / "run", corpus, "--set", f"index={index}"))  # resumes once it is free
+    assert code == 0, err[-3000:]
+    assert "00_ingest: skipped" in err and json.loads((index / "manifest.json").read_text())["shards"][0]["rows"] == 40

@@ -5,7 +5,8 @@
   and ids (a million rows take about 0.7 GB), the second marks each batch. It compares the whole conversation or only
   the first user turn (`compare="prompt"`), checks against a persistent index when one is configured and adds the
   rows it kept to it, writes `dedup/clusters.parquet` (what was merged) and `dedup/stats.json` (pairs, clusters,
-  detection probabilities and recall measured on planted copies of this run's own texts).
+  detection probabilities and recall measured on planted copies of this run's own texts). While it reads and
+  extends the index it holds the index's lock: a second run on the same index exits busy (75) and resumes later.
 - Decontaminate drops rows that overlap benchmark prompts, naming the benchmark.
 """
 
@@ -24,6 +25,7 @@ from pipelines.dedup.minhash import MinHashParams, signatures
 from pipelines.dedup.recall import planted_recall
 from pipelines.dedup.summary import write_section
 from pipelines.errors import ConfigError
+from pipelines.locks import DirLock
 from pipelines.stage import Context, MapStage, Stage, TwoPassStage, with_drops
 
 COMPARE = ("conversation", "prompt")
@@ -102,6 +104,9 @@ class NearDedup(TwoPassStage):
         new ones) as `verify_buckets` takes them: the Ray engine groups band keys on its workers. Else each band's keys
         are sorted here."""
         index = self._index()
+        if index is not None:  # held until finish() has added this run's rows: two runs never race on one index
+            index.root.mkdir(parents=True, exist_ok=True)
+            self._index_lock = DirLock(index.root / ".lock", f"run using the dedup index {index.root}").__enter__()
         empty = Signed.empty(self.num_perm, self.bands)
         old = index.load(exclude_run=ctx.fingerprint) if index is not None else empty
         both, n_old = old + new, len(old)
@@ -189,6 +194,7 @@ class NearDedup(TwoPassStage):
         clusters.write_parquet(out)
         if self._kept is not None:
             self._index().add(ctx.fingerprint, self._kept)
+            self._index_lock.__exit__(None, None, None)
 
 
 @dataclass
