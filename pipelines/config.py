@@ -8,6 +8,7 @@ before any work, so each of these is one ConfigError line naming the key, the va
   notation: `field(default=16, metadata={"help": "...", "range": "[1, 8192]"})`; `(` and `)` leave the end out,
   `inf` leaves the side open: `"(0, 1]"`, `"[0, inf)"`. A value outside it, NaN or infinity is refused; a tuple
   needs at least one value, each in range. A test checks that every numeric field has one.
+- a field may list its `"choices"` (a tuple of the values allowed);
 - a field may name a `"check"`: a function of the value returning what is wrong with it, or None;
 - a recipe's config may define `cross_check(self) -> str | None` for rules across its fields.
 """
@@ -151,6 +152,8 @@ def validate(config: Any) -> None:
             if not all(v in allowed for v in (value if many else (value,))):
                 each = "each value " if many else ""
                 raise ConfigError(f"--set {key}={shown}: {each}must be {allowed.words()}")
+        if "choices" in f.metadata and value not in f.metadata["choices"]:
+            raise ConfigError(f"--set {key}={shown}: expected one of {', '.join(f.metadata['choices'])}")
         if "check" in f.metadata and (problem := f.metadata["check"](value)):
             raise ConfigError(f"--set {key}={shown}: {problem}")
     if hasattr(config, "cross_check") and (problem := config.cross_check()):
@@ -163,7 +166,8 @@ def describe(config: Any) -> str:
     for key, f, _, _ in leaves(config):
         allowed = field_range(f)
         help_text = f.metadata.get("help")
-        lines.append(f"  {key}" + (f" {allowed}" if allowed else "") + (f": {help_text}" if help_text else ""))
+        shown = allowed or ("{" + ", ".join(f.metadata["choices"]) + "}" if "choices" in f.metadata else "")
+        lines.append(f"  {key}" + (f" {shown}" if shown else "") + (f": {help_text}" if help_text else ""))
     return "\n".join(lines)
 
 

@@ -132,6 +132,10 @@ def test_range_words():
     ("ultrafeedback", ["temperatures=0.7,2.5"], ["temperatures=0.7,2.5", "each value must be between 0 and 2"]),
     ("ultrafeedback", ["temperatures="], ["temperatures", "at least one value"]),
     ("ultrafeedback", ["judge.pool=http://x/v1?model=m&weight=0"], ["judge.pool", "weight", "greater than 0"]),
+    ("dedup", ["compare=words"], ["compare=words", "one of conversation, prompt"]),
+    ("ingest", ["kind=chat"], ["kind=chat", "one of conversation, preference, text"]),
+    ("ingest", ["redact=some"], ["redact=some", "chat_logs, all, none"]),
+    ("ultrafeedback", ["rule=best"], ["rule=best", "best_vs_random"]),
 ])
 def test_other_config_errors_are_one_line_before_any_work(name, sets, needles, tmp_path, capsys, no_server):
     run_dir = tmp_path / "r"

@@ -25,11 +25,14 @@ class Config:
     recipe: ClassVar[str] = "dedup"
     name: str = field(default="deduplicated-convoforge", metadata={"help": "dataset name in the card"})
     sources: tuple[str, ...] = field(default=(), metadata={"help": "PATH[?format=NAME&weight=W&max_rows=N], ..."})
-    kind: str = field(default="conversation", metadata={"help": "conversation, preference or text"})
-    redact: str = field(default="chat_logs", metadata={"help": "chat_logs, all or none"})
+    kind: str = field(default="conversation", metadata={"help": "conversation, preference or text",
+                                                        "choices": ("conversation", "preference", "text")})
+    redact: str = field(default="chat_logs", metadata={"help": "chat_logs, all or none",
+                                                       "choices": ("chat_logs", "all", "none")})
     threshold: float = field(default=0.8, metadata={
         "help": "estimated Jaccard at which two rows are duplicates", "range": "(0, 1]"})
-    compare: str = field(default="conversation", metadata={"help": "conversation, or prompt (first user turn)"})
+    compare: str = field(default="conversation", metadata={"help": "conversation, or prompt (first user turn)",
+                                                           "choices": ("conversation", "prompt")})
     ngram: int = field(default=5, metadata={"help": "words per shingle", "range": "[1, 64]"})
     num_perm: int = field(default=128, metadata={"help": "MinHash permutations", "range": "[16, 8192]"})
     bands: int = field(default=16, metadata={"help": "LSH bands (bands x rows <= num_perm)", "range": "[1, 8192]"})

@@ -25,8 +25,10 @@ class Config:
     recipe: ClassVar[str] = "ingest"
     name: str = field(default="ingested-convoforge", metadata={"help": "dataset name in the card"})
     sources: tuple[str, ...] = field(default=(), metadata={"help": "PATH[?format=NAME&weight=W&max_rows=N], ..."})
-    kind: str = field(default="conversation", metadata={"help": "conversation, preference or text"})
-    redact: str = field(default="chat_logs", metadata={"help": "chat_logs, all or none"})
+    kind: str = field(default="conversation", metadata={"help": "conversation, preference or text",
+                                                        "choices": ("conversation", "preference", "text")})
+    redact: str = field(default="chat_logs", metadata={"help": "chat_logs, all or none",
+                                                       "choices": ("chat_logs", "all", "none")})
 
 
 def stages(cfg: Config) -> list[Stage]:

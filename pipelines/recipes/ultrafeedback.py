@@ -44,8 +44,10 @@ class Config:
     orderings: int = field(default=2, metadata={"help": "orders of the completions each prompt is judged under",
                                                 "range": "[1, 16]"})
     judge_max_tokens: int = field(default=96, metadata={"help": "tokens per judge answer", "range": "[1, 1000000]"})
-    rule: str = field(default="best_vs_random", metadata={"help": "best_vs_random, best_vs_worst or all_pairs"})
-    score: str = field(default="overall", metadata={"help": "rank by overall (1-10) or mean_aspects (1-5)"})
+    rule: str = field(default="best_vs_random", metadata={"help": "best_vs_random, best_vs_worst or all_pairs",
+                                                          "choices": ("best_vs_random", "best_vs_worst", "all_pairs")})
+    score: str = field(default="overall", metadata={"help": "rank by overall (1-10) or mean_aspects (1-5)",
+                                                    "choices": ("overall", "mean_aspects")})
     min_margin: float = field(default=0.0, metadata={"help": "drop pairs whose scores differ by less",
                                                      "range": "[0, 9]"})
     seed: int = field(default=0, metadata={"help": "seed of the principles, sampling and pairing",
