@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qsl
 
-from connectors.files import expand
+from connectors.files import data_files, expand
 from pipelines.errors import ConfigError
 from pipelines.licenses import hub_license
 
@@ -62,6 +61,5 @@ class SourceSpec:
         """(path, size, mtime) of every file the spec names: part of the ingest fingerprint."""
         out = []
         for path in expand(self.path):
-            files = [path] if path.is_file() else sorted(p for p in Path(path).rglob("*") if p.is_file())
-            out += [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+            out += [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in data_files(path)]
         return out

@@ -1,7 +1,8 @@
 """The data model, twice: JSON Schema files (validate records and LLM output) and pyarrow schemas (storage).
 
 `tests/test_schemas.py` keeps the two in sync: Message, Conversation (SFT), Preference (DPO pairs, shaped like
-ultrafeedback_binarized, with the pre-binarization `completions`) and Quarantine.
+ultrafeedback_binarized, with the pre-binarization `completions`) and Quarantine. `schemas.limits` names the size
+limits on input records (nesting depth, record size, turns, content length) in one table.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import jsonschema
 from referencing import Registry, Resource
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
+SIZE_LIMITS = {"maxItems": "items", "maxLength": "characters"}
 
 
 @cache
@@ -72,7 +73,7 @@ def _first_message_error(messages) -> str | None:
             error = jsonschema.exceptions.best_match(_message_validator().iter_errors(m))
             if error is not None:
                 where = "/".join(str(p) for p in ("messages", i, *error.absolute_path))
-                return f"schema: {where}: {error.message[:200]}"
+                return f"schema: {where}: {_describe(error)}"
     return None
 
 
@@ -102,7 +103,14 @@ def _schema_error(name: str, record: dict) -> str | None:
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path) or "record"
-    return f"schema: {where}: {error.message[:200]}"
+    return f"schema: {where}: {_describe(error)}"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """jsonschema's message, but a size limit broken is said in numbers (its message starts with the whole value)."""
+    if error.validator in SIZE_LIMITS and isinstance(error.instance, (str, list)):
+        return f"{len(error.instance):,} {SIZE_LIMITS[error.validator]} > {error.validator_value:,}"
+    return error.message[:200]
 
 
 def turn_order_problem(messages: list[dict]) -> str | None:

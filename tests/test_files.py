@@ -240,10 +240,10 @@ def test_json_array_elements_and_their_line_locators(tmp_path):
         ("a.json:4", {"b": "x\ny"}, None),  # an element spanning lines: the line where it starts
         ("a.json:7", None, "not_object: a JSON int, not an object"),
         ("a.json:8", {"c": 3}, None),
-        ("a.json:8", {"d": [1, 2]}, None),
+        ("a.json[4]", {"d": [1, 2]}, None),  # on the line of the one before: its index, so locators stay unique
         ("a.json:9", None, "not_object: a JSON str, not an object"),
-        ("a.json:9", None, "not_object: a JSON list, not an object"),
-        ("a.json:9", None, "undecodable: invalid UTF-8 in this element"),
+        ("a.json[6]", None, "not_object: a JSON list, not an object"),
+        ("a.json[7]", None, "undecodable: invalid UTF-8 in this element"),
     ]
 
 
@@ -274,8 +274,8 @@ def test_json_array_cut_after_a_comma_is_not_closed(tmp_path):
     path.write_text('[{"a": 1}, {"b": 2},')
     assert triples(read_records(path)) == [
         ("a.json:1", {"a": 1}, None),
-        ("a.json:1", {"b": 2}, None),
-        ("a.json:1", None, "not_json: the array is not closed (truncated file?)"),
+        ("a.json[1]", {"b": 2}, None),
+        ("a.json[1]+", None, "not_json: the array is not closed (truncated file?)"),  # after the last element
     ]
 
 

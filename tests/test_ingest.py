@@ -208,13 +208,17 @@ def test_quarantine_gathers_drops_of_every_stage(tmp_path):
     pl.DataFrame({"source": ["s"], DROP: ["not_json: x"], "locator": ["f.jsonl:2"], "raw": ["{"]}).write_parquet(
         tmp_path / "00_ingest" / "dropped.parquet")
     (tmp_path / "03_validate").mkdir()
-    pl.DataFrame({"id": ["abc"], "source": ["sharegpt:f.jsonl"], "n": [3], DROP: ["schema: bad"]}).write_parquet(
-        tmp_path / "03_validate" / "dropped.parquet")
+    pl.DataFrame({"id": ["abc", "def"], "source": ["sharegpt:f.jsonl"] * 2, "n": [3, 4],
+                  "meta": ['{"locator": "f.jsonl:7"}', '{"seed_id": "s1"}'],
+                  DROP: ["schema: bad", "refusal: x"]}).write_parquet(tmp_path / "03_validate" / "dropped.parquet")
     path, n = write_quarantine(tmp_path)
     rows = pl.read_parquet(path).rows()
-    assert n == 2 and rows == [("00_ingest", "s", "f.jsonl:2", "not_json: x", "{"),
-                               ("03_validate", "sharegpt:f.jsonl", "abc", "schema: bad",
-                                '{"id":"abc","source":"sharegpt:f.jsonl","n":3}')]
+    assert n == 3 and rows == [  # the input's file:line from meta; a generated row names its stage and prompt
+        ("00_ingest", "s", "f.jsonl:2", "not_json: x", "{"),
+        ("03_validate", "sharegpt:f.jsonl", "f.jsonl:7", "schema: bad",
+         '{"id":"abc","source":"sharegpt:f.jsonl","n":3,"meta":{"locator": "f.jsonl:7"}}'),
+        ("03_validate", "sharegpt:f.jsonl", "03_validate:s1", "refusal: x",
+         '{"id":"def","source":"sharegpt:f.jsonl","n":4,"meta":{"seed_id": "s1"}}')]
 
 
 # Every real file, auto-detected: (kind, rows kept, rows quarantined by reason category).

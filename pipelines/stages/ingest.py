@@ -5,8 +5,10 @@ Preference sources feed SFT as their chosen conversation; a conversation source 
 that is a SourceError naming the file.
 
 Each record is read from its file (`connectors.files`), converted by its format (`connectors.detect`), given its id
-and checked against the JSON Schema. A record that fails anywhere becomes a dropped row whose `drop_reason` says why,
-with `locator` and `raw`; the runner keeps those in the quarantine. Kept rows carry their locator in `meta`.
+and checked against the size limits of `schemas.limits` (`too_many_turns`, `too_long`: named here, as the JSON Schema's
+message would quote the whole value) and the JSON Schema. A record that fails anywhere becomes a dropped row whose
+`drop_reason` says why, with `locator` and `raw` (its first 64 KiB); the runner keeps those in the quarantine. Kept
+rows carry their locator in `meta`.
 
 JSONL in a record-wise format is read in blocks of about 4 MB; ShareGPT and OpenAI-messages blocks are converted
 column-wise by pyarrow and polars on all cores (`ingest_fast`), the rest record by record. Both ways give the same
@@ -16,6 +18,7 @@ rows in file order, so a resumed run re-cuts the same parts.
 from __future__ import annotations
 
 import gc
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -35,6 +38,7 @@ from pipelines.stages.ingest_fast import fast_frame
 from pipelines.stage import DROP, Context, Source
 from schemas import (CONVERSATION, MESSAGE, PREFERENCE, TEXT, check_conversation, check_preference, check_text,
                      conversation_id, preference_id, prompt_id, text_id)
+from schemas.limits import messages_problem, text_problem
 
 KINDS = {"conversation": CONVERSATION, "preference": PREFERENCE, "text": TEXT}
 BLOCK_BYTES = 4 << 20  # JSONL converted at once
@@ -42,7 +46,10 @@ QUARANTINE_COLUMNS = {"locator": pa.string(), "raw": pa.string(), DROP: pa.strin
 
 
 def _json(value: dict) -> str:
-    return orjson.dumps(value, default=str).decode()
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:  # orjson writes at most 254 levels; records may nest up to MAX_DEPTH
+        return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass
@@ -174,7 +181,7 @@ def conversation_row(item: dict, source: str) -> dict:
     else:
         messages = item["messages"]
     row = {"id": conversation_id(messages), "messages": messages, "source": source, "meta": _json(item["meta"])}
-    row[DROP] = check_conversation(row)
+    row[DROP] = messages_problem(messages) or check_conversation(row)
     return row
 
 
@@ -190,13 +197,13 @@ def preference_row(item: dict, source: str) -> dict:
         **{k: item[k] for k in ("score_chosen", "score_rejected", "chosen_model", "rejected_model", "completions")},
         "source": source, "meta": _json(item["meta"]),
     }
-    row[DROP] = check_preference(row)
+    row[DROP] = messages_problem(chosen) or messages_problem(rejected) or check_preference(row)
     return row
 
 
 def text_row(item: dict, source: str) -> dict:
     row = {"id": text_id(item["text"]), "text": item["text"], "source": source, "meta": _json(item["meta"])}
-    row[DROP] = check_text(row)
+    row[DROP] = text_problem(item["text"]) or check_text(row)
     return row
 
 

@@ -6,6 +6,9 @@ the same rows: the same role mapping, the checks of `schemas/conversation.schema
 `schemas.validate.turn_order_problem` as column expressions, the same canonical JSON for the id (`tests/test_ingest`
 compares both paths). Anything it is not sure of goes back to the record-by-record path, which names the reason:
 a block that does not parse as uniform JSON (returns None), and rows that fail a check (converted one by one).
+So does a block that is not valid UTF-8 (pyarrow would copy the bytes into its strings), that has a line with more
+opening brackets than `MAX_DEPTH` (pyarrow's parser crashes the process past some 10,000 levels) or that is larger
+than `MAX_RECORD_BYTES`: cheap checks of the whole block, in C.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import pyarrow.json as pj
 
 from connectors import openai_messages, sharegpt
 from connectors.detect import by_name
-from connectors.files import line_record
+from connectors.files import line_record, may_nest_deeper
+from schemas.limits import MAX_RECORD_BYTES
 from schemas.validate import conversation_limits
 
 ROLE_LETTERS = {"system": "s", "user": "u", "assistant": "a", "tool": "t"}
@@ -71,6 +75,8 @@ def fast_frame(fmt_name: str, kind: str, source: str, name: str, chunk, schema: 
     number, block, damage = chunk
     if kind != "conversation" or fmt_name not in CONVERTERS or damage or not block.strip():
         return None
+    if len(block) > MAX_RECORD_BYTES or not _utf8(block) or may_nest_deeper(block):
+        return None
     body = block[:-1] if block.endswith(b"\n") else block
     try:
         # 1 MB blocks, parsed on all cores (a block must hold whole lines: pyarrow cuts at newlines)
@@ -109,9 +115,20 @@ def fast_frame(fmt_name: str, kind: str, source: str, name: str, chunk, schema: 
         return good.drop("_line")
     split = body.split(b"\n")
     fmt = by_name(fmt_name)
-    rows = [dict(row, _line=n) for n in bad_lines for row in slow(fmt, [line_record(name, n, split[n - number])])]
+    rows = [dict(row, _line=n) for n in bad_lines  # shallow: the block passed `may_nest_deeper` above
+            for row in slow(fmt, [line_record(name, n, split[n - number], shallow=True)])]
     bad = pl.from_dicts(rows, schema={**polars_schema, "_line": pl.Int64})
     return pl.concat([good, bad]).sort("_line", maintain_order=True).drop("_line")
+
+
+def _utf8(block: bytes) -> bool:
+    """Whether the block is valid UTF-8, checked by Arrow in place (faster than bytes.decode on non-ASCII text)."""
+    offsets = pa.py_buffer(np.array([0, len(block)], dtype=np.int64))
+    try:
+        pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(block)]).cast(pa.large_string())
+        return True
+    except pa.ArrowInvalid:
+        return False
 
 
 def _sha256_each(texts: pl.Series) -> list[str]:
