@@ -243,8 +243,8 @@ def test_dedup_recipe_end_to_end(tmp_path):
     run = tmp_path / "run"
     report = json.loads((run / "report.json").read_text())
     dropped = {r["stage"]: r["dropped"] for r in report["stages"]}
-    assert dropped["02_dedup_exact"] == {"exact_duplicate": 2}
-    assert dropped["04_dedup_near"] == {"near_duplicate": 4}
+    assert dropped["01_dedup_exact"] == {"exact_duplicate": 2}
+    assert dropped["03_dedup_near"] == {"near_duplicate": 4}
     assert report["dedup"]["near"]["planted"]["pairs"] == len(PASSAGES) + 4  # a sample of the rows it compared
     exported = datasets.load_dataset(str(run / "export"), cache_dir=str(tmp_path / "hf"))
     assert exported["train"].num_rows == len(PASSAGES)
@@ -261,7 +261,7 @@ def test_dedup_recipe_end_to_end(tmp_path):
     cmd[cmd.index(str(run))] = str(tmp_path / "run2")
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
     second = json.loads((tmp_path / "run2" / "report.json").read_text())
-    assert {r["stage"]: r["rows_out"] for r in second["stages"]}["05_export"] == 1
+    assert {r["stage"]: r["rows_out"] for r in second["stages"]}["04_export"] == 1
     assert second["dedup"]["near"]["indexed_before"] == len(PASSAGES)
 
 

@@ -130,11 +130,11 @@ def test_ray_engine_gives_the_local_rows_on_50k_records(tmp_path):
     assert local["clusters"].equals(distributed["clusters"])
     assert local["quarantine"].sort("stage", "locator").equals(distributed["quarantine"].sort("stage", "locator"))
     drops = local["drops"]
-    assert drops["04_dedup_near"]["near_duplicate"] >= planted["near"] * 0.7  # short copies fall below 0.8
-    assert drops["02_dedup_exact"]["exact_duplicate"] >= planted["exact"]
-    assert drops["03_decontaminate"]["contaminated"] >= 10
+    assert drops["03_dedup_near"]["near_duplicate"] >= planted["near"] * 0.7  # short copies fall below 0.8
+    assert drops["01_dedup_exact"]["exact_duplicate"] >= planted["exact"]
+    assert drops["02_decontaminate"]["contaminated"] >= 10
     assert sum(drops["00_ingest"].values()) == planted["bad"]
-    assert local["counters"]["01_redact"]["redacted_email"] > 0
+    assert local["counters"]["00_ingest"]["redacted_email"] > 0
 
 
 def test_a_killed_ray_run_resumes_and_an_index_is_shared(tmp_path):
@@ -145,19 +145,19 @@ def test_a_killed_ray_run_resumes_and_an_index_is_shared(tmp_path):
     build_local(dedup_cmd(corpus, tmp_path / "local"))
 
     run = tmp_path / "ray"
-    build_local(dedup_cmd(corpus, run))  # then as if killed in redact: half its parts written, nothing after
-    redact = run / "01_redact"
-    (redact / "_SUCCESS.json").unlink()
-    parts = sorted(redact.glob("part-*.parquet"))
+    build_local(dedup_cmd(corpus, run))  # then as if killed in decontaminate: half its parts written, nothing after
+    decontaminate = run / "02_decontaminate"
+    (decontaminate / "_SUCCESS.json").unlink()
+    parts = sorted(decontaminate.glob("part-*.parquet"))
     for part in parts[len(parts) // 2:]:
         part.unlink()
-    for later in [d for d in run.iterdir() if d.is_dir() and d.name[:2].isdigit() and d.name[:2] > "01"]:
+    for later in [d for d in run.iterdir() if d.is_dir() and d.name[:2].isdigit() and d.name[:2] > "02"]:
         shutil.rmtree(later)
     kept = {p.name: p.stat().st_mtime_ns for p in parts[: len(parts) // 2]}
     proc = build_ray(tmp_path, dedup_cmd(corpus, run))
-    assert "01_redact: resumed" in proc.stderr
+    assert "02_decontaminate: resumed" in proc.stderr
     assert {p.name: p.stat().st_mtime_ns for p in parts[: len(parts) // 2]} == kept
-    assert sorted(redact.glob("part-*.parquet")) == parts
+    assert sorted(decontaminate.glob("part-*.parquet")) == parts
     local, resumed = outcome(tmp_path / "local"), outcome(run)
     assert local["export"].equals(resumed["export"]) and local["drops"] == resumed["drops"]
 
@@ -170,7 +170,7 @@ def test_a_killed_ray_run_resumes_and_an_index_is_shared(tmp_path):
     local, distributed = outcome(tmp_path / "local-index"), outcome(tmp_path / "ray-index")
     assert local["near"]["indexed_before"] > 2000 and local["near"] == distributed["near"]
     assert local["export"].equals(distributed["export"]) and local["drops"] == distributed["drops"]
-    reasons = pl.read_parquet(tmp_path / "ray-index" / "04_dedup_near" / "dropped.parquet")["drop_reason"]
+    reasons = pl.read_parquet(tmp_path / "ray-index" / "03_dedup_near" / "dropped.parquet")["drop_reason"]
     assert reasons.str.contains("(indexed)", literal=True).sum() > 1000
 
 

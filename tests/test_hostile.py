@@ -193,10 +193,10 @@ def test_a_damaged_checkpoint_is_recomputed_not_trusted(corpus, solo, tmp_path):
     assert code == 0, err[-3000:]
     parts = sorted((run / "00_ingest").glob("part-*.parquet"))
     parts[0].write_bytes(parts[0].read_bytes()[: parts[0].stat().st_size // 2])  # cut in half after it was done
-    (run / "01_redact" / parts[0].name).write_bytes(b"PAR1 not parquet")
+    (run / "01_dedup_exact" / "part-00000.parquet").write_bytes(b"PAR1 not parquet")
     code, err = finish(build(run, corpus))
     assert code == 0, err[-3000:]
-    assert "00_ingest: resumed" in err and "01_redact: resumed" in err
+    assert "00_ingest: resumed" in err and "01_dedup_exact: ran" in err
     assert exported(run).equals(solo)
 
 
@@ -205,7 +205,7 @@ def test_rows_dropped_after_ingest_keep_the_input_file_and_line(tmp_path):
     code, err = finish(build(tmp_path / "run", corpus))
     assert code == 0, err[-3000:]
     quarantine = pl.read_parquet(tmp_path / "run" / "quarantine.parquet")
-    assert quarantine.filter(pl.col("stage") == "02_dedup_exact")["locator"].to_list() == [
+    assert quarantine.filter(pl.col("stage") == "01_dedup_exact")["locator"].to_list() == [
         "chats.jsonl:31", "chats.jsonl:32", "chats.jsonl:33"]
     raw = json.loads(quarantine["raw"][0])
     assert raw["meta"] == {"locator": "chats.jsonl:31"}  # an object, not JSON text inside JSON
@@ -235,3 +235,59 @@ def test_a_run_on_a_dedup_index_another_run_is_extending_exits_busy(tmp_path):
     code, err = finish(build(tmp_path / "run", corpus, "--set", f"index={index}"))  # resumes once it is free
     assert code == 0, err[-3000:]
     assert "00_ingest: skipped" in err and json.loads((index / "manifest.json").read_text())["shards"][0]["rows"] == 40
+
+
+SECRETS = {  # the part of each that must never be written, as it appears in the input
+    "openai_key": "sk-proj-" + "Zq3" * 10,
+    "anthropic_key": "sk-ant-api03-" + "a1B2" * 10,
+    "aws_key": "AKIAIOSFODNN7EXAMPLE",
+    "github_token": "ghp_" + "x7" * 18,
+    "google_key": "AIza" + "S" * 35,
+    "slack_token": "xoxb-123456789012-abcdefABCDEF",
+    "hf_token": "hf_" + "q" * 34,
+    "stripe_key": "sk_live_" + "4" * 24,
+    "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    "private_key": "MIIEpAIBAAKCAQEAsecretkeybody",
+    "bearer_token": "Tk9UX0FfUkVBTF9UT0tFTl9BVF9BTEw",
+    "email": "jane.doe@example.org",
+    "phone": "+44 20 7946 0958",
+    "ip_address": "203.0.113.77",
+}
+
+
+def planted(name: str, value: str) -> str:
+    if name == "private_key":
+        return f"-----BEGIN RSA PRIVATE KEY-----\n{value}\n-----END RSA PRIVATE KEY-----"
+    return f"Bearer {value}" if name == "bearer_token" else value
+
+
+def test_with_redaction_on_no_secret_is_written_anywhere_in_the_run_dir(tmp_path):
+    """Secrets of every redacted kind in kept rows, in fields kept in `meta`, in exact duplicates and in records
+    that are quarantined (bad JSON, a bad role, a bad format): none of them reaches a file of the run dir."""
+    def chat(text: str, **extra) -> str:
+        return json.dumps({"messages": [{"role": "user", "content": text},
+                                        {"role": "assistant", "content": "Noted, thank you."}], **extra})
+
+    lines = []
+    for name, value in SECRETS.items():
+        secret = planted(name, value)
+        lines += [chat(f"my {name} is {secret}, keep it safe"), chat(f"hello {name}", note=f"from {secret}"),
+                  f'{{"messages": [{{"role": "user", "content": "{secret.replace(chr(10), " ")} and then',
+                  json.dumps({"messages": [{"role": "wizard", "content": f"cast {secret}"}]})]
+    lines += lines[:4]  # exact duplicates, dropped after ingest
+    corpus = tmp_path / "log.jsonl"
+    corpus.write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    code, err = finish(build(run, corpus, "--set", "redact=chat_logs"))
+    assert code == 0, err[-3000:]
+    quarantine = pl.read_parquet(run / "quarantine.parquet")
+    assert quarantine.height == 2 * len(SECRETS) + 4  # the bad JSON and bad role lines, twice for the first
+
+    leaks = []
+    for path in [p for p in run.rglob("*") if p.is_file()]:
+        texts = [path.read_bytes().decode("utf-8", "replace")]
+        if path.suffix == ".parquet":  # compressed pages hide text from a byte search: decode every column
+            texts.append(pl.read_parquet(path).write_ndjson())
+        leaks += [(path.relative_to(run), name) for name, value in SECRETS.items() if any(value in t for t in texts)]
+    assert leaks == []
+    assert "<SECRET_OPENAI_KEY>" in quarantine.filter(pl.col("stage") == "00_ingest")["raw"].str.join("")[0]

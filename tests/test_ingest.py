@@ -109,7 +109,7 @@ def test_ingest_recipe_quarantines_redacts_exports_and_resumes(tmp_path):
 
     stages = report(run_dir)
     assert stages["ingest"]["rows_out"] == 4 and stages["ingest"]["dropped"] == {"not_json": 1, "turn_order": 1}
-    assert stages["redact"]["counters"]["redacted_email"] == 1  # the chat log only: alpaca rows are not a chat log
+    assert stages["ingest"]["counters"]["redacted_email"] == 1  # the chat log only: alpaca rows are not a chat log
     ds = datasets.load_dataset(str(run_dir / "export"), cache_dir=str(tmp_path / "hf"))
     assert ds["train"].num_rows == 4 and set(ds["train"].column_names) == {"id", "messages", "source", "meta"}
     assert ds["train"]["source"] == ["sharegpt:chat_log.jsonl"] * 2 + ["alpaca:instructions.json"] * 2

@@ -1,4 +1,4 @@
-"""Clean a corpus, with no teacher: ingest -> redact -> dedup_exact -> decontaminate -> dedup_near -> export.
+"""Clean a corpus, with no teacher: ingest (redacting) -> dedup_exact -> decontaminate -> dedup_near -> export.
 
 `python -m pipelines.build dedup --set sources=a.jsonl,b.parquet` reads the sources as the `ingest` recipe does,
 drops exact duplicates (same content hash), records that overlap benchmark prompts (`--set
@@ -17,7 +17,7 @@ from pipelines.stage import Stage
 from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
 from pipelines.stages.export import ExportRows
 from pipelines.stages.ingest import Ingest
-from pipelines.stages.redact import Redact
+from pipelines.stages.redact import redact_setting
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,7 @@ class Config:
     sources: tuple[str, ...] = field(default=(), metadata={"help": "PATH[?format=NAME&weight=W&max_rows=N], ..."})
     kind: str = field(default="conversation", metadata={"help": "conversation, preference or text",
                                                         "choices": ("conversation", "preference", "text")})
-    redact: str = field(default="chat_logs", metadata={"help": "chat_logs, all or none",
-                                                       "choices": ("chat_logs", "all", "none")})
+    redact: str = redact_setting()
     threshold: float = field(default=0.8, metadata={
         "help": "estimated Jaccard at which two rows are duplicates", "range": "(0, 1]"})
     compare: str = field(default="conversation", metadata={"help": "conversation, or prompt (first user turn)",
@@ -53,8 +52,7 @@ class Config:
 
 def stages(cfg: Config) -> list[Stage]:
     return [
-        Ingest(sources=cfg.sources, kind=cfg.kind),
-        Redact(scope=cfg.redact),
+        Ingest(sources=cfg.sources, kind=cfg.kind, redact=cfg.redact),
         ExactDedup(),
         *([Decontaminate(benchmarks=cfg.benchmarks, ngram=cfg.decontamination_ngram)] if cfg.benchmarks else []),
         NearDedup(threshold=cfg.threshold, compare=cfg.compare, num_perm=cfg.num_perm, bands=cfg.bands,

@@ -1,4 +1,4 @@
-"""Normalise files into one schema, with no teacher: ingest -> redact -> export.
+"""Normalise files into one schema, with no teacher: ingest (redacting) -> export.
 
 `python -m pipelines.build ingest --set sources=a.jsonl,b.parquet?max_rows=1000` reads every source (format
 auto-detected, or `?format=NAME`), validates each record, quarantines the bad ones with their reason in
@@ -17,7 +17,7 @@ from pipelines.stage import Stage
 from pipelines.stages.export import ExportRows
 from pipelines.stages.export_prefs import ExportPrefs
 from pipelines.stages.ingest import Ingest
-from pipelines.stages.redact import Redact
+from pipelines.stages.redact import redact_setting
 
 
 @dataclass(frozen=True)
@@ -27,14 +27,12 @@ class Config:
     sources: tuple[str, ...] = field(default=(), metadata={"help": "PATH[?format=NAME&weight=W&max_rows=N], ..."})
     kind: str = field(default="conversation", metadata={"help": "conversation, preference or text",
                                                         "choices": ("conversation", "preference", "text")})
-    redact: str = field(default="chat_logs", metadata={"help": "chat_logs, all or none",
-                                                       "choices": ("chat_logs", "all", "none")})
+    redact: str = redact_setting()
 
 
 def stages(cfg: Config) -> list[Stage]:
     export = ExportPrefs(card="ingest") if cfg.kind == "preference" else ExportRows(kind=cfg.kind)
     return [
-        Ingest(sources=cfg.sources, kind=cfg.kind),
-        Redact(scope=cfg.redact),
+        Ingest(sources=cfg.sources, kind=cfg.kind, redact=cfg.redact),
         export,
     ]

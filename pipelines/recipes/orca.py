@@ -20,6 +20,7 @@ from pipelines.dedup.index import index_dir_problem
 from pipelines.stage import Stage
 from pipelines.stages.dedup import ExactDedup, NearDedup
 from pipelines.stages.orca import DEFAULT_PROMPTS, AnswerSampling, ExplainAnswers, ExportOrca, SeedOrca
+from pipelines.stages.redact import redact_setting
 from pipelines.stages.validate import Validate
 from pipelines.teacher import TeacherConfig
 
@@ -30,6 +31,7 @@ class Config:
     name: str = field(default="orca-convoforge", metadata={"help": "dataset name in the card"})
     sources: tuple[str, ...] = field(default=(), metadata={
         "help": "instruction data, PATH[?format=NAME&weight=W&max_rows=N], ...; empty = the project's 48 prompts"})
+    redact: str = redact_setting()
     n_prompts: int = field(default=48, metadata={
         "help": "prompts answered, at most, sampled by hash (0 = all)", "range": "[0, 10000000]"})
     seed: int = field(default=0, metadata={
@@ -56,7 +58,7 @@ def built_in_data(cfg: Config) -> tuple[str, ...]:
 def stages(cfg: Config) -> list[Stage]:
     sources = ", ".join(cfg.sources) or f"the project's 48 prompts (`pipelines/data/{DEFAULT_PROMPTS}`)"
     return [
-        SeedOrca(sources=cfg.sources, n_prompts=cfg.n_prompts, seed=cfg.seed),
+        SeedOrca(sources=cfg.sources, n_prompts=cfg.n_prompts, seed=cfg.seed, redact=cfg.redact),
         ExplainAnswers(sampling=cfg.sampling, retries=cfg.retries, keep_truncated=cfg.keep_truncated),
         Validate(),
         ExactDedup(),

@@ -21,6 +21,7 @@ from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
 from pipelines.stages.export_prefs import ExportPrefs
 from pipelines.stages.feedback import Binarize, Complete, Judge, ToPrompts
 from pipelines.stages.ingest import Ingest
+from pipelines.stages.redact import redact_setting
 from pipelines.teacher import TeacherConfig
 
 DEFAULT_PROMPTS = str(resources.files("pipelines.data").joinpath("feedback_prompts.jsonl"))
@@ -31,6 +32,7 @@ class Config:
     recipe: ClassVar[str] = "ultrafeedback"
     name: str = field(default="ultrafeedback-convoforge", metadata={"help": "dataset name in the card"})
     sources: tuple[str, ...] = field(default=(), metadata={"help": "prompt files (default: the shipped set)"})
+    redact: str = redact_setting()
     n_prompts: int = field(default=8, metadata={"help": "prompts taken from the shipped set (not from sources)",
                                                 "range": "[1, 10000000]"})
     prompt_kind: str = field(default="", metadata={"help": "conversation or text (default: text for the shipped "
@@ -73,7 +75,8 @@ def built_in_data(cfg: Config) -> tuple[str, ...]:
 def stages(cfg: Config) -> list[Stage]:
     kind = cfg.prompt_kind or ("conversation" if cfg.sources else "text")
     return [
-        Ingest(sources=cfg.sources or (f"{DEFAULT_PROMPTS}?max_rows={cfg.n_prompts}",), kind=kind),
+        Ingest(sources=cfg.sources or (f"{DEFAULT_PROMPTS}?max_rows={cfg.n_prompts}",), kind=kind,
+               redact=cfg.redact),
         ToPrompts(),
         ExactDedup(),
         *([Decontaminate(benchmarks=cfg.benchmarks)] if cfg.benchmarks else []),

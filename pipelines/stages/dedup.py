@@ -205,7 +205,7 @@ class Decontaminate(MapStage):
     ngram: int = 13
     name = "decontaminate"
     requires = ("id",)
-    batch_size = 8192
+    batch_size = 2048  # a part per 2k rows: a killed run loses little, and the n-gram lookup is vectorised anyway
 
     def __post_init__(self):
         self._benchmarks = [Benchmark.parse(spec) for spec in self.benchmarks]

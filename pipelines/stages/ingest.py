@@ -36,6 +36,7 @@ from connectors.sources import SourceSpec
 from pipelines.errors import ConfigError, SourceError
 from pipelines.stages.ingest_fast import fast_frame
 from pipelines.stage import DROP, Context, Source
+from pipelines.stages.redact import Redact
 from schemas import (CONVERSATION, MESSAGE, PREFERENCE, TEXT, check_conversation, check_preference, check_text,
                      conversation_id, preference_id, prompt_id, text_id)
 from schemas.limits import messages_problem, text_problem
@@ -56,6 +57,7 @@ def _json(value: dict) -> str:
 class Ingest(Source):
     sources: tuple[str, ...] = ()
     kind: str = "conversation"
+    redact: str = "none"  # `Redact`'s scope, applied before a batch is written: no input secret reaches the run dir
     batch_rows: int = 20_000
     name = "ingest"
 
@@ -65,11 +67,12 @@ class Ingest(Source):
         if not self.sources:
             raise ConfigError("no sources given; name files with --set sources=PATH[,PATH...]")
         self.specs = [SourceSpec.parse(s) for s in self.sources]
+        self._redactor = Redact(scope=self.redact)
         self.provides = tuple(KINDS[self.kind].names)
 
     def settings(self) -> dict:
         # The files' sizes and times are part of the fingerprint: a changed input is read again.
-        return {"sources": self.sources, "kind": self.kind,
+        return {"sources": self.sources, "kind": self.kind, "redact": self.redact,
                 "files": [spec.files_identity() for spec in self.specs]}
 
     def read(self, ctx: Context) -> Iterator[pl.DataFrame]:
@@ -78,10 +81,10 @@ class Ingest(Source):
             remaining = spec.max_rows
             for path in expand(spec.path):
                 for frame in self._frames(spec, path):
-                    frame, remaining = _sample(frame, spec, remaining, ctx)
+                    frame, remaining = _sample(frame, spec, remaining, ctx)  # by the ids of the text as read
                     if frame.height:
                         yielded = True
-                        yield frame
+                        yield self._redactor.process(frame, ctx)
                     if remaining == 0:
                         break
                 if remaining == 0:

@@ -185,11 +185,12 @@ class SeedOrca(Source):
     sources: tuple[str, ...] = ()
     n_prompts: int = 48
     seed: int = 0
+    redact: str = "none"
     name = "prompts"
     provides = ("prompt_id", "prompt", "prompt_kind", "system_id", "system", "source", "meta")
 
     def ingest(self) -> Ingest:
-        return Ingest(sources=self.sources or (default_prompts(),), kind="conversation")
+        return Ingest(sources=self.sources or (default_prompts(),), kind="conversation", redact=self.redact)
 
     def settings(self) -> dict:
         # The input files (size, time) and the system messages are part of the fingerprint.

@@ -3,18 +3,20 @@
 Secrets are API keys of the common providers (OpenAI, Anthropic, AWS, GitHub, Google, Slack, Hugging Face, Stripe),
 private key blocks, JWTs and bearer tokens. `scope` picks the rows: "chat_logs" (the default: rows from formats that
 record real users, `connectors.*.CHAT_LOG`), "all" or "none". Patterns run as polars (Rust regex) expressions over
-whole batches; counts per placeholder go to the report, and a changed row gets a new id (ids hash the content).
+whole batches, over the content, `meta` (fields a converter kept) and the `raw` text of quarantined records; counts
+per placeholder go to the report, and a changed row gets a new id (ids hash the content). `Ingest` runs it on each
+batch before the batch is written, so no secret of the input reaches the run dir.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
 from connectors.detect import FORMATS
 from pipelines.errors import ConfigError
-from pipelines.stage import Context, MapStage
+from pipelines.stage import DROP, Context, MapStage
 from schemas import conversation_id, preference_id, prompt_id, text_id
 
 # (name, Rust regex, replacement): secrets first, so a key that looks like a phone number is named as a key.
@@ -40,8 +42,20 @@ PATTERNS = (
               r"|(?:\(\d{3}\) ?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b", "<PHONE>"),
 )
 CHAT_LOGS = tuple(f.NAME for f in FORMATS if getattr(f, "CHAT_LOG", False))
-TEXT_COLUMNS = {"messages": "messages", "chosen": "messages", "rejected": "messages", "prompt": "text",
-                "text": "text"}
+CONTENT_COLUMNS = {"messages": "messages", "chosen": "messages", "rejected": "messages", "prompt": "text",
+                   "text": "text"}  # what a row's id hashes
+# and what else may hold a record's text: fields a converter kept in `meta`, a quarantined record as read
+TEXT_COLUMNS = {**CONTENT_COLUMNS, "meta": "text", "raw": "text"}
+
+
+SCOPES = ("chat_logs", "all", "none")
+
+
+def redact_setting():
+    """The `redact` field of a recipe that ingests user files."""
+    return field(default="chat_logs", metadata={
+        "help": "redact personal data and secrets in: chat_logs (rows of chat-log formats), all rows, or none",
+        "choices": SCOPES})
 
 
 @dataclass
@@ -51,7 +65,7 @@ class Redact(MapStage):
     requires = ("source",)
 
     def __post_init__(self):
-        if self.scope not in ("chat_logs", "all", "none"):
+        if self.scope not in SCOPES:
             raise ConfigError(f"redact scope {self.scope!r}: expected chat_logs, all or none")
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
@@ -60,6 +74,8 @@ class Redact(MapStage):
             return batch
         chosen = pl.lit(True) if self.scope == "all" else \
             pl.col("source").str.split(":").list.first().is_in(CHAT_LOGS)
+        if DROP in batch.columns:  # a record quarantined unread may come from a chat log: its raw text is redacted too
+            chosen = chosen | pl.col(DROP).is_not_null()
         mask = batch.select(chosen.alias("m")).to_series()
         redacted = batch
         for name, pattern, replacement in PATTERNS:  # in order, so a text is counted under the first name it gets
@@ -90,9 +106,10 @@ class Redact(MapStage):
         """Ids hash the content, so rows that changed get theirs recomputed."""
         if "id" not in after.columns:
             return after
-        columns = [c for c in TEXT_COLUMNS if c in after.columns]
+        columns = [c for c in CONTENT_COLUMNS if c in after.columns]
+        kept = after[DROP].is_null().to_list() if DROP in after.columns else [True] * after.height
         changed = [i for i, (a, b) in enumerate(zip(before.select(columns).iter_rows(),
-                                                    after.select(columns).iter_rows())) if a != b]
+                                                    after.select(columns).iter_rows())) if a != b and kept[i]]
         if not changed:
             return after
         ids = after["id"].to_list()
