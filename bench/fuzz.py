@@ -54,7 +54,7 @@ The oracle, per case (`run_case`, `_check_frames`):
      unreadable row group).
    - Arrow: the rows of the batches that read and validate before the first that does not; one more dropped row if
      one does not.
-   - A damaged container: the damaged bytes are decoded 64 KiB of compressed input at a time (`connectors.files`
+   - A damaged container: the damaged bytes are decoded 64 KiB of compressed input at a time (`connectors.streams`
      documents that damage loses at most what that much decodes to) until the decoder fails; the records wholly
      inside the longest common prefix of that output and the undamaged data must be accounted (what came before the
      damage is kept), and a damaged stream needs one more dropped row that marks the damage.
@@ -112,7 +112,7 @@ REFUSALS = ("cannot tell the format of", "this recipe needs")  # the first reada
 ENCODING_REFUSALS = ("UTF-16", "UTF-32")  # documented: ingest reads UTF-8; a whole file in UTF-16 is refused
 BAD_UTF8 = (b"\xff\xfe", b"\x80", b"\xc0\xaf", b"\xed\xa0\x80", b"\xe2\x82", b"\xf8\x88\x80\x80\x80", b"\xfe")
 UTF8_BOM = b"\xef\xbb\xbf"
-REF_PIECE = 64 << 10  # compressed bytes fed to the reference decoder at a time (connectors.files's documented bound)
+REF_PIECE = 64 << 10  # compressed bytes fed to the reference decoder at a time (the bound connectors.streams documents)
 Z_RECORDS = 1000  # a damaged container holds up to this many records: big enough for damage after the first piece
 csv.field_size_limit(1 << 30)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from connectors.files import Raw
+from connectors.streams import Raw
 
 
 class RecordError(Exception):

@@ -14,7 +14,7 @@ from collections import defaultdict
 from typing import Iterator
 
 from connectors.base import RecordError, completion, convert_each, extras, pair, text_field
-from connectors.files import Raw
+from connectors.streams import Raw
 
 NAME = "helpsteer"
 KINDS = ("conversation", "preference")

@@ -13,7 +13,7 @@ from collections import defaultdict
 from typing import Iterator
 
 from connectors.base import RecordError, pair
-from connectors.files import Raw
+from connectors.streams import Raw
 
 NAME = "oasst"
 CHAT_LOG = True  # real users wrote it: redacted by default

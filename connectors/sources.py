@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from connectors.files import data_files, expand
+from connectors.walk import data_files, expand
 from pipelines.errors import ConfigError
 from pipelines.licenses import hub_license
 

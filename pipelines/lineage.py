@@ -17,8 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from connectors.files import expand
 from connectors.sources import SourceSpec
+from connectors.walk import expand
 from pipelines.errors import ConfigError
 from pipelines.licenses import BUILT_IN_LICENSE, license_of
 

@@ -1,5 +1,5 @@
-"""connectors/files.py: finding a source's files (`expand`) and streaming their records (`read_records`,
-`jsonl_chunks` + `lines_to_records`), with the locator and reason of every bad record.
+"""connectors.walk, .files, .json_text and .streams: finding a source's files (`expand`) and streaming their records
+(`read_records`, `jsonl_chunks` + `lines_to_records`), with the locator and reason of every bad record.
 
 All fixtures are generated here under tmp_path.
 """
@@ -19,7 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from connectors.files import expand, jsonl_chunks, lines_to_records, read_records
+from connectors.files import read_records
+from connectors.json_text import jsonl_chunks, lines_to_records
+from connectors.walk import expand
 from pipelines.errors import SourceError
 
 # One line per case the JSONL reader must handle; the comment is the 1-based line number (= the locator).

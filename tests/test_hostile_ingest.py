@@ -26,8 +26,10 @@ import pytest
 import zstandard
 
 from conftest import ROOT, report
-from connectors.files import STEP, expand, read_records
+from connectors.files import read_records
 from connectors.sources import SourceSpec
+from connectors.streams import STEP
+from connectors.walk import expand
 from pipelines.errors import SourceError
 from pipelines.stage import DROP, Context
 from pipelines.stages import ingest as ingest_stage

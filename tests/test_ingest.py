@@ -247,7 +247,7 @@ def test_every_real_file_ingests_by_auto_detection(tmp_path):
 def test_vectorised_blocks_give_the_same_rows_as_record_by_record(tmp_path, monkeypatch):
     """`ingest_fast` must agree with the record-by-record path row for row: ids, messages, meta, drop reasons."""
     from connectors import sharegpt
-    from connectors.files import jsonl_chunks
+    from connectors.json_text import jsonl_chunks
     from pipelines.stages import ingest as ingest_stage
 
     source = tmp_path / "mixed.jsonl"

@@ -35,7 +35,9 @@ import numpy as np
 
 from connectors.alpaca import user_turn
 from connectors.detect import detect, kinds
-from connectors.files import Raw, is_datasets_dir, read_records
+from connectors.files import read_records
+from connectors.streams import Raw
+from connectors.walk import is_datasets_dir
 from pipelines.dedup.minhash import shingle_hashes
 from pipelines.errors import ConfigError, SourceError
 

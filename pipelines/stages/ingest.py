@@ -31,8 +31,11 @@ import pyarrow as pa
 
 from connectors.base import RecordError, convert_each
 from connectors.detect import by_name, detect, kinds
-from connectors.files import Raw, expand, is_jsonl, jsonl_chunks, lines_to_records, read_records
+from connectors.files import read_records
+from connectors.json_text import is_jsonl, jsonl_chunks, lines_to_records
 from connectors.sources import SourceSpec
+from connectors.streams import Raw
+from connectors.walk import expand
 from pipelines.errors import ConfigError, SourceError
 from pipelines.stages.ingest_fast import fast_frame
 from pipelines.stage import DROP, Context, Source

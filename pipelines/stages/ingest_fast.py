@@ -24,7 +24,7 @@ import pyarrow.json as pj
 
 from connectors import openai_messages, sharegpt
 from connectors.detect import by_name
-from connectors.files import line_record, may_nest_deeper
+from connectors.json_text import line_record, may_nest_deeper
 from schemas.limits import MAX_RECORD_BYTES
 from schemas.validate import conversation_limits
 
