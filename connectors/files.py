@@ -12,8 +12,9 @@ JSON array that starts on the same line as the one before it (a minified array) 
 - `.gz`, `.bz2` and `.zst` around any of the text formats: `streams.blocks`.
 
 A file that cannot be opened at all is a `SourceError` naming it (so is one in UTF-16 or UTF-32: ingest reads UTF-8;
-a UTF-8 byte order mark is skipped). Damage found after the first record (a truncated or corrupt gzip, bz2 or zstd
-stream, an unreadable row group) becomes one bad record at the place it was found, and what came before is kept.
+a UTF-8 byte order mark is skipped; and a `.gz`, `.bz2` or `.zst` that is not in that format). Damage found inside
+a file (a truncated or corrupt gzip, bz2 or zstd stream, even before its first record; an unreadable row group)
+becomes one bad record at the place it was found, what came before is kept, and the run goes on.
 
 Hostile input is bounded by `schemas.limits`: a record nested deeper than `MAX_DEPTH` (`too_deep`), larger than
 `MAX_RECORD_BYTES` (`too_large`), or holding text that is not valid UTF-8 (`undecodable`, in every container, Parquet
@@ -62,7 +63,7 @@ def read_records(path: Path) -> Iterator[Raw]:
 
 
 def _guard(path: Path, reader) -> Iterator[Raw]:
-    """Run a streaming reader; damage before the first record is a SourceError, after it one bad record."""
+    """Run a streaming reader; damage becomes one bad record where it was met (after the last good record)."""
     check_encoding(path)
     count, last = 0, f"{path.name}:1"
     try:
@@ -72,8 +73,9 @@ def _guard(path: Path, reader) -> Iterator[Raw]:
                 yield item
     except (*STREAM_ERRORS, csv.Error) as exc:
         if count == 0:
-            raise SourceError(f"cannot read {path}: {exc}") from None
-        yield Raw(f"{last}+", None, b"", f"unreadable: file damaged after this record ({exc})")
+            yield Raw(last, None, b"", f"unreadable: the file is damaged before its first record ({exc})")
+        else:
+            yield Raw(f"{last}+", None, b"", f"unreadable: file damaged after this record ({exc})")
 
 
 def _maybe_json(cell: str | None) -> Any:

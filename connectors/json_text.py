@@ -126,8 +126,8 @@ def jsonl_chunks(path: Path, size: int = 8 << 20) -> Iterator[tuple[int, bytes, 
 
     Cheap to cut (no per-line work); a block is parsed whole (`lines_to_records`, or pyarrow). `damage` is None, or
     why the block's last piece is not a usable line: the file ends early (a truncated gzip), or a line longer than
-    MAX_RECORD_BYTES, which is never held whole (the block is its first bytes). Damage before any data is a
-    SourceError. A UTF-8 byte order mark at the start is dropped.
+    MAX_RECORD_BYTES, which is never held whole (the block is its first bytes). Damage before any data is a damaged
+    line 1. A UTF-8 byte order mark at the start is dropped.
     """
     check_encoding(path)
     number, carry, skipped, head = 1, b"", 0, True
@@ -151,9 +151,8 @@ def jsonl_chunks(path: Path, size: int = 8 << 20) -> Iterator[tuple[int, bytes, 
             if len(carry) > MAX_RECORD_BYTES:
                 skipped, carry = len(carry), carry[:MAX_RAW_BYTES + 1]
     except STREAM_ERRORS as exc:
-        if number == 1 and not carry:
-            raise SourceError(f"cannot read {path}: {exc}") from None
-        yield number, carry, f"unreadable: the file is damaged after line {number - 1} ({exc})"
+        where = f"after line {number - 1}" if number > 1 else "before its first line ends"
+        yield number, carry, f"unreadable: the file is damaged {where} ({exc})"
         return
     if skipped:
         yield number, carry, too_large(skipped)
@@ -182,9 +181,10 @@ def read_json_array(path: Path) -> Iterator[Raw]:
         for block in blocks(path):
             parts.append(block)
     except STREAM_ERRORS as exc:
-        if not parts:
-            raise SourceError(f"cannot read {path}: {exc}") from None
         damage = f"unreadable: the file is damaged ({exc})"
+        if not parts:
+            yield Raw(f"{path.name}:1", None, b"", damage)
+            return
     yield from _json_elements(path, b"".join(parts).removeprefix(BOM).decode("utf-8", "surrogateescape"), damage)
 
 

@@ -3,8 +3,9 @@
 `blocks(path)` hands out a file's bytes, `.gz` (isal), `.bz2` or `.zst` decompressed, in blocks, so memory does not
 grow with the file; `open_blocks` wraps them as a file object for readers that want one (CSV). Damage (a truncated or
 corrupt stream) is raised only once all that decodes before it has come out: the decoder is fed STEP bytes at a time,
-so damage loses at most what those decode to. Readers turn STREAM_ERRORS into a SourceError before the first record
-and into one bad record after it.
+so damage loses at most what those decode to. A compressed file that does not start with its format's magic bytes
+is a SourceError; damage after them, even before the first record, becomes one `unreadable` record where it was met
+(readers turn STREAM_ERRORS into it), so one damaged file among many does not stop a run.
 
 Ingest reads UTF-8: `check_encoding` refuses a file in UTF-16 or UTF-32 by name, a UTF-8 byte order mark (BOM) is
 skipped, and bytes that are not UTF-8 are kept with `surrogateescape` (SURROGATE finds them), so the quarantine shows
@@ -31,6 +32,9 @@ from schemas.limits import MAX_RAW_BYTES, size
 DECOMPRESSORS = {".gz": lambda: isal_zlib.decompressobj(wbits=31), ".bz2": bz2.BZ2Decompressor,
                  ".zst": lambda: zstandard.ZstdDecompressor().decompressobj()}
 STREAM_ERRORS = (EOFError, OSError, zlib.error, isal_zlib.error, zstandard.ZstdError)
+# How each compressed format starts: a file without it is not that format at all (a SourceError), while damage
+# after it is the file's content gone bad (an `unreadable` record, and the run goes on)
+MAGIC = {".gz": (b"\x1f\x8b", "gzip"), ".bz2": (b"BZh", "bzip2"), ".zst": (b"\x28\xb5\x2f\xfd", "zstd")}
 STEP = 16 << 10  # compressed bytes per decompress call: damage loses at most what this much decodes to
 SURROGATE = re.compile(r"[\udc80-\udcff]")
 BOM = b"\xef\xbb\xbf"
@@ -77,6 +81,11 @@ def blocks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
             while data := raw.read(size):
                 yield data
             return
+        magic, codec = MAGIC[path.suffix.lower()]
+        head = raw.read(len(magic))
+        if head and not head.startswith(magic[:len(head)]) or 0 < len(head) < len(magic):
+            raise SourceError(f"{path} is not a {codec} file (it does not start as one): rename it to what it is")
+        raw.seek(0)
         decoder, started, parts, have = make(), False, [], 0
         try:
             while data := raw.read(size):

@@ -191,11 +191,23 @@ def test_truncated_zst_is_reported(tmp_path, fraction):
     assert all(r.error is None for r in raws[:-1])
 
 
-def test_truncated_bz2_with_nothing_decodable_is_a_source_error(tmp_path):
-    data = bz2.compress(jsonl_lines(200))  # one bz2 block: nothing can be decoded before its end
+@pytest.mark.parametrize("compress, ext", [(bz2.compress, ".bz2"), (gzip.compress, ".gz"),
+                                            (lambda d: zstandard.ZstdCompressor().compress(d), ".zst")])
+def test_a_truncated_stream_with_nothing_decodable_is_one_unreadable_record(tmp_path, compress, ext):
+    """One bz2 block, cut in half: nothing decodes before the cut. The file is in its format, so this is damage
+    (one bad record, the run goes on), not a file that cannot be read at all."""
+    data = compress(jsonl_lines(200))
+    path = tmp_path / f"t.jsonl{ext}"
+    path.write_bytes(data[:40])
+    raws = list(read_records(path))
+    assert [(r.locator, r.record) for r in raws] == [(f"{path.name}:1", None)]
+    assert raws[0].error.startswith("unreadable: the file is damaged before its first line ends")
+
+
+def test_a_compressed_suffix_on_a_file_in_another_format_is_a_source_error(tmp_path):
     path = tmp_path / "t.jsonl.bz2"
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(SourceError, match="t.jsonl.bz2"):
+    path.write_bytes(gzip.compress(jsonl_lines(5)))
+    with pytest.raises(SourceError, match="t.jsonl.bz2 is not a bzip2 file"):
         list(read_records(path))
 
 
