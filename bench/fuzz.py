@@ -556,13 +556,18 @@ def mutate_records(case: Case, rng: random.Random) -> tuple[list[dict], dict[byt
     return recs, {BMARK: value}
 
 
+def flip_bytes(rng: random.Random, data: bytes) -> bytes:
+    """1-4 random bytes set to random values."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        out[rng.randrange(len(out))] = rng.randrange(256)
+    return bytes(out)
+
+
 def mutate_binary(case: Case, rng: random.Random, data: bytes, other: bytes) -> bytes:
     m = case.mutation
     if m == "flip":
-        out = bytearray(data)
-        for _ in range(rng.randint(1, 4)):
-            out[rng.randrange(len(out))] = rng.randrange(256)
-        return bytes(out)
+        return flip_bytes(rng, data)
     if m == "truncate":
         return data[:rng.randrange(len(data) + 1)]
     if m == "splice":
@@ -573,10 +578,7 @@ def mutate_binary(case: Case, rng: random.Random, data: bytes, other: bytes) -> 
 def mutate_container(case: Case, rng: random.Random, blob: bytes, other: bytes) -> bytes:
     m = case.mutation
     if m == "zflip":
-        out = bytearray(blob)
-        for _ in range(rng.randint(1, 4)):
-            out[rng.randrange(len(out))] = rng.randrange(256)
-        return bytes(out)
+        return flip_bytes(rng, blob)
     if m == "ztruncate":
         return blob[:rng.randrange(len(blob))]
     if m == "zjunk":
