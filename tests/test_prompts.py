@@ -16,6 +16,10 @@ def test_user_turn_guards():
     assert P.check_user_turn("How do volcanoes form?", dialogue).startswith("repeated_turn")
     assert P.check_user_turn("Is it possible to bake bread quickly?", dialogue).startswith("off_topic")
     assert P.check_user_turn("", dialogue).startswith("empty_turn")
+    # the simulator's own words, as a small model sometimes returns them (1 of 39 exported dialogues once)
+    assert P.check_user_turn("Write the user's next question.", dialogue).startswith("prompt_echo")
+    assert P.check_user_turn("You only ask one short follow-up question about what the assistant said.",
+                             dialogue).startswith("prompt_echo")
 
 
 def test_assistant_turn_guards():

@@ -67,17 +67,21 @@ def transcript(dialogue: list[dict]) -> str:
     return "\n\n".join(("User: " if m["role"] == "user" else "Assistant: ") + m["content"] for m in dialogue)
 
 
+SIMULATOR_ROLE = "You play the user in a chat with an AI assistant."
+SIMULATOR_RULES = ("You never answer; you only ask one short follow-up question about what the assistant said. "
+                   "Reply with the question only.")
+NEXT_QUESTION = "Write the user's next question."
+
+
 def build_user_turn(dialogue: list[dict], persona: str) -> list[dict]:
     """Messages asking the simulator for the next user turn. The simulator is a separate chat whose assistant
     plays the user, shown the dialogue's last exchange as text (the dialogue's roles are never swapped)."""
-    system = (f"You play the user in a chat with an AI assistant. {persona} You never answer; you only ask one "
-              f"short follow-up question about what the assistant said. Reply with the question only.")
-    messages = [{"role": "system", "content": system}]
+    messages = [{"role": "system", "content": f"{SIMULATOR_ROLE} {persona} {SIMULATOR_RULES}"}]
     for shown, question in SIMULATOR_SHOTS:
-        messages += [{"role": "user", "content": f"{shown}\n\nWrite the user's next question."},
+        messages += [{"role": "user", "content": f"{shown}\n\n{NEXT_QUESTION}"},
                      {"role": "assistant", "content": question}]
     last = [{**m, "content": clip(m["content"], SHOWN_CHARS)} for m in dialogue[-2:]]
-    return messages + [{"role": "user", "content": f"{transcript(last)}\n\nWrite the user's next question."}]
+    return messages + [{"role": "user", "content": f"{transcript(last)}\n\n{NEXT_QUESTION}"}]
 
 
 def clip(text: str, limit: int) -> str:
@@ -122,6 +126,8 @@ def check_user_turn(turn: str, dialogue: list[dict]) -> str | None:
     """Reason the simulated user turn is unusable, or None."""
     if len(turn.split()) < 3:
         return "empty_turn: user turn has fewer than 3 words"
+    if any(echoes(turn, own) for own in (NEXT_QUESTION, SIMULATOR_ROLE, SIMULATOR_RULES)):
+        return "prompt_echo: user turn repeats the simulator's instructions"
     if not is_question_or_request(turn):
         return "not_a_question: user turn answers instead of asking"
     if len(turn.split()) > 80:
