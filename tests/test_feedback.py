@@ -77,6 +77,29 @@ def test_parse_ratings_refuses_what_it_cannot_trust(text, aspect, error):
     assert F.parse_ratings(text, 2, aspect) == (None, error)
 
 
+def test_the_ratings_schema_sent_to_the_judge_allows_only_a_usable_answer():
+    from pipelines.structured import check
+
+    def answer(*items):
+        return {"ratings": [dict(zip(("text", "rationale", "rating"), item)) for item in items]}
+
+    schema = F.ratings_schema(2, "helpfulness")
+    assert check(answer((1, "clear", 4), (2, "wrong", 1)), schema) is None
+    assert check(answer((1, "clear", 4)), schema) is not None  # one text unrated
+    assert check(answer((1, "clear", 4), (3, "no such text", 2)), schema) is not None
+    assert check(answer((1, "clear", 4), (2, "as text", "4")), schema) is not None
+    assert check(answer((1, "clear", 4), (2, "off the scale", 6)), schema) is not None
+    assert check(answer((1, "clear", 4.5), (2, "half", 2)), schema) is not None
+    honesty = F.ratings_schema(2, "honesty")
+    assert check(answer((1, "unsure", "N/A"), (2, "ok", 5)), honesty) is None
+    assert check(answer((1, "unsure", "N/A"), (2, "ok", 5)), schema) is not None
+    overall = F.ratings_schema(3, F.OVERALL)
+    assert check(answer((1, "a", 10), (2, "b", 1), (3, "c", 7)), overall) is None
+    # whatever the schema admits, the parser reads back as the same ratings
+    assert F.parse_ratings(json.dumps(answer((2, "b", 1), (1, "a", 10), (3, "c", 7))), 3, F.OVERALL)[0] == [
+        {"rating": 10.0, "rationale": "a"}, {"rating": 1.0, "rationale": "b"}, {"rating": 7.0, "rationale": "c"}]
+
+
 def test_rating_prompt_shows_texts_in_the_order_given():
     messages = F.rating_messages("honesty", "Q?", ["first answer", "second answer"])
     body = messages[-1]["content"]

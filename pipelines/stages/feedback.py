@@ -180,7 +180,8 @@ class Judge(MapStage):
                     requests.append(Request(
                         F.rating_messages(aspect, row["prompt"], [texts[i] for i in order]),
                         {"max_tokens": self.max_tokens, "temperature": 0.0},
-                        schema=F.RATINGS_SCHEMA, parse=partial(F.parse_ratings, n=len(texts), aspect=aspect)))
+                        schema=F.ratings_schema(len(texts), aspect),
+                        parse=partial(F.parse_ratings, n=len(texts), aspect=aspect)))
         results = teacher_for(self, ctx).chat_many(requests, desc=self.name)
         # got[r][aspect][o] = ratings in completion order (None where a completion has no rating yet)
         got = [{a: {} for a in JUDGED} for _ in rows]

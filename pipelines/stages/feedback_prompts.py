@@ -3,7 +3,7 @@
 As in UltraFeedback (Cui et al., 2023), each completion is written under a system prompt sampled from one of four
 principles, and the judge sees every completion of a prompt at once and rates one aspect per request: instruction
 following, honesty (N/A allowed), truthfulness and helpfulness on 1-5, with a rationale, then an overall score on
-1-10. The judge answers as JSON (`RATINGS_SCHEMA`), as `Text 2: 4 - reason` lines, or in UltraFeedback's format
+1-10. The judge answers as JSON (`ratings_schema`), as `Text 2: 4 - reason` lines, or in UltraFeedback's format
 
     #### Output for Text 2
     Rating: 4
@@ -67,7 +67,7 @@ OVERALL_RUBRIC = ("Overall quality: considering instruction following, honesty, 
                   "how good is the text as an answer to the instruction?\n1 = useless or harmful; 10 = excellent.")
 SCALES = {**{aspect: (1, 5) for aspect in ASPECTS}, OVERALL: (1, 10)}
 
-RATINGS_SCHEMA = {
+LENIENT_RATINGS = {  # what the parser accepts from an endpoint that did not enforce `ratings_schema`
     "type": "object",
     "required": ["ratings"],
     "properties": {"ratings": {"type": "array", "items": {
@@ -77,6 +77,22 @@ RATINGS_SCHEMA = {
                        "rationale": {"type": "string"}},
     }}},
 }
+
+
+def ratings_schema(n: int, aspect: str) -> dict:
+    """The judge's answer for `n` texts on `aspect`: exactly n items, text ids 1..n only, whole-number ratings on the
+    aspect's scale (or "N/A" where the aspect allows it), the reason before the rating. An endpoint that enforces
+    `response_format` with a grammar (llama.cpp's server, vLLM) can then write nothing else."""
+    low, high = SCALES[aspect]
+    rating = {"type": "integer", "minimum": low, "maximum": high}
+    if aspect == "honesty":
+        rating = {"anyOf": [rating, {"enum": ["N/A"]}]}
+    item = {"type": "object", "required": ["text", "rationale", "rating"], "additionalProperties": False,
+            "properties": {"text": {"type": "integer", "enum": list(range(1, n + 1))},
+                           "rationale": {"type": "string", "maxLength": 400}, "rating": rating}}
+    return {"type": "object", "required": ["ratings"], "additionalProperties": False,
+            "properties": {"ratings": {"type": "array", "items": item, "minItems": n, "maxItems": n}}}
+
 
 HEADER = re.compile(r"^\W*(?:output\s+for\s+)?text\s*#?\s*(\d+)\b", re.I | re.M)
 RATING = re.compile(r"(?:rating|score)\s*[:=\-]?\s*\**\s*(n\s*/\s*a|\d+(?:\.\d+)?)", re.I)
@@ -127,11 +143,11 @@ def _value(raw, aspect: str, k: int) -> tuple[float | None, str | None]:
 def parse_ratings(text: str, n: int, aspect: str) -> tuple[list[dict] | None, str | None]:
     """`[{"rating": 4.0 | None (N/A), "rationale": str}] * n` in text order, or (None, why not).
 
-    JSON matching RATINGS_SCHEMA first; else text blocks headed `Text k` with a `Rating:` line; else, with no
-    headers, exactly n `Rating:` lines taken in order.
+    JSON (`LENIENT_RATINGS`; the values are checked here) first; else text blocks headed `Text k` with a `Rating:`
+    line; else, with no headers, exactly n `Rating:` lines taken in order.
     """
     value, error = parse_json(text)
-    if error is None and check(value, RATINGS_SCHEMA) is None:
+    if error is None and check(value, LENIENT_RATINGS) is None:
         found = {item["text"]: (item["rating"], item.get("rationale", "")) for item in value["ratings"]}
     else:
         found = _text_blocks(text or "", n)
