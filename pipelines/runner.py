@@ -82,8 +82,15 @@ def rebatch(frames: Iterator[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]
 
 def _write_atomic(frame: pl.DataFrame, path: Path, meta: dict | None = None) -> None:
     """polars' own Parquet writer (no Arrow round trip), LZ4 (as small as snappy here, faster both ways); `meta`
-    goes into the file's key-value metadata. The file is read back before it is renamed into place, so a part that
-    exists can be read: a stage never finishes on a part the next stage would choke on."""
+    goes into the file's key-value metadata. A stage never finishes on a part the next stage would choke on: the
+    frame's strings are checked to be UTF-8 before it is written (2 ms for a 6k-row ingest part; reading the part
+    back whole cost 6 ms, 8% of ingest) and the file's footer is read back before it is renamed into place."""
+    try:
+        frame.to_arrow().validate(full=True)
+    except pa.ArrowInvalid as exc:
+        raise PipelineError(f"{path}: a part about to be written holds invalid data ({' '.join(str(exc).split())}"
+                            "); nothing was marked done. This is a bug: please report it with the input that "
+                            "caused it") from None
     tmp = path.with_name(path.name + ".tmp")
     extra = {META_KEY.decode(): json.dumps(meta)} if meta is not None else None
     try:
@@ -91,10 +98,10 @@ def _write_atomic(frame: pl.DataFrame, path: Path, meta: dict | None = None) -> 
         check_part(tmp)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)  # a full disk gets its space back
-        if not isinstance(exc, DamagedPart):
-            raise
-        raise PipelineError(f"{path}: the part just written does not read back ({exc}); nothing was marked done. "
-                            "This is a bug: please report it with the input that caused it") from None
+        if isinstance(exc, DamagedPart):
+            raise PipelineError(f"{path}: the part just written does not read back ({exc}); check the disk, then "
+                                "rerun the same command to resume") from None
+        raise
     os.replace(tmp, path)
 
 
@@ -104,23 +111,20 @@ def _part_meta(path: Path) -> dict:
 
 
 class DamagedPart(Exception):
-    """A checkpoint file that cannot be read back whole."""
+    """A checkpoint file that cannot be read back."""
 
 
-def check_part(path: Path, full: bool = True) -> None:
-    """Raise DamagedPart unless `path` is a readable Parquet file: its footer always; with `full`, every column
-    decoded as the next stage will (polars validates UTF-8 as it reads strings)."""
+def check_part(path: Path) -> None:
+    """Raise DamagedPart unless `path` is a whole Parquet file (its footer reads)."""
     try:
         pq.read_metadata(path)
-        if full:
-            pl.read_parquet(path)
-    except (OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
+    except (OSError, pa.ArrowException) as exc:
         raise DamagedPart(" ".join(str(exc).split())[:300]) from None
 
 
 def _damaged(path: Path) -> bool:
     try:
-        check_part(path, full=False)
+        check_part(path)
         return False
     except DamagedPart:
         return True

@@ -291,3 +291,22 @@ def test_with_redaction_on_no_secret_is_written_anywhere_in_the_run_dir(tmp_path
         leaks += [(path.relative_to(run), name) for name, value in SECRETS.items() if any(value in t for t in texts)]
     assert leaks == []
     assert "<SECRET_OPENAI_KEY>" in quarantine.filter(pl.col("stage") == "00_ingest")["raw"].str.join("")[0]
+
+
+def test_a_part_holding_invalid_utf8_is_never_written(tmp_path):
+    """Invalid UTF-8 that reached a frame (pyarrow's JSON reader copies bytes as they are) stops the stage before the
+    part exists, so it can never be marked done and break the next stage."""
+    import numpy as np
+    import pyarrow as pa
+
+    from pipelines.errors import PipelineError
+    from pipelines.runner import _write_atomic
+
+    content = pa.Array.from_buffers(pa.string(), 2, [None, pa.py_buffer(np.array([0, 2, 4], np.int32)),
+                                                     pa.py_buffer(b"ok\xff\xfe")])
+    messages = pa.ListArray.from_arrays(pa.array([0, 1, 2], pa.int32()),
+                                        pa.StructArray.from_arrays([content, content], names=["role", "content"]))
+    frame = pl.from_arrow(pa.table({"messages": messages}))
+    with pytest.raises(PipelineError, match="invalid data"):
+        _write_atomic(frame, tmp_path / "part-00000.parquet")
+    assert list(tmp_path.iterdir()) == []
