@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.config import apply_overrides, flat_keys, to_json
+from pipelines.config import apply_overrides, describe, flat_keys, to_json
 from pipelines.errors import ConfigError, PipelineError, describe_os_error
 from pipelines.locks import LOCKED, DirLock, Locked
 from pipelines.recipes import RECIPES, load_recipe
@@ -49,8 +49,6 @@ def build(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     cfg = apply_overrides(recipe.Config(), [s for group in args.overrides for s in group.split()])
     if args.show_config:  # the config was checked by apply_overrides: an out-of-range --set is an error here too
-        from pipelines.config import describe
-
         print(to_json(cfg))
         print("keys:", ", ".join(flat_keys(cfg)))
         print("key [allowed range]: help\n" + describe(cfg))

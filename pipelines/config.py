@@ -61,6 +61,21 @@ class Range:
         return " and ".join(p for p in (low, high) if p) or "a number"
 
 
+def temperature_setting(default: float = 0.7):
+    """A sampling temperature field, as every teacher stage declares it."""
+    return dataclasses.field(default=default, metadata={"help": "sampling temperature", "range": "[0, 2]"})
+
+
+def top_p_setting(default: float = 0.9):
+    return dataclasses.field(default=default, metadata={"help": "nucleus sampling: top_p of the probability mass",
+                                                        "range": "(0, 1]"})
+
+
+def max_tokens_setting(default: int, help_text: str):
+    """A field bounding the tokens of one answer."""
+    return dataclasses.field(default=default, metadata={"help": help_text, "range": "[1, 1000000]"})
+
+
 def leaves(config: Any, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, Any, Any]]:
     """(dotted key, field, type annotation, value) of every setting of a (nested) config dataclass."""
     hints = typing.get_type_hints(type(config))

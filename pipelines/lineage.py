@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.sources import SourceSpec
-from connectors.walk import expand
+from connectors.walk import data_files, expand
 from pipelines.errors import ConfigError
 from pipelines.licenses import BUILT_IN_LICENSE, license_of
 
@@ -46,8 +46,7 @@ def input_files(cfg) -> list[tuple[str, str, Path, str | None]]:
     for text in getattr(cfg, "sources", ()) or ():
         spec = SourceSpec.parse(text)
         for path in expand(spec.path):
-            files = [path] if path.is_file() else sorted(p for p in Path(path).rglob("*") if p.is_file())
-            out += [("source", text, f, spec.license) for f in files]
+            out += [("source", text, f, spec.license) for f in data_files(path)]
     if seeds := getattr(cfg, "seeds", ""):
         out.append(("seeds", seeds, Path(seeds), None))
     from pipelines.dedup.decontam import Benchmark  # numba and numpy: only for recipes that decontaminate

@@ -37,7 +37,7 @@ from connectors.alpaca import user_turn
 from connectors.detect import detect, kinds
 from connectors.files import read_records
 from connectors.streams import Raw
-from connectors.walk import is_datasets_dir
+from connectors.walk import data_files, is_datasets_dir
 from pipelines.dedup.minhash import shingle_hashes
 from pipelines.errors import ConfigError, SourceError
 
@@ -100,7 +100,7 @@ class Benchmark:
 
     def files(self) -> list[Path]:
         """The file, or every file of a `datasets` directory, in order (what lineage should hash)."""
-        return [self.path] if self.path.is_file() else sorted(p for p in self.path.rglob("*") if p.is_file())
+        return data_files(self.path)
 
     def digest(self) -> str:
         """sha256 of the files' bytes, then of `?field=` when given (one file without it: the file's sha256)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import ClassVar
 
+from pipelines.config import max_tokens_setting
 from pipelines.dedup.index import index_dir_problem
 from pipelines.stage import Stage
 from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
@@ -42,10 +43,10 @@ class Config:
     models: tuple[str, ...] = field(default=(), metadata={"help": "pool models to ask in turn (default: all)"})
     temperatures: tuple[float, ...] = field(default=(0.7, 1.0), metadata={"help": "sampling temperatures, in turn",
                                                                           "range": "[0, 2]"})
-    max_tokens: int = field(default=96, metadata={"help": "tokens per completion", "range": "[1, 1000000]"})
+    max_tokens: int = max_tokens_setting(96, "tokens per completion")
     orderings: int = field(default=2, metadata={"help": "orders of the completions each prompt is judged under",
                                                 "range": "[1, 16]"})
-    judge_max_tokens: int = field(default=96, metadata={"help": "tokens per judge answer", "range": "[1, 1000000]"})
+    judge_max_tokens: int = max_tokens_setting(96, "tokens per judge answer")
     rule: str = field(default="best_vs_random", metadata={"help": "best_vs_random, best_vs_worst or all_pairs",
                                                           "choices": ("best_vs_random", "best_vs_worst", "all_pairs")})
     score: str = field(default="overall", metadata={"help": "rank by overall (1-10) or mean_aspects (1-5)",

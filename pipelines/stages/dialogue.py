@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import polars as pl
 
+from pipelines.config import max_tokens_setting, temperature_setting, top_p_setting
 from pipelines.stage import MESSAGES, Context, MapStage, with_drops
 from pipelines.stages import ultrachat_prompts as P
 from pipelines.teacher import Request
@@ -24,12 +25,10 @@ from pipelines.teacher import Request
 
 @dataclass
 class Sampling:
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature", "range": "[0, 2]"})
-    top_p: float = field(default=0.9, metadata={"help": "nucleus sampling: top_p of the probability mass",
-                                                "range": "(0, 1]"})
-    max_tokens_user: int = field(default=40, metadata={"help": "tokens per user turn", "range": "[1, 1000000]"})
-    max_tokens_assistant: int = field(default=112, metadata={"help": "tokens per assistant turn",
-                                                             "range": "[1, 1000000]"})
+    temperature: float = temperature_setting()
+    top_p: float = top_p_setting()
+    max_tokens_user: int = max_tokens_setting(40, "tokens per user turn")
+    max_tokens_assistant: int = max_tokens_setting(112, "tokens per assistant turn")
 
     def params(self, role: str, seed: str) -> dict:
         """Request params; `seed` makes each sample its own cache entry (and a reproducible one where honoured)."""

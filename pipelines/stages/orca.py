@@ -35,12 +35,13 @@ import hashlib
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
 import polars as pl
 
+from pipelines.config import max_tokens_setting, temperature_setting, top_p_setting
 from pipelines.cards import write_card
 from pipelines.stage import DROP, MESSAGES, Context, MapStage, Source, with_drops
 from pipelines.stages.dialogue import ask_until_valid
@@ -164,10 +165,9 @@ def check_answer(answer: str, prompt: str, finish_reason: str | None = "stop", k
 
 @dataclass
 class AnswerSampling:
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature", "range": "[0, 2]"})
-    top_p: float = field(default=0.9, metadata={"help": "nucleus sampling: top_p of the probability mass",
-                                                "range": "(0, 1]"})
-    max_tokens: int = field(default=256, metadata={"help": "tokens per answer", "range": "[1, 1000000]"})
+    temperature: float = temperature_setting()
+    top_p: float = top_p_setting()
+    max_tokens: int = max_tokens_setting(256, "tokens per answer")
 
     def params(self, seed: str) -> dict:
         """Request params; `seed` makes each attempt its own cache entry (and a reproducible one where honoured)."""

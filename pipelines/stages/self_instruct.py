@@ -22,10 +22,11 @@ import hashlib
 import json
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import polars as pl
 
+from pipelines.config import max_tokens_setting, temperature_setting, top_p_setting
 from pipelines.rouge import RougePool, tokenize
 from pipelines.stage import MESSAGES, Context, MapStage, Source, with_drops
 from pipelines.stages import self_instruct_prompts as P
@@ -39,13 +40,11 @@ CANDIDATES = {"instruction_id": pl.String, "instruction": pl.String, "generation
 
 @dataclass
 class Sampling:
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature", "range": "[0, 2]"})
-    top_p: float = field(default=0.9, metadata={"help": "nucleus sampling: top_p of the probability mass",
-                                                "range": "(0, 1]"})
-    max_tokens_tasks: int = field(default=128, metadata={"help": "tokens per instruction-generation answer",
-                                                         "range": "[1, 1000000]"})
-    max_tokens_input: int = field(default=48, metadata={"help": "tokens per generated input", "range": "[1, 1000000]"})
-    max_tokens_output: int = field(default=160, metadata={"help": "tokens per answer", "range": "[1, 1000000]"})
+    temperature: float = temperature_setting()
+    top_p: float = top_p_setting()
+    max_tokens_tasks: int = max_tokens_setting(128, "tokens per instruction-generation answer")
+    max_tokens_input: int = max_tokens_setting(48, "tokens per generated input")
+    max_tokens_output: int = max_tokens_setting(160, "tokens per answer")
 
     def params(self, kind: str, seed: str) -> dict:
         """Request params for `kind` (tasks, input, output); `seed` makes each sample its own cache entry."""
