@@ -147,9 +147,6 @@ class Benchmark:
         return ([m["content"] for row in rows if row.get("messages") for m in row["messages"] if m["role"] == "user"],
                 sum(not row.get("messages") for row in rows))
 
-    def prompts(self) -> list[str]:
-        return self.read()[0]
-
 
 class Contamination:
     """The n-gram hashes of some benchmarks; `match` finds which benchmark, if any, each document overlaps."""
