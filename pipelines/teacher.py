@@ -17,7 +17,7 @@ order. What it does for each request:
   validates it with jsonschema and asks again with the error, up to `reasks` times; then the error is the reason.
 - Accounting in `stats`: requests, retries, cache hits, failures, errors by kind, re-asks, prompt and completion
   tokens (from `usage`, else counted with the tokenizer) and cost from `price_in`/`price_out` per million tokens.
-- The embedded SmolLM2 server (no `base_url`) starts on the first cache miss; if it dies mid-run it is restarted
+- The embedded server (no `base_url`, server.py) starts on the first cache miss; if it dies mid-run it is restarted
   once, and a second death is a `TeacherError`.
 """
 
@@ -46,6 +46,8 @@ except ImportError:  # pragma: no cover
 from pipelines import progress
 from pipelines.cache import RequestCache, request_key
 from pipelines.errors import ConfigError, TeacherError
+from pipelines.server import EmbeddedConfig
+from pipelines.weights import display_name
 from pipelines.structured import check, parse_json, reask_message
 
 EMBEDDED = "embedded"
@@ -76,8 +78,8 @@ def _pool_problem(pool: tuple[str, ...]) -> str | None:
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible URL; empty = embedded SmolLM2"})
-    model: str = field(default="SmolLM2-135M-Instruct", metadata={"help": "model name sent to the endpoint"})
+    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible URL; empty = the embedded server"})
+    model: str = field(default="SmolLM2-135M-Instruct", metadata={"help": "model name sent to base_url"})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "environment variable holding the key"})
     pool: tuple[str, ...] = field(default=(), metadata={"help": "more endpoints: URL?model=M&weight=W&key_env=VAR",
                                                         "check": _pool_problem})
@@ -97,14 +99,16 @@ class TeacherConfig:
     price_out: float = field(default=0.0, metadata={"help": "price per million completion tokens",
                                                     "range": "[0, inf)"})
     tokenizer: str = field(default="", metadata={"help": "tokenizer for counting when usage is missing"})
+    embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)  # the server started when base_url is empty
 
     def endpoints(self) -> list[Endpoint]:
-        first = Endpoint(self.base_url or None, self.model, 1.0, self.api_key_env)
+        model = self.model if self.base_url else display_name(self.embedded.model)
+        first = Endpoint(self.base_url or None, model, 1.0, self.api_key_env)
         return [first, *(_parse_endpoint(spec, self.api_key_env) for spec in self.pool)]
 
     def identity(self) -> dict:
         """What the answers depend on (fingerprints and cache keys); never the key itself."""
-        ident = {"base_url": self.base_url or EMBEDDED, "model": self.model}
+        ident = {"base_url": self.base_url or EMBEDDED, "model": self.endpoints()[0].model}
         if self.pool:
             ident["pool"] = [[e.name, e.model, e.weight] for e in self.endpoints()[1:]]
         return ident
@@ -126,11 +130,22 @@ def _parse_endpoint(spec: str, default_key_env: str) -> Endpoint:
 
 @dataclass(frozen=True)
 class Request:
+    """A chat request (`messages`), or with `prompt` a raw text completion on `/v1/completions` (no chat template:
+    the caller writes the template, as Magpie does). `params` go into the body as they are: max_tokens,
+    temperature, top_p, seed, stop, n (more choices: `Result.texts`), logprobs and top_logprobs (`Result.logprobs`);
+    all of them are in the cache key."""
+
     messages: list[dict]
-    params: dict  # max_tokens, temperature, top_p, stop, seed
+    params: dict
     schema: dict | None = None  # ask for JSON matching this JSON Schema
     parse: Callable[[str], tuple[object, str | None]] | None = None  # text -> (value, error); replaces JSON+schema
     model: str | None = None  # only the pool's endpoints serving this model may answer
+    prompt: str | None = None  # a raw completion of this text instead of a chat
+
+    @property
+    def body(self) -> list[dict] | str:
+        """What is completed: the messages, or the raw prompt."""
+        return self.prompt if self.prompt is not None else self.messages
 
 
 @dataclass
@@ -142,6 +157,8 @@ class Result:
     completion_tokens: int = 0
     cached: bool = False
     data: object = None  # the parsed JSON of a structured request
+    texts: list[str] = field(default_factory=list)  # every choice's text (one unless the request asked for `n`)
+    logprobs: list[dict] | None = None  # first choice: [{"token", "logprob", "top": {token: logprob}}] per token
 
 
 class AdaptiveLimit:
@@ -243,7 +260,7 @@ class Teacher:
 
     def _uncached_on_embedded(self, request: "Request") -> bool:
         return any(e.base_url is None and self.cache.get(
-            request_key(e.model, e.name, request.messages, self._params(request))) is None
+            request_key(e.model, e.name, request.body, self._params(request))) is None
             for e in self._serving(request.model))
 
     def models(self) -> list[str]:
@@ -308,9 +325,10 @@ class Teacher:
         params = self._params(request)
         endpoints = self._serving(request.model)
         if request.schema is None and request.parse is None:
-            return await self._complete(request.messages, params, endpoints)
-        messages = list(request.messages)
-        for ask in range(self.config.reasks + 1):
+            return await self._complete(request.body, params, endpoints)
+        messages = request.body if request.prompt is not None else list(request.messages)
+        reasks = 0 if request.prompt is not None else self.config.reasks  # a raw prompt has no turns to add
+        for ask in range(reasks + 1):
             result = await self._complete(messages, params, endpoints)
             if result.error:
                 return result
@@ -322,14 +340,14 @@ class Teacher:
             if error is None:
                 result.data = value
                 return result
-            if ask < self.config.reasks:
+            if ask < reasks:
                 self.stats["reasks"] += 1
                 schema = request.schema if request.parse is None else None  # its own format: ask for that again
                 messages = messages + [{"role": "assistant", "content": result.text}, reask_message(error, schema)]
         self.stats["failures"] += 1
         self.stats["errors_invalid_json"] += 1
         return Result(result.text, f"invalid_json: {error}", result.finish_reason, result.prompt_tokens,
-                      result.completion_tokens, result.cached)
+                      result.completion_tokens, result.cached, texts=result.texts, logprobs=result.logprobs)
 
     # --- one HTTP answer -----------------------------------------------------------------------------------------
 
@@ -359,13 +377,12 @@ class Teacher:
             self._failing[endpoint] = 0
             self.stats["endpoint_cooldowns"] += 1
 
-    async def _complete(self, messages: list[dict], params: dict, endpoints: list[Endpoint]) -> Result:
+    async def _complete(self, messages: list[dict] | str, params: dict, endpoints: list[Endpoint]) -> Result:
         keys = {e: request_key(e.model, e.name, messages, params) for e in endpoints}
         for key in keys.values():
             if (hit := self.cache.get(key)) is not None:
                 self.stats["cache_hits"] += 1
-                return Result(hit["text"], None, hit["finish_reason"], hit["prompt_tokens"] or 0,
-                              hit["completion_tokens"] or 0, cached=True)
+                return _result(hit, cached=True)
         seed = next(iter(keys.values()))
         last = "unknown"
         for attempt in range(self.config.max_retries + 1):
@@ -381,9 +398,9 @@ class Teacher:
                 await self._limit.release(ok)
             self._note(endpoint, ok, last)
             if ok:
-                self.cache.put(keys[endpoint], endpoint.model, {"messages": messages, **params}, answer, endpoint.name)
-                return Result(answer["text"], None, answer["finish_reason"], answer["prompt_tokens"],
-                              answer["completion_tokens"])
+                what = "prompt" if isinstance(messages, str) else "messages"
+                self.cache.put(keys[endpoint], endpoint.model, {what: messages, **params}, answer, endpoint.name)
+                return _result(answer)
             self.stats["errors_" + last.split(":")[0].replace(" ", "_")] += 1
             status = http_status(last)
             if status is not None and status not in RETRYABLE_STATUS:
@@ -402,9 +419,10 @@ class Teacher:
         self.stats["requests"] += 1
         self._sent_any = True
         model = endpoint.model if endpoint.base_url else self._server.model
+        raw_text = isinstance(messages, str)
+        path, what = ("/completions", "prompt") if raw_text else ("/chat/completions", "messages")
         try:  # the openai client's transport, errors and auth, without its per-request pydantic models (2x the CPU)
-            raw = await client.post("/chat/completions", body={"model": model, "messages": messages, **params},
-                                    cast_to=httpx.Response)
+            raw = await client.post(path, body={"model": model, what: messages, **params}, cast_to=httpx.Response)
             body = orjson.loads(raw.content)
         except openai.APIStatusError as exc:
             limited = exc.status_code == 429
@@ -422,23 +440,30 @@ class Teacher:
         if (wait := header_wait(raw.headers, False)) is not None:
             self._limit.pause(min(wait, MAX_WAIT_S))
         choices = body.get("choices") if isinstance(body, dict) else None
-        message = choices[0].get("message") if choices and isinstance(choices[0], dict) else None
-        content = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(content, str):
+        texts = [_choice_text(c, raw_text) for c in choices] if isinstance(choices, list) and choices else [None]
+        if not all(isinstance(t, str) for t in texts):
             return None, None, "malformed: response without message content"
+        if len(choices) > 1:  # servers may send choices out of order
+            texts = [t for _, t in sorted(zip((c.get("index", i) for i, c in enumerate(choices)), texts))]
+        content = texts[0]
         self._last_answer = time.monotonic()
         usage = body.get("usage") or {}
         if isinstance(usage.get("prompt_tokens"), int) and isinstance(usage.get("completion_tokens"), int):
             prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
         else:
-            prompt, completion = self._count(messages, content)
+            prompt, completion = self._count(messages, texts)
         self.stats["tokens_in"] += prompt
         self.stats["tokens_out"] += completion
         cost = (prompt * self.config.price_in + completion * self.config.price_out) / 1e6
         if cost:
             self.stats["cost"] += cost
-        return {"text": content, "finish_reason": choices[0].get("finish_reason"), "prompt_tokens": prompt,
-                "completion_tokens": completion}, None, ""
+        answer = {"text": content, "finish_reason": choices[0].get("finish_reason"), "prompt_tokens": prompt,
+                  "completion_tokens": completion}
+        if len(texts) > 1:
+            answer["texts"] = texts
+        if (logprobs := _logprobs(choices[0])) is not None:
+            answer["logprobs"] = logprobs
+        return answer, None, ""
 
     # --- endpoints -----------------------------------------------------------------------------------------------
 
@@ -465,7 +490,7 @@ class Teacher:
         thread that starts it (PR_SET_PDEATHSIG), and a worker thread ending would stop it."""
         from pipelines.server import EmbeddedServer
 
-        self._server = EmbeddedServer(self.server_log, log=self.log).start()
+        self._server = EmbeddedServer(self.server_log, log=self.log, config=self.config.embedded).start()
 
     async def _check_alive(self, endpoint: Endpoint, error: str) -> None:
         """Restart a dead embedded server once; stop the run when nothing has answered for `down_after_s`."""
@@ -500,19 +525,57 @@ class Teacher:
         self._keys[endpoint.key_env] = key
         return key
 
-    def _count(self, messages: list[dict], completion: str) -> tuple[int, int]:
+    def _count(self, messages: list[dict] | str, completions: list[str]) -> tuple[int, int]:
         """Token counts when the server sends no `usage`: the configured tokenizer, else the embedded model's."""
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
             from pipelines.server import checkpoint_dir
 
-            name = self.config.tokenizer or (str(checkpoint_dir()) if self._server is not None else "")
+            embedded = checkpoint_dir(self.config.embedded.model) if self._server is not None else None
+            name = self.config.tokenizer or (str(embedded) if embedded and embedded.is_dir() else "")
             if not name:
                 self.stats["tokens_uncounted"] += 1
                 return 0, 0
             self._tokenizer = AutoTokenizer.from_pretrained(name)
-        prompt = self._tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
-                                                     return_dict=True)["input_ids"]
+        if isinstance(messages, str):
+            prompt = self._tokenizer.encode(messages, add_special_tokens=False)
+        else:
+            prompt = self._tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
+                                                         return_dict=True)["input_ids"]
         self.stats["tokens_counted"] += 1
-        return len(prompt), len(self._tokenizer.encode(completion, add_special_tokens=False))
+        return len(prompt), sum(len(self._tokenizer.encode(t, add_special_tokens=False)) for t in completions)
+
+
+def _choice_text(choice, raw_text: bool) -> str | None:
+    """A choice's text: `text` of a raw completion, `message.content` of a chat answer."""
+    if not isinstance(choice, dict):
+        return None
+    if raw_text:
+        return choice.get("text")
+    message = choice.get("message")
+    return message.get("content") if isinstance(message, dict) else None
+
+
+def _logprobs(choice: dict) -> list[dict] | None:
+    """A choice's token logprobs as [{"token", "logprob", "top": {token: logprob}}], from the chat format
+    (`logprobs.content`) or the legacy completions format (`tokens`, `token_logprobs`, `top_logprobs`)."""
+    found = choice.get("logprobs")
+    if not isinstance(found, dict):
+        return None
+    if isinstance(found.get("content"), list):
+        return [{"token": t.get("token"), "logprob": t.get("logprob"),
+                 "top": {x.get("token"): x.get("logprob") for x in t.get("top_logprobs") or [] if isinstance(x, dict)}}
+                for t in found["content"] if isinstance(t, dict)]
+    if isinstance(found.get("tokens"), list):
+        tops = found.get("top_logprobs") or [None] * len(found["tokens"])
+        return [{"token": t, "logprob": lp, "top": dict(top or {})}
+                for t, lp, top in zip(found["tokens"], found.get("token_logprobs") or [], tops)]
+    return None
+
+
+def _result(answer: dict, cached: bool = False) -> Result:
+    """A Result from an answer as `_post` makes it and the cache stores it."""
+    return Result(answer["text"], None, answer.get("finish_reason"), answer.get("prompt_tokens") or 0,
+                  answer.get("completion_tokens") or 0, cached=cached, texts=answer.get("texts") or [answer["text"]],
+                  logprobs=answer.get("logprobs"))

@@ -1,4 +1,4 @@
-"""Shared fixtures. One real embedded teacher (SmolLM2-135M behind `transformers serve`) serves the whole session."""
+"""Shared fixtures. One real embedded teacher (SmolLM2-135M on llama-server) serves the whole session."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ produces on demand), and against the real embedded SmolLM2 server.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -17,10 +18,13 @@ from datasets import load_dataset
 from trl.data_utils import is_conversational, maybe_extract_prompt
 
 from conftest import run_build
+
+from pipelines.server import EmbeddedConfig
 from pipelines.stage import Context
 from pipelines.stages import feedback_prompts as F
-from pipelines.stages.feedback import COMPLETIONS, JUDGED, Binarize, Complete, Judge, agreement, orders
+from pipelines.stages.feedback import COMPLETIONS, JUDGED, Binarize, Complete, Judge, agreement, orders, pair_scores
 from pipelines.teacher import Teacher, TeacherConfig
+from pipelines.weights import DEFAULT_JUDGE
 from test_teacher import fault_server  # noqa: F401,F811  (a pytest fixture)
 
 PROMPT = [{"role": "user", "content": "Name a planet."}]
@@ -288,7 +292,7 @@ def test_ultrafeedback_recipe_exports_what_trl_reads(tmp_path, teacher_server, f
     """The whole recipe on the embedded teacher, with the judge on the scripted loopback judge (so that pairs are
     formed whatever the tiny model writes): splits, columns, TRL's prompt extraction, the card."""
     judge = fault_server(answer=scripted_judge(favour_first=False))
-    run_build(tmp_path / "uf", f"judge.base_url={judge.url}", "judge.model=scripted", "n_prompts=5",
+    run_build(tmp_path / "uf", f"judge.base_url={judge.url}", "judge.model=scripted", "judge_mode=listwise", "n_prompts=5",
               "n_completions=3", "max_tokens=48", "test_fraction=0.3", server=teacher_server, recipe="ultrafeedback")
     export = tmp_path / "uf" / "export"
     loaded = load_dataset(str(export), cache_dir=str(tmp_path / "hf"))
@@ -320,3 +324,54 @@ def test_ultrafeedback_recipe_exports_what_trl_reads(tmp_path, teacher_server, f
                        log=lambda *_: None)
     metrics = json.loads((tmp_path / "dpo" / "preference_metrics.json").read_text())
     assert result["steps"] == 1 and metrics["pairs"] >= 1 and 0 <= metrics["after"]["reward_accuracy"] <= 1
+
+
+# --- pointwise and pairwise judging -------------------------------------------------------------------------------
+
+def test_expected_rating_comes_from_the_digit_tokens_probabilities():
+    tokens = [{"token": "{\"", "logprob": 0.0, "top": {}}, {"token": "rating", "logprob": 0.0, "top": {}},
+              {"token": "7", "logprob": math.log(0.6), "top": {"7": math.log(0.6), "8": math.log(0.2),
+                                                                "x": math.log(0.1), "12": math.log(0.05)}}]
+    distribution = F.digit_distribution(tokens, range(1, 10))
+    assert distribution == pytest.approx({7: 0.75, 8: 0.25})  # renormalized over the allowed digits only
+    assert F.expected(distribution) == pytest.approx(7.25)
+    assert F.digit_distribution(None, range(1, 10)) is None
+    assert F.digit_distribution([{"token": "{", "logprob": 0.0, "top": {}}], range(1, 10)) is None
+
+
+def test_parse_choice_reads_json_or_a_bare_number_and_refuses_out_of_range():
+    assert F.parse_choice('{"rating": 6}', "rating", range(1, 10)) == (6, None)
+    assert F.parse_choice("Rating: 8 because", "rating", range(1, 10)) == (8, None)
+    assert F.parse_choice('{"better": "2"}', "better", range(1, 3)) == (2, None)
+    assert F.parse_choice('{"rating": 10}', "rating", range(1, 10))[0] is None
+    assert F.parse_choice("no idea", "better", range(1, 3))[0] is None
+
+
+def test_pair_scores_count_expected_wins_and_call_a_split_verdict_a_tie():
+    # 0 beats 1 in both orders; 0 vs 2: each order picks the answer shown first (position bias) -> a tie
+    first = {(0, 1): (0.9, 1), (1, 0): (0.2, 2), (0, 2): (0.8, 1), (2, 0): (0.7, 1)}
+    expected, wins, same, compared = pair_scores(3, first)
+    assert expected[0] == pytest.approx((0.9 + 0.8) / 2 + (0.8 + 0.3) / 2)
+    assert expected[1] == pytest.approx(1 - (0.9 + 0.8) / 2) and expected[2] == pytest.approx(1 - 0.55)
+    assert wins == [1.5, 0.0, 0.5] and (same, compared) == (1, 2)
+    assert pair_scores(2, {(0, 1): (1.0, 1)}) == ([None, None], [0.0, 0.0], 0, 0)  # one order only: not compared
+
+
+def test_the_embedded_judge_tells_a_good_answer_from_a_bad_one_in_both_modes(tmp_path):
+    """The default judge (Qwen2.5-Coder-1.5B on llama-server), grammar-enforced, with logprobs."""
+    question = "What is the boiling point of water at sea level in degrees Celsius?"
+    good = "Water boils at 100 degrees Celsius at sea level (standard atmospheric pressure)."
+    bad = "I'm sorry, but I can't help with that request."
+    rows = rated_rows(unrated(bad, good)).with_columns(pl.Series("prompt", [question]))
+    config = TeacherConfig(max_concurrency=4, embedded=EmbeddedConfig(model=DEFAULT_JUDGE))
+    teacher = Teacher(config, tmp_path / "requests.sqlite", tmp_path / "judge.log", log=lambda m: None)
+    ctx = Context(run_dir=tmp_path, config=None, teacher=teacher)
+    try:
+        for mode in ("pointwise", "pairwise"):
+            out = Judge(mode=mode).process(rows, ctx)
+            scores = {c["content"]: c["overall"] for c in out["completions"][0]}
+            assert scores[good] > scores[bad], (mode, scores)
+    finally:
+        teacher.close()
+    assert ctx.counters["judge_parse_failures"] == 0 and ctx.counters["judge_sampled_ratings"] == 0
+    assert ctx.counters["judge_expected_ratings"] == 4 and ctx.counters["judge_verdicts"] == 2

@@ -297,8 +297,8 @@ def test_a_failing_pool_endpoint_rests_while_the_others_answer(fault_server, tmp
 
 def test_cost_and_counted_tokens(fault_server, tmp_path, teacher_server):
     server = fault_server(usage=False)
-    from pipelines.server import checkpoint_dir
-    teacher = teacher_for(server, tmp_path, price_in=2.0, price_out=10.0, tokenizer=str(checkpoint_dir()))
+    from pipelines.server import ensure_checkpoint
+    teacher = teacher_for(server, tmp_path, price_in=2.0, price_out=10.0, tokenizer=str(ensure_checkpoint()))
     [result] = teacher.chat_many([ask("How many legs does a spider have?")])
     assert result.prompt_tokens > 8 and result.completion_tokens >= 3  # counted with the SmolLM2 tokenizer
     expected = (result.prompt_tokens * 2.0 + result.completion_tokens * 10.0) / 1e6

@@ -4,9 +4,10 @@ ingest prompts -> prompts -> dedup_exact -> [decontaminate] -> dedup_near -> com
 
 Prompts come from `sources` (any format ingest reads: conversations, whose turns up to the last user turn are
 the prompt, e.g. an ultrachat export or hh-rlhf pairs; or, with `prompt_kind=text`, one prompt per text) or, by
-default, from a small prompt set the project ships. With only the embedded SmolLM2-135M teacher the completions
-differ by principle system prompt and sampling seed, not by model; list more models in `teacher.pool` (each
-completion goes to the next model in turn) and point `judge.base_url` at a strong model for real data.
+default, from a small prompt set the project ships. The embedded defaults: completions from SmolLM2-135M (they differ
+by principle system prompt and sampling seed, not by model), judged by Qwen2.5-Coder-1.5B (`judge_mode=pointwise`:
+what bench/judge_agreement.py measured best for it). List more models in `teacher.pool` (each completion goes to the
+next model in turn) and point `judge.base_url` at a strong model for real data.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from pipelines.dedup.index import index_dir_problem
 from pipelines.stage import Stage
 from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
 from pipelines.stages.export_prefs import ExportPrefs
-from pipelines.stages.feedback import Binarize, Complete, Judge, ToPrompts
+from pipelines.server import EmbeddedConfig
+from pipelines.stages.feedback import MODES, Binarize, Complete, Judge, ToPrompts
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.redact import redact_setting
 from pipelines.teacher import TeacherConfig
+from pipelines.weights import DEFAULT_JUDGE
 
 DEFAULT_PROMPTS = str(resources.files("pipelines.data").joinpath("feedback_prompts.jsonl"))
 
@@ -46,7 +49,10 @@ class Config:
     max_tokens: int = max_tokens_setting(96, "tokens per completion")
     orderings: int = field(default=2, metadata={"help": "orders of the completions each prompt is judged under",
                                                 "range": "[1, 16]"})
-    judge_max_tokens: int = max_tokens_setting(96, "tokens per judge answer")
+    judge_max_tokens: int = max_tokens_setting(96, "tokens per judge answer (listwise; the others need 16)")
+    judge_mode: str = field(default="pointwise", metadata={
+        "help": "listwise (UltraFeedback: every completion at once, per aspect), pointwise (each alone, 1-9, "
+                "expected rating from logprobs) or pairwise (every pair in both orders)", "choices": MODES})
     rule: str = field(default="best_vs_random", metadata={"help": "best_vs_random, best_vs_worst or all_pairs",
                                                           "choices": ("best_vs_random", "best_vs_worst", "all_pairs")})
     score: str = field(default="overall", metadata={"help": "rank by overall (1-10) or mean_aspects (1-5)",
@@ -65,7 +71,14 @@ class Config:
     # Equal configs share one client (and one embedded server). 8 in flight: judge prompts are long, and 16 of them
     # slowed the embedded server past the request timeout (measured); one re-ask: a second rarely helps a small judge.
     teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=8, reasks=1))
-    judge: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=8, reasks=1))
+    judge: TeacherConfig = field(default_factory=lambda: TeacherConfig(
+        max_concurrency=4, reasks=1, embedded=EmbeddedConfig(model=DEFAULT_JUDGE)))
+
+    def cross_check(self) -> str | None:
+        if self.score == "mean_aspects" and self.judge_mode != "listwise":
+            return (f"score=mean_aspects needs judge_mode=listwise (judge_mode={self.judge_mode} rates overall only): "
+                    "--set score=overall or judge_mode=listwise")
+        return None
 
 
 def built_in_data(cfg: Config) -> tuple[str, ...]:
@@ -84,7 +97,7 @@ def stages(cfg: Config) -> list[Stage]:
         NearDedup(threshold=cfg.threshold, index=cfg.index),
         Complete(n_completions=cfg.n_completions, models=cfg.models, temperatures=cfg.temperatures,
                  max_tokens=cfg.max_tokens, seed=cfg.seed),
-        Judge(orderings=cfg.orderings, max_tokens=cfg.judge_max_tokens),
+        Judge(orderings=cfg.orderings, max_tokens=cfg.judge_max_tokens, mode=cfg.judge_mode),
         Binarize(rule=cfg.rule, min_margin=cfg.min_margin, score=cfg.score, seed=cfg.seed),
         ExportPrefs(test_fraction=cfg.test_fraction, card="ultrafeedback", leakage_threshold=cfg.threshold),
     ]

