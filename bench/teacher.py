@@ -10,6 +10,9 @@
     of the same requests through `openai.AsyncOpenAI` with the same concurrency (fresh prompts each, so nothing is
     cached).
 (c) The same loopback workload through distilabel's `OpenAILLM` when distilabel is installed (peers venv).
+(d) The embedded engines on the same model (SmolLM2-135M): llama-server against `transformers serve`, completion
+    tokens per second of a bare flood at concurrency 1 and 16 (`--engine-requests` fresh prompts, max_tokens 128),
+    one engine at a time, back to back. `--only-engines` runs just this part.
 """
 
 from __future__ import annotations
@@ -126,9 +129,14 @@ def main() -> None:
     parser.add_argument("--embedded-requests", type=int, default=48)
     parser.add_argument("--embedded-concurrency", type=int, default=16)
     parser.add_argument("--skip-embedded", action="store_true")
+    parser.add_argument("--engine-requests", type=int, default=48)
+    parser.add_argument("--only-engines", action="store_true")
     parser.add_argument("--peer-python", default="/work/peers-venv/bin/python")
     args = parser.parse_args()
     rows = []
+    if args.only_engines:
+        rows += compare_engines(args.engine_requests)
+        return print_rows(rows)
 
     server, url = loopback(args.latency)
     try:
@@ -162,6 +170,30 @@ def main() -> None:
                          f"gather flood {flood_tokens / flood_s:.1f} tok/s", f"ours {ours_tokens / ours_s:.1f} tok/s",
                          f"{ratio:.1%} of the flood"))
 
+        rows += compare_engines(args.engine_requests)
+    print_rows(rows)
+
+
+def compare_engines(n: int) -> list[tuple]:
+    """(d): tok/s of each engine at concurrency 1 and 16 on the same model and prompts."""
+    from pipelines.server import EmbeddedConfig, EmbeddedServer
+
+    speed = {}
+    for engine in ("llama", "transformers"):
+        config = EmbeddedConfig(engine=engine, slots=16)
+        with tempfile.TemporaryDirectory() as tmp, EmbeddedServer(Path(tmp) / "server.log", log=lambda m: None,
+                                                                  config=config) as s:
+            run_flood(s.base_url, s.model, requests(4, "warm", 4), 4)
+            for concurrency in (1, 16):
+                seconds, tokens = run_flood(s.base_url, s.model, requests(n, f"{engine}{concurrency}", 128),
+                                            concurrency)
+                speed[engine, concurrency] = tokens / seconds
+    return [(f"(d) embedded SmolLM2-135M, concurrency {c}", f"{n} req, max_tokens 128",
+             f"transformers serve {speed['transformers', c]:.1f} tok/s", f"llama-server {speed['llama', c]:.1f} tok/s",
+             f"{speed['llama', c] / speed['transformers', c]:.2f}x") for c in (1, 16)]
+
+
+def print_rows(rows: list[tuple]) -> None:
     print("| workload | size | baseline | ours | ratio |\n|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")

@@ -72,8 +72,8 @@ def write_card(template: str, out_dir: Path, ctx, counts: dict[str, int], extra:
         "lineage": lineage_markdown(inputs, ctx),
         "config": to_json(cfg),
         "release": UNVERSIONED,
-        **({"teacher_model": teacher.model, "teacher_endpoint": endpoint(teacher)} if teacher else {}),
-        **({"judge_model": judge.model, "judge_endpoint": endpoint(judge)} if judge else {}),
+        **({"teacher_model": teacher.endpoints()[0].model, "teacher_endpoint": endpoint(teacher)} if teacher else {}),
+        **({"judge_model": judge.endpoints()[0].model, "judge_endpoint": endpoint(judge)} if judge else {}),
         **flat(cfg),
         **(extra or {}),
     }
@@ -160,7 +160,7 @@ def lineage_markdown(inputs, ctx) -> str:
             client = getattr(ctx.config, "judge" if row["role"] == "judge" else "teacher", None) or ctx.config.teacher
             params = json.dumps(compact(by_name[row["stage"]].settings()), default=str).replace("|", "\\|")
             files = ", ".join(f"`{name}` `{digest[:12]}`" for name, digest in row["prompt_files"].items()) or "-"
-            lines.append(f"| {row['stage']} | {row['role']} | `{client.model}` | {endpoint(client)} | "
+            lines.append(f"| {row['stage']} | {row['role']} | `{client.endpoints()[0].model}` | {endpoint(client)} | "
                          f"`{params}` | {files} |")
     return "\n".join(lines)
 
@@ -178,7 +178,7 @@ def compact(value, limit: int = 4):
 def endpoint(teacher) -> str:
     """The teacher's URL without any credentials in it, or the embedded server."""
     if not teacher.base_url:
-        return "embedded transformers serve (127.0.0.1)"
+        return f"the embedded server on 127.0.0.1 (engine {teacher.embedded.engine})"
     parts = urlsplit(teacher.base_url)
     return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""), query=""))
 

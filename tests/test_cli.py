@@ -81,12 +81,13 @@ def test_embedded_default_end_to_end_leaves_no_server_behind(tmp_path):
     assert "export:" in proc.stdout
     assert (run_dir / "export" / "README.md").exists() and (run_dir / "server.log").stat().st_size > 0
     assert servers() == before
-    assert "starting embedded teacher" in proc.stderr
+    assert "starting embedded SmolLM2-135M-Instruct on llama-server" in proc.stderr
 
 
 def servers() -> int:
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return sum("transformers.cli.transformers serve" in line for line in ps.splitlines())
+    ps = subprocess.run(["ps", "-eo", "args", "--cols", "100000"], capture_output=True, text=True).stdout
+    return sum("transformers.cli.transformers serve" in line or ("llama-server" in line and "--alias" in line)
+               for line in ps.splitlines())
 
 
 def test_sigterm_mid_build_stops_the_embedded_server(tmp_path):
@@ -97,7 +98,7 @@ def test_sigterm_mid_build_stops_the_embedded_server(tmp_path):
 
     run_dir = tmp_path / "term"
     before = servers()
-    proc = subprocess.Popen(build_cmd(run_dir, "n_dialogues=6"), cwd=ROOT, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(build_cmd(run_dir, "n_dialogues=60"), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while servers() == before and proc.poll() is None and time.monotonic() < deadline:

@@ -18,6 +18,7 @@ def test_two_one_line_setup_commands_and_ci_runs_the_test_one():
     commands = setup_commands()
     assert len(commands) == 2 and all("\n" not in c for c in commands)
     assert commands[0].endswith("python -m pipelines.build ultrachat")
+    assert all("python -m pipelines.llama install" in c for c in commands)  # the embedded engine for this CPU
     assert "pytest" in commands[1] and "[dev]" in commands[1]
     assert commands[1] in (ROOT / ".ci" / "run").read_text()
 

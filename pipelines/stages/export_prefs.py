@@ -83,8 +83,42 @@ class ExportPrefs(Stage):
                     counts[name] = table.num_rows
         counts = {s: counts[s] for s in PREF_SPLITS if s in counts}
         extra = {"kind": "preference", "columns": ", ".join(EXPORT_PREFS_SCHEMA.names)}
-        write_card(self.card, out_dir, ctx, counts, {**extra, **feedback_summary(data, ctx.run_dir)})
+        write_card(self.card, out_dir, ctx, counts, {**extra, **feedback_summary(data, ctx.run_dir),
+                                                     **judge_statement(ctx.config)})
         yield data
+
+
+JUDGE_METHODS = {
+    "listwise": "the UltraFeedback rubric: instruction following, honesty (N/A allowed), truthfulness and "
+                "helpfulness rated 1-5 with a rationale, one aspect per request with every completion shown, then an "
+                "overall score 1-10, at temperature 0; each prompt judged under several orderings of its "
+                "completions (as given, reversed, ...), the ratings averaged.",
+    "pointwise": "each completion shown alone with the instruction and rated 1-9 overall at temperature 0 "
+                 "(JSON enforced by a grammar where the endpoint supports `response_format`); the score is the "
+                 "expected rating over the judge's probabilities of the digits 1-9 where the endpoint returns "
+                 "logprobs (as G-Eval does), the sampled digit kept as the rating `overall_sampled`.",
+    "pairwise": "every pair of completions shown in both orders (\"which is better, 1 or 2?\", at temperature 0); "
+                "a pair's preference is the mean over both orders of the judge's probability of each answer "
+                "(logprobs), else a verdict the two orders disagree on is a tie; the score is a completion's "
+                "expected number of wins, the sampled wins kept as the rating `wins`.",
+}
+
+
+def judge_statement(cfg) -> dict:
+    """Card values: how the judge rated, and what it was measured to tell (embedded judges) or that it was not."""
+    judge = getattr(cfg, "judge", None) or getattr(cfg, "teacher", None)
+    mode = getattr(cfg, "judge_mode", "listwise")
+    if judge is None:
+        return {"judge_mode": mode, "judge_method": "-", "judge_caveat": "-"}
+    from pipelines.weights import MODELS
+
+    if not judge.base_url:
+        model = MODELS.get(judge.embedded.model)
+        caveat = model.judged if model else "an embedded GGUF this project has not measured as a judge."
+    else:
+        caveat = ("not measured by this project; `python bench/judge_agreement.py --base-url URL --model NAME` "
+                  "measures a judge against human labels (hh-rlhf) and a graded set of degraded answers.")
+    return {"judge_mode": mode, "judge_method": JUDGE_METHODS[mode], "judge_caveat": caveat}
 
 
 def feedback_summary(data: pl.DataFrame, run_dir: Path) -> dict:
@@ -111,6 +145,7 @@ def feedback_summary(data: pl.DataFrame, run_dir: Path) -> dict:
         "margin_mean": f"{np.mean(margins):.2f}" if margins else "-",
         "judge_requests": str(requests),
         "judge_parse_failures": str(failures),
+        "judge_expected_ratings": str(counters.get("judge_expected_ratings", 0)),
         "judge_failure_rate": f"{failures / requests:.3f}" if requests else "-",
         "agreement_mean": f"{agreement.mean():.3f}" if len(agreement) else "-",
         "agreement_rows": str(len(agreement)),
