@@ -53,13 +53,13 @@ def test_unreachable_teacher_stops_with_teacher_error(tmp_path):
 
 
 def test_embedded_teacher_that_cannot_start(tmp_path):
-    broken = tmp_path / "cache" / "smollm2-135m-instruct"
-    broken.mkdir(parents=True)
-    (broken / "model.safetensors").write_bytes(b"not a checkpoint")
-    (broken / "config.json").write_text("{}")
-    proc = cli("ultrachat", "--run-dir", str(tmp_path / "r"), "--limit", "1",
-               env={"PIPELINES_CACHE": str(tmp_path / "cache")})
-    assert_one_line_error(proc, "embedded teacher", "server.log")
+    from pipelines.llama import candidates
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"not a model" * 100)
+    proc = cli("ultrachat", "--run-dir", str(tmp_path / "r"), "--limit", "1", "--set",
+               f"teacher.embedded.model={broken}", env={"PIPELINES_LLAMA_SERVER": str(candidates(fetch=False)[0])})
+    assert_one_line_error(proc, "embedded teacher exited with code", "server.log")
     assert (tmp_path / "r" / "server.log").exists()
 
 
@@ -81,7 +81,7 @@ def test_embedded_default_end_to_end_leaves_no_server_behind(tmp_path):
     assert "export:" in proc.stdout
     assert (run_dir / "export" / "README.md").exists() and (run_dir / "server.log").stat().st_size > 0
     assert servers() == before
-    assert "starting embedded SmolLM2-135M-Instruct on llama-server" in proc.stderr
+    assert "starting embedded Qwen2.5-Coder-1.5B-Instruct-Q4_K_M on llama-server" in proc.stderr
 
 
 def servers() -> int:
