@@ -188,6 +188,7 @@ class EmbeddedServer:
 
     def _transformers_command(self, port: int) -> list[str]:
         ckpt = ensure_checkpoint(self.log, self.config.model)
+        self.model = str(ckpt)  # transformers serve knows a model by the path it loaded it from
         return [sys.executable, "-m", "transformers.cli.transformers", "serve", str(ckpt),
                 "--continuous-batching", *CB_OPTIONS, "--device", "cpu", "--host", "127.0.0.1", "--port", str(port),
                 "--log-level", "warning"]

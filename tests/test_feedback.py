@@ -375,3 +375,17 @@ def test_the_embedded_judge_tells_a_good_answer_from_a_bad_one_in_both_modes(tmp
         teacher.close()
     assert ctx.counters["judge_parse_failures"] == 0 and ctx.counters["judge_sampled_ratings"] == 0
     assert ctx.counters["judge_expected_ratings"] == 4 and ctx.counters["judge_verdicts"] == 2
+
+
+def test_the_default_ultrafeedback_build_exports_pairs_and_says_what_its_judge_can_tell(tmp_path, teacher_server):
+    """The default recipe end to end with the embedded 1.5B judge (pointwise, logprob-weighted): pairs come out."""
+    run_build(tmp_path / "uf", "n_prompts=3", "n_completions=2", "max_tokens=48", server=teacher_server,
+              recipe="ultrafeedback")
+    report = json.loads((tmp_path / "uf" / "report.json").read_text())
+    judge_row = next(r for r in report["stages"] if r["stage"].endswith("judge"))
+    assert judge_row["counters"]["judge_expected_ratings"] == judge_row["counters"]["judge_requests"] == 6
+    pairs = pl.read_parquet(tmp_path / "uf" / "export" / "data" / "*_prefs-*.parquet")
+    assert pairs.height >= 2 and (pairs["score_chosen"] > pairs["score_rejected"]).all()
+    words = " ".join((tmp_path / "uf" / "export" / "README.md").read_text().split())
+    assert "mode `pointwise`" in words and "Qwen2.5-Coder-1.5B-Instruct-Q4_K_M" in words
+    assert "no better than chance" in words and "Do not mistake these pairs for human-grade preferences" in words
