@@ -104,6 +104,9 @@ def test_sigterm_mid_build_stops_the_embedded_server(tmp_path):
     while servers() == before and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert servers() == before + 1, "the embedded server never started"
+    log = run_dir / "server.log"  # SIGTERM once it serves (a signal while it is still loading: see issue 16's note)
+    while "listening" not in (log.read_text(errors="replace") if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.2)
     time.sleep(2)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
