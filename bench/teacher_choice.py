@@ -25,10 +25,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from judge_agreement import interval  # noqa: E402
 
 from pipelines.server import EmbeddedConfig  # noqa: E402
-from pipelines.stages import feedback_prompts as F  # noqa: E402
-from pipelines.teacher import Request, Teacher, TeacherConfig  # noqa: E402
-
-ALLOWED = range(F.POINT_SCALE[0], F.POINT_SCALE[1] + 1)
+from pipelines.stages.feedback import point_request, point_score  # noqa: E402
+from pipelines.teacher import Teacher, TeacherConfig  # noqa: E402
 
 
 def turns(run_dir: Path, limit: int) -> list[tuple[str, str]]:
@@ -53,7 +51,6 @@ def main() -> None:
     work.mkdir(exist_ok=True)
     judge = Teacher(TeacherConfig(max_concurrency=4, embedded=EmbeddedConfig(model=args.judge)),
                     work / "requests.sqlite", work / "judge.log", log=lambda m: print(m, file=sys.stderr))
-    params = {"max_tokens": 48, "temperature": 0.0, "logprobs": True, "top_logprobs": 10}
     rows = []
     try:
         for run in args.runs:
@@ -62,14 +59,8 @@ def main() -> None:
             teacher = config.get("teacher", {}).get("embedded", {}).get("model", "?")
             stages = report["stages"]
             pairs = turns(run, args.max_dialogues)
-            results = judge.chat_many([Request(F.point_messages(q, a), params, schema=F.point_schema(),
-                                               parse=lambda t: F.parse_choice(t, "rating", ALLOWED))
-                                       for q, a in pairs], desc=run.name)
-            ratings = []
-            for r in results:
-                if r.error is None:
-                    dist = F.digit_distribution(r.logprobs, ALLOWED)
-                    ratings.append(F.expected(dist) if dist else float(r.data))
+            results = judge.chat_many([point_request(q, a) for q, a in pairs], desc=run.name)
+            ratings = [point_score(r)[0] for r in results if r.error is None]
             lo, hi = interval(ratings)
             rows.append((run.name, teacher, report["seconds"], stages[0]["rows_out"],
                          stages[-1]["rows_out"], len(ratings), sum(ratings) / max(1, len(ratings)), lo, hi))

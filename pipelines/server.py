@@ -56,7 +56,8 @@ class EmbeddedConfig:
 
 
 def checkpoint_dir(model: str = DEFAULT_TEACHER) -> Path:
-    """The safetensors checkpoint `transformers serve` loads for an embedded model."""
+    """The safetensors checkpoint `transformers serve` loads for an embedded model (SmolLM2's keeps the directory
+    name it had before models had names, so existing caches stay valid)."""
     name = "smollm2-135m-instruct" if model == "smollm2-135m" else model if model in MODELS else Path(model).stem
     return cache_root() / name.lower()
 
@@ -77,7 +78,7 @@ def ensure_checkpoint(log=print, model: str = DEFAULT_TEACHER) -> Path:
 
 
 def _convert(gguf: Path, out: Path) -> None:
-    """Dequantize the GGUF into a plain float32 LlamaForCausalLM checkpoint with sampling defaults."""
+    """Dequantize the GGUF into a plain float32 checkpoint of its architecture, with sampling defaults."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -162,11 +163,8 @@ class EmbeddedServer:
                 return self
             problems = []
             for binary in llama.candidates(self.log):
-                try:
-                    self._launch(self._llama_command(binary, port), port, "llama-server")
-                except Crashed as exc:
-                    llama.mark_unusable(binary, str(exc))
-                    problems.append(str(exc))
+                if crash := self._launch_llama(binary, port):
+                    problems.append(crash)
                     continue
                 self._binary, self.engine = binary, "llama"
                 return self
@@ -179,6 +177,16 @@ class EmbeddedServer:
         self.engine = "transformers"
         self._launch(self._transformers_command(port), port, "transformers serve")
         return self
+
+    def _launch_llama(self, binary: Path, port: int) -> str | None:
+        """Start llama-server `binary`; when it dies by a signal while starting, mark it unusable here and return
+        why (other failures raise)."""
+        try:
+            self._launch(self._llama_command(binary, port), port, "llama-server")
+        except Crashed as exc:
+            llama.mark_unusable(binary, str(exc))
+            return str(exc)
+        return None
 
     def _llama_command(self, binary: Path, port: int) -> list[str]:
         c = self.config
@@ -265,15 +273,13 @@ def try_llama(binary: Path, log=print) -> str | None:
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedServer(Path(tmp) / "server.log", log=lambda m: None,
                                 config=EmbeddedConfig(engine="llama", slots=1, context=2048))
-        port = free_port()
         try:
-            server._launch(server._llama_command(binary, port), port, "llama-server")
-        except Crashed as exc:
-            llama.mark_unusable(binary, str(exc))
-            return f"{binary}: {exc}"
+            problem = server._launch_llama(binary, free_port())
         except TeacherError as exc:
-            return f"{binary}: {exc}"
+            problem = str(exc)
         finally:
             server.stop()
+        if problem:
+            return f"{binary}: {problem}"
     log(f"llama-server runs here: {binary}")
     return None

@@ -440,11 +440,13 @@ class Teacher:
         if (wait := header_wait(raw.headers, False)) is not None:
             self._limit.pause(min(wait, MAX_WAIT_S))
         choices = body.get("choices") if isinstance(body, dict) else None
-        texts = [_choice_text(c, raw_text) for c in choices] if isinstance(choices, list) and choices else [None]
+        if not (isinstance(choices, list) and choices and all(isinstance(c, dict) for c in choices)):
+            return None, None, "malformed: response without message content"
+        # servers may send the `n` choices in any order
+        choices = sorted(choices, key=lambda c: c["index"] if isinstance(c.get("index"), int) else 0)
+        texts = [_choice_text(c, raw_text) for c in choices]
         if not all(isinstance(t, str) for t in texts):
             return None, None, "malformed: response without message content"
-        if len(choices) > 1:  # servers may send choices out of order
-            texts = [t for _, t in sorted(zip((c.get("index", i) for i, c in enumerate(choices)), texts))]
         content = texts[0]
         self._last_answer = time.monotonic()
         usage = body.get("usage") or {}
@@ -547,10 +549,8 @@ class Teacher:
         return len(prompt), sum(len(self._tokenizer.encode(t, add_special_tokens=False)) for t in completions)
 
 
-def _choice_text(choice, raw_text: bool) -> str | None:
+def _choice_text(choice: dict, raw_text: bool) -> str | None:
     """A choice's text: `text` of a raw completion, `message.content` of a chat answer."""
-    if not isinstance(choice, dict):
-        return None
     if raw_text:
         return choice.get("text")
     message = choice.get("message")

@@ -210,10 +210,7 @@ class Judge(MapStage):
         got = [{a: {} for a in JUDGED} for _ in rows]
         errors: list[list[str]] = [[] for _ in rows]
         for (r, o, order, aspect), result in zip(jobs, results):
-            ctx.count("judge_requests")
-            if result.error:
-                ctx.count("judge_parse_failures" if result.error.startswith("invalid_json") else "judge_failed")
-                errors[r].append(result.error)
+            if _failed(result, ctx, errors[r]):
                 continue
             ratings = [None] * len(order)
             for shown, parsed in zip(order, result.data):
@@ -236,15 +233,9 @@ class Judge(MapStage):
                                  pl.Series("ordering_agreement", agreements, dtype=pl.Float64))
         return with_drops(out, reasons)
 
-    def _params(self) -> dict:
-        return {"max_tokens": min(self.max_tokens, 48), "temperature": 0.0, "logprobs": True,
-                "top_logprobs": TOP_LOGPROBS}
-
     def _pointwise(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         rows = batch.select("prompt", "completions").to_dicts()
-        allowed = range(F.POINT_SCALE[0], F.POINT_SCALE[1] + 1)
-        requests = [Request(F.point_messages(row["prompt"], c["content"]), self._params(), schema=F.point_schema(),
-                            parse=partial(F.parse_choice, key="rating", allowed=allowed))
+        requests = [point_request(row["prompt"], c["content"], self.max_tokens)
                     for row in rows for c in row["completions"]]
         results = iter(teacher_for(self, ctx).chat_many(requests, desc=self.name))
         completions, reasons = [], []
@@ -252,14 +243,10 @@ class Judge(MapStage):
             rated, errors = [], []
             for completion in row["completions"]:
                 result = next(results)
-                ctx.count("judge_requests")
-                if result.error:
-                    ctx.count("judge_parse_failures" if result.error.startswith("invalid_json") else "judge_failed")
-                    errors.append(result.error)
+                if _failed(result, ctx, errors):
                     continue
-                distribution = F.digit_distribution(result.logprobs, allowed)
-                ctx.count("judge_expected_ratings" if distribution else "judge_sampled_ratings")
-                overall = F.expected(distribution) if distribution else float(result.data)
+                overall, weighted = point_score(result)
+                ctx.count("judge_expected_ratings" if weighted else "judge_sampled_ratings")
                 rated.append({**completion, "overall": round(overall, 4), "ratings": [
                     {"aspect": "overall_sampled", "rating": float(result.data), "rationale": ""}]})
             completions.append(rated)
@@ -277,18 +264,15 @@ class Judge(MapStage):
                 for j in range(len(texts)):
                     if i != j:  # (i, j) shows i first; (j, i) is the same pair in the other order
                         jobs.append((r, i, j))
-                        requests.append(Request(F.pair_messages(row["prompt"], texts[i], texts[j]), self._params(),
-                                                schema=F.pair_schema(),
+                        requests.append(Request(F.pair_messages(row["prompt"], texts[i], texts[j]),
+                                                judge_params(self.max_tokens), schema=F.pair_schema(),
                                                 parse=partial(F.parse_choice, key="better", allowed=range(1, 3))))
         results = teacher_for(self, ctx).chat_many(requests, desc=self.name)
         # first[r][(i, j)] = (P(the answer shown first is better), sampled verdict: 1 or 2)
         first: list[dict] = [{} for _ in rows]
         errors: list[list[str]] = [[] for _ in rows]
         for (r, i, j), result in zip(jobs, results):
-            ctx.count("judge_requests")
-            if result.error:
-                ctx.count("judge_parse_failures" if result.error.startswith("invalid_json") else "judge_failed")
-                errors[r].append(result.error)
+            if _failed(result, ctx, errors[r]):
                 continue
             distribution = F.digit_distribution(result.logprobs, range(1, 3))
             ctx.count("judge_expected_ratings" if distribution else "judge_sampled_ratings")
@@ -344,6 +328,37 @@ class Judge(MapStage):
                         s, t = agreement([x and x["rating"] for x in runs[0]], [x and x["rating"] for x in other])
                         same, total = same + s, total + t
         return rated, (same, total)
+
+
+def judge_params(max_tokens: int) -> dict:
+    """Sampling of a pointwise or pairwise judge request: greedy, with the top logprobs of every token. 48 tokens:
+    the answer is a few tokens, but a small model pads grammar-enforced JSON with whitespace."""
+    return {"max_tokens": min(max_tokens, 48), "temperature": 0.0, "logprobs": True, "top_logprobs": TOP_LOGPROBS}
+
+
+POINT_DIGITS = range(F.POINT_SCALE[0], F.POINT_SCALE[1] + 1)
+
+
+def point_request(instruction: str, answer: str, max_tokens: int = 48) -> Request:
+    """One pointwise judge request: `answer` rated 1-9 as a reply to `instruction`."""
+    return Request(F.point_messages(instruction, answer), judge_params(max_tokens), schema=F.point_schema(),
+                   parse=partial(F.parse_choice, key="rating", allowed=POINT_DIGITS))
+
+
+def point_score(result) -> tuple[float, bool]:
+    """A pointwise answer's score: the expected digit when the answer carries logprobs (True), else the sampled
+    digit (False)."""
+    distribution = F.digit_distribution(result.logprobs, POINT_DIGITS)
+    return (F.expected(distribution), True) if distribution else (float(result.data), False)
+
+
+def _failed(result, ctx: Context, errors: list[str]) -> bool:
+    """Count a judge answer; a failed one also by kind, its error kept in `errors`."""
+    ctx.count("judge_requests")
+    if result.error:
+        ctx.count("judge_parse_failures" if result.error.startswith("invalid_json") else "judge_failed")
+        errors.append(result.error)
+    return bool(result.error)
 
 
 def pair_scores(n: int, first: dict) -> tuple[list[float | None], list[float], int, int]:

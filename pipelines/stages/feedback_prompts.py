@@ -14,6 +14,7 @@ and `parse_ratings` reads each. All the wording below was written for this proje
 
 from __future__ import annotations
 
+import math
 import re
 
 from pipelines.structured import check, parse_json
@@ -243,8 +244,6 @@ def parse_choice(text: str, key: str, allowed: range) -> tuple[int | None, str |
 def digit_distribution(logprobs: list[dict] | None, allowed: range) -> dict[int, float] | None:
     """P(digit) at the first answer token that is one of the `allowed` digits, renormalized over them (as G-Eval
     weights ratings); None without logprobs or when no such token is found."""
-    import math
-
     for token in logprobs or []:
         if (token.get("token") or "").strip() in {str(d) for d in allowed}:
             mass = {}
