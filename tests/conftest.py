@@ -36,11 +36,12 @@ def build_cmd(run_dir: Path, *overrides: str, server=None, extra=(), recipe="ult
     return cmd
 
 
-def run_build(run_dir: Path, *overrides: str, server=None, extra=(), check=True,
-              recipe="ultrachat") -> subprocess.CompletedProcess:
+def run_build(run_dir: Path, *overrides: str, server=None, extra=(), check=True, recipe="ultrachat",
+              env=None) -> subprocess.CompletedProcess:
     """`python -m pipelines.build RECIPE` on `run_dir`, the teacher pointed at `server` when given."""
     proc = subprocess.run(build_cmd(run_dir, *overrides, server=server, extra=extra, recipe=recipe), cwd=ROOT,
-                          capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "200"})
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})})
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
