@@ -122,7 +122,7 @@ def run_stage(corpus: Path) -> None:
     """The NearDedup stage as a recipe runs it: Parquet batches in, both passes, peak memory of the process."""
     import tempfile
 
-    from pipelines.stage import Context
+    from pipelines.core.stage import Context
     from pipelines.stages.dedup import NearDedup
 
     def batches():

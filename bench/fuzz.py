@@ -764,7 +764,7 @@ ROWS = re.compile(r"^(?P<row>\d+)(?::(?P<stop>\d+))?$")
 
 def ingest(path: Path, run_dir: Path):
     """The real stage, in-process: the frames it yields."""
-    from pipelines.stage import Context
+    from pipelines.core.stage import Context
     from pipelines.stages.ingest import Ingest
 
     ctx = Context(run_dir=run_dir, config=None)
@@ -796,8 +796,8 @@ def _first_line(text: str) -> str:
 def run_case(case_id: str, work: Path, keep: Path | None = None, verbose: bool = False) -> dict:
     """Build one case, ingest it, check the oracle. Returns a JSON-able result."""
     import polars as pl
-    from pipelines.errors import SourceError
-    from pipelines.stage import DROP
+    from pipelines.core.errors import SourceError
+    from pipelines.core.stage import DROP
 
     case = Case.parse(case_id)
     try:
@@ -954,7 +954,7 @@ def _uncovered(ranges: list, got: list) -> int:
 @cache
 def _baseline_of(seed: str, container: str, compression: str) -> tuple[int, frozenset]:
     import polars as pl
-    from pipelines.stage import DROP
+    from pipelines.core.stage import DROP
 
     case = Case(seed, container, compression, "none", 0)
     built = build(case)

@@ -64,8 +64,8 @@ def build_file(path: Path, rows: int, seed: int = 0) -> None:
 OURS = """
 import json, resource, sys, time
 from pathlib import Path
-from pipelines.runner import Runner
-from pipelines.stage import Context
+from pipelines.core.runner import Runner
+from pipelines.core.stage import Context
 from pipelines.stages.ingest import Ingest
 path, run_dir = sys.argv[1], Path(sys.argv[2])
 start = time.perf_counter()

@@ -10,7 +10,7 @@ edits of pool entries (near-copies, rejected at 0.7). Every contender answers th
 ROUGE-L F-measure of the query against the pool and whether it exceeds 0.7.
 
 Contenders:
-- ours: `pipelines.rouge.RougePool.most_similar` (query tokenized per call; pool tokenized once), 1 thread.
+- ours: `pipelines.dedup.rouge.RougePool.most_similar` (query tokenized per call; pool tokenized once), 1 thread.
 - rouge-score as Self-Instruct calls it: `RougeScorer(["rougeL"]).score(new, old)` per pool entry (tokenizes both).
 - rouge-score pre-tokenized as Alpaca's `generate_instruction.py` does: `rouge_scorer._score_lcs(new, old)` per
   entry on tokens computed once (Alpaca spreads this over a process pool; per core it is the same).
@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipelines.rouge import RougePool, tokenize  # noqa: E402
+from pipelines.dedup.rouge import RougePool, tokenize  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "real"
 THRESHOLD = 0.7

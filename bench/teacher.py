@@ -63,13 +63,13 @@ def loopback(latency: float) -> tuple[subprocess.Popen, str]:
 
 
 def requests(n: int, tag: str, max_tokens: int = 8):
-    from pipelines.teacher import Request
+    from pipelines.teacher.client import Request
     return [Request([{"role": "user", "content": f"{tag} {i}: name a colour."}], {"max_tokens": max_tokens})
             for i in range(n)]
 
 
 def run_ours(base_url: str, model: str, reqs, concurrency: int) -> tuple[float, int]:
-    from pipelines.teacher import Teacher, TeacherConfig
+    from pipelines.teacher.client import Teacher, TeacherConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         teacher = Teacher(TeacherConfig(base_url=base_url, model=model, max_concurrency=concurrency),
@@ -158,7 +158,7 @@ def main() -> None:
         server.terminate()
 
     if not args.skip_embedded:
-        from pipelines.server import EmbeddedServer
+        from pipelines.teacher.server import EmbeddedServer
 
         with tempfile.TemporaryDirectory() as tmp, EmbeddedServer(Path(tmp) / "server.log", log=lambda m: None) as s:
             n, c = args.embedded_requests, args.embedded_concurrency
@@ -176,7 +176,7 @@ def main() -> None:
 
 def compare_engines(n: int) -> list[tuple]:
     """(d): tok/s of each engine at concurrency 1 and 16 on the same model and prompts."""
-    from pipelines.server import EmbeddedConfig, EmbeddedServer
+    from pipelines.teacher.server import EmbeddedConfig, EmbeddedServer
 
     speed = {}
     for engine in ("llama", "transformers"):

@@ -13,7 +13,7 @@ from typing import Iterator
 from connectors import (alpaca, dolly, helpsteer, hh_rlhf, lmsys, oasst, openai_messages, openorca, preference,
                         prompt_completion, qa, self_instruct, sharegpt, text, ultrachat, ultrafeedback)
 from connectors.streams import Raw
-from pipelines.errors import SourceError
+from connectors.errors import SourceError
 
 FORMATS: tuple[ModuleType, ...] = (
     oasst, ultrafeedback, helpsteer, hh_rlhf, preference, openai_messages, sharegpt, lmsys, ultrachat,

@@ -5,7 +5,7 @@
 - `weight`: the fraction of the source's records to keep (0 < w <= 1), chosen by a hash of the record id, so
   the same records are kept on every run and a growing file keeps its earlier picks.
 - `max_rows`: keep at most this many records from the source (after weighting), in file order.
-- `license`: the source's license as a Hub id (`mit`, `cc-by-4.0`), for the card; otherwise `pipelines.lineage`
+- `license`: the source's license as a Hub id (`mit`, `cc-by-4.0`), for the card; otherwise `pipelines.release.lineage`
   looks for one beside the file.
 
 Mixtures are then just lists: `sources=alpaca.json?weight=0.5,sharegpt.jsonl?max_rows=20000,hh.jsonl.gz`, each
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from connectors.walk import data_files, expand
-from pipelines.errors import ConfigError
-from pipelines.licenses import hub_license
+from connectors.errors import ConfigError
+from connectors.licenses import hub_license
 
 KEYS = "format|weight|max_rows|license"
 OPTION = re.compile(rf"^(.*)\?((?:{KEYS})=[^&]*(?:&(?:{KEYS})=[^&]*)*)$")

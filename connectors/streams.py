@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import zstandard
 from isal import isal_zlib  # zlib's API, about 4x faster at gzip
 
-from pipelines.errors import SourceError
+from connectors.errors import SourceError
 from schemas.limits import MAX_RAW_BYTES, size
 
 DECOMPRESSORS = {".gz": lambda: isal_zlib.decompressobj(wbits=31), ".bz2": bz2.BZ2Decompressor,

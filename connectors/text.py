@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from connectors.base import extras, text_field
-from pipelines.errors import SourceError
+from connectors.errors import SourceError
 
 NAME = "text"
 KINDS = ("text",)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from connectors.streams import DECOMPRESSORS
-from pipelines.errors import SourceError
+from connectors.errors import SourceError
 
 COMPRESSIONS = set(DECOMPRESSORS)
 TEXT_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".txt", ".md"}

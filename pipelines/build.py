@@ -9,31 +9,20 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
 
-from pipelines.config import apply_overrides, describe, flat_keys, to_json
-from pipelines.errors import ConfigError, PipelineError, describe_os_error
-from pipelines.locks import LOCKED, DirLock, Locked
-from pipelines.recipes import RECIPES, load_recipe
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise ConfigError(f"{message}; see python -m {self.prog} --help")
-
-
-def recipe_arguments(p: Parser, set_help: str) -> Parser:
-    """The recipe and its `--set KEY=VAL` overrides (build, refresh)."""
-    p.add_argument("recipe", help=f"one of: {', '.join(RECIPES)}")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VAL", help=set_help)
-    return p
+from pipelines.core.config import apply_overrides, describe, flat_keys, to_json
+from pipelines.cli import Parser, main_guard, recipe_arguments, recipes_epilog
+from pipelines.core.errors import ConfigError
+from pipelines.core.locks import DirLock
+from pipelines.recipes import load_recipe
 
 
 def make_parser() -> Parser:
-    p = recipe_arguments(Parser(prog="pipelines.build", description="Build a dataset with a recipe."),
+    p = recipe_arguments(Parser(prog="pipelines.build", description="Build a dataset with a recipe.",
+                                epilog=recipes_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter),
                          "override a config key (dotted, e.g. teacher.base_url=http://...); repeatable")
     p.add_argument("--limit", type=int, default=None, help="produce at most N seed rows (a quick trial)")
     p.add_argument("--fresh", action="store_true", help="recompute every stage (cached teacher answers are kept)")
@@ -47,7 +36,7 @@ def make_parser() -> Parser:
 
 def build(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
-    cfg = apply_overrides(recipe.Config(), [s for group in args.overrides for s in group.split()])
+    cfg = apply_overrides(recipe.config(), [s for group in args.overrides for s in group.split()])
     if args.show_config:  # the config was checked by apply_overrides: an out-of-range --set is an error here too
         print(to_json(cfg))
         print("keys:", ", ".join(flat_keys(cfg)))
@@ -68,10 +57,11 @@ def _build_in(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
     from pipelines.dedup.summary import prune as prune_dedup_stats
     from pipelines.dedup.summary import read_stats
     from pipelines.engines import engine_named
-    from pipelines.report import judge_summary, print_table, write_report
-    from pipelines.runner import TEACHER_STATS, Runner, write_quarantine
-    from pipelines.stage import Context
-    from pipelines.teacher import Teacher
+    from pipelines.release.report import judge_summary, print_table, write_report
+    from pipelines.core.runner import TEACHER_STATS, Runner, write_quarantine
+    from pipelines.core.stage import Context
+    from pipelines.release.cards import write_card
+    from pipelines.teacher.client import Teacher
 
     if args.fresh:
         for child in run_dir.iterdir():
@@ -81,12 +71,11 @@ def _build_in(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
     log = logging.getLogger("pipelines")
     stages = recipe.stages(cfg)
     check_chain(stages)
-    teacher = judge = None  # a recipe without a teacher config (ingest) never starts a server
     say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-    if hasattr(cfg, "teacher"):
-        teacher = Teacher(cfg.teacher, run_dir / "requests.sqlite", run_dir / "server.log", log=say)
-    if getattr(cfg, "judge", None) is not None and cfg.judge != cfg.teacher:  # else the teacher judges too
-        judge = Teacher(cfg.judge, run_dir / "requests.sqlite", run_dir / "judge-server.log", log=say)
+    logs = {"teacher": "server.log", "judge": "judge-server.log"}
+    clients = {role: Teacher(config, run_dir / "requests.sqlite", run_dir / logs[role], log=say)
+               for role, config in recipe.clients(cfg).items()}  # none (ingest): no server ever starts
+    teacher, judge = clients.get("teacher"), clients.get("judge")
     ctx = Context(run_dir=run_dir, config=cfg, teacher=teacher, judge=judge, log=log, limit=args.limit,
                   stages=stages)
     prune_dedup_stats(run_dir, {stage.name for stage in stages})
@@ -94,13 +83,13 @@ def _build_in(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
     try:
         rows = Runner(stages, ctx, engine_named(args.engine)).run()
     finally:
-        for client in (teacher, judge):
-            if client is not None:
-                client.close()
+        for client in clients.values():
+            client.close()
+    write_card(recipe, cfg, run_dir, stages)
     seconds = time.monotonic() - started
     quarantine, quarantined = write_quarantine(run_dir)
-    this_run = {key: sum(c.stats.get(key, 0) for c in (teacher, judge) if c) for key in TEACHER_STATS}
-    report = write_report(run_dir, args.recipe, rows, seconds, this_run)
+    this_run = {key: sum(c.stats.get(key, 0) for c in clients.values()) for key in TEACHER_STATS}
+    report = write_report(run_dir, recipe.name, rows, seconds, this_run)
     print_table(rows, seconds)
     if judge := judge_summary(rows):
         print(judge)
@@ -119,46 +108,6 @@ def check_chain(stages) -> None:
         if available and missing:
             raise ConfigError(f"recipe error: stage {stage.name} requires {missing}, which no earlier stage provides")
         available.update(stage.provides)
-
-
-def _terminate(signum, frame):
-    raise SystemExit(128 + signum)  # unwinds through finally blocks, so the teacher server is stopped
-
-
-def main_guard(command, argv: list[str], clean=str) -> int:
-    """Run `command(argv)` as a CLI: logging, SIGTERM as an exit, one-line errors (exit 2, the message passed
-    through `clean`) unless --debug, and a `busy:` line with exit 75 when another process holds the directory."""
-    debug = "--debug" in argv
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(message)s")
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over `ulimit -f`, a write fails (EFBIG) instead of killing us
-    try:
-        return command(argv)
-    except Locked as exc:
-        print(f"busy: {exc}", file=sys.stderr)
-        return LOCKED
-    except PipelineError as exc:
-        if debug:
-            raise
-        return _one_line(clean(exc))
-    except MemoryError:
-        if debug:
-            raise
-        return _one_line("out of memory: lower the batch or signature sizes (--show-config lists them) or use a "
-                         "machine with more memory; rerun the same command to resume")
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        line = describe_os_error(exc)
-        if debug or line is None:
-            raise
-        return _one_line(clean(line))
-
-
-def _one_line(message: str) -> int:
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-    return 2
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,11 +48,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import progress
-from pipelines.dedup.index import Signed, _fixed_list, _matrix
-from pipelines.errors import ConfigError, PipelineError
-from pipelines.runner import Runner, read_parts, rebatch
-from pipelines.stage import Context, MapStage, Stage
+from pipelines.core import progress
+from pipelines.dedup.index import Signed, fixed_list, matrix
+from pipelines.core.errors import ConfigError, PipelineError
+from pipelines.core.runner import Runner, read_parts, rebatch
+from pipelines.core.stage import Context, MapStage, Stage
 from pipelines.stages.dedup import PLANTED_SAMPLE, NearDedup, compare_text
 
 ENGINES = ("local", "ray")
@@ -165,15 +165,15 @@ class _SignRows(_OnWorkers):
                 "id": pa.array(signed.ids, pa.string()),
                 "length": signed.lengths,
                 "active": active,
-                "sig": _fixed_list(signed.sigs, pa.uint32()),
-                "keys": _fixed_list(signed.keys, pa.uint64()),
+                "sig": fixed_list(signed.sigs, pa.uint32()),
+                "keys": fixed_list(signed.keys, pa.uint64()),
             }))
         return pa.concat_tables(tables)
 
 
 def _band_rows(table: pa.Table, offset: int) -> pa.Table:
     """`(row, keys[bands])` -> one `(band, key, row)` row per band; `offset` is added to the rows."""
-    keys = _matrix(table["keys"], np.uint64)
+    keys = matrix(table["keys"], np.uint64)
     bands = keys.shape[1]
     rows = np.asarray(table["row"], dtype=np.int64) + offset
     return pa.table({"band": np.tile(np.arange(bands, dtype=np.int32), len(rows)), "key": keys.ravel(),
@@ -311,8 +311,8 @@ class RayEngine:
         ray = self._start()
         table = pa.concat_tables(ray.get(signed_ds.to_arrow_refs())).sort_by("row")  # the rows in input order
         progress.advance(task, table.num_rows)
-        new = Signed(table["id"].to_pylist(), np.asarray(table["length"], np.int64), _matrix(table["sig"], np.uint32),
-                     _matrix(table["keys"], np.uint64))
+        new = Signed(table["id"].to_pylist(), np.asarray(table["length"], np.int64), matrix(table["sig"], np.uint32),
+                     matrix(table["keys"], np.uint64))
         sample: list[str] = []
         for batch in filter(len, read_parts(prev_dir)):  # the local engine's sample: the first texts, in order
             sample.extend(compare_text(batch, stage.compare).head(PLANTED_SAMPLE - len(sample)).to_list())
@@ -324,7 +324,7 @@ class RayEngine:
                 _band_rows, fn_kwargs={"offset": n_old}, batch_format="pyarrow")
             if n_old:  # the persistent index's rows come first, as in `both`
                 old = pa.table({"row": np.arange(n_old, dtype=np.int64),
-                                "keys": _fixed_list(both.keys[:n_old], pa.uint64())})
+                                "keys": fixed_list(both.keys[:n_old], pa.uint64())})
                 rows = ray.data.from_arrow(old).map_batches(_band_rows, fn_kwargs={"offset": 0},
                                                             batch_format="pyarrow").union(rows)
             partitions = max(2 * self._cpus(), math.ceil(len(both) * stage.bands / ROWS_PER_PARTITION))

@@ -20,8 +20,8 @@ import re
 import sys
 from pathlib import Path
 
-from pipelines.build import Parser, main_guard
-from pipelines.errors import ConfigError, PipelineError
+from pipelines.cli import Parser, main_guard
+from pipelines.core.errors import ConfigError, PipelineError
 
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 

@@ -35,17 +35,16 @@ import pyarrow.parquet as pq
 
 from connectors.sources import SourceSpec
 from pipelines import __version__
-from pipelines.build import Parser, build, main_guard, recipe_arguments
+from pipelines.build import build
+from pipelines.cli import Parser, main_guard, recipe_arguments
 from pipelines.build import make_parser as build_parser
-from pipelines.cards import render_again
-from pipelines.config import apply_overrides
-from pipelines.errors import ConfigError, PipelineError
-from pipelines.licenses import combined_license
-from pipelines.locks import LOCKED, DirLock  # noqa: F401 (LOCKED: the exit code, for callers)
-from pipelines.lineage import InputFile, describe, input_files, sha256_file
-from pipelines.recipes import RECIPES, load_recipe
-
-LATER_OVERRIDES = {"ultrachat": ["sectors=materials"]}  # after v1, only the sectors that read the sources
+from pipelines.release.cards import render_again
+from pipelines.core.config import apply_overrides
+from pipelines.core.errors import ConfigError, PipelineError
+from connectors.licenses import combined_license
+from pipelines.core.locks import LOCKED, DirLock  # noqa: F401 (LOCKED: the exit code, for callers)
+from pipelines.release.lineage import InputFile, describe, input_files, sha256_file
+from pipelines.recipes import load_recipe, names
 
 
 def make_parser() -> Parser:
@@ -82,19 +81,19 @@ def refresh(args: argparse.Namespace) -> int:
     root = args.root or Path("refresh") / args.recipe
     manifest = Manifest(root)
     overrides = [s for group in args.overrides for s in group.split()] or manifest.data.get("overrides", [])
-    cfg = apply_overrides(recipe.Config(), overrides)
-    missing = [key for key in ("sources", "index") if not hasattr(cfg, key)]
-    if missing:
-        raise ConfigError(f"recipe {args.recipe} cannot be refreshed: it has no {' and no '.join(missing)} setting "
-                          f"(refreshable: {', '.join(r for r in RECIPES if _refreshable(r))})")
+    if recipe.refresh is None:
+        refreshable = ", ".join(r for r in names() if load_recipe(r).refresh is not None)
+        raise ConfigError(f"recipe {args.recipe} cannot be refreshed: it reads no new sources into a persistent "
+                          f"index (refreshable: {refreshable})")
+    cfg = apply_overrides(recipe.config(), overrides)
     if args.dry_run:
-        number, new, built_in_only = _plan(manifest, cfg, None)
+        number, new, built_in_only = _plan(manifest, recipe, cfg, None)
         return _dry_run(root, number, new, manifest, built_in_only)
     root.mkdir(parents=True, exist_ok=True)
     # before anything else, so a second refresh exits at once
     with DirLock(root / "refresh.lock", f"refresh of {args.recipe}"):
         manifest = Manifest(root)
-        number, new, built_in_only = _plan(manifest, cfg, root / "inputs.json")
+        number, new, built_in_only = _plan(manifest, recipe, cfg, root / "inputs.json")
         if not new and not built_in_only:
             print(f"refresh {args.recipe}: no new input ({len(manifest.consumed())} inputs already in "
                   f"v1..v{len(manifest.versions)}); no version made")
@@ -111,7 +110,7 @@ def refresh(args: argparse.Namespace) -> int:
         if new or cfg.sources:
             sets.append("sources=" + ",".join(_spec_for(f) for f in new))
         if number > 1:
-            sets += LATER_OVERRIDES.get(args.recipe, [])
+            sets += recipe.refresh.later
         try:
             build(build_parser().parse_args([args.recipe, "--run-dir", str(run_dir), "--engine", args.engine,
                                              *(x for s in sets for x in ("--set", s))]))
@@ -133,12 +132,12 @@ def refresh(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plan(manifest: Manifest, cfg, hash_cache: Path | None) -> tuple[int, list[InputFile], bool]:
+def _plan(manifest: Manifest, recipe, cfg, hash_cache: Path | None) -> tuple[int, list[InputFile], bool]:
     """(the version to make, its new inputs, whether it is v1 of a recipe reading only its built-in data)."""
     pending = _still_pending(manifest)
     if pending:
         return pending["version"], [InputFile(**f) for f in pending["inputs"]], not pending["inputs"]
-    files = describe(input_files(cfg), hash_cache)
+    files = describe(input_files(recipe, cfg), hash_cache)
     seen = manifest.consumed()
     new = {f.sha256: f for f in files if f.role == "source" and f.sha256 not in seen}  # one copy of a file found twice
     number = len(manifest.versions) + 1
@@ -156,11 +155,6 @@ def _still_pending(manifest: Manifest) -> dict | None:
             print(f"refresh: {path} changed since v{pending['version']} was started; its inputs are taken anew")
             return None
     return pending
-
-
-def _refreshable(name: str) -> bool:
-    cfg = load_recipe(name).Config()
-    return hasattr(cfg, "sources") and hasattr(cfg, "index")
 
 
 def _spec_for(f: InputFile) -> str:

@@ -15,7 +15,7 @@ os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="hf-datasets-")
 
 import pytest
 
-from pipelines.server import EmbeddedServer
+from pipelines.teacher.server import EmbeddedServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

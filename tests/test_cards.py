@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from conftest import run_build
-from pipelines.cards import endpoint, size_category, validate_card
-from pipelines.licenses import combined_license, hub_license, license_of
-from pipelines.lineage import describe, input_files, prompt_hashes
+from pipelines.release.cards import endpoint, size_category, validate_card
+from connectors.licenses import combined_license, hub_license, license_of
+from pipelines.release.lineage import describe, input_files, prompt_hashes
 from pipelines.recipes import load_recipe
-from pipelines.teacher import TeacherConfig
+from pipelines.teacher.client import TeacherConfig
 
 CARD = """---
 license: {license}
@@ -93,18 +93,19 @@ def test_license_found_beside_a_file(tmp_path):
 def test_input_files_hash_and_license_with_the_source_option(tmp_path):
     data = tmp_path / "a.jsonl"
     data.write_text('{"text": "hello"}\n')
-    cfg = load_recipe("dedup").Config(sources=(f"{data}?license=odc-by",))
-    files = describe(input_files(cfg), tmp_path / "inputs.json")
+    recipe = load_recipe("dedup")
+    cfg = recipe.config(sources=(f"{data}?license=odc-by",))
+    files = describe(input_files(recipe, cfg), tmp_path / "inputs.json")
     assert [(f.role, Path(f.path).name, f.license) for f in files] == [("source", "a.jsonl", "odc-by")]
     assert files[0].sha256 == hashlib.sha256(data.read_bytes()).hexdigest() and files[0].size == data.stat().st_size
     assert json.loads((tmp_path / "inputs.json").read_text())  # hashes cached by path, size and mtime
     data.write_text('{"text": "changed"}\n')
-    assert describe(input_files(cfg))[0].sha256 != files[0].sha256
+    assert describe(input_files(recipe, cfg))[0].sha256 != files[0].sha256
 
 
 def test_prompt_hashes_cover_every_teacher_stage():
     recipe = load_recipe("ultrafeedback")
-    rows = prompt_hashes(recipe.stages(recipe.Config()))
+    rows = prompt_hashes(recipe.stages(recipe.config()))
     assert [(r["stage"], r["role"]) for r in rows] == [("complete", "teacher"), ("judge", "judge")]
     assert all(len(d) == 64 for r in rows for d in r["prompt_files"].values())
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from conftest import ROOT, run_build
-from pipelines.server import free_port
+from pipelines.teacher.server import free_port
 
 
 def cli(*args, env=None):
@@ -53,7 +53,7 @@ def test_unreachable_teacher_stops_with_teacher_error(tmp_path):
 
 
 def test_embedded_teacher_that_cannot_start(tmp_path):
-    from pipelines.llama import candidates
+    from pipelines.teacher.llama import candidates
 
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"not a model" * 100)

@@ -12,12 +12,12 @@ import json
 import pytest
 
 from pipelines import build, refresh
-from pipelines.config import Range, field_range, flat_keys, is_numeric, leaves
+from pipelines.core.config import Range, field_range, flat_keys, is_numeric, leaves
 from pipelines.dedup.index import MinHashIndex
-from pipelines.errors import ConfigError
-from pipelines.recipes import RECIPES, load_recipe
+from pipelines.core.errors import ConfigError
+from pipelines.recipes import load_recipe, names
 
-NUMERIC = [(name, key, f, hint) for name in RECIPES for key, f, hint, _ in leaves(load_recipe(name).Config())
+NUMERIC = [(name, key, f, hint) for name in names() for key, f, hint, _ in leaves(load_recipe(name).config())
            if is_numeric(hint)]
 # What an edge value of these keys needs besides, so the config's cross-field rules (`cross_check`) hold.
 COMPANIONS = {
@@ -68,7 +68,7 @@ def ids(params) -> list[str]:
 def no_server(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a teacher was started for a config that should have been refused")
-    monkeypatch.setattr("pipelines.teacher.Teacher.__init__", refuse)
+    monkeypatch.setattr("pipelines.teacher.client.Teacher.__init__", refuse)
 
 
 def one_error(capsys) -> str:
@@ -83,11 +83,11 @@ def test_every_numeric_setting_declares_a_range_its_default_is_in():
     for name, key, f, hint in NUMERIC:
         r = field_range(f)
         assert r is not None, f"{name}: {key} has no metadata range, e.g. metadata={{'range': '[1, 100]'}}"
-        default = flat_keys(load_recipe(name).Config())[key]
+        default = flat_keys(load_recipe(name).config())[key]
         if default is not None:
             assert all(v in r for v in (default if isinstance(default, tuple) else (default,))), (name, key, r)
-    for name in RECIPES:  # a range on a non-numeric field is a mistake, and every key has help
-        for key, f, hint, _ in leaves(load_recipe(name).Config()):
+    for name in names():  # a range on a non-numeric field is a mistake, and every key has help
+        for key, f, hint, _ in leaves(load_recipe(name).config()):
             assert is_numeric(hint) or "range" not in f.metadata, (name, key)
             assert f.metadata.get("help"), f"{name}: {key} has no help"
 

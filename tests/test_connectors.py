@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from connectors.text import read_passages
-from pipelines.errors import SourceError
+from pipelines.core.errors import SourceError
 
 DATA = Path(__file__).parent / "data"
 

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.dedup.decontam import Benchmark, Contamination
-from pipelines.errors import ConfigError
-from pipelines.stage import Context
+from pipelines.core.errors import ConfigError
+from pipelines.core.stage import Context
 from pipelines.stages.dedup import Decontaminate
 from schemas import conversation_id
 

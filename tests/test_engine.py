@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import llama, weights
-from pipelines.errors import TeacherError
-from pipelines.fetch import cache_root
-from pipelines.server import EmbeddedConfig, EmbeddedServer, ensure_checkpoint
-from pipelines.teacher import Request, Teacher, TeacherConfig
+from pipelines.teacher import llama
+
+from pipelines.teacher import weights
+from pipelines.core.errors import TeacherError
+from pipelines.teacher.fetch import cache_root
+from pipelines.teacher.server import EmbeddedConfig, EmbeddedServer, ensure_checkpoint
+from pipelines.teacher.client import Request, Teacher, TeacherConfig
 
 
 def test_the_default_embedded_server_is_llama_server(teacher_server):
@@ -169,8 +171,8 @@ def test_a_corrupted_cached_model_is_fetched_again(tmp_path, monkeypatch):
 
 
 def test_unknown_model_and_engine_settings_are_config_errors(tmp_path):
-    from pipelines.config import apply_overrides
-    from pipelines.errors import ConfigError
+    from pipelines.core.config import apply_overrides
+    from pipelines.core.errors import ConfigError
     from pipelines.recipes.ultrachat import Config
 
     with pytest.raises(ConfigError, match="unknown embedded model 'gpt-9'"):
@@ -196,7 +198,7 @@ def test_two_processes_fetching_one_model_take_turns(tmp_path):
     import subprocess
     import sys
 
-    code = "from pipelines.weights import gguf_path; print(gguf_path('smollm2-135m', log=print))"
+    code = "from pipelines.teacher.weights import gguf_path; print(gguf_path('smollm2-135m', log=print))"
     env = {**os.environ, "PIPELINES_CACHE": str(tmp_path)}
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
              for _ in range(2)]

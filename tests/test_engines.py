@@ -13,13 +13,13 @@ import pyarrow as pa
 import pytest
 import ray  # noqa: F401  (the dev extra installs it: a missing Ray fails here, it is not skipped)
 
-from pipelines.config import apply_overrides
-from pipelines.dedup.index import _fixed_list
+from pipelines.core.config import apply_overrides
+from pipelines.dedup.index import fixed_list
 from pipelines.dedup.lsh import band_keys, similar_pairs, verify_buckets
 from pipelines.dedup.minhash import MinHashParams, signatures
 from pipelines.engines import RayEngine, _band_rows, _shared_buckets, batch_plan, bucket_runs, read_batch
-from pipelines.recipes import RECIPES, load_recipe
-from pipelines.runner import read_parts, rebatch
+from pipelines.recipes import load_recipe, names
+from pipelines.core.runner import read_parts, rebatch
 from tests.conftest import ROOT
 
 DATA = Path(__file__).parent / "data"
@@ -202,18 +202,18 @@ def test_grouped_band_keys_give_the_pairs_of_the_local_sort():
     keys = band_keys(sigs, params.bands, params.rows)
     expected = similar_pairs(sigs, keys, 0.8, active=counts > 0)
 
-    rows = _band_rows(pa.table({"row": np.arange(len(texts)), "keys": _fixed_list(keys, pa.uint64())}), 0)
+    rows = _band_rows(pa.table({"row": np.arange(len(texts)), "keys": fixed_list(keys, pa.uint64())}), 0)
     part = (np.asarray(rows["key"]) % np.uint64(7)).astype(np.int64)  # any partitioning that keeps buckets whole
     found = pa.concat_tables([_shared_buckets(rows.filter(pa.array(part == p))) for p in range(7)])
     got = verify_buckets(bucket_runs(found), sigs, 0.8, active=counts > 0)
     assert len(expected) > 150 and np.array_equal(got, expected)
 
 
-@pytest.mark.parametrize("name", RECIPES)
+@pytest.mark.parametrize("name", names())
 def test_the_stages_ray_runs_can_be_shipped_to_workers(name):
     """Ray pickles a stage to send it to its workers (after one empty batch on the driver: `_run_map`)."""
     recipe = load_recipe(name)
-    cfg = recipe.Config()
+    cfg = recipe.config()
     if hasattr(cfg, "sources"):
         cfg = apply_overrides(cfg, [f"sources={DATA / 'ingest' / 'chat_log.jsonl'}",
                                     f"benchmarks=math={DATA / 'dedup' / 'benchmark.jsonl'}"][:1 + (name == "dedup")])

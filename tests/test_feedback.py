@@ -19,12 +19,12 @@ from trl.data_utils import is_conversational, maybe_extract_prompt
 
 from conftest import run_build
 
-from pipelines.server import EmbeddedConfig
-from pipelines.stage import Context
-from pipelines.stages import feedback_prompts as F
+from pipelines.teacher.server import EmbeddedConfig
+from pipelines.core.stage import Context
+from pipelines.prompts import feedback as F
 from pipelines.stages.feedback import COMPLETIONS, JUDGED, Binarize, Complete, Judge, agreement, orders, pair_scores
-from pipelines.teacher import Teacher, TeacherConfig
-from pipelines.weights import DEFAULT_JUDGE
+from pipelines.teacher.client import Teacher, TeacherConfig
+from pipelines.teacher.weights import DEFAULT_JUDGE
 from test_teacher import fault_server  # noqa: F401,F811  (a pytest fixture)
 
 PROMPT = [{"role": "user", "content": "Name a planet."}]
@@ -82,7 +82,7 @@ def test_parse_ratings_refuses_what_it_cannot_trust(text, aspect, error):
 
 
 def test_the_ratings_schema_sent_to_the_judge_allows_only_a_usable_answer():
-    from pipelines.structured import check
+    from pipelines.teacher.structured import check
 
     def answer(*items):
         return {"ratings": [dict(zip(("text", "rationale", "rating"), item)) for item in items]}
@@ -280,7 +280,7 @@ def test_mean_aspects_score_ranks_by_the_aspect_ratings():
 
 
 def test_unknown_rule_is_a_config_error():
-    from pipelines.errors import ConfigError
+    from pipelines.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="best_vs_random"):
         Binarize(rule="best")

@@ -22,7 +22,7 @@ import zstandard
 from connectors.files import read_records
 from connectors.json_text import jsonl_chunks, lines_to_records
 from connectors.walk import expand
-from pipelines.errors import SourceError
+from pipelines.core.errors import SourceError
 
 # One line per case the JSONL reader must handle; the comment is the 1-based line number (= the locator).
 JSONL = b"".join([

@@ -19,8 +19,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines.errors import SourceError
-from pipelines.stage import Context
+from pipelines.core.errors import SourceError
+from pipelines.core.stage import Context
 from pipelines.stages.ingest import Ingest
 
 DATA = Path(__file__).parent / "data" / "formats"

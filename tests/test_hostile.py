@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines.locks import LOCKED
+from pipelines.core.locks import LOCKED
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = ("river stone cloud lamp orbit maple violet thunder quiet harbor copper meadow silver lantern forest "
@@ -212,7 +212,7 @@ def test_rows_dropped_after_ingest_keep_the_input_file_and_line(tmp_path):
 
 
 def test_os_errors_are_recognised_also_when_a_library_wraps_them():
-    from pipelines.errors import describe_os_error
+    from pipelines.core.errors import describe_os_error
 
     assert describe_os_error(OSError(28, "No space left on device")).startswith("no space left on the device")
     assert describe_os_error(RuntimeError("failed to write: No space left on device (os error 28)")) \
@@ -223,7 +223,7 @@ def test_os_errors_are_recognised_also_when_a_library_wraps_them():
 
 
 def test_a_run_on_a_dedup_index_another_run_is_extending_exits_busy(tmp_path):
-    from pipelines.locks import DirLock
+    from pipelines.core.locks import DirLock
 
     corpus = write_corpus(tmp_path / "chats.jsonl", 40)
     index = tmp_path / "index"
@@ -299,8 +299,8 @@ def test_a_part_holding_invalid_utf8_is_never_written(tmp_path):
     import numpy as np
     import pyarrow as pa
 
-    from pipelines.errors import PipelineError
-    from pipelines.runner import _write_atomic
+    from pipelines.core.errors import PipelineError
+    from pipelines.core.runner import _write_atomic
 
     content = pa.Array.from_buffers(pa.string(), 2, [None, pa.py_buffer(np.array([0, 2, 4], np.int32)),
                                                      pa.py_buffer(b"ok\xff\xfe")])

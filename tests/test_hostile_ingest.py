@@ -30,8 +30,8 @@ from connectors.files import read_records
 from connectors.sources import SourceSpec
 from connectors.streams import STEP
 from connectors.walk import expand
-from pipelines.errors import SourceError
-from pipelines.stage import DROP, Context
+from pipelines.core.errors import SourceError
+from pipelines.core.stage import DROP, Context
 from pipelines.stages import ingest as ingest_stage
 from pipelines.stages.ingest import Ingest
 

@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 
 from conftest import ROOT, report
-from pipelines.runner import write_quarantine
-from pipelines.stage import DROP, Context
+from pipelines.core.runner import write_quarantine
+from pipelines.core.stage import DROP, Context
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.redact import Redact
 from schemas import QUARANTINE, conversation_id

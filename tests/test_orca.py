@@ -12,7 +12,7 @@ import pytest
 from datasets import load_dataset
 
 from conftest import ROOT, report, run_build
-from pipelines.stage import Context
+from pipelines.core.stage import Context
 from pipelines.stages.orca import (SeedOrca, check_answer, default_prompts, parse_answer, pick_system, prompt_kind,
                                    system_messages)
 from schemas import prompt_id

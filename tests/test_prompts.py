@@ -1,4 +1,4 @@
-from pipelines.stages import ultrachat_prompts as P
+from pipelines.prompts import ultrachat as P
 
 
 def test_parse_user_turn_extracts_the_question():

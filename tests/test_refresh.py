@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from datasets import load_dataset
 
 from conftest import ROOT
-from pipelines.cards import validate_card
+from pipelines.release.cards import validate_card
 from pipelines.refresh import LOCKED
 
 SHAREGPT = Path(__file__).parent / "data" / "formats"
@@ -129,7 +129,7 @@ def test_a_second_refresh_while_one_runs_exits_with_the_lock_code(tmp_path):
 def test_a_recipe_without_sources_and_index_is_refused(tmp_path):
     proc = refresh(tmp_path / "root", "--set", "sources=x.jsonl", recipe="ingest")
     assert proc.returncode == 2
-    assert "recipe ingest cannot be refreshed: it has no index setting" in proc.stderr
+    assert "recipe ingest cannot be refreshed" in proc.stderr
     assert "dedup" in proc.stderr and "orca" in proc.stderr
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines.runner import Runner, read_output
-from pipelines.stage import Context, MapStage, Source, with_drops
+from pipelines.core.runner import Runner, read_output
+from pipelines.core.stage import Context, MapStage, Source, with_drops
 
 
 @dataclass

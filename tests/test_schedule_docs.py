@@ -9,8 +9,8 @@ import yaml
 from conftest import ROOT
 
 from pipelines import publish, refresh
-from pipelines.config import apply_overrides
-from pipelines.recipes import RECIPES, load_recipe
+from pipelines.core.config import apply_overrides
+from pipelines.recipes import load_recipe, names
 
 README = (ROOT / "README.md").read_text()
 SCHEDULE = ROOT / "docs" / "schedule"
@@ -57,9 +57,9 @@ def commands(text: str, env: dict[str, str] | None = None) -> list[tuple[str, li
 def check_command(module: str, argv: list[str]) -> None:
     args = PARSERS[module]().parse_args(argv)  # a wrong flag raises ConfigError with the parser's message
     assert not any("$" in a for a in argv), (module, argv)
-    assert args.recipe in RECIPES, argv
-    config = load_recipe(args.recipe).Config()
-    assert hasattr(config, "sources") and hasattr(config, "index"), f"{args.recipe} cannot be refreshed"
+    assert args.recipe in names(), argv
+    config = load_recipe(args.recipe).config()
+    assert load_recipe(args.recipe).refresh is not None, f"{args.recipe} cannot be refreshed"
     if module == "refresh":  # as refresh applies them: each --set may hold several, split on whitespace
         apply_overrides(config, [s for group in args.overrides for s in group.split()])
     else:

@@ -14,14 +14,14 @@ import pytest
 from rouge_score import rouge_scorer
 
 from conftest import ROOT, report, run_build
-from pipelines.errors import SourceError
+from pipelines.core.errors import SourceError
 from pipelines.recipes.self_instruct import Config, seeds_path, stages
-from pipelines.rouge import RougePool, rouge_l, tokenize
-from pipelines.stage import DROP, Context
+from pipelines.dedup.rouge import RougePool, rouge_l, tokenize
+from pipelines.core.stage import DROP, Context
 from pipelines.stages.self_instruct import GenerateInstructions, Sampling, check_output
-from pipelines.stages.self_instruct_prompts import (build_generation, check_instruction, input_shots,
+from pipelines.prompts.self_instruct import (build_generation, check_instruction, input_shots,
                                                     load_seed_tasks, parse_input, parse_tasks)
-from pipelines.teacher import Result
+from pipelines.teacher.client import Result
 
 DATA = Path(__file__).parent / "data" / "self_instruct"
 REAL_SEEDS = ROOT.parent / "shared" / "data" / "real" / "self_instruct_seed_tasks.jsonl"

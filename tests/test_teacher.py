@@ -18,9 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pipelines.cache import RequestCache
-from pipelines.errors import TeacherError
-from pipelines.teacher import Request, Teacher, TeacherConfig, header_wait
+from pipelines.teacher.cache import RequestCache
+from pipelines.core.errors import TeacherError
+from pipelines.teacher.client import Request, Teacher, TeacherConfig, header_wait
 
 class FaultServer(ThreadingHTTPServer):
     """Answers `echo <prompt>`; `script` gives the first behaviours in order, then `rates` draws one per request."""
@@ -284,7 +284,7 @@ def test_a_weighted_pool_spreads_requests_and_reruns_hit_the_cache(fault_server,
 
 
 def test_a_failing_pool_endpoint_rests_while_the_others_answer(fault_server, tmp_path):
-    from pipelines.server import free_port
+    from pipelines.teacher.server import free_port
     good = fault_server()
     dead = f"http://127.0.0.1:{free_port()}/v1"
     config = TeacherConfig(base_url=dead, model="m", max_concurrency=4, backoff_s=0.01, pool=(f"{good.url}?model=m",))
@@ -297,7 +297,7 @@ def test_a_failing_pool_endpoint_rests_while_the_others_answer(fault_server, tmp
 
 def test_cost_and_counted_tokens(fault_server, tmp_path, teacher_server):
     server = fault_server(usage=False)
-    from pipelines.server import ensure_checkpoint
+    from pipelines.teacher.server import ensure_checkpoint
     teacher = teacher_for(server, tmp_path, price_in=2.0, price_out=10.0, tokenizer=str(ensure_checkpoint()))
     [result] = teacher.chat_many([ask("How many legs does a spider have?")])
     assert result.prompt_tokens > 8 and result.completion_tokens >= 3  # counted with the SmolLM2 tokenizer
@@ -317,7 +317,7 @@ def test_a_missing_key_names_the_variable(tmp_path, monkeypatch):
 
 WRITER = """
 import sys
-from pipelines.cache import RequestCache
+from pipelines.teacher.cache import RequestCache
 cache = RequestCache(sys.argv[1])
 for i in range(300):
     cache.put(f"{sys.argv[2]}-{i}", "m", {"i": i}, {"text": str(i)})

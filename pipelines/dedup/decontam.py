@@ -34,12 +34,13 @@ from typing import Any, Callable
 import numpy as np
 
 from connectors.alpaca import user_turn
+from connectors.base import RecordError, convert_each
 from connectors.detect import detect, kinds
 from connectors.files import read_records
 from connectors.streams import Raw
 from connectors.walk import data_files, is_datasets_dir
 from pipelines.dedup.minhash import shingle_hashes
-from pipelines.errors import ConfigError, SourceError
+from pipelines.core.errors import ConfigError, SourceError
 
 
 def texts(value: Any) -> list[str]:
@@ -135,17 +136,25 @@ class Benchmark:
 
     def _as_ingest(self, raws: list[Raw]) -> tuple[list[str], int]:
         """The user turns of the records, converted as ingest would; ([], 0) for no conversation format."""
-        from pipelines.stages.ingest import convert_rows  # the stage imports connectors; keep this module light
-
         try:
             fmt, rest = detect(iter(raws), self.path)
         except SourceError:
             return [], 0
         if fmt is None or kinds(fmt) == ("text",):
             return [], 0
-        rows = list(convert_rows(fmt, "conversation", self.name, rest))
-        return ([m["content"] for row in rows if row.get("messages") for m in row["messages"] if m["role"] == "user"],
-                sum(not row.get("messages") for row in rows))
+        native = "conversation" if "conversation" in kinds(fmt) else kinds(fmt)[0]
+        converted = fmt.convert_all(rest, native) if hasattr(fmt, "convert_all") else convert_each(fmt.convert, rest)
+        turns, skipped = [], 0
+        for _, items in converted:
+            if isinstance(items, RecordError):
+                skipped += 1
+                continue
+            for item in items:  # a conversation's messages, or a preference pair's prompt turns
+                found = [m["content"] for m in item.get("messages") or item.get("prompt") or []
+                         if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str)]
+                turns += found
+                skipped += not found
+        return turns, skipped
 
 
 class Contamination:

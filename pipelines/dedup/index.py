@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from pipelines import __version__
 from pipelines.dedup.lsh import band_keys
-from pipelines.errors import ConfigError
+from pipelines.core.errors import ConfigError
 
 FORMAT = 2
 
@@ -38,9 +38,9 @@ def _v1_to_v2(root: Path, manifest: dict) -> dict:
     for shard in manifest["shards"]:
         path = root / shard["file"]
         table = pq.read_table(path)
-        sigs = _matrix(table["signature"], np.uint32)
+        sigs = matrix(table["signature"], np.uint32)
         keys = band_keys(sigs, settings["bands"], settings["rows"])
-        table = table.append_column("band_keys", _fixed_list(keys, pa.uint64()))
+        table = table.append_column("band_keys", fixed_list(keys, pa.uint64()))
         _write_atomic(table, path)
     return manifest
 
@@ -72,13 +72,13 @@ class Signed:
         return Signed([self.ids[i] for i in rows], self.lengths[rows], self.sigs[rows], self.keys[rows])
 
 
-def _matrix(column: pa.ChunkedArray, dtype) -> np.ndarray:
+def matrix(column: pa.ChunkedArray, dtype) -> np.ndarray:
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     width = array.type.list_size
     return np.asarray(array.flatten(), dtype=dtype).reshape(-1, width) if len(array) else np.empty((0, width), dtype)
 
 
-def _fixed_list(matrix: np.ndarray, value_type: pa.DataType) -> pa.FixedSizeListArray:
+def fixed_list(matrix: np.ndarray, value_type: pa.DataType) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), type=value_type), matrix.shape[1])
 
 
@@ -152,15 +152,15 @@ class MinHashIndex:
             if shard["run"] != exclude_run:
                 table = pq.read_table(self.root / shard["file"])
                 rows += Signed(table["id"].to_pylist(), table["length"].to_numpy(),
-                               _matrix(table["signature"], np.uint32), _matrix(table["band_keys"], np.uint64))
+                               matrix(table["signature"], np.uint32), matrix(table["band_keys"], np.uint64))
         return rows
 
     def add(self, run: str, rows: Signed) -> None:
         """Store the rows a run kept as one shard (replacing that run's earlier shard), then the manifest."""
         name = f"shard-{run[:16]}.parquet"
         table = pa.table({"id": pa.array(rows.ids, pa.string()), "length": pa.array(rows.lengths, pa.int64()),
-                          "signature": _fixed_list(rows.sigs, pa.uint32()),
-                          "band_keys": _fixed_list(rows.keys, pa.uint64())})
+                          "signature": fixed_list(rows.sigs, pa.uint32()),
+                          "band_keys": fixed_list(rows.keys, pa.uint64())})
         self.root.mkdir(parents=True, exist_ok=True)
         _write_atomic(table, self.root / name)
         shards = [s for s in self.manifest["shards"] if s["run"] != run]

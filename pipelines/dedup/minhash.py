@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from pipelines.errors import ConfigError
+from pipelines.core.errors import ConfigError
 
 HASH_SCHEME = "fnv1a64-splitmix64 words; polynomial word-window shingles; (a*x+b)>>32 multiply-shift permutations"
 NORMALISATION = f"lowercase; words are runs of letters, digits, marks and _ (Unicode {unicodedata.unidata_version})"

@@ -10,11 +10,12 @@ later run drops what any earlier run kept and adds its own survivors. `dedup/clu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 from pipelines.dedup.index import index_dir_problem
-from pipelines.stage import Stage
+from pipelines.core.recipe import Inputs, Recipe, Refresh
+from pipelines.core.stage import Stage
 from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
+from pipelines.recipes.ingest import card_values as rows_card_values
 from pipelines.stages.export import ExportRows
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.redact import redact_setting
@@ -22,7 +23,6 @@ from pipelines.stages.redact import redact_setting
 
 @dataclass(frozen=True)
 class Config:
-    recipe: ClassVar[str] = "dedup"
     name: str = field(default="deduplicated-convoforge", metadata={"help": "dataset name in the card"})
     sources: tuple[str, ...] = field(default=(), metadata={"help": "PATH[?format=NAME&weight=W&max_rows=N], ..."})
     kind: str = field(default="conversation", metadata={"help": "conversation, preference or text",
@@ -59,3 +59,13 @@ def stages(cfg: Config) -> list[Stage]:
                   rows=cfg.rows, ngram=cfg.ngram, seed=cfg.seed, index=cfg.index),
         ExportRows(kind=cfg.kind),
     ]
+
+
+def inputs(cfg: Config) -> Inputs:
+    return Inputs(sources=cfg.sources, benchmarks=cfg.benchmarks)
+
+
+RECIPE = Recipe(
+    name="dedup", summary="clean a corpus with no teacher: exact, benchmark and near-duplicate removal",
+    config=Config, stages=stages, card="ingest", inputs=inputs, card_values=rows_card_values, refresh=Refresh(),
+)

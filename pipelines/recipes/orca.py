@@ -13,21 +13,25 @@ teacher raise `n_prompts` and `sampling.max_tokens` (Orca's answers run to sever
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import ClassVar
+from pathlib import Path
 
+import polars as pl
+
+from pipelines.core.recipe import Inputs, Recipe, Refresh
 from pipelines.dedup.index import index_dir_problem
-from pipelines.stage import Stage
+from pipelines.core.stage import Stage
 from pipelines.stages.dedup import ExactDedup, NearDedup
-from pipelines.stages.orca import DEFAULT_PROMPTS, AnswerSampling, ExplainAnswers, ExportOrca, SeedOrca
+from pipelines.stages.export import ExportSFT
+from pipelines.stages.orca import DEFAULT_PROMPTS, AnswerSampling, ExplainAnswers, SeedOrca, system_messages
 from pipelines.stages.redact import redact_setting
 from pipelines.stages.validate import Validate
-from pipelines.teacher import TeacherConfig
+from pipelines.teacher.client import TeacherConfig
 
 
 @dataclass(frozen=True)
 class Config:
-    recipe: ClassVar[str] = "orca"
     name: str = field(default="orca-convoforge", metadata={"help": "dataset name in the card"})
     sources: tuple[str, ...] = field(default=(), metadata={
         "help": "instruction data, PATH[?format=NAME&weight=W&max_rows=N], ...; empty = the project's 48 prompts"})
@@ -50,19 +54,39 @@ class Config:
     teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=16))
 
 
-def built_in_data(cfg: Config) -> tuple[str, ...]:
-    """Files under pipelines/ the build reads besides its sources (listed with their hashes in the card)."""
-    return () if cfg.sources else (f"data/{DEFAULT_PROMPTS}",)
+def inputs(cfg: Config) -> Inputs:
+    return Inputs(sources=cfg.sources, built_in=() if cfg.sources else (f"data/{DEFAULT_PROMPTS}",))
+
+
+def card_values(cfg: Config, export_dir) -> dict:
+    """The system messages with how often each was used in the export, and where the prompts came from."""
+    return {"system_messages": usage_table(export_dir),
+            "prompt_sources": ", ".join(cfg.sources) or f"the project's 48 prompts (`pipelines/data/{DEFAULT_PROMPTS}`)"}
+
+
+def usage_table(export_dir: Path) -> str:
+    """Markdown rows: each system message, the kinds it suits, how many exported rows use it, its text."""
+    used = Counter()
+    for path in sorted(export_dir.glob("data/*_sft-*.parquet")) + sorted(export_dir.glob("data/*_gen-*.parquet")):
+        used.update(m[0]["content"] for m in pl.read_parquet(path, columns=["messages"])["messages"].to_list()
+                    if m and m[0]["role"] == "system")
+    return "\n".join(f"| {m['id']} | {m['name']} | {', '.join(m['suits'])} | {used.get(m['text'], 0)} | "
+                     f"{m['text']} |" for m in system_messages())
 
 
 def stages(cfg: Config) -> list[Stage]:
-    sources = ", ".join(cfg.sources) or f"the project's 48 prompts (`pipelines/data/{DEFAULT_PROMPTS}`)"
     return [
         SeedOrca(sources=cfg.sources, n_prompts=cfg.n_prompts, seed=cfg.seed, redact=cfg.redact),
         ExplainAnswers(sampling=cfg.sampling, retries=cfg.retries, keep_truncated=cfg.keep_truncated),
         Validate(),
         ExactDedup(),
         NearDedup(threshold=cfg.threshold, index=cfg.index),
-        ExportOrca(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction, leakage_threshold=cfg.threshold,
-                   prompt_sources=sources),
+        ExportSFT(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction, leakage_threshold=cfg.threshold),
     ]
+
+
+RECIPE = Recipe(
+    name="orca", summary="explanation tuning: answers that explain their reasoning, under Orca system messages",
+    config=Config, stages=stages, card="orca", roles=("teacher",), inputs=inputs, card_values=card_values,
+    refresh=Refresh(),
+)

@@ -12,20 +12,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import ClassVar
 
-from pipelines.stage import Stage
+from pipelines.core.recipe import Inputs, Recipe
+from pipelines.core.stage import Stage
 from pipelines.stages.dedup import ExactDedup
 from pipelines.stages.export import ExportSFT
 from pipelines.stages.self_instruct import AnswerTasks, AskInputs, GenerateInstructions, Sampling
-from pipelines.stages.self_instruct_prompts import input_shots, load_seed_tasks
+from pipelines.prompts.self_instruct import input_shots, load_seed_tasks
 from pipelines.stages.validate import Validate
-from pipelines.teacher import TeacherConfig
+from pipelines.teacher.client import TeacherConfig
 
 
 @dataclass(frozen=True)
 class Config:
-    recipe: ClassVar[str] = "self_instruct"
     name: str = field(default="self-instruct-convoforge", metadata={"help": "dataset name in the card"})
     n_instructions: int = field(default=32, metadata={
         "help": "instructions to accept before answering them", "range": "[1, 10000000]"})
@@ -56,9 +55,8 @@ class Config:
         return None
 
 
-def built_in_data(cfg: Config) -> tuple[str, ...]:
-    """Files under pipelines/ the build reads besides its sources (listed with their hashes in the card)."""
-    return () if cfg.seeds else ("data/seed_tasks.jsonl",)
+def inputs(cfg: Config) -> Inputs:
+    return Inputs(seeds=(cfg.seeds,) if cfg.seeds else (), built_in=() if cfg.seeds else ("data/seed_tasks.jsonl",))
 
 
 def seeds_path(cfg: Config) -> str:
@@ -78,5 +76,12 @@ def stages(cfg: Config) -> list[Stage]:
         AnswerTasks(sampling=cfg.sampling),
         Validate(),
         ExactDedup(),
-        ExportSFT(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction, card="self_instruct", alpaca=True),
+        ExportSFT(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction,
+                  extra_columns=("instruction", "input", "output")),  # Alpaca's columns beside the messages
     ]
+
+
+RECIPE = Recipe(
+    name="self_instruct", summary="Alpaca-style instructions, inputs and outputs grown from seed tasks (Self-Instruct)",
+    config=Config, stages=stages, card="self_instruct", roles=("teacher",), inputs=inputs,
+)

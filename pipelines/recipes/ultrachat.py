@@ -11,24 +11,23 @@ token limits.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
 
+from pipelines.core.recipe import Inputs, Recipe, Refresh
 from pipelines.dedup.index import index_dir_problem
-from pipelines.stage import Stage
+from pipelines.core.stage import Stage
 from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
 from pipelines.stages.dialogue import AskOpening, Sampling, SimulateDialogue
 from pipelines.stages.export import ExportSFT
 from pipelines.stages.seeds import SeedUltraChat
 from pipelines.stages.validate import Validate
-from pipelines.server import EmbeddedConfig
-from pipelines.teacher import TeacherConfig
+from pipelines.teacher.server import EmbeddedConfig
+from pipelines.teacher.client import TeacherConfig
 
 DEFAULT_ULTRACHAT_TEACHER = "qwen2.5-coder-1.5b"
 
 
 @dataclass(frozen=True)
 class Config:
-    recipe: ClassVar[str] = "ultrachat"
     name: str = field(default="ultrachat-convoforge", metadata={"help": "dataset name in the card"})
     n_dialogues: int = field(default=32, metadata={
         "help": "seeds, spread evenly over the three sectors", "range": "[1, 10000000]"})
@@ -61,10 +60,14 @@ class Config:
         return None
 
 
-def built_in_data(cfg: Config) -> tuple[str, ...]:
-    """Files under pipelines/ the build reads besides its sources (listed with their hashes in the card)."""
+def inputs(cfg: Config) -> Inputs:
     seeds = ("data/topics.json", "data/writing_types.json", "data/personas.json")
-    return seeds + (() if cfg.sources else ("data/materials.py",))
+    return Inputs(sources=cfg.sources, benchmarks=cfg.benchmarks,
+                  built_in=seeds + (() if cfg.sources else ("data/materials.py",)))
+
+
+def card_values(cfg: Config, export_dir) -> dict:
+    return {"materials": ", ".join(cfg.sources) or "excerpts of the Python documentation (pydoc_data)"}
 
 
 def stages(cfg: Config) -> list[Stage]:
@@ -76,6 +79,12 @@ def stages(cfg: Config) -> list[Stage]:
         ExactDedup(),
         *([Decontaminate(benchmarks=cfg.benchmarks)] if cfg.benchmarks else []),
         NearDedup(threshold=cfg.threshold, index=cfg.index),
-        ExportSFT(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction, card="ultrachat",
-                  leakage_threshold=cfg.threshold),
+        ExportSFT(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction, leakage_threshold=cfg.threshold),
     ]
+
+
+RECIPE = Recipe(
+    name="ultrachat", summary="multi-turn SFT dialogues: a user simulator and an assistant (UltraChat)",
+    config=Config, stages=stages, card="ultrachat", roles=("teacher",), inputs=inputs, card_values=card_values,
+    refresh=Refresh(later=("sectors=materials",)),  # after v1, only the sector that reads the new sources
+)

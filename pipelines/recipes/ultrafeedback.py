@@ -14,26 +14,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import ClassVar
 
-from pipelines.config import max_tokens_setting
+from pipelines.core.config import max_tokens_setting
+from pipelines.core.recipe import Inputs, Recipe, Refresh
 from pipelines.dedup.index import index_dir_problem
-from pipelines.stage import Stage
+from pipelines.release import preference_card
+from pipelines.core.stage import Stage
 from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
 from pipelines.stages.export_prefs import ExportPrefs
-from pipelines.server import EmbeddedConfig
+from pipelines.teacher.server import EmbeddedConfig
 from pipelines.stages.feedback import MODES, Binarize, Complete, Judge, ToPrompts
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.redact import redact_setting
-from pipelines.teacher import TeacherConfig
-from pipelines.weights import DEFAULT_JUDGE
+from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.weights import DEFAULT_JUDGE
 
 DEFAULT_PROMPTS = str(resources.files("pipelines.data").joinpath("feedback_prompts.jsonl"))
 
 
 @dataclass(frozen=True)
 class Config:
-    recipe: ClassVar[str] = "ultrafeedback"
     name: str = field(default="ultrafeedback-convoforge", metadata={"help": "dataset name in the card"})
     sources: tuple[str, ...] = field(default=(), metadata={"help": "prompt files (default: the shipped set)"})
     redact: str = redact_setting()
@@ -81,9 +81,14 @@ class Config:
         return None
 
 
-def built_in_data(cfg: Config) -> tuple[str, ...]:
-    """Files under pipelines/ the build reads besides its sources (listed with their hashes in the card)."""
-    return () if cfg.sources else ("data/feedback_prompts.jsonl",)
+def inputs(cfg: Config) -> Inputs:
+    return Inputs(sources=cfg.sources, benchmarks=cfg.benchmarks,
+                  built_in=() if cfg.sources else ("data/feedback_prompts.jsonl",))
+
+
+def card_values(cfg: Config, export_dir) -> dict:
+    return {"prompt_source": ", ".join(cfg.sources) or "the project's shipped prompt set (pipelines/data)",
+            **preference_card.values(export_dir, cfg.judge or cfg.teacher, cfg.judge_mode)}
 
 
 def stages(cfg: Config) -> list[Stage]:
@@ -99,5 +104,12 @@ def stages(cfg: Config) -> list[Stage]:
                  max_tokens=cfg.max_tokens, seed=cfg.seed),
         Judge(orderings=cfg.orderings, max_tokens=cfg.judge_max_tokens, mode=cfg.judge_mode),
         Binarize(rule=cfg.rule, min_margin=cfg.min_margin, score=cfg.score, seed=cfg.seed),
-        ExportPrefs(test_fraction=cfg.test_fraction, card="ultrafeedback", leakage_threshold=cfg.threshold),
+        ExportPrefs(test_fraction=cfg.test_fraction, leakage_threshold=cfg.threshold),
     ]
+
+
+RECIPE = Recipe(
+    name="ultrafeedback", summary="preference pairs: several completions rated by a judge, binarized (UltraFeedback)",
+    config=Config, stages=stages, card="ultrafeedback", roles=("teacher", "judge"), inputs=inputs,
+    card_values=card_values, refresh=Refresh(),
+)

@@ -24,9 +24,9 @@ from pipelines.dedup.lsh import band_keys, components, detection_probability, ke
 from pipelines.dedup.minhash import MinHashParams, signatures
 from pipelines.dedup.recall import planted_recall
 from pipelines.dedup.summary import write_section
-from pipelines.errors import ConfigError
-from pipelines.locks import DirLock
-from pipelines.stage import Context, MapStage, Stage, TwoPassStage, with_drops
+from pipelines.core.errors import ConfigError
+from pipelines.core.locks import DirLock
+from pipelines.core.stage import Context, MapStage, Stage, TwoPassStage, with_drops
 
 COMPARE = ("conversation", "prompt")
 PLANTED_SAMPLE = 300

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from pipelines.config import max_tokens_setting, temperature_setting, top_p_setting
-from pipelines.stage import MESSAGES, Context, MapStage, with_drops
-from pipelines.stages import ultrachat_prompts as P
-from pipelines.teacher import Request
+from pipelines.core.config import max_tokens_setting, temperature_setting, top_p_setting
+from pipelines.core.stage import MESSAGES, Context, MapStage, with_drops
+from pipelines.prompts import ultrachat as P
+from pipelines.teacher.client import Request
 
 
 @dataclass
@@ -70,7 +70,7 @@ class AskOpening(MapStage):
     provides = ("question",)
     batch_size = 64
     uses_teacher = True
-    prompt_files = ("stages/ultrachat_prompts.py",)
+    prompt_files = ("prompts/ultrachat.py",)
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         rows = batch.to_dicts()
@@ -104,7 +104,7 @@ class SimulateDialogue(MapStage):
     provides = ("messages", "source", "meta")
     batch_size = 64
     uses_teacher = True
-    prompt_files = ("stages/ultrachat_prompts.py",)
+    prompt_files = ("prompts/ultrachat.py",)
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         rows = batch.to_dicts()

@@ -6,12 +6,11 @@ A row's split comes from two hashes of its prompt_id, so one prompt never lands 
 its split when the dataset grows. A split the hashes leave empty borrows one row from the largest split (when there
 are at least four rows), because `datasets` cannot load an empty Parquet file; splits that stay empty are not
 written. Then no near-duplicate pair may straddle a train and a test split: a cluster that would moves to train whole
-(`separate_splits`). The card `export/README.md` is rendered from `data_cards/<template>.md`.
+(`separate_splits`). The build renders the card `export/README.md` after the run (`pipelines.release.cards`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import dataclass
 
@@ -20,23 +19,16 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.cards import write_card
 from pipelines.dedup.lsh import components, pairs_of_texts
 from pipelines.dedup.minhash import MinHashParams
 from pipelines.dedup.summary import write_section
-from pipelines.stage import MESSAGES, Context, Stage
+from pipelines.core.stage import MESSAGES, Context, Stage
 from pipelines.stages.dedup import compare_text
+from pipelines.teacher.guards import unit_hash
 from schemas import ARROW_SCHEMAS, MESSAGE, prompt_id
 
 SPLITS = ("train_sft", "test_sft", "train_gen", "test_gen")
 EXPORT_SCHEMA = pa.schema([("prompt", pa.string()), ("prompt_id", pa.string()), ("messages", pa.list_(MESSAGE))])
-ALPACA_SCHEMA = pa.schema([*EXPORT_SCHEMA, ("instruction", pa.string()), ("input", pa.string()),
-                           ("output", pa.string())])  # ExportSFT(alpaca=True): the same rows, Alpaca columns too
-
-
-def unit_hash(text: str) -> float:
-    """A stable number in [0, 1) from text."""
-    return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16) / 16**12
 
 
 def assign_split(prompt_id: str, test_fraction: float, gen_fraction: float) -> str:
@@ -89,9 +81,8 @@ def first_user_turn(messages: list[dict]) -> str:
 class ExportSFT(Stage):
     test_fraction: float = 0.1
     gen_fraction: float = 0.25
-    card: str = "ultrachat"
     leakage_threshold: float = 0.8
-    alpaca: bool = False  # also write the rows' instruction, input and output columns (self_instruct)
+    extra_columns: tuple[str, ...] = ()  # string columns of the rows written beside the messages (Alpaca's)
     name = "export"
     requires = ("id", "messages")
     provides = ("prompt", "prompt_id", "split")
@@ -110,22 +101,19 @@ class ExportSFT(Stage):
         out_dir = ctx.run_dir / "export"
         shutil.rmtree(out_dir, ignore_errors=True)
         (out_dir / "data").mkdir(parents=True)
-        counts = {}
-        schema = ALPACA_SCHEMA if self.alpaca else EXPORT_SCHEMA
+        schema = pa.schema([*EXPORT_SCHEMA, *((name, pa.string()) for name in self.extra_columns)])
         for split in SPLITS:
             rows = data.filter(pl.col("split") == split)
             if not rows.height:
                 continue
             table = pa.Table.from_pylist(rows.select(schema.names).to_dicts(), schema=schema)
             pq.write_table(table, out_dir / "data" / f"{split}-00000-of-00001.parquet")
-            counts[split] = table.num_rows
-        write_card(self.card, out_dir, ctx, counts)
         yield data
 
 
 @dataclass
 class ExportRows(Stage):
-    """Write the rows as they are (one schema of `schemas/`) to `export/data/train-NNNNN-of-NNNNN.parquet` + card.
+    """Write the rows as they are (one schema of `schemas/`) to `export/data/train-NNNNN-of-NNNNN.parquet`.
 
     Streams: each input batch is appended to the current shard, so memory stays flat. Its own checkpoint keeps only
     the exported ids.
@@ -133,7 +121,6 @@ class ExportRows(Stage):
 
     kind: str = "conversation"
     shard_rows: int = 500_000
-    card: str = "ingest"
     name = "export"
     requires = ("id",)
     provides = ("id",)
@@ -143,7 +130,7 @@ class ExportRows(Stage):
         out_dir = ctx.run_dir / "export"
         shutil.rmtree(out_dir, ignore_errors=True)
         (out_dir / "data").mkdir(parents=True)
-        shards, writer, in_shard, total = [], None, 0, 0
+        shards, writer, in_shard = [], None, 0
         for batch in batches:
             if not batch.height:
                 continue
@@ -154,11 +141,8 @@ class ExportRows(Stage):
                 writer, in_shard = pq.ParquetWriter(shards[-1], schema), 0
             writer.write_table(batch.select(schema.names).to_arrow().cast(schema))
             in_shard += batch.height
-            total += batch.height
             yield batch.select("id")
         if writer is not None:
             writer.close()
         for k, tmp in enumerate(shards):
             tmp.rename(tmp.with_name(f"train-{k:05d}-of-{len(shards):05d}.parquet"))
-        counts = {"train": total} if total else {}
-        write_card(self.card, out_dir, ctx, counts, {"kind": self.kind, "columns": ", ".join(schema.names)})

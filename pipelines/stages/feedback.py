@@ -25,10 +25,10 @@ from statistics import mean
 import polars as pl
 import pyarrow as pa
 
-from pipelines.errors import ConfigError
-from pipelines.stage import DROP, MESSAGES, Context, MapStage, teacher_for, with_drops
-from pipelines.stages import feedback_prompts as F
-from pipelines.teacher import Request
+from pipelines.core.errors import ConfigError
+from pipelines.core.stage import DROP, MESSAGES, Context, MapStage, teacher_for, with_drops
+from pipelines.prompts import feedback as F
+from pipelines.teacher.client import Request
 from schemas import PREFERENCE, check_preference, conversation_id, preference_id, prompt_id
 
 COMPLETIONS = pl.List(pl.Struct({
@@ -92,7 +92,7 @@ class Complete(MapStage):
     provides = ("completions",)
     batch_size = 32
     uses_teacher = True
-    prompt_files = ("stages/feedback_prompts.py",)
+    prompt_files = ("prompts/feedback.py",)
 
     def plan(self, pid: str, models: list[str]) -> list[dict]:
         """Model, principle, system prompt and sampling of each completion of prompt `pid` (deterministic)."""
@@ -181,7 +181,7 @@ class Judge(MapStage):
     provides = ("completions", "ordering_agreement")
     batch_size = 16
     uses_teacher = True
-    prompt_files = ("stages/feedback_prompts.py",)
+    prompt_files = ("prompts/feedback.py",)
     teacher_role = "judge"
 
     def __post_init__(self):

@@ -36,9 +36,9 @@ from connectors.json_text import is_jsonl, jsonl_chunks, lines_to_records
 from connectors.sources import SourceSpec
 from connectors.streams import Raw
 from connectors.walk import expand
-from pipelines.errors import ConfigError, SourceError
+from pipelines.core.errors import ConfigError, SourceError
 from pipelines.stages.ingest_fast import fast_frame
-from pipelines.stage import DROP, Context, Source
+from pipelines.core.stage import DROP, Context, Source
 from pipelines.stages.redact import Redact
 from schemas import (CONVERSATION, MESSAGE, PREFERENCE, TEXT, check_conversation, check_preference, check_text,
                      conversation_id, preference_id, prompt_id, text_id)

@@ -2,7 +2,6 @@
 
 SeedOrca:       sources -> prompt_id, prompt, prompt_kind, system_id, system, source, meta
 ExplainAnswers: prompt, system -> messages ([system, user, assistant]), meta
-ExportOrca:     ExportSFT, with the card's table of system messages and how often each was used
 
 Orca asks a strong teacher to answer instruction-data prompts (FLAN tasks) under one of 16 system messages that ask
 for explanations: think step by step and justify, answer as to a five-year-old, first give the multiple-choice answer
@@ -41,14 +40,12 @@ from importlib import resources
 
 import polars as pl
 
-from pipelines.config import max_tokens_setting, temperature_setting, top_p_setting
-from pipelines.cards import write_card
-from pipelines.stage import DROP, MESSAGES, Context, MapStage, Source, with_drops
+from pipelines.core.config import max_tokens_setting, temperature_setting, top_p_setting
+from pipelines.core.stage import DROP, MESSAGES, Context, MapStage, Source, with_drops
 from pipelines.stages.dialogue import ask_until_valid
-from pipelines.stages.export import SPLITS, ExportSFT
 from pipelines.stages.ingest import Ingest
-from pipelines.stages.ultrachat_prompts import is_looping, parse_assistant_turn
-from pipelines.teacher import Request
+from pipelines.prompts.ultrachat import is_looping, parse_assistant_turn
+from pipelines.teacher.client import Request
 from schemas import prompt_id as hash_prompt
 
 SYSTEM_MESSAGES = "orca_system_messages.json"
@@ -308,26 +305,3 @@ class ExplainAnswers(MapStage):
 
 def prompt_messages(row: dict) -> list[dict]:
     return [{"role": "system", "content": row["system"]}, {"role": "user", "content": row["prompt"]}]
-
-
-def usage_table(data: pl.DataFrame) -> str:
-    """Markdown rows: each system message, the kinds it suits, how many exported rows use it, its text."""
-    used = Counter(m[0]["content"] for m in data["messages"].to_list() if m and m[0]["role"] == "system")
-    return "\n".join(f"| {m['id']} | {m['name']} | {', '.join(m['suits'])} | {used.get(m['text'], 0)} | "
-                     f"{m['text']} |" for m in system_messages())
-
-
-@dataclass
-class ExportOrca(ExportSFT):
-    """ExportSFT whose card also lists the system messages with how often each was used in the export."""
-
-    card: str = "orca"
-    prompt_sources: str = ""
-
-    def run(self, batches, ctx: Context):
-        for data in super().run(batches, ctx):
-            splits = Counter(data["split"].to_list())
-            counts = {s: splits[s] for s in SPLITS if splits[s]}  # the splits ExportSFT wrote
-            write_card(self.card, ctx.run_dir / "export", ctx, counts,
-                       {"system_messages": usage_table(data), "prompt_sources": self.prompt_sources})
-            yield data

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from connectors.detect import FORMATS
-from pipelines.errors import ConfigError
-from pipelines.stage import DROP, Context, MapStage
+from pipelines.core.errors import ConfigError
+from pipelines.core.stage import DROP, Context, MapStage
 from schemas import conversation_id, preference_id, prompt_id, text_id
 
 # (name, Rust regex, replacement): secrets first, so a key that looks like a phone number is named as a key.

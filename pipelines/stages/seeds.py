@@ -18,8 +18,8 @@ import polars as pl
 
 from connectors.text import read_passages
 from pipelines.data.materials import passages_from_pydoc
-from pipelines.errors import ConfigError, SourceError
-from pipelines.stage import Context, Source
+from pipelines.core.errors import ConfigError, SourceError
+from pipelines.core.stage import Context, Source
 
 SECTORS = ("world", "writing", "materials")
 

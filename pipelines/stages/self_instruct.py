@@ -8,7 +8,7 @@ Generation runs in rounds. Each round sends `requests_per_round` prompts, each l
 (`seed_examples` seed tasks and `machine_examples` accepted machine tasks; seeds fill in while fewer machine tasks
 exist) and asking for more; the numbered lists are parsed and every candidate is filtered, in order, against the pool
 as it grows: length, keyword blacklist, junk, then ROUGE-L F-measure above `threshold` against any seed or accepted
-instruction (`pipelines/rouge.py`). Rounds go on until `n_instructions` are accepted or `max_rounds` have run;
+instruction (`pipelines/dedup/rouge.py`). Rounds go on until `n_instructions` are accepted or `max_rounds` have run;
 candidates past `n_instructions` in the last round are dropped as surplus. A rejected candidate is a dropped row
 with its reason; an answer with no parsable task and a failed request are counted events (`parse_failed`,
 `request_failed`), as there is no candidate to keep. Then, as in Alpaca, each accepted instruction gets an input
@@ -26,13 +26,13 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from pipelines.config import max_tokens_setting, temperature_setting, top_p_setting
-from pipelines.rouge import RougePool, tokenize
-from pipelines.stage import MESSAGES, Context, MapStage, Source, with_drops
-from pipelines.stages import self_instruct_prompts as P
+from pipelines.core.config import max_tokens_setting, temperature_setting, top_p_setting
+from pipelines.dedup.rouge import RougePool, tokenize
+from pipelines.core.stage import MESSAGES, Context, MapStage, Source, with_drops
+from pipelines.prompts import self_instruct as P
 from pipelines.stages.dialogue import ask_until_valid
-from pipelines.stages.ultrachat_prompts import REFUSAL, is_looping, parse_assistant_turn
-from pipelines.teacher import Request
+from pipelines.prompts.ultrachat import REFUSAL, is_looping, parse_assistant_turn
+from pipelines.teacher.client import Request
 
 CANDIDATES = {"instruction_id": pl.String, "instruction": pl.String, "generation": pl.String,
               "drop_reason": pl.String}
@@ -71,7 +71,7 @@ class GenerateInstructions(Source):
     name = "instructions"
     provides = ("instruction_id", "instruction", "generation")
     uses_teacher = True
-    prompt_files = ("stages/self_instruct_prompts.py",)
+    prompt_files = ("prompts/self_instruct.py",)
 
     def read(self, ctx: Context):
         target = min(self.n_instructions, ctx.limit or self.n_instructions)
@@ -141,7 +141,7 @@ class AskInputs(MapStage):
     provides = ("input",)
     batch_size = 64
     uses_teacher = True
-    prompt_files = ("stages/self_instruct_prompts.py",)
+    prompt_files = ("prompts/self_instruct.py",)
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         rows = batch.to_dicts()
@@ -173,7 +173,7 @@ class AnswerTasks(MapStage):
     provides = ("output", "messages", "source", "meta")
     batch_size = 64
     uses_teacher = True
-    prompt_files = ("stages/self_instruct_prompts.py",)
+    prompt_files = ("prompts/self_instruct.py",)
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         rows = batch.to_dicts()

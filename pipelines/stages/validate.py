@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from pipelines.stage import Context, MapStage, with_drops
+from pipelines.core.stage import Context, MapStage, with_drops
 from schemas import check_conversation, conversation_id
 
 

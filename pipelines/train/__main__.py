@@ -9,7 +9,7 @@ import argparse
 import sys
 import traceback
 
-from pipelines.errors import PipelineError
+from pipelines.core.errors import PipelineError
 from pipelines.train.options import DPOOptions, SFTOptions, add_arguments, from_args
 
 COMMANDS = {

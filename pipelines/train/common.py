@@ -11,7 +11,7 @@ import math
 import time
 from pathlib import Path
 
-from pipelines.errors import ConfigError, SchemaError, SourceError
+from pipelines.core.errors import ConfigError, SchemaError, SourceError
 from pipelines.train.options import TrainOptions
 
 INSTALL_HINT = "pip install -e '.[train]'"
@@ -54,7 +54,7 @@ def import_trl(opts: TrainOptions):
 def resolve_model(opts: TrainOptions, log) -> str:
     """`--model` if it is a directory, else the embedded checkpoint (converted on first use)."""
     if opts.model is None:
-        from pipelines.server import ensure_checkpoint
+        from pipelines.teacher.server import ensure_checkpoint
 
         return str(ensure_checkpoint(log=log))
     if not Path(opts.model).is_dir():

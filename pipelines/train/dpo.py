@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.errors import ConfigError, SourceError
+from pipelines.core.errors import ConfigError, SourceError
 from pipelines.train import common
 from pipelines.train.metrics import evaluate_preferences, format_table
 from pipelines.train.options import DPOOptions

@@ -10,7 +10,7 @@ import argparse
 import typing
 from dataclasses import dataclass, field, fields
 
-from pipelines.errors import ConfigError
+from pipelines.core.errors import ConfigError
 
 
 @dataclass

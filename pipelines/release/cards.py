@@ -1,7 +1,10 @@
 """Dataset cards: render `data_cards/<template>.md` (string.Template, `$name` placeholders) into export/README.md.
 
+The build calls `write_card(recipe, cfg, run_dir, stages)` after a run: the values every card has, each top-level
+setting by its name, then the recipe's own `card_values(cfg, export_dir)`; the splits are the files in the export.
+
 The YAML header lists each split's files under `configs`, so `datasets.load_dataset(export_dir)` and the Hub viewer
-find them, and carries the license derived from the inputs (`pipelines.licenses`), task categories and size
+find them, and carries the license derived from the inputs (`connectors.licenses`), task categories and size
 category. The body gives lineage: input files with hashes and licenses, per-stage counts (each finished stage's
 `_SUCCESS.json`), dedup and decontamination, the teacher and judge with their parameters and prompt-file hashes,
 the config, and the version with its changelog (`refresh` renders the card again for each version).
@@ -22,14 +25,16 @@ from pathlib import Path
 from string import Template
 from urllib.parse import urlsplit, urlunsplit
 
-from pipelines import __version__
-from pipelines.config import to_json
-from pipelines.dedup.summary import markdown as dedup_markdown
-from pipelines.errors import ConfigError, PipelineError
-from pipelines.licenses import BUILT_IN_LICENSE, HUB_LICENSES, combined_license
-from pipelines.lineage import describe, input_files, prompt_hashes
+import pyarrow.parquet as pq
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "data_cards"
+from connectors.licenses import BUILT_IN_LICENSE, HUB_LICENSES, combined_license
+from pipelines import __version__
+from pipelines.core.config import to_json
+from pipelines.core.errors import ConfigError, PipelineError
+from pipelines.dedup.summary import markdown as dedup_markdown
+from pipelines.release.lineage import describe, input_files, prompt_hashes
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "data_cards"
 SIZE_LIMITS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
 UNVERSIONED = "Built once with `python -m pipelines.build`; `python -m pipelines.refresh` makes numbered versions."
@@ -52,34 +57,48 @@ def stage_table(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def write_card(template: str, out_dir: Path, ctx, counts: dict[str, int], extra: dict | None = None) -> Path:
+SPLIT_ORDER = ("train", "prefs", "sft", "gen")  # kinds of split, in card order; train before test within each
+
+
+def export_counts(export_dir: Path) -> dict[str, int]:
+    """Rows per split of an export, from its `data/<split>-*.parquet` files, in card order."""
+    counts: dict[str, int] = {}
+    for path in sorted((export_dir / "data").glob("*.parquet")):
+        split = path.name.split("-", 1)[0]
+        counts[split] = counts.get(split, 0) + pq.read_metadata(path).num_rows
+    kind = lambda s: (SPLIT_ORDER.index(s.rsplit("_", 1)[-1]) if s.rsplit("_", 1)[-1] in SPLIT_ORDER else 9,  # noqa
+                      s.startswith("test"))
+    return {s: counts[s] for s in sorted(counts, key=kind) if counts[s]}
+
+
+def write_card(recipe, cfg, run_dir: Path, stages) -> Path:
     """Render the card of a finished export; its values are kept in `run_dir/card.json` for `render_again`."""
-    path = TEMPLATES / f"{template}.md"
+    path = TEMPLATES / f"{recipe.card}.md"
     if not path.exists():
-        raise ConfigError(f"no card template {path}; add data_cards/{template}.md")
-    cfg = ctx.config
-    teacher = getattr(cfg, "teacher", None)
-    judge = getattr(cfg, "judge", None)
-    inputs = describe(input_files(cfg), ctx.run_dir / "inputs.json")
+        raise ConfigError(f"no card template {path}; add data_cards/{recipe.card}.md")
+    clients = recipe.clients(cfg)
+    teacher, judge = clients.get("teacher"), cfg.judge if "judge" in recipe.roles else None
+    inputs = describe(input_files(recipe, cfg), run_dir / "inputs.json")
     licenses = [f.license for f in inputs if f.role != "benchmark"] + ([BUILT_IN_LICENSE] if teacher else [])
+    out_dir = run_dir / "export"
     values = {
-        "title": f"{cfg.name} (convoforge {cfg.recipe})",
-        "recipe": cfg.recipe,
+        "title": f"{cfg.name} (convoforge {recipe.name})",
+        "recipe": recipe.name,
         "version": __version__,
         "license_yaml": yaml_list("license", combined_license(licenses)),
-        "stage_table": stage_table(ctx.run_dir),
-        "dedup": dedup_markdown(ctx.run_dir),
-        "lineage": lineage_markdown(inputs, ctx),
+        "stage_table": stage_table(run_dir),
+        "dedup": dedup_markdown(run_dir),
+        "lineage": lineage_markdown(inputs, stages, clients),
         "config": to_json(cfg),
         "release": UNVERSIONED,
         **({"teacher_model": teacher.endpoints()[0].model, "teacher_endpoint": endpoint(teacher)} if teacher else {}),
         **({"judge_model": judge.endpoints()[0].model, "judge_endpoint": endpoint(judge)} if judge else {}),
-        **flat(cfg),
-        **(extra or {}),
+        **flat(cfg, recipe.roles),
+        **recipe.card_values(cfg, out_dir),
     }
-    saved = {"template": template, "values": values, "licenses": licenses}
-    (ctx.run_dir / "card.json").write_text(json.dumps(saved, indent=1))
-    return render(template, out_dir, values, counts)
+    saved = {"template": recipe.card, "values": values, "licenses": licenses}
+    (run_dir / "card.json").write_text(json.dumps(saved, indent=1))
+    return render(recipe.card, out_dir, values, export_counts(out_dir))
 
 
 def render(template: str, out_dir: Path, values: dict, counts: dict[str, int]) -> Path:
@@ -145,19 +164,18 @@ def yaml_list(key: str, items: list[str]) -> str:
     return f"{key}: {items[0]}" if len(items) == 1 else f"{key}:\n" + "\n".join(f"- {x}" for x in items)
 
 
-def lineage_markdown(inputs, ctx) -> str:
+def lineage_markdown(inputs, stages, clients: dict) -> str:
     """Input files with hashes and licenses, then every teacher stage with its model, parameters and prompts."""
     lines = ["| role | file | bytes | sha256 | license |", "|---|---|---|---|---|"]
     lines += [f"| {f.role} | `{f.spec if f.role == 'built-in' else Path(f.path).name}` | {f.size} | "
               f"`{f.sha256[:16]}` | {f.license or 'unknown'} |" for f in inputs] or ["| - | none | | | |"]
-    stages = getattr(ctx, "stages", None) or []
     models = prompt_hashes(stages)
     if models:
         lines += ["", "| stage | role | model | endpoint | parameters | prompt files (sha256) |",
                   "|---|---|---|---|---|---|"]
         by_name = {s.name: s for s in stages}
         for row in models:
-            client = getattr(ctx.config, "judge" if row["role"] == "judge" else "teacher", None) or ctx.config.teacher
+            client = clients.get(row["role"]) or clients["teacher"]
             params = json.dumps(compact(by_name[row["stage"]].settings()), default=str).replace("|", "\\|")
             files = ", ".join(f"`{name}` `{digest[:12]}`" for name, digest in row["prompt_files"].items()) or "-"
             lines.append(f"| {row['stage']} | {row['role']} | `{client.endpoints()[0].model}` | {endpoint(client)} | "
@@ -183,17 +201,16 @@ def endpoint(teacher) -> str:
     return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""), query=""))
 
 
-def flat(cfg) -> dict:
-    """Top-level scalar config values as strings, plus `sampling` rendered compactly."""
+def flat(cfg, roles: tuple[str, ...]) -> dict:
+    """Each top-level setting as a string by its name; a group of settings (sampling) as `key=value, ...`; the
+    teacher roles are left out (the card shows their model and endpoint)."""
     out = {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(value):
-            if f.name == "sampling":
-                out["sampling"] = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(value).items())
+        if f.name in roles:
             continue
-        out[f.name] = ", ".join(map(str, value)) if isinstance(value, tuple) else str(value)
-    if "sources" in out:
-        out["materials"] = out["sources"] or "excerpts of the Python documentation (pydoc_data)"
-        out["prompt_source"] = out["sources"] or "the project's shipped prompt set (pipelines/data)"
+        if dataclasses.is_dataclass(value):
+            out[f.name] = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(value).items())
+        else:
+            out[f.name] = ", ".join(map(str, value)) if isinstance(value, tuple) else str(value)
     return out

@@ -15,9 +15,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines import progress
-from pipelines.errors import ConfigError, TeacherError
-from pipelines.fetch import cache_root, exclusive, pip_download
+from pipelines.core import progress
+from pipelines.core.errors import ConfigError, TeacherError
+from pipelines.teacher.fetch import cache_root, exclusive, pip_download
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import types
 import typing
 from typing import Any, Iterator
 
-from pipelines.errors import ConfigError
+from pipelines.core.errors import ConfigError
 
 INTERVAL = re.compile(r"([\[(])\s*([-+\w.]+)\s*,\s*([-+\w.]+)\s*([\])])")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
-from pipelines.errors import TeacherError
+from pipelines.core.errors import TeacherError
 
 
 def cache_root() -> Path:

@@ -28,9 +28,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import __version__, progress
-from pipelines.errors import PipelineError, ResourceError, describe_os_error
-from pipelines.stage import DROP, QUARANTINE_ONLY, Context, MapStage, Source, Stage, TwoPassStage, teacher_for
+from pipelines import __version__
+
+from pipelines.core import progress
+from pipelines.core.errors import PipelineError, ResourceError, describe_os_error
+from pipelines.core.stage import DROP, QUARANTINE_ONLY, Context, MapStage, Source, Stage, TwoPassStage, teacher_for
 from schemas import QUARANTINE
 
 META_KEY = b"pipelines"

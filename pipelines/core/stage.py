@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 import polars as pl
 
-from pipelines.errors import SchemaError
+from pipelines.core.errors import SchemaError
 
 DROP = "drop_reason"
 QUARANTINE_ONLY = ("locator", "raw")  # columns a stage may set on dropped rows only: where a record was, as read

@@ -1,10 +1,10 @@
 """Lineage: which files a build read (with content hashes and licenses) and which prompts its teachers were given.
 
-- `input_files(cfg)`: the files named by the config's `sources`, `seeds` and `benchmarks`, in config order. These
+- `input_files(recipe, cfg)`: the files the recipe's `inputs(cfg)` names (sources, seeds, benchmarks, built-in). These
   are what `refresh` compares between versions and what the card lists.
 - `describe(files, run_dir)`: size, sha256 and license of each; hashes are cached in `run_dir/inputs.json` by
   (path, size, mtime), so a rerun does not read a large corpus twice.
-- A file's license: `pipelines.licenses.license_of`, unless the source names one (`?license=`).
+- A file's license: `connectors.licenses.license_of`, unless the source names one (`?license=`).
 - `prompt_hashes(stages)`: for every stage that talks to a teacher, sha256 of the files holding its prompt
   templates (`Stage.prompt_files`), so two versions made with different prompts are told apart.
 """
@@ -19,10 +19,10 @@ from pathlib import Path
 
 from connectors.sources import SourceSpec
 from connectors.walk import data_files, expand
-from pipelines.errors import ConfigError
-from pipelines.licenses import BUILT_IN_LICENSE, license_of
+from pipelines.core.errors import ConfigError
+from connectors.licenses import BUILT_IN_LICENSE, license_of
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]  # pipelines/: built-in data and prompt files are named from here
 
 
 @dataclass(frozen=True)
@@ -35,24 +35,21 @@ class InputFile:
     license: str | None
 
 
-def input_files(cfg) -> list[tuple[str, str, Path, str | None]]:
-    """(role, spec, file, license option) for every file the config names, then the package's own data files the
-    recipe reads (its `built_in_data(cfg)`), which are the project's (Apache-2.0)."""
-    from pipelines.recipes import load_recipe
-
-    recipe = load_recipe(cfg.recipe)
-    out = [("built-in", name, PACKAGE / name, BUILT_IN_LICENSE)
-           for name in (recipe.built_in_data(cfg) if hasattr(recipe, "built_in_data") else ())]
-    for text in getattr(cfg, "sources", ()) or ():
+def input_files(recipe, cfg) -> list[tuple[str, str, Path, str | None]]:
+    """(role, spec, file, license option) for every file the recipe's `inputs(cfg)` names: the package's own data
+    files first (the project's, Apache-2.0), then sources, seeds and benchmarks in config order."""
+    named = recipe.inputs(cfg)
+    out = [("built-in", name, PACKAGE / name, BUILT_IN_LICENSE) for name in named.built_in]
+    for text in named.sources:
         spec = SourceSpec.parse(text)
         for path in expand(spec.path):
             out += [("source", text, f, spec.license) for f in data_files(path)]
-    if seeds := getattr(cfg, "seeds", ""):
-        out.append(("seeds", seeds, Path(seeds), None))
-    from pipelines.dedup.decontam import Benchmark  # numba and numpy: only for recipes that decontaminate
+    out += [("seeds", seeds, Path(seeds), None) for seeds in named.seeds]
+    if named.benchmarks:
+        from pipelines.dedup.decontam import Benchmark  # numba and numpy: only for recipes that decontaminate
 
-    for text in getattr(cfg, "benchmarks", ()) or ():
-        out += [("benchmark", text, f, None) for f in Benchmark.parse(text).files()]
+        for text in named.benchmarks:
+            out += [("benchmark", text, f, None) for f in Benchmark.parse(text).files()]
     return out
 
 

@@ -43,12 +43,12 @@ try:  # the HTTP library of the installed openai client (openai 3 ships a fork, 
 except ImportError:  # pragma: no cover
     import httpx
 
-from pipelines import progress
-from pipelines.cache import RequestCache, request_key
-from pipelines.errors import ConfigError, TeacherError
-from pipelines.server import EmbeddedConfig
-from pipelines.weights import display_name
-from pipelines.structured import check, parse_json, reask_message
+from pipelines.core import progress
+from pipelines.teacher.cache import RequestCache, request_key
+from pipelines.core.errors import ConfigError, TeacherError
+from pipelines.teacher.server import EmbeddedConfig
+from pipelines.teacher.weights import display_name
+from pipelines.teacher.structured import check, parse_json, reask_message
 
 EMBEDDED = "embedded"
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -490,7 +490,7 @@ class Teacher:
     def _start_embedded(self) -> None:
         """Started from the thread that runs the event loop, never a worker thread: the server is tied to the
         thread that starts it (PR_SET_PDEATHSIG), and a worker thread ending would stop it."""
-        from pipelines.server import EmbeddedServer
+        from pipelines.teacher.server import EmbeddedServer
 
         self._server = EmbeddedServer(self.server_log, log=self.log, config=self.config.embedded).start()
 
@@ -532,7 +532,7 @@ class Teacher:
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
-            from pipelines.server import checkpoint_dir
+            from pipelines.teacher.server import checkpoint_dir
 
             embedded = checkpoint_dir(self.config.embedded.model) if self._server is not None else None
             name = self.config.tokenizer or (str(embedded) if embedded and embedded.is_dir() else "")

@@ -1,7 +1,7 @@
 """The embedded teacher: a real OpenAI-compatible server on 127.0.0.1, started and stopped by the pipeline.
 
 Two engines (`embedded.engine`):
-- `llama`: llama.cpp's `llama-server` (pipelines/llama.py finds or fetches the binary) serving the GGUF directly,
+- `llama`: llama.cpp's `llama-server` (pipelines/teacher/llama.py finds or fetches the binary) serving the GGUF directly,
   with `-np` parallel slots sharing one KV pool, the prompt cache, chat templates (`--jinja`), and everything a
   request asks: per-request sampling and seed, `stop`, `n`, `logprobs`/`top_logprobs`, `response_format` with a
   JSON Schema (enforced by a grammar) and raw `/v1/completions`.
@@ -28,10 +28,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines import llama
-from pipelines.errors import TeacherError
-from pipelines.fetch import cache_root
-from pipelines.weights import DEFAULT_TEACHER, MODELS, display_name, gguf_path, model_problem
+from pipelines.teacher import llama
+from pipelines.core.errors import TeacherError
+from pipelines.teacher.fetch import cache_root
+from pipelines.teacher.weights import DEFAULT_TEACHER, MODELS, display_name, gguf_path, model_problem
 
 SAMPLING = {"do_sample": True, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 512}
 START_TIMEOUT_S = 180

@@ -6,17 +6,8 @@ import errno
 import os
 import re
 
-
-class PipelineError(Exception):
-    """Base class for errors the user can fix; never shown with a traceback unless --debug."""
-
-
-class ConfigError(PipelineError):
-    """A flag, recipe name or config key is wrong."""
-
-
-class SourceError(PipelineError):
-    """An input file is missing or cannot be read at all."""
+from connectors.errors import ConfigError, SourceError  # noqa: F401 (raised from here too)
+from connectors.errors import UserError as PipelineError
 
 
 class TeacherError(PipelineError):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 
-from pipelines.structured import check, parse_json
+from pipelines.teacher.structured import check, parse_json
 
 PRINCIPLES: dict[str, tuple[str, ...]] = {
     "helpfulness": (

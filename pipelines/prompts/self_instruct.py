@@ -22,8 +22,8 @@ import re
 import string
 from pathlib import Path
 
-from pipelines.errors import SourceError
-from pipelines.rouge import tokenize
+from pipelines.core.errors import SourceError
+from pipelines.dedup.rouge import tokenize
 
 BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps", "draw",
              "plot", "go to", "video", "audio", "music", "flowchart", "diagram")

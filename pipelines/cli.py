@@ -1,0 +1,74 @@
+"""What every command shares: argument errors as one line, SIGTERM as an exit, user errors without a traceback.
+
+`python -m pipelines.build|refresh|publish|llama|train` each parse their arguments with `Parser` and run under
+`main_guard`; a recipe's settings are listed with their help and allowed range by `--show-config`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from pipelines.core.errors import ConfigError, PipelineError, describe_os_error
+from pipelines.core.locks import LOCKED, Locked
+from pipelines.recipes import load_recipe, names
+
+
+def recipes_epilog() -> str:
+    """The recipes, one line each, for a command's --help."""
+    lines = [f"  {name:<14} {load_recipe(name).summary}" for name in names()]
+    return "recipes:\n" + "\n".join(lines) + "\n\nRECIPE --show-config lists a recipe's keys with their help and range."
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise ConfigError(f"{message}; see python -m {self.prog} --help")
+
+
+def recipe_arguments(p: Parser, set_help: str) -> Parser:
+    """The recipe and its `--set KEY=VAL` overrides (build, refresh)."""
+    p.add_argument("recipe", help=f"one of: {', '.join(names())}")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VAL", help=set_help)
+    return p
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds through finally blocks, so the teacher server is stopped
+
+
+def main_guard(command, argv: list[str], clean=str) -> int:
+    """Run `command(argv)` as a CLI: logging, SIGTERM as an exit, one-line errors (exit 2, the message passed
+    through `clean`) unless --debug, and a `busy:` line with exit 75 when another process holds the directory."""
+    debug = "--debug" in argv
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(message)s")
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over `ulimit -f`, a write fails (EFBIG) instead of killing us
+    try:
+        return command(argv)
+    except Locked as exc:
+        print(f"busy: {exc}", file=sys.stderr)
+        return LOCKED
+    except PipelineError as exc:
+        if debug:
+            raise
+        return _one_line(clean(exc))
+    except MemoryError:
+        if debug:
+            raise
+        return _one_line("out of memory: lower the batch or signature sizes (--show-config lists them) or use a "
+                         "machine with more memory; rerun the same command to resume")
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        line = describe_os_error(exc)
+        if debug or line is None:
+            raise
+        return _one_line(clean(line))
+
+
+def _one_line(message: str) -> int:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2

@@ -1,0 +1,80 @@
+"""The recipe contract: a `Recipe` says everything the build, refresh and the card need to know about a recipe.
+
+A recipe module under `pipelines/recipes/` defines a frozen config dataclass and one `RECIPE = Recipe(...)`; the
+registry (`pipelines.recipes`) finds it by module name. Nothing else in the tree knows a recipe by name.
+
+- `config`: the frozen dataclass of its settings (`--set key=val`, `--show-config`; see `pipelines.core.config`).
+- `stages(cfg)`: its stages in order, each a `pipelines.core.stage.Stage`.
+- `roles`: the config fields holding a `TeacherConfig`, as `"teacher"` and, for a judging recipe, `"judge"`
+  (a stage talks to the client of its `teacher_role`; an unset judge falls back to the teacher).
+- `inputs(cfg)`: the files it reads, as `Inputs` (listed with hashes and licenses in the card; refresh compares
+  `sources` between versions).
+- `card`: the template under `data_cards/` and `card_values(cfg, export_dir)`, the values only this recipe's card
+  shows (read from the finished export). The build renders the card after the run; export stages write data only.
+- `refresh`: None when the recipe cannot be refreshed; else a `Refresh` with the `--set` overrides that apply from
+  version 2 on. A refreshable config has `sources` and `index` fields (checked when the recipe is made).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pipelines.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The files a config names, by role. `built_in` are paths under `pipelines/` (the project's own data)."""
+
+    sources: tuple[str, ...] = ()
+    seeds: tuple[str, ...] = ()
+    benchmarks: tuple[str, ...] = ()
+    built_in: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """How `pipelines.refresh` makes later versions: `later` are `--set` overrides applied from version 2 on."""
+
+    later: tuple[str, ...] = ()
+
+
+def no_inputs(cfg: Any) -> Inputs:
+    return Inputs()
+
+
+def no_card_values(cfg: Any, export_dir) -> dict:
+    return {}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    summary: str  # one line for --help
+    config: type
+    stages: Callable[[Any], list]
+    card: str  # data_cards/<card>.md
+    roles: tuple[str, ...] = ()
+    inputs: Callable[[Any], Inputs] = no_inputs
+    card_values: Callable[[Any, Any], dict] = no_card_values
+    refresh: Refresh | None = None
+    kind: str = field(default="sft")  # what the export holds: sft, preference, conversation or text (card)
+
+    def __post_init__(self):
+        names = {f.name for f in dataclasses.fields(self.config)}
+        missing = [r for r in self.roles if r not in names]
+        if missing:
+            raise ConfigError(f"recipe {self.name}: roles {missing} are not fields of {self.config.__name__}")
+        if self.refresh is not None and not {"sources", "index"} <= names:
+            raise ConfigError(f"recipe {self.name}: a refreshable recipe needs `sources` and `index` settings")
+
+    def clients(self, cfg: Any) -> dict[str, Any]:
+        """The TeacherConfig of each role; a judge equal to the teacher (or unset) is left out: the teacher judges."""
+        out = {}
+        for role in self.roles:
+            value = getattr(cfg, role)
+            if value is not None and (role == "teacher" or value != out.get("teacher")):
+                out[role] = value
+        return out
