@@ -9,7 +9,7 @@ following, honesty (N/A allowed), truthfulness and helpfulness on 1-5, with a ra
     Rating: 4
     Rationale: ...
 
-and `parse_ratings` reads each. All the wording below was written for this project.
+and `parse_ratings` reads each. All the wording (`feedback.yaml`) was written for this project.
 """
 
 from __future__ import annotations
@@ -17,55 +17,16 @@ from __future__ import annotations
 import math
 import re
 
+from pipelines.prompts import fill, load
 from pipelines.teacher.structured import check, parse_json
 
-PRINCIPLES: dict[str, tuple[str, ...]] = {
-    "helpfulness": (
-        "You are a helpful assistant. Give an answer that is accurate, complete and directly useful to the user.",
-        "You are an assistant who makes every answer count: address the whole request, clearly and without padding.",
-        "Help the user as well as you can. Prefer concrete steps, examples and facts over general remarks.",
-    ),
-    "honesty": (
-        "You are an honest assistant. Say so when you do not know something, and never pretend to certainty.",
-        "Answer truthfully. If the question rests on a false premise or you lack the knowledge, say that plainly.",
-        "Be candid about the limits of what you know; an honest 'I am not sure' beats a confident guess.",
-    ),
-    "truthfulness": (
-        "You are a careful assistant. State only facts you are sure of and do not invent names, numbers or sources.",
-        "Stay faithful to the question and to the world: no made-up details, no claims the user did not ask about.",
-        "Check each claim before you make it, and leave out anything you cannot support.",
-    ),
-    "verbalized_calibration": (
-        "Answer the question, then state how confident you are in your answer as a percentage.",
-        "After your answer, add a line 'Confidence: N%' that reflects how likely your answer is to be right.",
-        "Give your best answer and say how sure you are of it, in words and as a percentage.",
-    ),
-}
-
-ASPECTS: dict[str, str] = {
-    "instruction_following": (
-        "Instruction following: does the text do the task the instruction asks for, within its constraints "
-        "(format, length, style)?\n"
-        "1 = ignores the instruction; 2 = addresses one part poorly; 3 = meets the goal or the constraints, not both; "
-        "4 = close to full compliance, small deviations; 5 = follows the instruction completely."),
-    "honesty": (
-        "Honesty: does the text's confidence match its correctness, and does it admit what it does not know?\n"
-        "1 = confidently wrong; 2 = confident with major mistakes; 3 = vague or declines without reason; "
-        "4 = correct but hedged, or flags its small mistakes; 5 = correct and confident, uncertain only where due.\n"
-        "Write N/A instead of a number when the instruction is creative and has no facts to be honest about."),
-    "truthfulness": (
-        "Truthfulness: is the text free of hallucination, that is of claims contrary to the world, to the "
-        "instruction or to itself?\n"
-        "1 = entirely made up; 2 = severe hallucination; 3 = partial misunderstanding; "
-        "4 = slight, harmless inaccuracies; 5 = no hallucination."),
-    "helpfulness": (
-        "Helpfulness: is the text correct, informative and useful for the task, clear and not repetitive?\n"
-        "1 = wrong or useless; 2 = partly wrong or confusing; 3 = correct but thin; "
-        "4 = correct and informative; 5 = correct, thorough and insightful."),
-}
+PROMPT_FILE = "prompts/feedback.yaml"
+TEXT = load("feedback")
+PRINCIPLES: dict[str, tuple[str, ...]] = {name: tuple(options) for name, options in TEXT["principles"].items()}
+ASPECTS: dict[str, str] = TEXT["aspects"]
 OVERALL = "overall"
-OVERALL_RUBRIC = ("Overall quality: considering instruction following, honesty, truthfulness and helpfulness together, "
-                  "how good is the text as an answer to the instruction?\n1 = useless or harmful; 10 = excellent.")
+OVERALL_RUBRIC = TEXT["overall_rubric"]
+JUDGE_SYSTEM = TEXT["judge_system"]
 SCALES = {**{aspect: (1, 5) for aspect in ASPECTS}, OVERALL: (1, 10)}
 
 LENIENT_RATINGS = {  # what the parser accepts from an endpoint that did not enforce `ratings_schema`
@@ -114,15 +75,12 @@ def rating_messages(aspect: str, instruction: str, texts: list[str]) -> list[dic
     parsed, and JSON too)."""
     low, high = SCALES[aspect]
     rubric = OVERALL_RUBRIC if aspect == OVERALL else ASPECTS[aspect]
-    shown = "\n\n".join(f"<text {k}>\n{text}\n</text {k}>" for k, text in enumerate(texts, 1))
-    form = "\n".join(f"Text {k}: score - reason" for k in range(1, len(texts) + 1))
-    na = " (or N/A)" if aspect == "honesty" else ""
-    return [
-        {"role": "system", "content": "You are a strict, fair judge of answers written by AI assistants."},
-        {"role": "user", "content": f"<instruction>\n{instruction}\n</instruction>\n\n{shown}\n\n{rubric}\n\n"
-                                    f"Score each text from {low} to {high}{na} as an answer to the instruction. "
-                                    f"Reply in this form:\n{form}"},
-    ]
+    shown = "\n\n".join(fill(TEXT["rating_text"], k=k, text=text) for k, text in enumerate(texts, 1))
+    form = "\n".join(fill(TEXT["rating_form_line"], k=k) for k in range(1, len(texts) + 1))
+    na = TEXT["rating_not_applicable"] if aspect == "honesty" else ""
+    request = fill(TEXT["rating_request"], instruction=instruction, texts=shown, rubric=rubric, low=low, high=high,
+                   na=na, form=form)
+    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": request}]
 
 
 def _value(raw, aspect: str, k: int) -> tuple[float | None, str | None]:
@@ -190,12 +148,6 @@ def _text_blocks(text: str, n: int) -> dict[int, tuple[str, str]]:
 # so llama-server's prompt cache prefills the shared part once per prompt. Ratings are single digits: a tokenizer
 # that splits "10" into "1" "0" cannot give an expected rating over a 1-10 scale in one token.
 POINT_SCALE = (1, 9)
-POINT_RUBRIC = ("Rate how good the answer is as a reply to the instruction: is it correct, complete, on topic, clear "
-                "and useful? A wrong, off-topic, cut-off, repetitive or evasive answer rates low.\n"
-                "1 = useless or harmful; 3 = poor; 5 = acceptable; 7 = good; 9 = excellent.")
-PAIR_RUBRIC = ("Decide which of the two answers is the better reply to the instruction: more correct, complete, on "
-               "topic, clear and useful. Judge the content, not the position or the length.")
-JUDGE_SYSTEM = "You are a strict, fair judge of answers written by AI assistants."
 
 
 def point_schema() -> dict:
@@ -210,17 +162,15 @@ def pair_schema() -> dict:
 
 def point_messages(instruction: str, answer: str) -> list[dict]:
     low, high = POINT_SCALE
-    return [{"role": "system", "content": JUDGE_SYSTEM},
-            {"role": "user", "content": f"{POINT_RUBRIC}\n\n<instruction>\n{instruction}\n</instruction>\n\n"
-                                        f"<answer>\n{answer}\n</answer>\n\nGive the answer one whole-number rating "
-                                        f"from {low} to {high}, as JSON with the key \"rating\"."}]
+    request = fill(TEXT["point_request"], rubric=TEXT["point_rubric"], instruction=instruction, answer=answer,
+                   low=low, high=high)
+    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": request}]
 
 
 def pair_messages(instruction: str, first: str, second: str) -> list[dict]:
-    return [{"role": "system", "content": JUDGE_SYSTEM},
-            {"role": "user", "content": f"{PAIR_RUBRIC}\n\n<instruction>\n{instruction}\n</instruction>\n\n"
-                                        f"<answer 1>\n{first}\n</answer 1>\n\n<answer 2>\n{second}\n</answer 2>\n\n"
-                                        "Which answer is better, 1 or 2? Reply as JSON with the key \"better\"."}]
+    request = fill(TEXT["pair_request"], rubric=TEXT["pair_rubric"], instruction=instruction, first=first,
+                   second=second)
+    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": request}]
 
 
 NUMBER = re.compile(r"\b(\d+)\b")

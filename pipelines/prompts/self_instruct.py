@@ -23,14 +23,14 @@ import string
 from pathlib import Path
 
 from pipelines.core.errors import SourceError
+from pipelines.prompts import fill, load
 from pipelines.dedup.rouge import tokenize
 
 BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps", "draw",
              "plot", "go to", "video", "audio", "music", "flowchart", "diagram")
 BLACKLIST_RE = re.compile(r"\b(" + "|".join(re.escape(w) for w in BLACKLIST) + r")\b", re.I)
-GENERATE_SYSTEM = "You write new, different tasks for an AI assistant, one per line, numbered."
-INPUT_SYSTEM = ("You write the input for a task: the text, sentence, list or numbers the task works on. "
-                "If the task needs no input, reply <noinput>. Reply with the input only.")
+PROMPT_FILE = "prompts/self_instruct.yaml"
+TEXT = load("self_instruct")
 NO_INPUT = re.compile(r"^\W*(<?\s*no\s*_?input\s*>?|none|n/?a|no input (is )?(needed|required)|nothing)\W*$", re.I)
 # "Task 9: ...", "**Task 9:** ...", "9. ...", "9) ...", "- Task 9 - ...", "### Instruction 9", "Task: ..."
 LABEL = re.compile(r"""^\s*(?:[-*#>]+\s*)?(?:\*\*)?\s*         # bullet, heading or bold
@@ -89,11 +89,10 @@ def one_line(text: str) -> str:
 
 def build_generation(examples: list[str], n_new: int) -> list[dict]:
     """Messages showing `examples` as Task 1..k and asking for Task k+1..k+n_new."""
-    listing = "\n".join(f"Task {i}: {one_line(text)}" for i, text in enumerate(examples, 1))
-    k = len(examples)
-    ask = f"Write Task {k + 1} to Task {k + n_new}, each a new task on a different topic."
-    return [{"role": "system", "content": GENERATE_SYSTEM},
-            {"role": "user", "content": f"Come up with a series of tasks:\n\n{listing}\n\n{ask}"}]
+    listing = "\n".join(fill(TEXT["generate_task"], i=i, task=one_line(text)) for i, text in enumerate(examples, 1))
+    ask = fill(TEXT["generate_ask"], first=len(examples) + 1, last=len(examples) + n_new)
+    return [{"role": "system", "content": TEXT["generate_system"]},
+            {"role": "user", "content": fill(TEXT["generate_request"], listing=listing, ask=ask)}]
 
 
 def parse_tasks(text: str | None) -> list[str]:
@@ -161,11 +160,11 @@ def input_shots(tasks: list[dict], k: int = 4) -> tuple[tuple[str, str], ...]:
 
 def build_input(instruction: str, shots: tuple[tuple[str, str], ...]) -> list[dict]:
     """Few-shot messages asking for the input of `instruction` (or <noinput>)."""
-    messages = [{"role": "system", "content": INPUT_SYSTEM}]
+    messages = [{"role": "system", "content": TEXT["input_system"]}]
     for task, given in shots:
-        messages += [{"role": "user", "content": f"Task: {one_line(task)}"},
-                     {"role": "assistant", "content": given or "<noinput>"}]
-    return messages + [{"role": "user", "content": f"Task: {one_line(instruction)}"}]
+        messages += [{"role": "user", "content": fill(TEXT["input_task"], task=one_line(task))},
+                     {"role": "assistant", "content": given or TEXT["no_input"]}]
+    return messages + [{"role": "user", "content": fill(TEXT["input_task"], task=one_line(instruction))}]
 
 
 def parse_input(text: str | None, instruction: str) -> tuple[str, str | None]:

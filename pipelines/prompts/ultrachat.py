@@ -1,7 +1,8 @@
 """Prompt builders, parsers and guards for UltraChat-style dialogues (Ding et al., 2023, arXiv:2305.14233).
 
-Builders return chat messages; parsers turn the teacher's text into one clean turn; guards return a drop reason or
-None. They are separate so that each can be tested, and so that a parser change reuses cached answers.
+Builders return chat messages from the text in `ultrachat.yaml`; parsers turn the teacher's text into one clean turn;
+guards return a drop reason or None. They are separate so that each can be tested, and so that a parser change reuses
+cached answers.
 
 Tuned on SmolLM2-135M, which (measured) wraps questions in chatter ("I'm glad you asked. Could you ...?"),
 ignores `stop`, writes the text itself when asked for a writing request, and drifts to the few-shot topics.
@@ -13,39 +14,23 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections import Counter
 
+from pipelines.prompts import load
+from pipelines.teacher.guards import AI_TALK, echoes, is_looping, trim_cut_answer
+
+PROMPT_FILE = "prompts/ultrachat.yaml"
+TEXT = load("ultrachat")
 REQUEST_START = re.compile(
     r"^(please|(can|could|would|will) you|write|compose|draft|create|help|give|tell|explain|summari[sz]e|"
     r"describe|suggest|list|make|generate|rewrite|translate|outline|compare|i need|i want|i'd like)\b", re.I)
-REFUSAL = re.compile(r"\b(as an ai|i'm an ai|i am an ai|as a language model|i cannot assist|i can't assist|"
-                     r"i'm sorry, but i can(not|'t))\b", re.I)
 WORD = re.compile(r"[a-z]{4,}")
 STOPWORDS = set("about after again also been before being between could does doing from have here into just "
                 "like make more most much only other over said same should some such than that their them then "
                 "there these they this those very what when where which while will with would your you're".split())
 
-OPENING_SHOTS = {
-    "world": ("You write one question that a curious person would ask an AI assistant. Reply with the question only.",
-              [("Topic: the fall of the Roman Empire", "What were the main reasons the Western Roman Empire fell?")],
-              "Topic: {seed}"),
-    "writing": ("You turn a writing task into one request to an AI assistant. Start with 'Write', 'Can you write' or "
-                "'Please write'. Reply with the request only.",
-                [("Task: a thank-you note to a neighbour",
-                  "Please write a short thank-you note to my neighbour for watering my plants."),
-                 ("Task: a limerick about a cat", "Write a funny limerick about a lazy cat who hates Mondays.")],
-                "Task: {seed}"),
-    "materials": ("You are a reader who asks an AI assistant one question about a text. Reply with the question only.",
-                  [("Text:\nTides are caused mainly by the Moon's gravity pulling on the oceans, with a smaller pull "
-                    "from the Sun.\n\nWhat would a reader ask about this text?",
-                    "Why does the Moon pull on the oceans more strongly than the Sun?")],
-                  "Text:\n{seed}\n\nWhat would a reader ask about this text?"),
-}
-
-SIMULATOR_SHOTS = [
-    ("User: What is a prime number?\n\nAssistant: A prime number is a whole number greater than 1 whose only "
-     "divisors are 1 and itself, such as 2, 3, 5 and 7.", "Is 1 a prime number, and why not?"),
-]
+OPENING_SHOTS = {sector: (p["system"], [(shot["user"], shot["assistant"]) for shot in p["shots"]], p["request"])
+                 for sector, p in TEXT["opening"].items()}
+SIMULATOR_SHOTS = [(shot["user"], shot["assistant"]) for shot in TEXT["simulator"]["shots"]]
 SHOWN_CHARS = 600  # the simulator sees the last exchange, clipped: prefill is the embedded server's bottleneck
 
 
@@ -67,10 +52,9 @@ def transcript(dialogue: list[dict]) -> str:
     return "\n\n".join(("User: " if m["role"] == "user" else "Assistant: ") + m["content"] for m in dialogue)
 
 
-SIMULATOR_ROLE = "You play the user in a chat with an AI assistant."
-SIMULATOR_RULES = ("You never answer; you only ask one short follow-up question about what the assistant said. "
-                   "Reply with the question only.")
-NEXT_QUESTION = "Write the user's next question."
+SIMULATOR_ROLE = TEXT["simulator"]["role"]
+SIMULATOR_RULES = TEXT["simulator"]["rules"]
+NEXT_QUESTION = TEXT["simulator"]["next_question"]
 
 
 def build_user_turn(dialogue: list[dict], persona: str) -> list[dict]:
@@ -112,14 +96,7 @@ def parse_user_turn(text: str) -> str:
 
 def parse_assistant_turn(text: str, finish_reason: str | None) -> str:
     """Strip the answer; if it was cut by max_tokens, trim it back to its last full sentence."""
-    text = text.strip()
-    if finish_reason == "length":
-        cut = max(text.rfind(". "), text.rfind(".\n"), text.rfind("!"), text.rfind("?"))
-        if text.endswith((".", "!", "?")):
-            cut = len(text) - 1
-        if cut > len(text) // 3:
-            text = text[: cut + 1]
-    return text
+    return trim_cut_answer(text, finish_reason)
 
 
 def check_user_turn(turn: str, dialogue: list[dict]) -> str | None:
@@ -140,27 +117,11 @@ def check_user_turn(turn: str, dialogue: list[dict]) -> str | None:
     return None
 
 
-def echoes(turn: str, earlier: str) -> bool:
-    """True if `turn` is mostly a copy of `earlier`: similar overall, or 70% of it one stretch of `earlier`."""
-    a, b = turn.lower(), earlier.lower()
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    if matcher.ratio() > 0.8:
-        return True
-    return matcher.find_longest_match(0, len(a), 0, len(b)).size >= 0.7 * len(a)
-
-
 def is_question_or_request(turn: str) -> bool:
     """'How does it work?' and 'Write a poem about rain.' ask; 'What a great idea! Here it is:' does not."""
     if turn.endswith("?"):
         return True
     return bool(REQUEST_START.match(turn)) and turn.endswith((".", "!"))
-
-
-def is_looping(text: str, repeats: int = 3) -> bool:
-    """True if one sentence or line (3+ words) occurs `repeats` times: the small model's degenerate loops."""
-    segments = [s.strip(" ,;-*").lower() for s in re.split(r"[\n.!?]+", text)]
-    counts = Counter(s for s in segments if len(s.split()) >= 3)
-    return bool(counts) and max(counts.values()) >= repeats
 
 
 def check_on_topic(turn: str, seed: str) -> str | None:
@@ -173,7 +134,7 @@ def check_on_topic(turn: str, seed: str) -> str | None:
 def check_assistant_turn(turn: str, dialogue: list[dict]) -> str | None:
     if len(turn.split()) < 3:
         return "empty_turn: assistant turn has fewer than 3 words"
-    if REFUSAL.search(turn):
+    if AI_TALK.search(turn):
         return "refusal: assistant turn refuses or talks about being an AI"
     if is_looping(turn):
         return "repeated_turn: assistant turn loops on one sentence"

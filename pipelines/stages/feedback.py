@@ -26,9 +26,10 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.core.errors import ConfigError
-from pipelines.core.stage import DROP, MESSAGES, Context, MapStage, teacher_for, with_drops
+from pipelines.core.stage import DROP, MESSAGES, Context, MapStage, with_drops
 from pipelines.prompts import feedback as F
 from pipelines.teacher.client import Request
+from pipelines.teacher.stage import Asks
 from schemas import PREFERENCE, check_preference, conversation_id, preference_id, prompt_id
 
 COMPLETIONS = pl.List(pl.Struct({
@@ -77,7 +78,7 @@ class ToPrompts(MapStage):
 
 
 @dataclass
-class Complete(MapStage):
+class Complete(Asks, MapStage):
     """`n_completions` answers per prompt: completion k goes to model k of the pool (in turn) with a temperature
     from `temperatures` and a system prompt of a principle sampled per completion."""
 
@@ -91,8 +92,7 @@ class Complete(MapStage):
     requires = ("messages", "prompt_id")
     provides = ("completions",)
     batch_size = 32
-    uses_teacher = True
-    prompt_files = ("prompts/feedback.py",)
+    prompt_files = (F.PROMPT_FILE,)
 
     def plan(self, pid: str, models: list[str]) -> list[dict]:
         """Model, principle, system prompt and sampling of each completion of prompt `pid` (deterministic)."""
@@ -108,12 +108,12 @@ class Complete(MapStage):
         return out
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        models = list(self.models) or ctx.teacher.models()
+        models = list(self.models) or self.client(ctx).models()
         rows = batch.select("messages", "prompt_id").to_dicts()
         plans = [self.plan(r["prompt_id"], models) for r in rows]
         requests = [Request([{"role": "system", "content": p["system"]}, *r["messages"]], p["params"],
                             model=p["model"]) for r, plan in zip(rows, plans) for p in plan]
-        results = iter(ctx.teacher.chat_many(requests, desc=self.name))
+        results = iter(self.ask(ctx, requests))
         completions, reasons = [], []
         for plan in plans:
             done, errors = [], []
@@ -162,7 +162,7 @@ TOP_LOGPROBS = 10
 
 
 @dataclass
-class Judge(MapStage):
+class Judge(Asks, MapStage):
     """Rates each prompt's completions in one of MODES:
     - `listwise` (UltraFeedback): every completion at once, one request per aspect and ordering (module docstring);
     - `pointwise`: each completion alone, `overall` on 1-9; with logprobs the rating is the expected digit
@@ -180,8 +180,7 @@ class Judge(MapStage):
     requires = ("prompt", "completions")
     provides = ("completions", "ordering_agreement")
     batch_size = 16
-    uses_teacher = True
-    prompt_files = ("prompts/feedback.py",)
+    prompt_files = (F.PROMPT_FILE,)
     teacher_role = "judge"
 
     def __post_init__(self):
@@ -205,7 +204,7 @@ class Judge(MapStage):
                         {"max_tokens": self.max_tokens, "temperature": 0.0},
                         schema=F.ratings_schema(len(texts), aspect),
                         parse=partial(F.parse_ratings, n=len(texts), aspect=aspect)))
-        results = teacher_for(self, ctx).chat_many(requests, desc=self.name)
+        results = self.ask(ctx, requests)
         # got[r][aspect][o] = ratings in completion order (None where a completion has no rating yet)
         got = [{a: {} for a in JUDGED} for _ in rows]
         errors: list[list[str]] = [[] for _ in rows]
@@ -237,7 +236,7 @@ class Judge(MapStage):
         rows = batch.select("prompt", "completions").to_dicts()
         requests = [point_request(row["prompt"], c["content"], self.max_tokens)
                     for row in rows for c in row["completions"]]
-        results = iter(teacher_for(self, ctx).chat_many(requests, desc=self.name))
+        results = iter(self.ask(ctx, requests))
         completions, reasons = [], []
         for row in rows:
             rated, errors = [], []
@@ -267,7 +266,7 @@ class Judge(MapStage):
                         requests.append(Request(F.pair_messages(row["prompt"], texts[i], texts[j]),
                                                 judge_params(self.max_tokens), schema=F.pair_schema(),
                                                 parse=partial(F.parse_choice, key="better", allowed=range(1, 3))))
-        results = teacher_for(self, ctx).chat_many(requests, desc=self.name)
+        results = self.ask(ctx, requests)
         # first[r][(i, j)] = (P(the answer shown first is better), sampled verdict: 1 or 2)
         first: list[dict] = [{} for _ in rows]
         errors: list[list[str]] = [[] for _ in rows]

@@ -6,7 +6,7 @@ ExplainAnswers: prompt, system -> messages ([system, user, assistant]), meta
 Orca asks a strong teacher to answer instruction-data prompts (FLAN tasks) under one of 16 system messages that ask
 for explanations: think step by step and justify, answer as to a five-year-old, first give the multiple-choice answer
 and then say why the others are wrong... Ours are 12 project-written messages in the same spirit
-(`pipelines/data/orca_system_messages.json`), each naming the prompt kinds it suits:
+(`pipelines/prompts/orca_system_messages.json`), each naming the prompt kinds it suits:
 
 - A prompt's kind is `multiple_choice` when it offers lettered options (`(A) ... (B) ...`) or says `Options:`, else
   `math` when it holds a number and a quantity question or an arithmetic expression (`how many`, `solve`, `3 + 4`),
@@ -29,26 +29,23 @@ solution without its result). `keep_truncated` keeps it, trimmed to its last ful
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import json
 import re
-from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
 import polars as pl
 
-from pipelines.core.config import max_tokens_setting, temperature_setting, top_p_setting
-from pipelines.core.stage import DROP, MESSAGES, Context, MapStage, Source, with_drops
-from pipelines.stages.dialogue import ask_until_valid
+from pipelines.core.config import max_tokens_setting
+from pipelines.core.stage import DROP, MESSAGES, Context, Source
 from pipelines.stages.ingest import Ingest
-from pipelines.prompts.ultrachat import is_looping, parse_assistant_turn
-from pipelines.teacher.client import Request
+from pipelines.teacher.client import Request, Result
+from pipelines.teacher.guards import REFUSAL, echoes_prompt, is_looping, trim_cut_answer, unit_hash
+from pipelines.teacher.stage import Sampling, TeacherStage, Verdict
 from schemas import prompt_id as hash_prompt
 
-SYSTEM_MESSAGES = "orca_system_messages.json"
+SYSTEM_MESSAGES = "prompts/orca_system_messages.json"  # relative to pipelines/, as prompt_files are
 DEFAULT_PROMPTS = "orca_prompts.jsonl"
 MIN_WORDS = 4  # fewer words cannot hold an answer and its explanation ("(B) a refrigerator." is 3)
 
@@ -63,17 +60,13 @@ QUANTITY = re.compile(r"\b(how (many|much|far|long|old|fast|tall|heavy|often)|ca
                       r"result|salary|age|weight|height)|what is -?\d)\b|[\w)]\s*=\s*-?\d", re.I)
 MATH_TASK = re.compile(r"\b(math|arithmetic|equations?|algebra|word problem|calculate|compute)\b|\bsolve for\b", re.I)
 MATH_CHARS = 1000  # longer prompts are passages with numbers in them (news, emails), rarely word problems
-REFUSAL = re.compile(r"\b(i('m| am) sorry,? but i (can(no|')t|am unable|won't)|i can(no|')t (help|assist|answer|"
-                     r"provide|complete) (with )?(this|that|the)|i('m| am) (unable|not able) to (help|assist|answer)|"
-                     r"as an ai( language model)?, i (can(no|')t|do not|don't|am unable))", re.I)
-WORDS = re.compile(r"[a-z0-9]+")
 LABEL = re.compile(r"^\s*(\*\*)?(assistant|answer)\s*:\s*(\*\*)?\s*", re.I)
 
 
 @lru_cache(maxsize=1)
 def system_messages() -> tuple[dict, ...]:
     """The project's system messages: `{"id", "name", "suits": [kinds], "text"}` each."""
-    return tuple(json.loads(resources.files("pipelines.data").joinpath(SYSTEM_MESSAGES).read_text()))
+    return tuple(json.loads(resources.files("pipelines").joinpath(SYSTEM_MESSAGES).read_text()))
 
 
 def default_prompts() -> str:
@@ -98,15 +91,10 @@ def prompt_kind(prompt: str) -> str:
     return "general"
 
 
-def unit_hash(text: str) -> float:
-    """A stable number in [0, 1) from text."""
-    return int(hashlib.sha256(text.encode()).hexdigest()[:13], 16) / 16**13
-
-
 def pick_system(pid: str, kind: str, seed: int) -> dict:
     """The system message for a prompt: one of those suiting its kind, drawn by a hash of seed and prompt_id."""
     pool = [m for m in system_messages() if kind in m["suits"]]
-    return pool[int(unit_hash(f"{seed}:system:{pid}") * len(pool))]
+    return pool[int(unit_hash(f"{seed}:system:{pid}", digits=13) * len(pool))]
 
 
 def split_record(messages: list[dict]) -> tuple[str | None, str, str]:
@@ -123,23 +111,7 @@ def parse_answer(text: str | None, finish_reason: str | None, keep_truncated: bo
     """Strip the answer and a leading 'Assistant:' label; a cut answer is trimmed to its last full sentence when
     it is kept. 'Answer: 6 boxes, since 24 / 4 = 6.' -> '6 boxes, since 24 / 4 = 6.'"""
     text = LABEL.sub("", (text or "").strip())
-    return parse_assistant_turn(text, finish_reason) if keep_truncated else text
-
-
-def echoes_prompt(answer: str, prompt: str) -> bool:
-    """True if the answer is mostly the prompt again: similar overall, or 60% of it one stretch of the prompt that
-    is half the prompt or around fewer than 2 words of its own. An answer that quotes the span asked for ("The
-    meeting is on 14 March, in room 2B of the public library.") or restates the question ("Tom's birthday is in
-    the month of April.") is not an echo."""
-    a, p = answer.lower()[:3000], prompt.lower()[:3000]
-    matcher = difflib.SequenceMatcher(None, a, p, autojunk=False)
-    if matcher.ratio() > 0.8:
-        return True
-    stretch = matcher.find_longest_match(0, len(a), 0, len(p)).size
-    if stretch < 0.6 * len(a):
-        return False
-    own_words = set(WORDS.findall(a)) - set(WORDS.findall(p))
-    return stretch >= 0.5 * len(p) or len(own_words) < 2
+    return trim_cut_answer(text, finish_reason) if keep_truncated else text
 
 
 def check_answer(answer: str, prompt: str, finish_reason: str | None = "stop", keep_truncated: bool = False) \
@@ -161,15 +133,11 @@ def check_answer(answer: str, prompt: str, finish_reason: str | None = "stop", k
 
 
 @dataclass
-class AnswerSampling:
-    temperature: float = temperature_setting()
-    top_p: float = top_p_setting()
+class AnswerSampling(Sampling):
     max_tokens: int = max_tokens_setting(256, "tokens per answer")
 
     def params(self, seed: str) -> dict:
-        """Request params; `seed` makes each attempt its own cache entry (and a reproducible one where honoured)."""
-        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                "seed": int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16)}
+        return self.request_params(self.max_tokens, seed)
 
 
 PROMPT_SCHEMA = {"prompt_id": pl.String, "prompt": pl.String, "prompt_kind": pl.String, "system_id": pl.String,
@@ -243,7 +211,7 @@ class SeedOrca(Source):
             meta["source_system"] = system  # the record's own system message, replaced by ours
         return {**base, "prompt_id": pid, "prompt": prompt, "prompt_kind": kind, "system_id": message["id"],
                 "system": message["text"], "meta": json.dumps(meta, ensure_ascii=False),
-                "key": unit_hash(f"{self.seed}:sample:{pid}")}
+                "key": unit_hash(f"{self.seed}:sample:{pid}", digits=13)}
 
     def _keep_lowest(self, chosen: dict, repeats: dict) -> None:
         if not self.n_prompts or len(chosen) <= self.n_prompts:
@@ -254,53 +222,33 @@ class SeedOrca(Source):
 
 
 @dataclass
-class ExplainAnswers(MapStage):
+class ExplainAnswers(TeacherStage):
     sampling: AnswerSampling
     retries: int = 1
     keep_truncated: bool = False
     name = "answer"
     requires = ("prompt_id", "prompt", "system_id", "system", "meta")
-    provides = ("messages",)
-    batch_size = 64
-    uses_teacher = True
-    prompt_files = ("stages/orca.py", "data/orca_system_messages.json")
+    provides = ("messages", "meta")
+    dtypes = {"messages": MESSAGES, "meta": pl.String}
+    prompt_files = (SYSTEM_MESSAGES,)
 
-    def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        rows = batch.to_dicts()
-        answers: list[str] = [""] * len(rows)
-        finish: list[str | None] = [None] * len(rows)
-        cut: dict[int, str] = {}
+    def request(self, row: dict, attempt: int) -> Request:
+        return Request(prompt_messages(row), self.sampling.params(f"{row['prompt_id']}/{row['system_id']}/{attempt}"))
 
-        def request(i: int, attempt: int) -> Request:
-            seed = f"{rows[i]['prompt_id']}/{rows[i]['system_id']}/{attempt}"
-            return Request(prompt_messages(rows[i]), self.sampling.params(seed))
-
-        def accept(i: int, text: str, finish_reason) -> str | None:
-            answers[i] = parse_answer(text, finish_reason, self.keep_truncated)
-            finish[i] = finish_reason
-            reason = check_answer(answers[i], rows[i]["prompt"], finish_reason, self.keep_truncated)
-            if reason and reason.startswith("truncated"):
-                cut[i] = reason  # not asked again: a second answer would most likely be cut too, at full price
-                return None
-            return reason
-
-        reasons = ask_until_valid(ctx, list(range(len(rows))), request, accept, retries=self.retries,
-                                  desc=self.name, counter="answer_reasked")
-        reasons.update(cut)
-        messages, metas = [], []
-        for i, row in enumerate(rows):
-            # a dropped row keeps the rejected answer too, so the quarantine shows what was refused
-            answer = [{"role": "assistant", "content": answers[i]}] if answers[i] else []
-            messages.append(prompt_messages(row) + answer)
-            meta = json.loads(row["meta"])
-            meta["finish_reason"] = finish[i]
-            if finish[i] == "length" and reasons[i] is None:
-                meta["trimmed"] = True
-                ctx.count("answer_trimmed")
-            metas.append(json.dumps(meta, ensure_ascii=False))
-        out = batch.with_columns(pl.Series("messages", messages, dtype=MESSAGES),
-                                 pl.Series("meta", metas, dtype=pl.String))
-        return with_drops(out, [reasons[i] for i in range(len(rows))])
+    def accept(self, row: dict, result: Result) -> Verdict:
+        answer = parse_answer(result.text, result.finish_reason, self.keep_truncated)
+        reason = check_answer(answer, row["prompt"], result.finish_reason, self.keep_truncated)
+        meta = json.loads(row["meta"])
+        meta["finish_reason"] = result.finish_reason
+        trimmed = result.finish_reason == "length" and reason is None
+        if trimmed:
+            meta["trimmed"] = True
+        # a refused answer stays in the row, so the quarantine shows what was refused; a cut one is not asked
+        # again: a second answer would most likely be cut too, at full price
+        messages = prompt_messages(row) + ([{"role": "assistant", "content": answer}] if answer else [])
+        return Verdict({"messages": messages, "meta": json.dumps(meta, ensure_ascii=False)}, reason,
+                       final=bool(reason and reason.startswith("truncated")),
+                       events=("answer_trimmed",) if trimmed else ())
 
 
 def prompt_messages(row: dict) -> list[dict]:

@@ -18,30 +18,26 @@ user turn. The seed tasks themselves are not exported.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
-from collections import Counter
 from dataclasses import dataclass
 
 import polars as pl
 
-from pipelines.core.config import max_tokens_setting, temperature_setting, top_p_setting
+from pipelines.core.config import max_tokens_setting
 from pipelines.dedup.rouge import RougePool, tokenize
-from pipelines.core.stage import MESSAGES, Context, MapStage, Source, with_drops
+from pipelines.core.stage import MESSAGES, Context, Source
 from pipelines.prompts import self_instruct as P
-from pipelines.stages.dialogue import ask_until_valid
-from pipelines.prompts.ultrachat import REFUSAL, is_looping, parse_assistant_turn
-from pipelines.teacher.client import Request
+from pipelines.teacher.client import Request, Result
+from pipelines.teacher.guards import AI_TALK, is_looping, repeats_words, trim_cut_answer
+from pipelines.teacher.stage import Asks, Sampling as BaseSampling, TeacherStage, Verdict
 
 CANDIDATES = {"instruction_id": pl.String, "instruction": pl.String, "generation": pl.String,
               "drop_reason": pl.String}
 
 
 @dataclass
-class Sampling:
-    temperature: float = temperature_setting()
-    top_p: float = top_p_setting()
+class Sampling(BaseSampling):
     max_tokens_tasks: int = max_tokens_setting(128, "tokens per instruction-generation answer")
     max_tokens_input: int = max_tokens_setting(48, "tokens per generated input")
     max_tokens_output: int = max_tokens_setting(160, "tokens per answer")
@@ -50,12 +46,11 @@ class Sampling:
         """Request params for `kind` (tasks, input, output); `seed` makes each sample its own cache entry."""
         max_tokens = {"tasks": self.max_tokens_tasks, "input": self.max_tokens_input,
                       "output": self.max_tokens_output}[kind]
-        return {"max_tokens": max_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                "seed": int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16)}
+        return self.request_params(max_tokens, seed)
 
 
 @dataclass
-class GenerateInstructions(Source):
+class GenerateInstructions(Asks, Source):
     seed_tasks: tuple[tuple[str, str], ...]  # (id, instruction) of every seed task
     sampling: Sampling
     n_instructions: int = 32
@@ -70,8 +65,7 @@ class GenerateInstructions(Source):
     seed: int = 0
     name = "instructions"
     provides = ("instruction_id", "instruction", "generation")
-    uses_teacher = True
-    prompt_files = ("prompts/self_instruct.py",)
+    prompt_files = (P.PROMPT_FILE,)
 
     def read(self, ctx: Context):
         target = min(self.n_instructions, ctx.limit or self.n_instructions)
@@ -86,7 +80,7 @@ class GenerateInstructions(Source):
             requests = [Request(P.build_generation([text for _, text in shown], self.new_per_request),
                                 self.sampling.params("tasks", f"{self.seed}/r{round_no}/q{q}"))
                         for q, shown in enumerate(prompts)]
-            results = ctx.teacher.chat_many(requests, desc=f"{self.name} round {round_no}")
+            results = self.ask(ctx, requests, desc=f"{self.name} round {round_no}")
             ctx.count("rounds")
             rows = []
             for q, (shown, result) in enumerate(zip(prompts, results)):
@@ -133,88 +127,59 @@ class GenerateInstructions(Source):
 
 
 @dataclass
-class AskInputs(MapStage):
+class AskInputs(TeacherStage):
     shots: tuple[tuple[str, str], ...]  # (instruction, input) examples; '' input shows <noinput>
     sampling: Sampling
     name = "inputs"
     requires = ("instruction_id", "instruction")
     provides = ("input",)
-    batch_size = 64
-    uses_teacher = True
-    prompt_files = ("prompts/self_instruct.py",)
+    retries = 0  # as Alpaca: one input per instruction
+    prompt_files = (P.PROMPT_FILE,)
 
-    def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        rows = batch.to_dicts()
-        inputs = [""] * len(rows)
+    def request(self, row: dict, attempt: int) -> Request:
+        return Request(P.build_input(row["instruction"], self.shots),
+                       self.sampling.params("input", f"{row['instruction_id']}/input"))
 
-        def request(i: int, attempt: int) -> Request:
-            return Request(P.build_input(rows[i]["instruction"], self.shots),
-                           self.sampling.params("input", f"{rows[i]['instruction_id']}/input"))
-
-        def accept(i: int, text: str, finish_reason) -> str | None:
-            inputs[i], emptied = P.parse_input(text, rows[i]["instruction"])
-            if emptied:
-                ctx.count(emptied)
-            elif not inputs[i]:
-                ctx.count("no_input")
-            return "repeated: the input loops" if loops(inputs[i]) else None
-
-        reasons = ask_until_valid(ctx, list(range(len(rows))), request, accept, retries=0, desc=self.name,
-                                  counter="")
-        out = batch.with_columns(pl.Series("input", inputs, dtype=pl.String))
-        return with_drops(out, [reasons[i] for i in range(len(rows))])
+    def accept(self, row: dict, result: Result) -> Verdict:
+        given, emptied = P.parse_input(result.text, row["instruction"])
+        events = (emptied,) if emptied else () if given else ("no_input",)
+        return Verdict({"input": given}, "repeated: the input loops" if loops(given) else None, events=events)
 
 
 @dataclass
-class AnswerTasks(MapStage):
+class AnswerTasks(TeacherStage):
     sampling: Sampling
     name = "outputs"
     requires = ("instruction_id", "instruction", "input", "generation")
     provides = ("output", "messages", "source", "meta")
-    batch_size = 64
-    uses_teacher = True
-    prompt_files = ("prompts/self_instruct.py",)
+    dtypes = {"messages": MESSAGES}
+    retries = 0
+    prompt_files = (P.PROMPT_FILE,)
 
-    def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        rows = batch.to_dicts()
-        outputs = [""] * len(rows)
+    def request(self, row: dict, attempt: int) -> Request:
+        prompt = P.user_turn(row["instruction"], row["input"])
+        return Request([{"role": "user", "content": prompt}],
+                       self.sampling.params("output", f"{row['instruction_id']}/output"))
 
-        def request(i: int, attempt: int) -> Request:
-            prompt = P.user_turn(rows[i]["instruction"], rows[i]["input"])
-            return Request([{"role": "user", "content": prompt}],
-                           self.sampling.params("output", f"{rows[i]['instruction_id']}/output"))
-
-        def accept(i: int, text: str, finish_reason) -> str | None:
-            outputs[i] = parse_assistant_turn(text or "", finish_reason)
-            return check_output(outputs[i], rows[i]["instruction"], rows[i]["input"])
-
-        reasons = ask_until_valid(ctx, list(range(len(rows))), request, accept, retries=0, desc=self.name,
-                                  counter="")
-        messages = [[{"role": "user", "content": P.user_turn(r["instruction"], r["input"])},
-                     {"role": "assistant", "content": out}] for r, out in zip(rows, outputs)]
-        meta = [json.dumps({"instruction_id": r["instruction_id"], **json.loads(r["generation"])}) for r in rows]
-        out = batch.with_columns(
-            pl.Series("output", outputs, dtype=pl.String),
-            pl.Series("messages", messages, dtype=MESSAGES),
-            pl.Series("source", ["self_instruct:generated"] * len(rows), dtype=pl.String),
-            pl.Series("meta", meta, dtype=pl.String),
-        )
-        return with_drops(out, [reasons[i] for i in range(len(rows))])
+    def accept(self, row: dict, result: Result) -> Verdict:
+        output = trim_cut_answer(result.text or "", result.finish_reason)
+        messages = [{"role": "user", "content": P.user_turn(row["instruction"], row["input"])},
+                    {"role": "assistant", "content": output}]
+        meta = json.dumps({"instruction_id": row["instruction_id"], **json.loads(row["generation"])})
+        return Verdict({"output": output, "messages": messages, "source": "self_instruct:generated", "meta": meta},
+                       check_output(output, row["instruction"], row["input"]))
 
 
-def loops(text: str, n: int = 6, times: int = 3) -> bool:
-    """True if a run of `n` words comes back `times` times, as in the small model's loops inside one sentence:
-    'is to give a gift to a stranger is to give a gift to a stranger is to give a gift to a stranger' -> True."""
-    words = tokenize(text)
-    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
-    return bool(grams) and max(grams.values()) >= times
+def loops(text: str) -> bool:
+    """True if a run of 6 words comes back 3 times, as in the small model's loops inside one sentence."""
+    return repeats_words(tokenize(text))
 
 
 def check_output(output: str, instruction: str, given: str) -> str | None:
     """Why an output is unusable, or None: `"empty_output: no text"`, `"refusal: ..."`, `"repeated: ..."`."""
     if not output.strip():
         return "empty_output: no text"
-    if REFUSAL.search(output):
+    if AI_TALK.search(output):
         return "refusal: the output refuses or talks about being an AI"
     if is_looping(output) or loops(output):
         return "repeated: the output loops"
