@@ -1,7 +1,7 @@
 """Near-dedup benchmark: ours against datasketch, rensa, datatrove and text-dedup on one corpus with known truth.
 
     python bench/dedup.py [N] [--peers datasketch_lsh,datasketch_bulk,rensa,datatrove,text_dedup]
-                          [--peer-python /work/peers-venv/bin/python] [--work DIR]
+                          [--peer-python bench/.peers-venv/bin/python] [--work DIR]
     python bench/dedup.py 1000000 --stage-memory   # the stage's own peak memory on a million documents
 
 The corpus: N documents of 500-2000 characters made of sentences drawn at random from the real files in
@@ -43,6 +43,7 @@ from ingest import real_conversations  # noqa: E402
 from pipelines.dedup.minhash import jaccard, shingle_hashes  # noqa: E402
 from pipelines.dedup.recall import edit_words  # noqa: E402
 
+PEERS_PYTHON = HERE / ".peers-venv" / "bin" / "python"
 PEERS = ("datasketch_lsh", "datasketch_bulk", "rensa", "datatrove", "text_dedup")
 PLANTED_SHARE = 0.10
 MAX_EDIT_RATE = 0.08
@@ -174,7 +175,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("n", nargs="?", type=int, default=200_000)
     parser.add_argument("--peers", default=",".join(PEERS))
-    parser.add_argument("--peer-python", default="/work/peers-venv/bin/python")
+    parser.add_argument("--peer-python", default=str(PEERS_PYTHON),
+                        help="python of the peers' virtualenv (bench/README.md says how to make it)")
     parser.add_argument("--work", type=Path, default=HERE / ".work")
     parser.add_argument("--stage-memory", action="store_true",
                         help="run the NearDedup stage itself (batches, both passes) on N docs; print its peak memory")

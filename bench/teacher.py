@@ -28,6 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+PEERS_PYTHON = HERE / ".peers-venv" / "bin" / "python"  # bench/README.md says how to make it
 
 SERVER = r"""
 import asyncio, json, sys
@@ -131,7 +132,8 @@ def main() -> None:
     parser.add_argument("--skip-embedded", action="store_true")
     parser.add_argument("--engine-requests", type=int, default=48)
     parser.add_argument("--only-engines", action="store_true")
-    parser.add_argument("--peer-python", default="/work/peers-venv/bin/python")
+    parser.add_argument("--peer-python", default=str(PEERS_PYTHON),
+                        help="python of the peers' virtualenv (bench/README.md says how to make it)")
     args = parser.parse_args()
     rows = []
     if args.only_engines:

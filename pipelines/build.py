@@ -54,8 +54,7 @@ def build(args: argparse.Namespace) -> int:
 
 def _build_in(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
     from pipelines.dedup.summary import markdown as dedup_markdown
-    from pipelines.dedup.summary import prune as prune_dedup_stats
-    from pipelines.dedup.summary import read_stats
+    from pipelines.dedup.summary import sections
     from pipelines.engines import engine_named
     from pipelines.release.report import judge_summary, print_table, write_report
     from pipelines.core.runner import TEACHER_STATS, Runner, write_quarantine
@@ -78,14 +77,13 @@ def _build_in(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
     teacher, judge = clients.get("teacher"), clients.get("judge")
     ctx = Context(run_dir=run_dir, config=cfg, teacher=teacher, judge=judge, log=log, limit=args.limit,
                   stages=stages)
-    prune_dedup_stats(run_dir, {stage.name for stage in stages})
     started = time.monotonic()
     try:
         rows = Runner(stages, ctx, engine_named(args.engine)).run()
     finally:
         for client in clients.values():
             client.close()
-    write_card(recipe, cfg, run_dir, stages)
+    write_card(recipe, cfg, run_dir, stages, rows)
     seconds = time.monotonic() - started
     quarantine, quarantined = write_quarantine(run_dir)
     this_run = {key: sum(c.stats.get(key, 0) for c in clients.values()) for key in TEACHER_STATS}
@@ -94,8 +92,8 @@ def _build_in(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
     if judge := judge_summary(rows):
         print(judge)
     print("this run: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in this_run.items()))
-    if read_stats(run_dir):
-        print(dedup_markdown(run_dir))
+    if dedup := {k: v for k, v in sections(rows).items() if k in ("near", "decontamination", "leakage")}:
+        print(dedup_markdown(dedup))
     print(f"export: {run_dir / 'export'}   report: {report}   quarantine: {quarantine} ({quarantined} rows)")
     return 0
 

@@ -230,10 +230,10 @@ class RayEngine:
 
     def takes(self, stage: Stage) -> bool:
         """Whether this engine runs `stage` (else the runner runs it here)."""
-        return (isinstance(stage, MapStage) and not stage.uses_teacher) or isinstance(stage, NearDedup)
+        return stage.parallel in ("rows", "signatures")
 
     def run(self, runner: Runner, stage: Stage, stage_dir: Path, prev_dir: Path, task) -> None:
-        if isinstance(stage, NearDedup):
+        if stage.parallel == "signatures":
             read_input = lambda: rebatch(read_parts(prev_dir), stage.batch_size)  # noqa: E731
             runner._run_two_pass(stage, stage_dir, read_input, task,
                                  scan=lambda: self._scan_near(stage, prev_dir, runner.ctx, task))

@@ -99,7 +99,8 @@ def one_word_changed(text: str) -> str:
 def test_planted_copies_are_found_and_longest_kept(tmp_path):
     copies = [one_word_changed(p) for p in PASSAGES]
     df = frame(PASSAGES + copies)
-    out, ctx = run_two_pass(NearDedup(), df, tmp_path)
+    stage = NearDedup()
+    out, ctx = run_two_pass(stage, df, tmp_path)
     reasons = out["drop_reason"].to_list()
     lengths = [len(t) for t in PASSAGES + copies]
     n = len(PASSAGES)
@@ -114,7 +115,7 @@ def test_planted_copies_are_found_and_longest_kept(tmp_path):
     assert ctx.counters["near_clusters"] == n
     clusters = pl.read_parquet(tmp_path / "dedup" / "clusters.parquet")
     assert clusters.height == 2 * n and clusters["kept"].sum() == n and clusters["preview"].null_count() == 0
-    stats = json.loads((tmp_path / "dedup" / "stats.json").read_text())["near"]
+    stats = stage.summary(dict(ctx.counters))["near"]  # what _SUCCESS.json, the report and the card show
     assert stats["pairs"] == n and stats["dropped"] == n and stats["planted"]["pairs"] == 2 * n
     assert stats["planted"]["recall_at_0.9"] == 1.0
 
@@ -221,11 +222,10 @@ def test_no_near_duplicate_straddles_train_and_test(tmp_path):
     splits = ["train_sft"] * len(PASSAGES) + ["test_sft"] * len(PASSAGES)
     splits[3] = "test_sft"  # a cluster already whole in test stays there
     ctx = Context(run_dir=tmp_path, config=None)
-    out = separate_splits(pl.Series(texts), splits, 0.8, ctx)
+    out, leakage = separate_splits(pl.Series(texts), splits, 0.8, ctx)
     n = len(PASSAGES)
     assert out[3] == "test_sft" and out[n + 3] == "test_sft"
     assert all(out[n + i] == "train_sft" for i in range(n) if i != 3)
-    leakage = json.loads((tmp_path / "dedup" / "stats.json").read_text())["leakage"]
     assert leakage["moved"] == n - 1 and leakage["after"] == 0 and leakage["pairs_across"] == n - 1
 
 
@@ -265,12 +265,15 @@ def test_dedup_recipe_end_to_end(tmp_path):
     assert second["dedup"]["near"]["indexed_before"] == len(PASSAGES)
 
 
-def test_stats_of_stages_a_recipe_no_longer_runs_are_pruned(tmp_path):
-    from pipelines.dedup.summary import markdown, prune, read_stats, write_section
-    write_section(tmp_path, "leakage", "export", {"threshold": 0.8, "pairs_across": 2, "moved": 2, "after": 0})
-    write_section(tmp_path, "decontamination", "decontaminate",
-                  {"ngram": 13, "prompts": {"b": 1}, "sha256": {"b": "0"}})
-    assert "Decontamination" in markdown(tmp_path)
-    prune(tmp_path, {"export", "dedup_near"})
-    assert set(read_stats(tmp_path)) == {"leakage"}
-    assert "Decontamination" not in markdown(tmp_path) and "2 test rows moved to train" in markdown(tmp_path)
+def test_the_dedup_section_comes_from_the_summaries_of_the_stages_that_ran():
+    from pipelines.dedup.summary import markdown, sections
+
+    rows = [{"stage": "03_dedup_exact", "summary": {}},
+            {"stage": "05_export", "summary": {"leakage": {"threshold": 0.8, "pairs_across": 2, "moved": 2,
+                                                           "after": 0}}}]
+    found = sections(rows)
+    assert found["leakage"]["stage"] == "05_export" and "2 test rows moved to train" in markdown(found)
+    assert "Decontamination" not in markdown(found)  # no stage of this run decontaminated
+    rows.append({"stage": "04_decontaminate", "summary": {"decontamination": {
+        "ngram": 13, "prompts": {"gsm8k": 1}, "sha256": {"gsm8k": "ab" * 32}, "dropped": {"gsm8k": 3}}}})
+    assert "rows dropped gsm8k: 3" in markdown(sections(rows))

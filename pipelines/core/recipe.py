@@ -9,8 +9,8 @@ registry (`pipelines.recipes`) finds it by module name. Nothing else in the tree
   (a stage talks to the client of its `teacher_role`; an unset judge falls back to the teacher).
 - `inputs(cfg)`: the files it reads, as `Inputs` (listed with hashes and licenses in the card; refresh compares
   `sources` between versions).
-- `card`: the template under `data_cards/` and `card_values(cfg, export_dir)`, the values only this recipe's card
-  shows (read from the finished export). The build renders the card after the run; export stages write data only.
+- `card`: the template under `data_cards/` (or the path of one) and `card_values(cfg, run)`, the values only this
+  recipe's card shows, read from the finished run (`FinishedRun`: its export and its stages' summaries). The build renders the card after the run; export stages write data only.
 - `refresh`: None when the recipe cannot be refreshed; else a `Refresh` with the `--set` overrides that apply from
   version 2 on. A refreshable config has `sources` and `index` fields (checked when the recipe is made).
 """
@@ -18,7 +18,8 @@ registry (`pipelines.recipes`) finds it by module name. Nothing else in the tree
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from pipelines.core.errors import ConfigError
@@ -35,6 +36,14 @@ class Inputs:
 
 
 @dataclass(frozen=True)
+class FinishedRun:
+    """What a recipe's `card_values` may read of a finished run."""
+
+    export_dir: Path  # the export: data/<split>-*.parquet
+    summaries: dict  # the stages' summaries, {section: {"stage": name, **values}} (`Stage.summary`)
+
+
+@dataclass(frozen=True)
 class Refresh:
     """How `pipelines.refresh` makes later versions: `later` are `--set` overrides applied from version 2 on."""
 
@@ -45,7 +54,7 @@ def no_inputs(cfg: Any) -> Inputs:
     return Inputs()
 
 
-def no_card_values(cfg: Any, export_dir) -> dict:
+def no_card_values(cfg: Any, run: FinishedRun) -> dict:
     return {}
 
 
@@ -60,7 +69,6 @@ class Recipe:
     inputs: Callable[[Any], Inputs] = no_inputs
     card_values: Callable[[Any, Any], dict] = no_card_values
     refresh: Refresh | None = None
-    kind: str = field(default="sft")  # what the export holds: sft, preference, conversation or text (card)
 
     def __post_init__(self):
         names = {f.name for f in dataclasses.fields(self.config)}

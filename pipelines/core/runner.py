@@ -5,7 +5,8 @@ Layout of `runs/<recipe>/<NN>_<stage>/`:
   exists whole or not at all. Its schema metadata holds what producing it cost (seconds, counters, teacher stats).
 - `_dropped/part-NNNNN.parquet` (written before the kept part), merged into `dropped.parquet` when the stage ends.
 - `_FINGERPRINT`: the fingerprint the parts were made under; parts under another fingerprint are discarded.
-- `_SUCCESS.json`: written last: fingerprint, rows in/out, drops by reason, seconds, requests, tokens.
+- `_SUCCESS.json`: written last: fingerprint, rows in/out, drops by reason, seconds, requests, tokens, and the
+  stage's `summary()` (what it reports beyond counts, by section).
 
 Fingerprint = sha256(stage name, its settings, the teacher identity if it uses one, the upstream fingerprint, the
 package version). A map stage resumes after its last complete part: its input is finished Parquet read in file
@@ -311,6 +312,7 @@ class Runner:
             "counters": dict(counters),
             **{name: teacher.get(name, 0) for name in TEACHER_STATS},
             "teacher_events": {k: v for k, v in sorted(teacher.items()) if k not in TEACHER_STATS},
+            "summary": stage.summary(dict(counters)),
         }
         success = stage_dir / "_SUCCESS.json"
         tmp = success.with_name("_SUCCESS.json.tmp")

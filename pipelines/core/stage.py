@@ -61,9 +61,18 @@ class Stage:
     uses_teacher: bool = False
     teacher_role: str = "teacher"  # or "judge": which of the context's teachers the stage talks to
     prompt_files: tuple[str, ...] = ()  # files (under pipelines/) holding a teacher stage's prompts: hashed in cards
+    # how an engine may spread the stage over workers: "rows" (any batch anywhere: a map stage with no teacher),
+    # "signatures" (a two-pass stage with `sign` and `resolve`: near-dedup), or None (here only)
+    parallel: str | None = None
 
     def run(self, batches: Iterator[pl.DataFrame], ctx: Context) -> Iterator[pl.DataFrame]:
         raise NotImplementedError
+
+    def summary(self, counters: dict) -> dict:
+        """What the stage reports about its whole run beyond rows and drops, as `{section: values}` (JSON): written
+        into its `_SUCCESS.json` when it finishes, read by the run report and the card (near-dedup's clusters and
+        recall, the judge's unreadable answers). `counters` are its counters over all its batches."""
+        return {}
 
     def settings(self) -> dict:
         """The config that defines this stage's output (goes into its fingerprint)."""
@@ -83,6 +92,7 @@ def teacher_for(stage: Stage, ctx: Context):
 
 
 class MapStage(Stage):
+    parallel = "rows"
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         raise NotImplementedError
 

@@ -1,29 +1,61 @@
-"""The recipe registry: every module of this package that defines `RECIPE` (a `pipelines.core.recipe.Recipe`).
+"""The recipe registry: every module of this package that defines `RECIPE` (a `pipelines.core.recipe.Recipe`), and
+every module in the folders named by `PIPELINES_RECIPE_PATH` (separated like PATH), for recipes kept outside this
+tree. A recipe's name is its module's name.
 
-A new recipe is one module here (its config dataclass, `stages(cfg)` and `RECIPE = Recipe(...)`), a card template
-under `data_cards/`, and its prompt files under `pipelines/prompts/`; nothing else lists recipes.
+A new recipe is one module (its config dataclass, `stages(cfg)` and `RECIPE = Recipe(...)`), a card template and,
+for a teacher stage, a prompt file (docs/architecture.md); nothing else lists recipes.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import pkgutil
-from functools import cache
+import sys
+from pathlib import Path
 
 from pipelines.core.errors import ConfigError
 from pipelines.core.recipe import Recipe
 
 
-@cache
+def _modules() -> dict[str, str | Path]:
+    """name -> module name (built in) or file (from PIPELINES_RECIPE_PATH); a built-in name cannot be shadowed."""
+    found: dict[str, str | Path] = {}
+    for folder in filter(None, os.environ.get("PIPELINES_RECIPE_PATH", "").split(os.pathsep)):
+        for path in sorted(Path(folder).glob("*.py")):
+            if not path.name.startswith("_"):
+                found.setdefault(path.stem, path)
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            found[module.name] = f"{__name__}.{module.name}"
+    return dict(sorted(found.items()))
+
+
 def names() -> tuple[str, ...]:
-    """Every recipe's name, in module order."""
-    return tuple(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    return tuple(_modules())
 
 
 def load_recipe(name: str) -> Recipe:
-    if name not in names():
+    where = _modules().get(name)
+    if where is None:
         raise ConfigError(f"unknown recipe {name!r}; available recipes: {', '.join(names())}")
-    recipe = importlib.import_module(f"{__name__}.{name}").RECIPE
-    if recipe.name != name:
-        raise ConfigError(f"pipelines/recipes/{name}.py defines the recipe {recipe.name!r}: name them alike")
+    module = importlib.import_module(where) if isinstance(where, str) else _import_file(name, where)
+    recipe = getattr(module, "RECIPE", None)
+    if not isinstance(recipe, Recipe) or recipe.name != name:
+        raise ConfigError(f"{getattr(module, '__file__', where)} must define RECIPE = Recipe(name={name!r}, ...)")
     return recipe
+
+
+def _import_file(name: str, path: Path):
+    module_name = f"pipelines_recipe_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+    return sys.modules[module_name]

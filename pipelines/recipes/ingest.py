@@ -43,10 +43,10 @@ def inputs(cfg: Config) -> Inputs:
     return Inputs(sources=cfg.sources)
 
 
-def card_values(cfg: Config, export_dir) -> dict:
+def card_values(cfg: Config, run) -> dict:
     """The schema of the rows; for preference pairs, what the card of the ultrafeedback recipe shows of them."""
     if cfg.kind == "preference":
-        return preference_card.values(export_dir, None, "listwise")
+        return preference_card.values(run, None, "listwise")
     return {"kind": cfg.kind, "columns": ", ".join(ARROW_SCHEMAS[cfg.kind].names)}
 
 

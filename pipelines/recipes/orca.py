@@ -58,9 +58,9 @@ def inputs(cfg: Config) -> Inputs:
     return Inputs(sources=cfg.sources, built_in=() if cfg.sources else (f"data/{DEFAULT_PROMPTS}",))
 
 
-def card_values(cfg: Config, export_dir) -> dict:
+def card_values(cfg: Config, run) -> dict:
     """The system messages with how often each was used in the export, and where the prompts came from."""
-    return {"system_messages": usage_table(export_dir),
+    return {"system_messages": usage_table(run.export_dir),
             "prompt_sources": ", ".join(cfg.sources) or f"the project's 48 prompts (`pipelines/data/{DEFAULT_PROMPTS}`)"}
 
 

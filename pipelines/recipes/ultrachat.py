@@ -66,7 +66,7 @@ def inputs(cfg: Config) -> Inputs:
                   built_in=seeds + (() if cfg.sources else ("data/materials.py",)))
 
 
-def card_values(cfg: Config, export_dir) -> dict:
+def card_values(cfg: Config, run) -> dict:
     return {"materials": ", ".join(cfg.sources) or "excerpts of the Python documentation (pydoc_data)"}
 
 

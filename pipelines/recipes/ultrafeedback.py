@@ -86,9 +86,9 @@ def inputs(cfg: Config) -> Inputs:
                   built_in=() if cfg.sources else ("data/feedback_prompts.jsonl",))
 
 
-def card_values(cfg: Config, export_dir) -> dict:
+def card_values(cfg: Config, run) -> dict:
     return {"prompt_source": ", ".join(cfg.sources) or "the project's shipped prompt set (pipelines/data)",
-            **preference_card.values(export_dir, cfg.judge or cfg.teacher, cfg.judge_mode)}
+            **preference_card.values(run, cfg.judge or cfg.teacher, cfg.judge_mode)}
 
 
 def stages(cfg: Config) -> list[Stage]:

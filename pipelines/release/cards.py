@@ -31,13 +31,20 @@ from connectors.licenses import BUILT_IN_LICENSE, HUB_LICENSES, combined_license
 from pipelines import __version__
 from pipelines.core.config import to_json
 from pipelines.core.errors import ConfigError, PipelineError
+from pipelines.core.recipe import FinishedRun
 from pipelines.dedup.summary import markdown as dedup_markdown
+from pipelines.dedup.summary import sections
 from pipelines.release.lineage import describe, input_files, prompt_hashes
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "data_cards"
 SIZE_LIMITS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
 UNVERSIONED = "Built once with `python -m pipelines.build`; `python -m pipelines.refresh` makes numbered versions."
+
+
+def template_file(card: str) -> Path:
+    """A recipe's card: a name under data_cards/ (`ultrachat`), or the path of a `.md` file (a recipe kept elsewhere)."""
+    return Path(card) if card.endswith(".md") else TEMPLATES / f"{card}.md"
 
 
 class CardError(PipelineError):
@@ -48,10 +55,9 @@ def size_category(n: int) -> str:
     return next((label for limit, label in SIZE_LIMITS if n < limit), "1B<n<10B")
 
 
-def stage_table(run_dir: Path) -> str:
+def stage_table(rows: list[dict]) -> str:
     lines = []
-    for success in sorted(run_dir.glob("*/_SUCCESS.json")):
-        row = json.loads(success.read_text())
+    for row in rows:
         drops = ", ".join(f"{k}: {v}" for k, v in sorted(row["dropped"].items())) or "-"
         lines.append(f"| {row['stage']} | {row['rows_in']} | {drops} | {row['rows_out']} |")
     return "\n".join(lines)
@@ -71,11 +77,12 @@ def export_counts(export_dir: Path) -> dict[str, int]:
     return {s: counts[s] for s in sorted(counts, key=kind) if counts[s]}
 
 
-def write_card(recipe, cfg, run_dir: Path, stages) -> Path:
-    """Render the card of a finished export; its values are kept in `run_dir/card.json` for `render_again`."""
-    path = TEMPLATES / f"{recipe.card}.md"
+def write_card(recipe, cfg, run_dir: Path, stages, rows: list[dict]) -> Path:
+    """Render the card of a finished run (`rows`: the runner's, one per stage); its values are kept in
+    `run_dir/card.json` for `render_again`."""
+    path = template_file(recipe.card)
     if not path.exists():
-        raise ConfigError(f"no card template {path}; add data_cards/{recipe.card}.md")
+        raise ConfigError(f"no card template {path} for recipe {recipe.name}: add it")
     clients = recipe.clients(cfg)
     teacher, judge = clients.get("teacher"), cfg.judge if "judge" in recipe.roles else None
     inputs = describe(input_files(recipe, cfg), run_dir / "inputs.json")
@@ -86,15 +93,15 @@ def write_card(recipe, cfg, run_dir: Path, stages) -> Path:
         "recipe": recipe.name,
         "version": __version__,
         "license_yaml": yaml_list("license", combined_license(licenses)),
-        "stage_table": stage_table(run_dir),
-        "dedup": dedup_markdown(run_dir),
+        "stage_table": stage_table(rows),
+        "dedup": dedup_markdown(sections(rows)),
         "lineage": lineage_markdown(inputs, stages, clients),
         "config": to_json(cfg),
         "release": UNVERSIONED,
         **({"teacher_model": teacher.endpoints()[0].model, "teacher_endpoint": endpoint(teacher)} if teacher else {}),
         **({"judge_model": judge.endpoints()[0].model, "judge_endpoint": endpoint(judge)} if judge else {}),
         **flat(cfg, recipe.roles),
-        **recipe.card_values(cfg, out_dir),
+        **recipe.card_values(cfg, FinishedRun(out_dir, sections(rows))),
     }
     saved = {"template": recipe.card, "values": values, "licenses": licenses}
     (run_dir / "card.json").write_text(json.dumps(saved, indent=1))
@@ -109,10 +116,10 @@ def render(template: str, out_dir: Path, values: dict, counts: dict[str, int]) -
         "data_files": "\n".join(f"  - split: {s}\n    path: data/{s}-*" for s in counts),
         "split_table": "\n".join(f"| {s} | {n} |" for s, n in counts.items()),
     }
-    text = Template((TEMPLATES / f"{template}.md").read_text()).safe_substitute(values)
+    text = Template(template_file(template).read_text()).safe_substitute(values)
     problems = validate_card(text, out_dir)
     if problems:
-        raise CardError(f"card data_cards/{template}.md for {out_dir} is not valid: {'; '.join(problems)}")
+        raise CardError(f"card {template_file(template)} for {out_dir} is not valid: {'; '.join(problems)}")
     target = out_dir / "README.md"
     tmp = target.with_name("README.md.tmp")
     tmp.write_text(text)

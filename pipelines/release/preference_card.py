@@ -1,13 +1,11 @@
 """Card values of a preference export: how the judge rated, what it was measured to tell, and what it produced.
 
-`values(export_dir, judge, judge_mode)` reads the finished export (`*_prefs` splits) and the judge stage's counters.
+`values(run, judge, judge_mode)` reads the finished export (`*_prefs` splits) and the judge stage's summary.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -16,14 +14,14 @@ from pipelines.stages.export_prefs import EXPORT_PREFS_SCHEMA
 from pipelines.teacher.weights import MODELS
 
 
-def values(export_dir: Path, judge, judge_mode: str) -> dict:
+def values(run, judge, judge_mode: str) -> dict:
     """Every card value of a preference export; `judge` is the TeacherConfig that rated (None: pairs read in)."""
-    files = sorted(export_dir.glob("data/*_prefs-*.parquet"))
+    files = sorted(run.export_dir.glob("data/*_prefs-*.parquet"))
     data = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed") if files else pl.DataFrame()
     if not data.height:
         data = pl.from_arrow(EXPORT_PREFS_SCHEMA.empty_table())
     return {"kind": "preference", "columns": ", ".join(EXPORT_PREFS_SCHEMA.names),
-            **feedback_summary(data, export_dir.parent), **judge_statement(judge, judge_mode)}
+            **feedback_summary(data, run.summaries.get("judge", {})), **judge_statement(judge, judge_mode)}
 
 
 def histogram(values: list[float]) -> str:
@@ -60,13 +58,11 @@ def judge_statement(judge, mode: str) -> dict:
     return {"judge_mode": mode, "judge_method": JUDGE_METHODS[mode], "judge_caveat": caveat}
 
 
-def feedback_summary(data: pl.DataFrame, run_dir: Path) -> dict:
-    """Card values: score distributions, judge parse failures and ordering agreement, principles and models."""
-    counters: Counter = Counter()
-    for success in run_dir.glob("*_judge/_SUCCESS.json"):
-        counters.update(json.loads(success.read_text()).get("counters", {}))
-    requests = counters.get("judge_requests", 0)
-    failures = counters.get("judge_parse_failures", 0)
+def feedback_summary(data: pl.DataFrame, judge: dict) -> dict:
+    """Card values: score distributions, judge parse failures and ordering agreement, principles and models;
+    `judge` is the judge stage's summary (empty for pairs read from a dataset)."""
+    requests = judge.get("requests", 0)
+    failures = judge.get("parse_failures", 0)
     agreement = data["ordering_agreement"].drop_nulls() if data.height else pl.Series([], dtype=pl.Float64)
     overall, principles, models = [], Counter(), Counter()
     for completions in (data.unique("prompt_id")["completions"].to_list() if "completions" in data.columns
@@ -84,7 +80,7 @@ def feedback_summary(data: pl.DataFrame, run_dir: Path) -> dict:
         "margin_mean": f"{np.mean(margins):.2f}" if margins else "-",
         "judge_requests": str(requests),
         "judge_parse_failures": str(failures),
-        "judge_expected_ratings": str(counters.get("judge_expected_ratings", 0)),
+        "judge_expected_ratings": str(judge.get("expected_ratings", 0)),
         "judge_failure_rate": f"{failures / requests:.3f}" if requests else "-",
         "agreement_mean": f"{agreement.mean():.3f}" if len(agreement) else "-",
         "agreement_rows": str(len(agreement)),

@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.dedup.summary import read_stats
+from pipelines.dedup.summary import sections
 
 
 def write_report(run_dir: Path, recipe: str, rows: list[dict], seconds: float, this_run: dict) -> Path:
@@ -19,7 +19,8 @@ def write_report(run_dir: Path, recipe: str, rows: list[dict], seconds: float, t
     report = {"recipe": recipe, "seconds": round(seconds, 2), "this_run": this_run, "stages": rows}
     if judge := judge_summary(rows):
         report["judge"] = judge
-    if dedup := read_stats(run_dir):
+    found = sections(rows)
+    if dedup := {k: v for k, v in found.items() if k in ("near", "decontamination", "leakage")}:
         report["dedup"] = dedup
     path = run_dir / "report.json"
     tmp = path.with_name("report.json.tmp")
@@ -46,11 +47,11 @@ def print_table(rows: list[dict], seconds: float) -> None:
 
 def judge_summary(rows: list[dict]) -> str | None:
     """One line on the judge of a feedback recipe: unreadable answers and agreement between orderings."""
-    counters = next((r.get("counters", {}) for r in rows if r["stage"].endswith("_judge")), None)
-    if not counters or not counters.get("judge_requests"):
+    judge = sections(rows).get("judge")
+    if not judge or not judge["requests"]:
         return None
-    requests, failed = counters["judge_requests"], counters.get("judge_parse_failures", 0)
-    same, compared = counters.get("ordering_pairs_agreeing", 0), counters.get("ordering_pairs_compared", 0)
+    requests, failed = judge["requests"], judge["parse_failures"]
+    same, compared = judge["pairs_agreeing"], judge["pairs_compared"]
     agreement = f"{same / compared:.3f} ({same} of {compared} completion pairs)" if compared else "-"
     return (f"judge: {failed} of {requests} answers unreadable after re-asks ({failed / requests:.3f}); "
             f"agreement between orderings {agreement}")

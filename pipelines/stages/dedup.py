@@ -23,7 +23,6 @@ from pipelines.dedup.index import MinHashIndex, Signed
 from pipelines.dedup.lsh import band_keys, components, detection_probability, keepers, similar_pairs, verify_buckets
 from pipelines.dedup.minhash import MinHashParams, signatures
 from pipelines.dedup.recall import planted_recall
-from pipelines.dedup.summary import write_section
 from pipelines.core.errors import ConfigError
 from pipelines.core.locks import DirLock
 from pipelines.core.stage import Context, MapStage, Stage, TwoPassStage, with_drops
@@ -77,6 +76,7 @@ class NearDedup(TwoPassStage):
     seed: int = 1
     index: str = ""
     name = "dedup_near"
+    parallel = "signatures"
     requires = ("id",)
     batch_size = 8192
 
@@ -96,6 +96,9 @@ class NearDedup(TwoPassStage):
 
     def scan(self, batches, ctx: Context) -> None:
         self.resolve(*self.sign(batches), ctx)
+
+    def summary(self, counters: dict) -> dict:
+        return {"near": self._stats} if getattr(self, "_stats", None) else {}
 
     def resolve(self, new: Signed, active: np.ndarray, sample: list[str], ctx: Context, buckets=None) -> None:
         """Everything after signing (`sign`'s results): pairs, clusters, keepers, drop reasons, stats.
@@ -139,7 +142,7 @@ class NearDedup(TwoPassStage):
                                       for j in (0.7, 0.8, 0.9)},
             "planted": planted, "index": str(Path(self.index).resolve()) if self.index else None,
         }
-        write_section(ctx.run_dir, "near", self.name, stats)
+        self._stats = stats
         ctx.count("near_pairs", len(pairs))
         ctx.count("near_clusters", stats["clusters"])
         ctx.count("planted_pairs", planted["pairs"])
@@ -215,13 +218,18 @@ class Decontaminate(MapStage):
     def settings(self) -> dict:
         return {"ngram": self.ngram, "benchmarks": self._digests}
 
+    def summary(self, counters: dict) -> dict:
+        if self._contamination is None:
+            self._contamination = Contamination(self._benchmarks, self.ngram)
+        found = {k.removeprefix("contaminated_"): v for k, v in sorted(counters.items())
+                 if k.startswith("contaminated_")}
+        return {"decontamination": {"ngram": self.ngram, "prompts": self._contamination.prompt_counts,
+                                    "skipped": self._contamination.skipped, "sha256": self._digests,
+                                    "dropped": found}}
+
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         if self._contamination is None:
             self._contamination = Contamination(self._benchmarks, self.ngram)
-            write_section(ctx.run_dir, "decontamination", self.name, {
-                "ngram": self.ngram, "prompts": self._contamination.prompt_counts,
-                "skipped": self._contamination.skipped,
-                "sha256": self._digests})
         whole = compare_text(batch, "conversation")
         texts, owner = whole.to_list(), list(range(batch.height))
         if "messages" in batch.columns:

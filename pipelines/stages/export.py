@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 
 from pipelines.dedup.lsh import components, pairs_of_texts
 from pipelines.dedup.minhash import MinHashParams
-from pipelines.dedup.summary import write_section
 from pipelines.core.stage import MESSAGES, Context, Stage
 from pipelines.stages.dedup import compare_text
 from pipelines.teacher.guards import unit_hash
@@ -51,9 +50,10 @@ def fill_empty_splits(prompt_ids: list[str], splits: list[str]) -> list[str]:
     return splits
 
 
-def separate_splits(texts: pl.Series, splits: list[str], threshold: float, ctx: Context) -> list[str]:
+def separate_splits(texts: pl.Series, splits: list[str], threshold: float, ctx: Context) -> tuple[list[str], dict]:
     """Keep near-duplicates out of train/test leakage: every cluster of near-duplicate rows (MinHash LSH at
-    `threshold`) that has rows in a train and a test split moves its test rows to the matching train split."""
+    `threshold`) that has rows in a train and a test split moves its test rows to the matching train split.
+    Returns the splits and what was found (the export's `leakage` summary)."""
     pairs = pairs_of_texts(texts, MinHashParams(), threshold)
     part = np.array([s.split("_")[0] for s in splits])
     across = int((part[pairs[:, 0]] != part[pairs[:, 1]]).sum()) if len(pairs) else 0
@@ -67,10 +67,8 @@ def separate_splits(texts: pl.Series, splits: list[str], threshold: float, ctx: 
         moved = int(move.sum())
         part = np.array([s.split("_")[0] for s in splits])
     after = int((part[pairs[:, 0]] != part[pairs[:, 1]]).sum()) if len(pairs) else 0
-    write_section(ctx.run_dir, "leakage", "export",
-                  {"threshold": threshold, "pairs_across": across, "moved": moved, "after": after})
     ctx.count("leakage_moved", moved)
-    return splits
+    return splits, {"threshold": threshold, "pairs_across": across, "moved": moved, "after": after}
 
 
 def first_user_turn(messages: list[dict]) -> str:
@@ -87,6 +85,9 @@ class ExportSFT(Stage):
     requires = ("id", "messages")
     provides = ("prompt", "prompt_id", "split")
 
+    def summary(self, counters: dict) -> dict:
+        return {"leakage": self._leakage}
+
     def run(self, batches, ctx: Context):
         frames = [b for b in batches if b.height]
         data = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={"messages": MESSAGES})
@@ -94,7 +95,8 @@ class ExportSFT(Stage):
         prompt_ids = [prompt_id(p) for p in prompts]
         splits = fill_empty_splits(prompt_ids, [assign_split(p, self.test_fraction, self.gen_fraction)
                                                 for p in prompt_ids])
-        splits = separate_splits(compare_text(data, "conversation"), splits, self.leakage_threshold, ctx)
+        splits, self._leakage = separate_splits(compare_text(data, "conversation"), splits, self.leakage_threshold,
+                                                ctx)
         data = data.with_columns(pl.Series("prompt", prompts, dtype=pl.String),
                                  pl.Series("prompt_id", prompt_ids, dtype=pl.String),
                                  pl.Series("split", splits, dtype=pl.String))

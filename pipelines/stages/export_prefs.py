@@ -47,14 +47,17 @@ class ExportPrefs(Stage):
     requires = ("prompt", "prompt_id", "chosen", "rejected")
     provides = ("split",)
 
+    def summary(self, counters: dict) -> dict:
+        return {"leakage": self._leakage}
+
     def run(self, batches, ctx: Context):
         frames = [b for b in batches if b.height]
         data = pl.concat(frames, how="diagonal_relaxed") if frames else pl.from_arrow(EXPORT_PREFS_SCHEMA.empty_table())
         if "ordering_agreement" not in data.columns:
             data = data.with_columns(pl.lit(None, dtype=pl.Float64).alias("ordering_agreement"))
         split = parts(data["prompt_id"].to_list(), self.test_fraction)
-        split = separate_splits(data["prompt"].fill_null(""), [f"{s}_prefs" for s in split], self.leakage_threshold,
-                                ctx)
+        split, self._leakage = separate_splits(data["prompt"].fill_null(""), [f"{s}_prefs" for s in split],
+                                               self.leakage_threshold, ctx)
         data = data.with_columns(pl.Series("split", [s.split("_")[0] for s in split], dtype=pl.String))
         out_dir = ctx.run_dir / "export"
         shutil.rmtree(out_dir, ignore_errors=True)

@@ -187,6 +187,14 @@ class Judge(Asks, MapStage):
         if self.mode not in MODES:
             raise ConfigError(f"judge mode {self.mode!r}: expected one of {', '.join(MODES)}")
 
+    def summary(self, counters: dict) -> dict:
+        """The judge's reliability: answers asked for, unreadable after re-asks, expected ratings (logprobs), and
+        how often two orderings of the same completions ranked a pair alike."""
+        keys = {"requests": "judge_requests", "parse_failures": "judge_parse_failures",
+                "expected_ratings": "judge_expected_ratings", "pairs_agreeing": "ordering_pairs_agreeing",
+                "pairs_compared": "ordering_pairs_compared"}
+        return {"judge": {name: counters.get(key, 0) for name, key in keys.items()}}
+
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         if self.mode == "pointwise":
             return self._pointwise(batch, ctx)

@@ -72,6 +72,7 @@ class Asks:
 
     uses_teacher = True
     teacher_role = "teacher"
+    parallel = None  # the teacher client is the concurrency: the stage runs where the run runs
 
     def client(self, ctx: Context):
         """The teacher this stage talks to (the judge for `teacher_role = "judge"` when one is configured)."""
