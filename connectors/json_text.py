@@ -23,7 +23,6 @@ import orjson
 
 from connectors.streams import BOM, STREAM_ERRORS, SURROGATE, Raw, blocks, check_encoding
 from connectors.walk import SUFFIXES, data_suffix, is_datasets_dir
-from connectors.errors import SourceError
 from schemas.limits import MAX_DEPTH, MAX_RAW_BYTES, MAX_RECORD_BYTES, too_deep, too_large
 
 JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)

@@ -57,6 +57,7 @@ def _build_in(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
     from pipelines.dedup.summary import sections
     from pipelines.engines import engine_named
     from pipelines.release.report import judge_summary, print_table, write_report
+    from pipelines.core.files import write_text
     from pipelines.core.runner import TEACHER_STATS, Runner, write_quarantine
     from pipelines.core.stage import Context
     from pipelines.release.cards import write_card
@@ -66,7 +67,7 @@ def _build_in(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
         for child in run_dir.iterdir():
             if child.is_dir():
                 shutil.rmtree(child)
-    (run_dir / "config.json").write_text(to_json(cfg))
+    write_text(run_dir / "config.json", to_json(cfg))
     log = logging.getLogger("pipelines")
     stages = recipe.stages(cfg)
     check_chain(stages)

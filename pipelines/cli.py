@@ -7,10 +7,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
+import typing
 
+from pipelines.core.config import allowed_values
 from pipelines.core.errors import ConfigError, PipelineError, describe_os_error
 from pipelines.core.locks import LOCKED, Locked
 from pipelines.recipes import load_recipe, names
@@ -32,6 +35,34 @@ def recipe_arguments(p: Parser, set_help: str) -> Parser:
     p.add_argument("recipe", help=f"one of: {', '.join(names())}")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VAL", help=set_help)
     return p
+
+
+METAVARS = {int: "N", float: "F", str: "TEXT"}
+
+
+def add_option_flags(parser: argparse.ArgumentParser, cls: type, positional: tuple[str, ...] = ()) -> None:
+    """One argument per field of the dataclass `cls` (`learning_rate` -> `--learning-rate`, a bool -> a switch),
+    its help the field's help, allowed range or choices, and default; the fields in `positional` are positional."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        help_text = f.metadata["help"] + (f"; allowed {allowed}" if (allowed := allowed_values(f)) else "")
+        if f.name in positional:
+            parser.add_argument(f.name, metavar=f.name.upper(), help=help_text)
+            continue
+        flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", help=help_text)
+            continue
+        kind = next(t for t in typing.get_args(kind) if t is not type(None)) if typing.get_args(kind) else kind
+        if f.default is not None:
+            help_text += f"; default {f.default}"
+        parser.add_argument(flag, type=kind, default=f.default, metavar=f.metadata.get("metavar", METAVARS[kind]),
+                            help=help_text)
+
+
+def option_flag(key: str) -> str:
+    """How a train user sets `key`: `--learning-rate`."""
+    return "--" + key.replace("_", "-")
 
 
 def _terminate(signum, frame):

@@ -34,6 +34,7 @@ from urllib.parse import urlencode
 import pyarrow.parquet as pq
 
 from connectors.sources import SourceSpec
+from pipelines.core.files import write_json
 from pipelines import __version__
 from pipelines.build import build
 from pipelines.cli import Parser, main_guard, recipe_arguments
@@ -70,10 +71,7 @@ class Manifest:
         return {f["sha256"] for v in self.versions for f in v["inputs"]} | set(self.data.get("empty_inputs", []))
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name("manifest.json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2))
-        os.replace(tmp, self.path)
+        write_json(self.path, self.data)
 
 
 def refresh(args: argparse.Namespace) -> int:

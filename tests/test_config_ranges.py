@@ -16,9 +16,12 @@ from pipelines.core.config import Range, field_range, flat_keys, is_numeric, lea
 from pipelines.dedup.index import MinHashIndex
 from pipelines.core.errors import ConfigError
 from pipelines.recipes import load_recipe, names
+from pipelines.train.options import DPOOptions, SFTOptions
 
 NUMERIC = [(name, key, f, hint) for name in names() for key, f, hint, _ in leaves(load_recipe(name).config())
            if is_numeric(hint)]
+TRAIN_NUMERIC = [(cls.command, key, f) for cls in (SFTOptions, DPOOptions)
+                 for key, f, hint, _ in leaves(cls(export_dir="x")) if is_numeric(hint)]
 # What an edge value of these keys needs besides, so the config's cross-field rules (`cross_check`) hold.
 COMPANIONS = {
     ("dedup", "num_perm"): ["bands=1", "rows=1"],
@@ -175,3 +178,15 @@ def test_show_config_lists_each_key_with_its_range_and_help(capsys):
     assert json.loads(out.split("\nkeys:")[0])["bands"] == 8  # the JSON config is unchanged
     assert "  threshold (0, 1]: estimated Jaccard" in out and "  num_perm [16, 8192]: MinHash permutations" in out
     assert "  index: directory of a persistent near-duplicate index" in out
+
+
+@pytest.mark.parametrize("command,key,f", TRAIN_NUMERIC, ids=[f"{c}.{k}" for c, k, _ in TRAIN_NUMERIC])
+def test_every_train_option_declares_its_range_and_checks_it(command, key, f):
+    """Train's options keep the recipes' contract: a range in the field, shown in --help, checked as --flag=value."""
+    allowed = field_range(f)
+    assert allowed is not None, f"{command} --{key} has no range"
+    cls = SFTOptions if command == "sft" else DPOOptions
+    assert allowed.lo in allowed or allowed.lo_open  # the range parses and its closed ends are allowed
+    outside = allowed.lo - 1 if not allowed.lo_open else allowed.lo
+    with pytest.raises(ConfigError, match=f"--{key.replace('_', '-')}="):
+        cls(export_dir="x", **{key: type(f.default)(outside)}).validate()

@@ -154,34 +154,45 @@ def _set(config: Any, path: list[str], text: str, full_key: str) -> Any:
     return dataclasses.replace(config, **{path[0]: value})
 
 
-def validate(config: Any) -> None:
+def set_flag(key: str) -> str:
+    """How a build or refresh user sets `key`: `--set key`."""
+    return f"--set {key}"
+
+
+def validate(config: Any, flag=set_flag) -> None:
     """Raise ConfigError (one line) for the first setting outside its range or failing its check, then for the
-    config's `cross_check` problem. Run on every resolved config, before any work."""
+    config's `cross_check` problem. Run on every resolved config, before any work. `flag(key)` names the setting
+    as the user typed it (`--set key` for recipes, `--key` for train)."""
     for key, f, _, value in leaves(config):
         allowed = field_range(f)
         many = isinstance(value, (tuple, list))
         shown = ",".join(str(v) for v in value) if many else value
         if allowed is not None and value is not None:
             if many and not value:
-                raise ConfigError(f"--set {key}=: give at least one value, each {allowed.words()}")
+                raise ConfigError(f"{flag(key)}=: give at least one value, each {allowed.words()}")
             if not all(v in allowed for v in (value if many else (value,))):
                 each = "each value " if many else ""
-                raise ConfigError(f"--set {key}={shown}: {each}must be {allowed.words()}")
+                raise ConfigError(f"{flag(key)}={shown}: {each}must be {allowed.words()}")
         if "choices" in f.metadata and value not in f.metadata["choices"]:
-            raise ConfigError(f"--set {key}={shown}: expected one of {', '.join(f.metadata['choices'])}")
+            raise ConfigError(f"{flag(key)}={shown}: expected one of {', '.join(f.metadata['choices'])}")
         if "check" in f.metadata and (problem := f.metadata["check"](value)):
-            raise ConfigError(f"--set {key}={shown}: {problem}")
+            raise ConfigError(f"{flag(key)}={shown}: {problem}")
     if hasattr(config, "cross_check") and (problem := config.cross_check()):
         raise ConfigError(problem)
+
+
+def allowed_values(f: dataclasses.Field) -> str:
+    """`[1, 64]`, `{listwise, pointwise, pairwise}` or '' : what --help and --show-config print after a key."""
+    if (allowed := field_range(f)) is not None:
+        return str(allowed)
+    return "{" + ", ".join(f.metadata["choices"]) + "}" if "choices" in f.metadata else ""
 
 
 def describe(config: Any) -> str:
     """One line per key, `  key [range]: help`, as --show-config lists them."""
     lines = []
     for key, f, _, _ in leaves(config):
-        allowed = field_range(f)
-        help_text = f.metadata.get("help")
-        shown = allowed or ("{" + ", ".join(f.metadata["choices"]) + "}" if "choices" in f.metadata else "")
+        help_text, shown = f.metadata.get("help"), allowed_values(f)
         lines.append(f"  {key}" + (f" {shown}" if shown else "") + (f": {help_text}" if help_text else ""))
     return "\n".join(lines)
 

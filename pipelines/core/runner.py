@@ -29,6 +29,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.core.files import write_json, write_table
 from pipelines import __version__
 
 from pipelines.core import progress
@@ -314,10 +315,7 @@ class Runner:
             "teacher_events": {k: v for k, v in sorted(teacher.items()) if k not in TEACHER_STATS},
             "summary": stage.summary(dict(counters)),
         }
-        success = stage_dir / "_SUCCESS.json"
-        tmp = success.with_name("_SUCCESS.json.tmp")
-        tmp.write_text(json.dumps(row, indent=2))
-        os.replace(tmp, success)
+        write_json(stage_dir / "_SUCCESS.json", row)
         return {**row, "status": "resumed" if resumed else "ran"}
 
 
@@ -339,11 +337,7 @@ def write_quarantine(run_dir: Path) -> tuple[Path, int]:
             (pl.col("raw") if "raw" in rows.columns else _row_json(rows)).cast(pl.String).alias("raw"),
         ))
     table = pl.concat(frames).to_arrow().cast(QUARANTINE) if frames else QUARANTINE.empty_table()
-    path = run_dir / "quarantine.parquet"
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return path, table.num_rows
+    return write_table(table, run_dir / "quarantine.parquet"), table.num_rows
 
 
 def _meta_key(rows: pl.DataFrame, key: str) -> pl.Expr:

@@ -15,7 +15,6 @@ upgraded in place by the numbered MIGRATIONS before use.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.core.files import write_json, write_table
 from pipelines import __version__
 from pipelines.dedup.lsh import band_keys
 from pipelines.core.errors import ConfigError
@@ -41,7 +41,7 @@ def _v1_to_v2(root: Path, manifest: dict) -> dict:
         sigs = matrix(table["signature"], np.uint32)
         keys = band_keys(sigs, settings["bands"], settings["rows"])
         table = table.append_column("band_keys", fixed_list(keys, pa.uint64()))
-        _write_atomic(table, path)
+        write_table(table, path)
     return manifest
 
 
@@ -80,12 +80,6 @@ def matrix(column: pa.ChunkedArray, dtype) -> np.ndarray:
 
 def fixed_list(matrix: np.ndarray, value_type: pa.DataType) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), type=value_type), matrix.shape[1])
-
-
-def _write_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
 
 
 def index_dir_problem(path: str | Path) -> str | None:
@@ -136,11 +130,7 @@ class MinHashIndex:
         return manifest
 
     def _save(self, manifest: dict) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / "manifest.json"
-        tmp = path.with_name("manifest.json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=2))
-        os.replace(tmp, path)
+        write_json(self.root / "manifest.json", manifest)
 
     def __len__(self) -> int:
         return sum(shard["rows"] for shard in self.manifest["shards"])
@@ -162,7 +152,7 @@ class MinHashIndex:
                           "signature": fixed_list(rows.sigs, pa.uint32()),
                           "band_keys": fixed_list(rows.keys, pa.uint64())})
         self.root.mkdir(parents=True, exist_ok=True)
-        _write_atomic(table, self.root / name)
+        write_table(table, self.root / name)
         shards = [s for s in self.manifest["shards"] if s["run"] != run]
         shards.append({"file": name, "run": run, "rows": len(rows),
                        "added": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})

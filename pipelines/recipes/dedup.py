@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipelines.dedup.index import index_dir_problem
+from pipelines.recipes._settings import benchmarks_setting, index_setting
 from pipelines.core.recipe import Inputs, Recipe, Refresh
 from pipelines.core.stage import Stage
 from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
@@ -37,9 +37,8 @@ class Config:
     bands: int = field(default=16, metadata={"help": "LSH bands (bands x rows <= num_perm)", "range": "[1, 8192]"})
     rows: int = field(default=8, metadata={"help": "signature rows per band", "range": "[1, 8192]"})
     seed: int = field(default=1, metadata={"help": "seed of the MinHash permutations", "range": "[0, 4294967295]"})
-    index: str = field(default="", metadata={"help": "directory of a persistent near-duplicate index",
-                                             "check": index_dir_problem})
-    benchmarks: tuple[str, ...] = field(default=(), metadata={"help": "[NAME=]PATH of benchmark prompts to remove"})
+    index: str = index_setting()
+    benchmarks: tuple[str, ...] = benchmarks_setting()
     decontamination_ngram: int = field(default=13, metadata={
         "help": "words per n-gram for decontamination", "range": "[1, 200]"})
 

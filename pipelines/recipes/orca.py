@@ -19,8 +19,8 @@ from pathlib import Path
 
 import polars as pl
 
+from pipelines.recipes._settings import gen_fraction_setting, index_setting, test_fraction_setting, threshold_setting
 from pipelines.core.recipe import Inputs, Recipe, Refresh
-from pipelines.dedup.index import index_dir_problem
 from pipelines.core.stage import Stage
 from pipelines.stages.dedup import ExactDedup, NearDedup
 from pipelines.stages.export import ExportSFT
@@ -43,13 +43,10 @@ class Config:
     retries: int = field(default=1, metadata={"help": "re-asks of an answer that fails a guard", "range": "[0, 10]"})
     keep_truncated: bool = field(default=False, metadata={
         "help": "keep answers cut at max_tokens, trimmed to their last full sentence (default: drop them)"})
-    threshold: float = field(default=0.8, metadata={"help": "near-duplicate Jaccard threshold", "range": "(0, 1]"})
-    index: str = field(default="", metadata={"help": "directory of a persistent near-duplicate index",
-                                             "check": index_dir_problem})
-    test_fraction: float = field(default=0.1, metadata={
-        "help": "share of prompts in the test splits", "range": "[0, 1)"})
-    gen_fraction: float = field(default=0.25, metadata={
-        "help": "share of prompts in the *_gen splits", "range": "[0, 1]"})
+    threshold: float = threshold_setting()
+    index: str = index_setting()
+    test_fraction: float = test_fraction_setting()
+    gen_fraction: float = gen_fraction_setting()
     sampling: AnswerSampling = field(default_factory=AnswerSampling)
     teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=16))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 
+from pipelines.recipes._settings import gen_fraction_setting, test_fraction_setting
 from pipelines.core.recipe import Inputs, Recipe
 from pipelines.core.stage import Stage
 from pipelines.stages.dedup import ExactDedup
@@ -41,10 +42,8 @@ class Config:
     max_words: int = field(default=150, metadata={"help": "longest instruction kept, in words", "range": "[1, 10000]"})
     seeds: str = field(default="", metadata={"help": "seed tasks JSONL (Self-Instruct format); empty = built in"})
     seed: int = field(default=0, metadata={"help": "seed for sampling in-context examples", "range": "[0, 4294967295]"})
-    test_fraction: float = field(default=0.1, metadata={
-        "help": "share of prompts in the test splits", "range": "[0, 1)"})
-    gen_fraction: float = field(default=0.25, metadata={
-        "help": "share of prompts in the *_gen splits", "range": "[0, 1]"})
+    test_fraction: float = test_fraction_setting()
+    gen_fraction: float = gen_fraction_setting()
     sampling: Sampling = field(default_factory=Sampling)
     teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=16))
 

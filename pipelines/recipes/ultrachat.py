@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipelines.recipes._settings import benchmarks_setting, gen_fraction_setting, index_setting, test_fraction_setting, threshold_setting
 from pipelines.core.recipe import Inputs, Recipe, Refresh
-from pipelines.dedup.index import index_dir_problem
 from pipelines.core.stage import Stage
 from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
 from pipelines.stages.dialogue import AskOpening, Sampling, SimulateDialogue
@@ -41,14 +41,11 @@ class Config:
         "help": "sectors the dialogues are spread over (a refresh with new materials uses only materials)"})
     seed: int = field(default=0, metadata={
         "help": "seed for sampling seeds, personas and materials", "range": "[0, 4294967295]"})
-    threshold: float = field(default=0.8, metadata={"help": "near-duplicate Jaccard threshold", "range": "(0, 1]"})
-    index: str = field(default="", metadata={"help": "directory of a persistent near-duplicate index",
-                                             "check": index_dir_problem})
-    benchmarks: tuple[str, ...] = field(default=(), metadata={"help": "[NAME=]PATH of benchmark prompts to remove"})
-    test_fraction: float = field(default=0.1, metadata={
-        "help": "share of prompts in the test splits", "range": "[0, 1)"})
-    gen_fraction: float = field(default=0.25, metadata={
-        "help": "share of prompts in the *_gen splits", "range": "[0, 1]"})
+    threshold: float = threshold_setting()
+    index: str = index_setting()
+    benchmarks: tuple[str, ...] = benchmarks_setting()
+    test_fraction: float = test_fraction_setting()
+    gen_fraction: float = gen_fraction_setting()
     sampling: Sampling = field(default_factory=Sampling)
     teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(
         max_concurrency=16, embedded=EmbeddedConfig(model=DEFAULT_ULTRACHAT_TEACHER)))

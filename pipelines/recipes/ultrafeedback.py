@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from pipelines.core.config import max_tokens_setting
+from pipelines.recipes._settings import benchmarks_setting, index_setting, test_fraction_setting, threshold_setting
 from pipelines.core.recipe import Inputs, Recipe, Refresh
-from pipelines.dedup.index import index_dir_problem
 from pipelines.release import preference_card
 from pipelines.core.stage import Stage
 from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
@@ -61,13 +61,10 @@ class Config:
                                                      "range": "[0, 9]"})
     seed: int = field(default=0, metadata={"help": "seed of the principles, sampling and pairing",
                                            "range": "[0, 4294967295]"})
-    threshold: float = field(default=0.8, metadata={"help": "near-duplicate Jaccard threshold on prompts",
-                                                    "range": "(0, 1]"})
-    index: str = field(default="", metadata={"help": "directory of a persistent near-duplicate index of prompts",
-                                             "check": index_dir_problem})
-    benchmarks: tuple[str, ...] = field(default=(), metadata={"help": "[NAME=]PATH of benchmark prompts to remove"})
-    test_fraction: float = field(default=0.1, metadata={
-        "help": "share of prompts in the test split", "range": "[0, 1)"})
+    threshold: float = threshold_setting(" on prompts")
+    index: str = index_setting(" of prompts")
+    benchmarks: tuple[str, ...] = benchmarks_setting()
+    test_fraction: float = test_fraction_setting("split")
     # Equal configs share one client (and one embedded server). 8 in flight: judge prompts are long, and 16 of them
     # slowed the embedded server past the request timeout (measured); one re-ask: a second rarely helps a small judge.
     teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=8, reasks=1))

@@ -20,7 +20,6 @@ import dataclasses
 import glob
 import hashlib
 import json
-import os
 from pathlib import Path
 from string import Template
 from urllib.parse import urlsplit, urlunsplit
@@ -28,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pyarrow.parquet as pq
 
 from connectors.licenses import BUILT_IN_LICENSE, HUB_LICENSES, combined_license
+from pipelines.core.files import write_json, write_text
 from pipelines import __version__
 from pipelines.core.config import to_json
 from pipelines.core.errors import ConfigError, PipelineError
@@ -104,7 +104,7 @@ def write_card(recipe, cfg, run_dir: Path, stages, rows: list[dict]) -> Path:
         **recipe.card_values(cfg, FinishedRun(out_dir, sections(rows))),
     }
     saved = {"template": recipe.card, "values": values, "licenses": licenses}
-    (run_dir / "card.json").write_text(json.dumps(saved, indent=1))
+    write_json(run_dir / "card.json", saved, indent=1)
     return render(recipe.card, out_dir, values, export_counts(out_dir))
 
 
@@ -120,11 +120,7 @@ def render(template: str, out_dir: Path, values: dict, counts: dict[str, int]) -
     problems = validate_card(text, out_dir)
     if problems:
         raise CardError(f"card {template_file(template)} for {out_dir} is not valid: {'; '.join(problems)}")
-    target = out_dir / "README.md"
-    tmp = target.with_name("README.md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, target)
-    return target
+    return write_text(out_dir / "README.md", text)
 
 
 def render_again(run_dir: Path, out_dir: Path, counts: dict[str, int], release: str, licenses: list[str]) -> Path:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.sources import SourceSpec
 from connectors.walk import data_files, expand
+from pipelines.core.files import write_json
 from pipelines.core.errors import ConfigError
 from connectors.licenses import BUILT_IN_LICENSE, license_of
 
@@ -74,10 +74,7 @@ def describe(files: list[tuple[str, str, Path, str | None]], cache_path: Path | 
             cache[key] = sha256_file(path)
         out.append(InputFile(role, spec, str(path), stat.st_size, cache[key], option or license_of(path)))
     if cache_path is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_name(cache_path.name + ".tmp")
-        tmp.write_text(json.dumps(cache, indent=1))
-        os.replace(tmp, cache_path)
+        write_json(cache_path, cache, indent=1)
     return out
 
 

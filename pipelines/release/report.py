@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.core.files import write_json
 from pipelines.dedup.summary import sections
 
 
@@ -22,11 +21,7 @@ def write_report(run_dir: Path, recipe: str, rows: list[dict], seconds: float, t
     found = sections(rows)
     if dedup := {k: v for k, v in found.items() if k in ("near", "decontamination", "leakage")}:
         report["dedup"] = dedup
-    path = run_dir / "report.json"
-    tmp = path.with_name("report.json.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_json(run_dir / "report.json", report)
 
 
 def print_table(rows: list[dict], seconds: float) -> None:

@@ -30,10 +30,14 @@ SPLITS = ("train_sft", "test_sft", "train_gen", "test_gen")
 EXPORT_SCHEMA = pa.schema([("prompt", pa.string()), ("prompt_id", pa.string()), ("messages", pa.list_(MESSAGE))])
 
 
+def part_of(prompt_id: str, test_fraction: float) -> str:
+    """"test" or "train", from a hash of the prompt_id: one prompt never lands in both, and keeps its part."""
+    return "test" if unit_hash(prompt_id + ":test") < test_fraction else "train"
+
+
 def assign_split(prompt_id: str, test_fraction: float, gen_fraction: float) -> str:
     kind = "gen" if unit_hash(prompt_id + ":gen") < gen_fraction else "sft"
-    part = "test" if unit_hash(prompt_id + ":test") < test_fraction else "train"
-    return f"{part}_{kind}"
+    return f"{part_of(prompt_id, test_fraction)}_{kind}"
 
 
 def fill_empty_splits(prompt_ids: list[str], splits: list[str]) -> list[str]:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.core.stage import Context, Stage
-from pipelines.stages.export import separate_splits
+from pipelines.stages.export import part_of, separate_splits
 from pipelines.teacher.guards import unit_hash
 from schemas import PREFERENCE
 
@@ -32,7 +32,7 @@ EXPORT_PREFS_SCHEMA = pa.schema([*(PREFERENCE.field(c) for c in COLUMNS),
 def parts(prompt_ids: list[str], test_fraction: float) -> list[str]:
     """"train"/"test" per row from its prompt_id; with 4+ prompts and none in test, the one that hashes lowest
     goes there (`datasets` cannot load an empty split)."""
-    out = ["test" if unit_hash(p + ":test") < test_fraction else "train" for p in prompt_ids]
+    out = [part_of(p, test_fraction) for p in prompt_ids]
     if "test" not in out and len(set(prompt_ids)) >= 4 and test_fraction > 0:
         lowest = min(prompt_ids, key=lambda p: unit_hash(p + ":test"))
         out = ["test" if p == lowest else s for p, s in zip(prompt_ids, out)]

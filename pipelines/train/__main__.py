@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 
-from pipelines.core.errors import PipelineError
-from pipelines.train.options import DPOOptions, SFTOptions, add_arguments, from_args
+from pipelines.cli import Parser, add_option_flags, main_guard
+from pipelines.train.options import DPOOptions, SFTOptions, from_args
 
 COMMANDS = {
     "sft": (SFTOptions, "supervised fine-tuning on the export's train_sft split (TRL SFTTrainer)"),
@@ -20,33 +19,31 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.train", description="Train on an exported dataset.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{sft,dpo}")
+    parser = Parser(prog="pipelines.train", description="Train on an exported dataset.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{sft,dpo}", parser_class=Parser)
     for name, (cls, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
-        add_arguments(command, cls)
+        add_option_flags(command, cls, positional=("export_dir",))
         command.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def train(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     opts = from_args(COMMANDS[args.command][0], args)
-    try:
-        if args.command == "sft":
-            from pipelines.train.sft import train_sft
+    if args.command == "sft":
+        from pipelines.train.sft import train_sft
 
-            train_sft(opts)
-        else:
-            from pipelines.train.dpo import train_dpo
+        train_sft(opts)
+    else:
+        from pipelines.train.dpo import train_dpo
 
-            train_dpo(opts)
-    except PipelineError as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        train_dpo(opts)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_guard(train, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":
