@@ -31,11 +31,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from graded_pairs import graded_pairs  # noqa: E402
 
-from pipelines.teacher.server import EmbeddedConfig  # noqa: E402
 from pipelines.core.stage import Context  # noqa: E402
 from pipelines.stages.feedback import COMPLETIONS, Judge  # noqa: E402
 from pipelines.stages.ingest import Ingest  # noqa: E402
 from pipelines.teacher.client import Teacher, TeacherConfig  # noqa: E402
+from pipelines.teacher.server import EmbeddedConfig  # noqa: E402
 
 HH = ROOT.parent / "shared" / "data" / "real" / "hh_rlhf_harmless_base_test.jsonl.gz"
 

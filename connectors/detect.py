@@ -12,8 +12,8 @@ from typing import Iterator
 
 from connectors import (alpaca, dolly, helpsteer, hh_rlhf, lmsys, oasst, openai_messages, openorca, preference,
                         prompt_completion, qa, self_instruct, sharegpt, text, ultrachat, ultrafeedback)
-from connectors.streams import Raw
 from connectors.errors import SourceError
+from connectors.streams import Raw
 
 FORMATS: tuple[ModuleType, ...] = (
     oasst, ultrafeedback, helpsteer, hh_rlhf, preference, openai_messages, sharegpt, lmsys, ultrachat,

@@ -32,10 +32,10 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from connectors.errors import SourceError
 from connectors.json_text import deeper_than_limit, is_jsonl, jsonl_chunks, lines_to_records, read_json_array, storable
 from connectors.streams import STREAM_ERRORS, SURROGATE, Raw, check_encoding, open_blocks
 from connectors.walk import COLUMNAR, data_suffix, is_datasets_dir
-from connectors.errors import SourceError
 from schemas.limits import MAX_RAW_BYTES, MAX_RECORD_BYTES, too_deep, too_large
 
 csv.field_size_limit(1 << 30)

@@ -18,9 +18,9 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from connectors.walk import data_files, expand
 from connectors.errors import ConfigError
 from connectors.licenses import hub_license
+from connectors.walk import data_files, expand
 
 KEYS = "format|weight|max_rows|license"
 OPTION = re.compile(rf"^(.*)\?((?:{KEYS})=[^&]*(?:&(?:{KEYS})=[^&]*)*)$")

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from connectors.streams import DECOMPRESSORS
 from connectors.errors import SourceError
+from connectors.streams import DECOMPRESSORS
 
 COMPRESSIONS = set(DECOMPRESSORS)
 TEXT_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".txt", ".md"}

@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.core.config import apply_overrides, describe, flat_keys, to_json
 from pipelines.cli import Parser, main_guard, recipe_arguments, recipes_epilog
+from pipelines.core.config import apply_overrides, describe, flat_keys, to_json
 from pipelines.core.errors import ConfigError
 from pipelines.core.locks import DirLock
 from pipelines.recipes import load_recipe

@@ -19,10 +19,12 @@ from pipelines.core.locks import LOCKED, Locked
 from pipelines.recipes import load_recipe, names
 
 
-def recipes_epilog() -> str:
-    """The recipes, one line each, for a command's --help."""
-    lines = [f"  {name:<14} {load_recipe(name).summary}" for name in names()]
-    return "recipes:\n" + "\n".join(lines) + "\n\nRECIPE --show-config lists a recipe's keys with their help and range."
+def recipes_epilog(refreshable: bool = False) -> str:
+    """The recipes (those that can be refreshed), one line each, for a command's --help."""
+    recipes = [load_recipe(name) for name in names()]
+    lines = [f"  {r.name:<14} {r.summary}" for r in recipes if not refreshable or r.refresh is not None]
+    return ("recipes:\n" + "\n".join(lines) + "\n\npython -m pipelines.build RECIPE --show-config lists a recipe's "
+            "settings with their help and allowed range.")
 
 
 class Parser(argparse.ArgumentParser):

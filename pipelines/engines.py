@@ -49,10 +49,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.core import progress
-from pipelines.dedup.index import Signed, fixed_list, matrix
 from pipelines.core.errors import ConfigError, PipelineError
 from pipelines.core.runner import Runner, read_parts, rebatch
 from pipelines.core.stage import Context, MapStage, Stage
+from pipelines.dedup.index import Signed, fixed_list, matrix
 from pipelines.stages.dedup import PLANTED_SAMPLE, NearDedup, compare_text
 
 ENGINES = ("local", "ray")

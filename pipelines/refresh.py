@@ -33,23 +33,24 @@ from urllib.parse import urlencode
 
 import pyarrow.parquet as pq
 
+from connectors.licenses import combined_license
 from connectors.sources import SourceSpec
-from pipelines.core.files import write_json
 from pipelines import __version__
 from pipelines.build import build
-from pipelines.cli import Parser, main_guard, recipe_arguments
 from pipelines.build import make_parser as build_parser
-from pipelines.release.cards import render_again
+from pipelines.cli import Parser, main_guard, recipe_arguments, recipes_epilog
 from pipelines.core.config import apply_overrides
 from pipelines.core.errors import ConfigError, PipelineError
-from connectors.licenses import combined_license
+from pipelines.core.files import write_json
+from pipelines.release.cards import render_again
 from pipelines.core.locks import LOCKED, DirLock  # noqa: F401 (LOCKED: the exit code, for callers)
-from pipelines.release.lineage import InputFile, describe, input_files, sha256_file
 from pipelines.recipes import load_recipe, names
+from pipelines.release.lineage import InputFile, describe, input_files, sha256_file
 
 
 def make_parser() -> Parser:
-    p = Parser(prog="pipelines.refresh", description="Make the next version of a dataset from new inputs only.")
+    p = Parser(prog="pipelines.refresh", description="Make the next version of a dataset from new inputs only.",
+               epilog=recipes_epilog(refreshable=True), formatter_class=argparse.RawDescriptionHelpFormatter)
     recipe_arguments(p, "config overrides, as for pipelines.build; saved, and reused when none are given")
     p.add_argument("--root", type=Path, default=None, help="refresh directory (default refresh/<recipe>)")
     p.add_argument("--dry-run", action="store_true", help="print what would be processed, change nothing")

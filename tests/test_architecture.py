@@ -89,3 +89,14 @@ def test_a_recipe_that_breaks_the_contract_is_refused_when_made():
         Recipe(name="x", summary="x", config=Plain, stages=lambda cfg: [], card="ingest", roles=("teacher",))
     with pytest.raises(ConfigError, match="sources"):
         Recipe(name="x", summary="x", config=Plain, stages=lambda cfg: [], card="ingest", refresh=Refresh())
+
+
+def test_help_lists_the_recipes_the_command_takes():
+    from pipelines.build import make_parser as build_parser
+    from pipelines.refresh import make_parser as refresh_parser
+
+    built, refreshed = build_parser().format_help(), refresh_parser().format_help()
+    for name in names():
+        recipe = load_recipe(name)
+        assert recipe.summary in built
+        assert (recipe.summary in refreshed) == (recipe.refresh is not None), name

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from conftest import run_build
-from pipelines.release.cards import endpoint, size_category, validate_card
 from connectors.licenses import combined_license, hub_license, license_of
-from pipelines.release.lineage import describe, input_files, prompt_hashes
 from pipelines.recipes import load_recipe
+from pipelines.release.cards import endpoint, size_category, validate_card
+from pipelines.release.lineage import describe, input_files, prompt_hashes
 from pipelines.teacher.client import TeacherConfig
 
 CARD = """---

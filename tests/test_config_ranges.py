@@ -13,8 +13,8 @@ import pytest
 
 from pipelines import build, refresh
 from pipelines.core.config import Range, field_range, flat_keys, is_numeric, leaves
-from pipelines.dedup.index import MinHashIndex
 from pipelines.core.errors import ConfigError
+from pipelines.dedup.index import MinHashIndex
 from pipelines.recipes import load_recipe, names
 from pipelines.train.options import DPOOptions, SFTOptions
 

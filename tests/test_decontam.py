@@ -13,9 +13,9 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.dedup.decontam import Benchmark, Contamination
 from pipelines.core.errors import ConfigError
 from pipelines.core.stage import Context
+from pipelines.dedup.decontam import Benchmark, Contamination
 from pipelines.stages.dedup import Decontaminate
 from schemas import conversation_id
 

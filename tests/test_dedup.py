@@ -10,12 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 from datasketch import MinHash
 
+from pipelines.core.errors import ConfigError
+from pipelines.core.stage import Context
 from pipelines.dedup.index import MinHashIndex
 from pipelines.dedup.lsh import ALL_PAIRS_UP_TO, band_keys, components, detection_probability, similar_pairs
 from pipelines.dedup.minhash import MinHashParams, estimated_jaccard, jaccard, shingle_hashes, signatures
 from pipelines.dedup.recall import edit_words, planted_recall
-from pipelines.core.errors import ConfigError
-from pipelines.core.stage import Context
 from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
 from pipelines.stages.export import separate_splits
 from schemas import conversation_id

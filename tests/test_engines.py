@@ -14,12 +14,12 @@ import pytest
 import ray  # noqa: F401  (the dev extra installs it: a missing Ray fails here, it is not skipped)
 
 from pipelines.core.config import apply_overrides
+from pipelines.core.runner import read_parts, rebatch
 from pipelines.dedup.index import fixed_list
 from pipelines.dedup.lsh import band_keys, similar_pairs, verify_buckets
 from pipelines.dedup.minhash import MinHashParams, signatures
 from pipelines.engines import RayEngine, _band_rows, _shared_buckets, batch_plan, bucket_runs, read_batch
 from pipelines.recipes import load_recipe, names
-from pipelines.core.runner import read_parts, rebatch
 from tests.conftest import ROOT
 
 DATA = Path(__file__).parent / "data"

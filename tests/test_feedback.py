@@ -19,11 +19,11 @@ from trl.data_utils import is_conversational, maybe_extract_prompt
 
 from conftest import run_build
 
-from pipelines.teacher.server import EmbeddedConfig
 from pipelines.core.stage import Context
 from pipelines.prompts import feedback as F
 from pipelines.stages.feedback import COMPLETIONS, JUDGED, Binarize, Complete, Judge, agreement, orders, pair_scores
 from pipelines.teacher.client import Teacher, TeacherConfig
+from pipelines.teacher.server import EmbeddedConfig
 from pipelines.teacher.weights import DEFAULT_JUDGE
 from test_teacher import fault_server  # noqa: F401,F811  (a pytest fixture)
 

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 from datasets import load_dataset
 
 from conftest import ROOT
-from pipelines.release.cards import validate_card
 from pipelines.refresh import LOCKED
+from pipelines.release.cards import validate_card
 
 SHAREGPT = Path(__file__).parent / "data" / "formats"
 

@@ -15,9 +15,9 @@ from rouge_score import rouge_scorer
 
 from conftest import ROOT, report, run_build
 from pipelines.core.errors import SourceError
-from pipelines.recipes.self_instruct import Config, seeds_path, stages
-from pipelines.dedup.rouge import RougePool, rouge_l, tokenize
 from pipelines.core.stage import DROP, Context
+from pipelines.dedup.rouge import RougePool, rouge_l, tokenize
+from pipelines.recipes.self_instruct import Config, seeds_path, stages
 from pipelines.stages.self_instruct import GenerateInstructions, Sampling, check_output
 from pipelines.prompts.self_instruct import (build_generation, check_instruction, input_shots,
                                                     load_seed_tasks, parse_input, parse_tasks)

@@ -18,8 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pipelines.teacher.cache import RequestCache
 from pipelines.core.errors import TeacherError
+from pipelines.teacher.cache import RequestCache
 from pipelines.teacher.client import Request, Teacher, TeacherConfig, header_wait
 
 class FaultServer(ThreadingHTTPServer):

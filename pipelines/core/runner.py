@@ -29,11 +29,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.core.files import write_json, write_table
 from pipelines import __version__
-
 from pipelines.core import progress
 from pipelines.core.errors import PipelineError, ResourceError, describe_os_error
+from pipelines.core.files import write_json, write_table
 from pipelines.core.stage import DROP, QUARANTINE_ONLY, Context, MapStage, Source, Stage, TwoPassStage, teacher_for
 from schemas import QUARANTINE
 

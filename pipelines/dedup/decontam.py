@@ -39,8 +39,8 @@ from connectors.detect import detect, kinds
 from connectors.files import read_records
 from connectors.streams import Raw
 from connectors.walk import data_files, is_datasets_dir
-from pipelines.dedup.minhash import shingle_hashes
 from pipelines.core.errors import ConfigError, SourceError
+from pipelines.dedup.minhash import shingle_hashes
 
 
 def texts(value: Any) -> list[str]:

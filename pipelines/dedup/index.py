@@ -24,10 +24,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.core.files import write_json, write_table
 from pipelines import __version__
-from pipelines.dedup.lsh import band_keys
 from pipelines.core.errors import ConfigError
+from pipelines.core.files import write_json, write_table
+from pipelines.dedup.lsh import band_keys
 
 FORMAT = 2
 

@@ -23,8 +23,8 @@ import string
 from pathlib import Path
 
 from pipelines.core.errors import SourceError
-from pipelines.prompts import fill, load
 from pipelines.dedup.rouge import tokenize
+from pipelines.prompts import fill, load
 
 BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps", "draw",
              "plot", "go to", "video", "audio", "music", "flowchart", "diagram")

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipelines.recipes._settings import benchmarks_setting, index_setting
 from pipelines.core.recipe import Inputs, Recipe, Refresh
 from pipelines.core.stage import Stage
-from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
+from pipelines.recipes._settings import benchmarks_setting, index_setting
 from pipelines.recipes.ingest import card_values as rows_card_values
+from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
 from pipelines.stages.export import ExportRows
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.redact import redact_setting

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.recipes._settings import gen_fraction_setting, index_setting, test_fraction_setting, threshold_setting
 from pipelines.core.recipe import Inputs, Recipe, Refresh
 from pipelines.core.stage import Stage
+from pipelines.recipes._settings import gen_fraction_setting, index_setting, test_fraction_setting, threshold_setting
 from pipelines.stages.dedup import ExactDedup, NearDedup
 from pipelines.stages.export import ExportSFT
 from pipelines.stages.orca import DEFAULT_PROMPTS, AnswerSampling, ExplainAnswers, SeedOrca, system_messages

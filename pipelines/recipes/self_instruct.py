@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 
-from pipelines.recipes._settings import gen_fraction_setting, test_fraction_setting
 from pipelines.core.recipe import Inputs, Recipe
 from pipelines.core.stage import Stage
+from pipelines.prompts.self_instruct import input_shots, load_seed_tasks
+from pipelines.recipes._settings import gen_fraction_setting, test_fraction_setting
 from pipelines.stages.dedup import ExactDedup
 from pipelines.stages.export import ExportSFT
 from pipelines.stages.self_instruct import AnswerTasks, AskInputs, GenerateInstructions, Sampling
-from pipelines.prompts.self_instruct import input_shots, load_seed_tasks
 from pipelines.stages.validate import Validate
 from pipelines.teacher.client import TeacherConfig
 

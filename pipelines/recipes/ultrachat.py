@@ -12,16 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipelines.recipes._settings import benchmarks_setting, gen_fraction_setting, index_setting, test_fraction_setting, threshold_setting
 from pipelines.core.recipe import Inputs, Recipe, Refresh
 from pipelines.core.stage import Stage
+from pipelines.recipes._settings import benchmarks_setting, gen_fraction_setting, index_setting, test_fraction_setting, threshold_setting
 from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
 from pipelines.stages.dialogue import AskOpening, Sampling, SimulateDialogue
 from pipelines.stages.export import ExportSFT
 from pipelines.stages.seeds import SeedUltraChat
 from pipelines.stages.validate import Validate
-from pipelines.teacher.server import EmbeddedConfig
 from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.server import EmbeddedConfig
 
 DEFAULT_ULTRACHAT_TEACHER = "qwen2.5-coder-1.5b"
 

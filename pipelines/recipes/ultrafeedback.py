@@ -16,17 +16,17 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from pipelines.core.config import max_tokens_setting
-from pipelines.recipes._settings import benchmarks_setting, index_setting, test_fraction_setting, threshold_setting
 from pipelines.core.recipe import Inputs, Recipe, Refresh
-from pipelines.release import preference_card
 from pipelines.core.stage import Stage
+from pipelines.recipes._settings import benchmarks_setting, index_setting, test_fraction_setting, threshold_setting
+from pipelines.release import preference_card
 from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
 from pipelines.stages.export_prefs import ExportPrefs
-from pipelines.teacher.server import EmbeddedConfig
 from pipelines.stages.feedback import MODES, Binarize, Complete, Judge, ToPrompts
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.redact import redact_setting
 from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.server import EmbeddedConfig
 from pipelines.teacher.weights import DEFAULT_JUDGE
 
 DEFAULT_PROMPTS = str(resources.files("pipelines.data").joinpath("feedback_prompts.jsonl"))

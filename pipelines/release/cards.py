@@ -27,10 +27,10 @@ from urllib.parse import urlsplit, urlunsplit
 import pyarrow.parquet as pq
 
 from connectors.licenses import BUILT_IN_LICENSE, HUB_LICENSES, combined_license
-from pipelines.core.files import write_json, write_text
 from pipelines import __version__
 from pipelines.core.config import to_json
 from pipelines.core.errors import ConfigError, PipelineError
+from pipelines.core.files import write_json, write_text
 from pipelines.core.recipe import FinishedRun
 from pipelines.dedup.summary import markdown as dedup_markdown
 from pipelines.dedup.summary import sections

@@ -16,11 +16,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from connectors.licenses import BUILT_IN_LICENSE, license_of
 from connectors.sources import SourceSpec
 from connectors.walk import data_files, expand
-from pipelines.core.files import write_json
 from pipelines.core.errors import ConfigError
-from connectors.licenses import BUILT_IN_LICENSE, license_of
+from pipelines.core.files import write_json
 
 PACKAGE = Path(__file__).resolve().parents[1]  # pipelines/: built-in data and prompt files are named from here
 

@@ -4,8 +4,9 @@
 - NearDedup (MinHash LSH, `pipelines.dedup`) reads its input twice: the first pass keeps only signatures, lengths
   and ids (a million rows take about 0.7 GB), the second marks each batch. It compares the whole conversation or only
   the first user turn (`compare="prompt"`), checks against a persistent index when one is configured and adds the
-  rows it kept to it, writes `dedup/clusters.parquet` (what was merged) and `dedup/stats.json` (pairs, clusters,
-  detection probabilities and recall measured on planted copies of this run's own texts). While it reads and
+  rows it kept to it, writes `dedup/clusters.parquet` (what was merged) and reports in its summary (`_SUCCESS.json`,
+  the run report, the card) its pairs, clusters, detection probabilities and the recall measured on planted copies
+  of this run's own texts. While it reads and
   extends the index it holds the index's lock: a second run on the same index exits busy (75) and resumes later.
 - Decontaminate drops rows that overlap benchmark prompts, naming the benchmark.
 """
@@ -18,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pipelines.core.errors import ConfigError
+from pipelines.core.locks import DirLock
+from pipelines.core.stage import Context, MapStage, Stage, TwoPassStage, with_drops
 from pipelines.dedup.decontam import Benchmark, Contamination
 from pipelines.dedup.index import MinHashIndex, Signed
 from pipelines.dedup.lsh import band_keys, components, detection_probability, keepers, similar_pairs, verify_buckets
 from pipelines.dedup.minhash import MinHashParams, signatures
 from pipelines.dedup.recall import planted_recall
-from pipelines.core.errors import ConfigError
-from pipelines.core.locks import DirLock
-from pipelines.core.stage import Context, MapStage, Stage, TwoPassStage, with_drops
 
 COMPARE = ("conversation", "prompt")
 PLANTED_SAMPLE = 300

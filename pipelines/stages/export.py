@@ -19,9 +19,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.core.stage import MESSAGES, Context, Stage
 from pipelines.dedup.lsh import components, pairs_of_texts
 from pipelines.dedup.minhash import MinHashParams
-from pipelines.core.stage import MESSAGES, Context, Stage
 from pipelines.stages.dedup import compare_text
 from pipelines.teacher.guards import unit_hash
 from schemas import ARROW_SCHEMAS, MESSAGE, prompt_id

@@ -37,8 +37,8 @@ from connectors.sources import SourceSpec
 from connectors.streams import Raw
 from connectors.walk import expand
 from pipelines.core.errors import ConfigError, SourceError
-from pipelines.stages.ingest_fast import fast_frame
 from pipelines.core.stage import DROP, Context, Source
+from pipelines.stages.ingest_fast import fast_frame
 from pipelines.stages.redact import Redact
 from schemas import (CONVERSATION, MESSAGE, PREFERENCE, TEXT, check_conversation, check_preference, check_text,
                      conversation_id, preference_id, prompt_id, text_id)

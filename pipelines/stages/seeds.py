@@ -17,9 +17,9 @@ from importlib import resources
 import polars as pl
 
 from connectors.text import read_passages
-from pipelines.data.materials import passages_from_pydoc
 from pipelines.core.errors import ConfigError, SourceError
 from pipelines.core.stage import Context, Source
+from pipelines.data.materials import passages_from_pydoc
 
 SECTORS = ("world", "writing", "materials")
 

@@ -44,11 +44,11 @@ except ImportError:  # pragma: no cover
     import httpx
 
 from pipelines.core import progress
-from pipelines.teacher.cache import RequestCache, request_key
 from pipelines.core.errors import ConfigError, TeacherError
+from pipelines.teacher.cache import RequestCache, request_key
 from pipelines.teacher.server import EmbeddedConfig
-from pipelines.teacher.weights import display_name
 from pipelines.teacher.structured import check, parse_json, reask_message
+from pipelines.teacher.weights import display_name
 
 EMBEDDED = "embedded"
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}

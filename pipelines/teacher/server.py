@@ -28,8 +28,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.teacher import llama
 from pipelines.core.errors import TeacherError
+from pipelines.teacher import llama
 from pipelines.teacher.fetch import cache_root
 from pipelines.teacher.weights import DEFAULT_TEACHER, MODELS, display_name, gguf_path, model_problem
 
