@@ -10,6 +10,7 @@ never fetched again (a `.verified` file beside it records the hash).
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from pipelines.core import progress
 from pipelines.core.errors import ConfigError, TeacherError
+from pipelines.core.files import write_json
 from pipelines.teacher.fetch import cache_root, exclusive, pip_download
 
 
@@ -140,3 +142,32 @@ def _sha256(path: Path, description: str) -> str:
     finally:
         progress.remove(task)
     return digest.hexdigest()
+
+
+def chat_template(value: str) -> tuple[str, dict]:
+    """The chat template in an embedded model's GGUF and its bos/eos token texts, kept beside the GGUF after the
+    first read (reading the metadata of a 1 GB file takes seconds)."""
+    path = gguf_path(value)
+    saved = path.with_name(path.name + ".chat_template.json")
+    if saved.is_file():
+        found = json.loads(saved.read_text())
+    else:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(path)
+
+        def value_of(key: str):
+            field = reader.fields.get(key)
+            return None if field is None else field.parts[field.data[0]]
+
+        tokens = reader.fields["tokenizer.ggml.tokens"]
+        token = lambda i: bytes(tokens.parts[tokens.data[int(i)]]).decode("utf-8", "replace")  # noqa: E731
+        template = value_of("tokenizer.chat_template")
+        if template is None:
+            raise ConfigError(f"{path} holds no chat template: --set chat_template=PATH or pre_query=TEXT")
+        found = {"template": bytes(template).decode("utf-8"),
+                 "tokens": {name: token(value_of(f"tokenizer.ggml.{name}_id")[0])
+                            for name in ("bos_token", "eos_token")
+                            if value_of(f"tokenizer.ggml.{name}_id") is not None}}
+        write_json(saved, found)
+    return found["template"], found["tokens"]
