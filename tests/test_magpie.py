@@ -17,7 +17,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import ROOT, build_cmd, report, run_build  # noqa: E402
+from pipelines.prompts import load  # noqa: E402
 from pipelines.prompts import magpie as M  # noqa: E402
+from pipelines.stages.magpie import TAGS  # noqa: E402
 
 TEMPLATES = ROOT / "tests" / "data" / "chat_templates"
 CHATML = str(TEMPLATES / "chatml.jinja")
@@ -82,6 +84,18 @@ def test_each_query_filter(query, reason):
     assert (found.split(":")[0] if found else None) == reason, found
 
 
+@pytest.mark.parametrize("answer,reason", [
+    ("Paris.", "empty_answer"),
+    ("As an artificial intelligence language model, I cannot provide information about that.", "refusal"),
+    ("I'm sorry, but I can't help with that request.", "refusal"),
+    ("I cannot provide medical advice, but a doctor can.", "refusal"),
+    ("The capital of France is Paris, on the Seine.", None),
+])
+def test_each_answer_check(answer, reason):
+    found = M.answer_problem(answer)
+    assert (found.split(":")[0] if found else None) == reason, found
+
+
 def test_the_language_filter_keeps_the_configured_languages():
     from pipelines.stages.magpie import MagpieDialogue, Template
 
@@ -92,7 +106,8 @@ def test_the_language_filter_keeps_the_configured_languages():
 
 
 def magpie_sets(server, *more):
-    return (f"chat_template={CHATML}", "n_queries=8", "turns=2", "sampling.max_tokens_answer=48", *more)
+    judge = (f"judge.base_url={server.base_url}", f"judge.model={server.model}")  # the teacher tags its own rows
+    return (f"chat_template={CHATML}", "n_queries=8", "turns=2", "sampling.max_tokens_answer=48", *judge, *more)
 
 
 def requests_in(run_dir: Path) -> int:
@@ -111,11 +126,16 @@ def test_magpie_build_on_the_embedded_teacher_exports_dialogues(tmp_path, teache
         assert roles[0] == "user" and roles == ["user", "assistant"] * (len(roles) // 2)
         assert row["prompt"] == row["messages"][0]["content"]
         assert M.query_problem(row["prompt"], PREFIX, 4) is None
+        tags = load("magpie")
+        for tag in TAGS:  # Magpie's values only (a grammar enforces them), or null when the judge was unreadable
+            assert row[tag] is None or row[tag] in tags[tag], (tag, row[tag])
+        assert row["reward"] is None or 1 <= row["reward"] <= 9
     stages = report(run_dir)
     dialogue = stages["dialogue"]
     assert dialogue["rows_in"] == 8 and dialogue["rows_out"] + sum(dialogue["dropped"].values()) == 8
     card = (run_dir / "export" / "README.md").read_text()
     assert "<|im_start|>user" in card and "`<|im_end|>`" in card  # the pre-query text and its stop, shown
+    assert "| task_category |" in card and "| reward (1-9) | mean" in card  # the tag distributions
     from pipelines.train.options import SFTOptions
     from pipelines.train.sft import train_sft
 
@@ -129,8 +149,8 @@ def test_magpie_build_on_the_embedded_teacher_exports_dialogues(tmp_path, teache
 
 def test_a_killed_magpie_build_resumes_where_it_stopped(tmp_path, teacher_server):
     run_dir = tmp_path / "killed"
-    cmd = build_cmd(run_dir, *magpie_sets(teacher_server, "n_queries=64", "turns=1"), server=teacher_server,
-                    recipe="magpie")
+    sets = magpie_sets(teacher_server, "n_queries=64", "turns=1", "tags=false")
+    cmd = build_cmd(run_dir, *sets, server=teacher_server, recipe="magpie")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list((run_dir / "01_dialogue").glob("part-*.parquet")):
@@ -140,8 +160,7 @@ def test_a_killed_magpie_build_resumes_where_it_stopped(tmp_path, teacher_server
     parts = sorted((run_dir / "01_dialogue").glob("part-*.parquet"))
     assert parts, "the build was killed before its first dialogue batch"
     kept = [p.stat().st_mtime_ns for p in parts]
-    run_build(run_dir, *magpie_sets(teacher_server, "n_queries=64", "turns=1"), server=teacher_server,
-              recipe="magpie")
+    run_build(run_dir, *sets, server=teacher_server, recipe="magpie")
     assert [p.stat().st_mtime_ns for p in parts] == kept  # finished batches were not redone
     assert report(run_dir)["dialogue"]["rows_in"] == 64
 
@@ -169,7 +188,7 @@ def test_a_chat_only_endpoint_is_told_apart(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         proc = run_build(tmp_path / "run", f"teacher.base_url=http://127.0.0.1:{server.server_address[1]}/v1",
-                         "teacher.model=gpt-x", f"chat_template={CHATML}", "n_queries=2",
+                         "teacher.model=gpt-x", f"chat_template={CHATML}", "n_queries=2", "tags=false",
                          recipe="magpie", check=False)
     finally:
         server.shutdown()

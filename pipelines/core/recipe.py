@@ -10,7 +10,8 @@ registry (`pipelines.recipes`) finds it by module name. Nothing else in the tree
 - `inputs(cfg)`: the files it reads, as `Inputs` (listed with hashes and licenses in the card; refresh compares
   `sources` between versions).
 - `card`: the template under `data_cards/` (or the path of one) and `card_values(cfg, run)`, the values only this
-  recipe's card shows, read from the finished run (`FinishedRun`: its export and its stages' summaries). The build renders the card after the run; export stages write data only.
+  recipe's card shows, read from the finished run (`FinishedRun`: its export and its stages' summaries). The
+  build renders the card after the run; export stages write data only.
 - `refresh`: None when the recipe cannot be refreshed; else a `Refresh` with the `--set` overrides that apply from
   version 2 on. A refreshable config has `sources` and `index` fields (checked when the recipe is made).
 """

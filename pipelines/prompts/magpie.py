@@ -18,7 +18,7 @@ import json
 import re
 from pathlib import Path
 
-from pipelines.teacher.guards import AI_TALK, echoes
+from pipelines.teacher.guards import AI_TALK, REFUSAL, echoes
 
 SENTINEL = "MAGPIEQUERYSENTINEL7f3a"
 SPECIAL = re.compile(r"<\|?[\w./-]+\|?>|\[/?INST\]")
@@ -28,6 +28,20 @@ REQUEST = re.compile(r"\?|^(please|can|could|would|will|how|what|why|when|where|
                      r"compose|draft|summari[sz]e|translate|find|show|tell|suggest|design|build|convert|calculate|"
                      r"compute|solve|fix|debug|rewrite|improve|compare|i need|i want|i'd like|i have|i am|i'm)\b",
                      re.I | re.M)
+
+
+ANSWER_REFUSAL = re.compile(r"\bas an? (ai|artificial intelligence)\b[^.!?]{0,40}\b(model|assistant)\b|"
+                            r"\bi (cannot|can't|can not|am unable to|am not able to) (provide|help|answer|assist)",
+                            re.I)  # what answers of small models say when they decline, beyond the shared guards
+
+
+def answer_problem(answer: str) -> str | None:
+    """Why an answer ends the dialogue, or None."""
+    if len(answer.split()) < 3:
+        return "empty_answer: fewer than 3 words"
+    if AI_TALK.search(answer) or REFUSAL.search(answer) or ANSWER_REFUSAL.search(answer):
+        return "refusal: the answer refuses or talks about being an AI"
+    return None
 
 
 def load_template(path: str) -> tuple[str, dict]:

@@ -1,7 +1,7 @@
 """Magpie (Xu et al., 2024): instruction data with no seed prompts, exported like HuggingFaceH4/ultrachat_200k.
 
 seeds -> dialogue (query from the pre-query text, then the answer; `turns` exchanges) -> validate -> dedup_exact
--> dedup_near (on the first query) -> export
+-> dedup_near (on the first query) -> tags (Magpie's tags and a reward, asked of the judge) -> export
 
 The default teacher is the embedded Qwen2.5-Coder-1.5B-Instruct, whose own chat template gives the pre-query text:
 its queries lean to programming, as a coder model's would (a system prompt steers the domain: `system_prompt`).
@@ -12,14 +12,17 @@ server, vLLM).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
+
+import polars as pl
 
 from pipelines.core.recipe import Inputs, Recipe
 from pipelines.core.stage import Stage
 from pipelines.recipes._settings import gen_fraction_setting, index_setting, test_fraction_setting, threshold_setting
 from pipelines.stages.dedup import ExactDedup, NearDedup
 from pipelines.stages.export import ExportSFT
-from pipelines.stages.magpie import MagpieDialogue, MagpieSampling, MagpieSeeds, Template
+from pipelines.stages.magpie import TAGS, MagpieDialogue, MagpieSampling, MagpieSeeds, TagQueries, Template
 from pipelines.stages.validate import Validate
 from pipelines.teacher.client import TeacherConfig
 from pipelines.teacher.server import EmbeddedConfig
@@ -44,6 +47,7 @@ class Config:
     pre_query: str = field(default="", metadata={"help": "the pre-query text as it is (overrides the template "
                                                          "for the first turn)"})
     stop: str = field(default="", metadata={"help": "the template's end-of-turn token (default: from the template)"})
+    tags: bool = field(default=True, metadata={"help": "ask the judge for Magpie's tags and a reward of each row"})
     threshold: float = threshold_setting(" on the first query")
     index: str = index_setting(" of queries")
     seed: int = field(default=0, metadata={"help": "seed of the query samples", "range": "[0, 4294967295]"})
@@ -51,6 +55,9 @@ class Config:
     gen_fraction: float = gen_fraction_setting()
     sampling: MagpieSampling = field(default_factory=MagpieSampling)
     teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(
+        max_concurrency=8, embedded=EmbeddedConfig(model=DEFAULT_MAGPIE_TEACHER)))
+    # the same config as the teacher: one embedded server writes, answers and tags (set judge.* for another model)
+    judge: TeacherConfig = field(default_factory=lambda: TeacherConfig(
         max_concurrency=8, embedded=EmbeddedConfig(model=DEFAULT_MAGPIE_TEACHER)))
 
 
@@ -68,18 +75,36 @@ def stages(cfg: Config) -> list[Stage]:
         Validate(),
         ExactDedup(),
         NearDedup(threshold=cfg.threshold, index=cfg.index, compare="prompt"),
-        ExportSFT(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction, leakage_threshold=cfg.threshold),
+        *([TagQueries()] if cfg.tags else []),
+        ExportSFT(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction, leakage_threshold=cfg.threshold,
+                  extra_columns=(*TAGS, "reward") if cfg.tags else ()),
     ]
+
+
+def tag_table(export_dir) -> str:
+    """Markdown rows: each tag's values with how many exported rows carry them, and the reward's distribution."""
+    files = sorted(export_dir.glob("data/*.parquet"))
+    data = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed") if files else pl.DataFrame()
+    if not data.height or "reward" not in data.columns:
+        return "| - | not tagged (`tags=false`) |"
+    rows = [f"| {tag} | " + ", ".join(f"{value}: {n}" for value, n in sorted(
+        Counter(data[tag].fill_null("unreadable").to_list()).items())) + " |" for tag in TAGS]
+    rewards = data["reward"].drop_nulls()
+    spread = Counter(int(r) for r in rewards.to_list())
+    rows.append(f"| reward (1-9) | mean {rewards.mean():.2f} over {len(rewards)} rows; " if len(rewards) else
+                "| reward (1-9) | none readable; ")
+    rows[-1] += ", ".join(f"{k}: {n}" for k, n in sorted(spread.items())) + " |"
+    return "\n".join(rows)
 
 
 def card_values(cfg: Config, run) -> dict:
     shown = template(cfg)
-    return {"pre_query": shown.prefix([]), "stop": shown.end_of_turn(),
+    return {"pre_query": shown.prefix([]), "stop": shown.end_of_turn(), "tag_table": tag_table(run.export_dir),
             "languages": ", ".join(cfg.languages) or "any", "system_prompt": cfg.system_prompt or "none"}
 
 
 RECIPE = Recipe(
     name="magpie", summary="queries written by an aligned model from its own chat template, then answered (Magpie)",
-    config=Config, stages=stages, card="magpie", roles=("teacher",), inputs=lambda cfg: Inputs(),
+    config=Config, stages=stages, card="magpie", roles=("teacher", "judge"), inputs=lambda cfg: Inputs(),
     card_values=card_values,
 )

@@ -43,7 +43,8 @@ UNVERSIONED = "Built once with `python -m pipelines.build`; `python -m pipelines
 
 
 def template_file(card: str) -> Path:
-    """A recipe's card: a name under data_cards/ (`ultrachat`), or the path of a `.md` file (a recipe kept elsewhere)."""
+    """A recipe's card: a name under data_cards/ (`ultrachat`), or the path of a `.md` file (a recipe kept
+    elsewhere)."""
     return Path(card) if card.endswith(".md") else TEMPLATES / f"{card}.md"
 
 

@@ -84,7 +84,7 @@ class ExportSFT(Stage):
     test_fraction: float = 0.1
     gen_fraction: float = 0.25
     leakage_threshold: float = 0.8
-    extra_columns: tuple[str, ...] = ()  # string columns of the rows written beside the messages (Alpaca's)
+    extra_columns: tuple[str, ...] = ()  # columns of the rows written beside the messages (Alpaca's, tags)
     name = "export"
     requires = ("id", "messages")
     provides = ("prompt", "prompt_id", "split")
@@ -107,7 +107,8 @@ class ExportSFT(Stage):
         out_dir = ctx.run_dir / "export"
         shutil.rmtree(out_dir, ignore_errors=True)
         (out_dir / "data").mkdir(parents=True)
-        schema = pa.schema([*EXPORT_SCHEMA, *((name, pa.string()) for name in self.extra_columns)])
+        extra = data.select(self.extra_columns).to_arrow().schema if self.extra_columns else []
+        schema = pa.schema([*EXPORT_SCHEMA, *extra])
         for split in SPLITS:
             rows = data.filter(pl.col("split") == split)
             if not rows.height:

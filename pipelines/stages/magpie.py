@@ -1,8 +1,9 @@
 """Magpie (Xu et al., 2024): queries written by an aligned model from its own chat template's pre-query text.
 
-MagpieSeeds: nothing -> seed_id
-AskQuery:    seed_id, [messages] -> query (a raw completion of the pre-query text, stopped at end-of-turn)
-AnswerQuery: seed_id, query, [messages] -> messages, source, meta (the answer through chat)
+MagpieSeeds:    nothing -> seed_id
+MagpieDialogue: seed_id -> messages, source, meta (per turn: a query as a raw completion of the pre-query text,
+                stopped at end-of-turn, then the answer through chat)
+TagQueries:     messages -> input_quality, difficulty, task_category, safety, reward (asked of the judge)
 
 With `turns` above 1 (Magpie-MT) the two stages repeat: the next query is a completion of the template's text after
 the last answer. A query is refused with a reason (`pipelines.prompts.magpie.query_problem`, plus `language`), asked
@@ -22,9 +23,10 @@ import polars as pl
 from pipelines.core.config import max_tokens_setting, temperature_setting, top_p_setting
 from pipelines.core.errors import ConfigError, TeacherError
 from pipelines.core.stage import MESSAGES, Context, MapStage, Source, with_drops
+from pipelines.prompts import fill, load
 from pipelines.prompts import magpie as M
 from pipelines.teacher.client import Request, Result
-from pipelines.teacher.guards import AI_TALK, REFUSAL, trim_cut_answer
+from pipelines.teacher.guards import trim_cut_answer
 from pipelines.teacher.stage import Asks, Sampling, Verdict
 
 
@@ -154,9 +156,7 @@ class MagpieDialogue(Asks, MapStage):
 
         def accept(i: int, result: Result) -> Verdict:
             answer = trim_cut_answer(result.text or "", result.finish_reason)
-            reason = ("empty_answer: fewer than 3 words" if len(answer.split()) < 3 else
-                      "refusal: the answer refuses or talks about being an AI"
-                      if AI_TALK.search(answer) or REFUSAL.search(answer) else None)
+            reason = M.answer_problem(answer)
             if reason is None:
                 history[i].append({"role": "assistant", "content": answer})
             return Verdict(reason=reason)
@@ -175,3 +175,46 @@ class MagpieDialogue(Asks, MapStage):
 
         found = langid.classify(query)[0]
         return None if found in self.languages else f"language: {found}, not {', '.join(self.languages)}"
+
+
+TAGS = ("input_quality", "difficulty", "task_category", "safety")
+
+
+@dataclass
+class TagQueries(Asks, MapStage):
+    """Magpie's tags of each first query (input quality, difficulty, task category, safety), asked of the judge as
+    JSON limited to Magpie's released values, and a reward: the judge's 1-9 rating of the first answer (the expected
+    digit where the endpoint returns logprobs, as the ultrafeedback judge rates). A row whose tags cannot be read
+    keeps null tags (counted `tags_unreadable`); tagging drops nothing."""
+
+    name = "tags"
+    requires = ("messages",)
+    provides = (*TAGS, "reward")
+    batch_size = 32
+    teacher_role = "judge"
+    prompt_files = ("prompts/magpie.yaml",)
+
+    def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        from pipelines.stages.feedback import point_request, point_score
+
+        text = load("magpie")
+        schema = {"type": "object", "required": list(TAGS), "additionalProperties": False,
+                  "properties": {tag: {"enum": text[tag]} for tag in TAGS}}
+        dialogues = batch["messages"].to_list()
+        query = [next(m["content"] for m in d if m["role"] == "user") for d in dialogues]
+        answer = [next(m["content"] for m in d if m["role"] == "assistant") for d in dialogues]
+        asks = [Request([{"role": "system", "content": text["system"]},
+                         {"role": "user", "content": fill(text["request"], query=q)}],
+                        {"max_tokens": 96, "temperature": 0.0}, schema=schema) for q in query]
+        results = self.ask(ctx, asks + [point_request(q, a) for q, a in zip(query, answer)])
+        tags, rewards = results[: len(asks)], results[len(asks):]
+        columns = {tag: [] for tag in TAGS}
+        for result in tags:
+            ok = result.error is None and isinstance(result.data, dict)
+            ctx.count("tags_unreadable", not ok)
+            for tag in TAGS:
+                columns[tag].append(result.data.get(tag) if ok else None)
+        reward = [None if r.error else round(point_score(r)[0], 3) for r in rewards]
+        ctx.count("reward_unreadable", sum(r is None for r in reward))
+        return batch.with_columns(*(pl.Series(tag, values, dtype=pl.String) for tag, values in columns.items()),
+                                  pl.Series("reward", reward, dtype=pl.Float64))

@@ -1,7 +1,7 @@
 """The embedded teacher: a real OpenAI-compatible server on 127.0.0.1, started and stopped by the pipeline.
 
 Two engines (`embedded.engine`):
-- `llama`: llama.cpp's `llama-server` (pipelines/teacher/llama.py finds or fetches the binary) serving the GGUF directly,
+- `llama`: llama.cpp's `llama-server` (found or fetched by `teacher/llama.py`) serving the GGUF directly,
   with `-np` parallel slots sharing one KV pool, the prompt cache, chat templates (`--jinja`), and everything a
   request asks: per-request sampling and seed, `stop`, `n`, `logprobs`/`top_logprobs`, `response_format` with a
   JSON Schema (enforced by a grammar) and raw `/v1/completions`.
