@@ -121,7 +121,8 @@ def test_killing_the_embedded_server_stops_the_run_and_the_rerun_uses_the_cache(
     import psutil
 
     run_dir = tmp_path / "killed-server"
-    proc = subprocess.Popen(build_cmd(run_dir, *TINY), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    small = (*TINY, "teacher.embedded.model=smollm2-135m")  # the recipe's own embedded server, its smallest model
+    proc = subprocess.Popen(build_cmd(run_dir, *small), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     servers, deadline = {}, time.monotonic() + 600
     while proc.poll() is None and time.monotonic() < deadline:
@@ -138,7 +139,7 @@ def test_killing_the_embedded_server_stops_the_run_and_the_rerun_uses_the_cache(
     answered = cached_requests(run_dir)
     assert answered >= 5
 
-    run_build(run_dir, *TINY)
+    run_build(run_dir, *small)
     resumed = this_run(run_dir)
     assert cached_requests(run_dir) == answered + resumed["requests"]  # nothing answered was sent again
     assert resumed["cache_hits"] > 0
