@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections import Counter
@@ -32,7 +31,7 @@ import pyarrow.parquet as pq
 from pipelines import __version__
 from pipelines.core import progress
 from pipelines.core.errors import PipelineError, ResourceError, describe_os_error
-from pipelines.core.files import write_json, write_table
+from pipelines.core.files import replace_with, write_json, write_table
 from pipelines.core.stage import DROP, QUARANTINE_ONLY, Context, MapStage, Source, Stage, TwoPassStage, teacher_for
 from schemas import QUARANTINE
 
@@ -94,18 +93,17 @@ def _write_atomic(frame: pl.DataFrame, path: Path, meta: dict | None = None) -> 
         raise PipelineError(f"{path}: a part about to be written holds invalid data ({' '.join(str(exc).split())}"
                             "); nothing was marked done. This is a bug: please report it with the input that "
                             "caused it") from None
-    tmp = path.with_name(path.name + ".tmp")
     extra = {META_KEY.decode(): json.dumps(meta)} if meta is not None else None
-    try:
+
+    def write(tmp: Path) -> None:
         frame.write_parquet(tmp, compression="lz4", metadata=extra)
         check_part(tmp)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)  # a full disk gets its space back
-        if isinstance(exc, DamagedPart):
-            raise PipelineError(f"{path}: the part just written does not read back ({exc}); check the disk, then "
-                                "rerun the same command to resume") from None
-        raise
-    os.replace(tmp, path)
+
+    try:
+        replace_with(path, write)  # a failed write leaves no temp file: a full disk gets its space back
+    except DamagedPart as exc:
+        raise PipelineError(f"{path}: the part just written does not read back ({exc}); check the disk, then "
+                            "rerun the same command to resume") from None
 
 
 def _part_meta(path: Path) -> dict:

@@ -120,15 +120,17 @@ class MagpieDialogue(Asks, MapStage):
 
     def _ask(self, rows, history, ended, refused, turn, ctx) -> None:
         stop = self.template.end_of_turn()
+        active = [i for i, e in enumerate(ended) if e is None]
+        prefix = {i: self.template.prefix(history[i]) for i in active}  # rendered once per row and turn
 
         def request(i: int, attempt: int) -> Request:
             params = self.sampling.request_params(self.sampling.max_tokens_query,
                                                   f"{rows[i]['seed_id']}/q{turn}/{attempt}")
-            return Request([], {**params, "stop": [stop]}, prompt=self.template.prefix(history[i]))
+            return Request([], {**params, "stop": [stop]}, prompt=prefix[i])
 
         def accept(i: int, result: Result) -> Verdict:
             query = M.clean_query(result.text or "", stop)
-            reason = M.query_problem(query, self.template.prefix(history[i]), self.min_words)
+            reason = M.query_problem(query, prefix[i], self.min_words)
             reason = reason or self._language_problem(query)
             if reason is None:
                 history[i].append({"role": "user", "content": query})
@@ -137,7 +139,6 @@ class MagpieDialogue(Asks, MapStage):
                 refused[i] = query
             return Verdict({"query": query}, reason)
 
-        active = [i for i, e in enumerate(ended) if e is None]
         verdicts = self.ask_each(ctx, active, request, accept, retries=self.retries, desc=f"{self.name} query "
                                  f"{turn + 1}", counter="query_reasked")
         failed = [v.reason for v in verdicts.values() if v.reason and v.reason.startswith("request_failed")]
