@@ -229,12 +229,12 @@ class RayEngine:
         self._started, self._saved = False, None
 
     def takes(self, stage: Stage) -> bool:
-        """Whether this engine runs `stage` (else the runner runs it here)."""
-        return stage.parallel in ("rows", "signatures")
+        """Whether this engine runs `stage` (else the runner runs it here; its plans do not keep groups whole)."""
+        return stage.parallel in ("rows", "signatures") and stage.group_by is None
 
     def run(self, runner: Runner, stage: Stage, stage_dir: Path, prev_dir: Path, task) -> None:
         if stage.parallel == "signatures":
-            read_input = lambda: rebatch(read_parts(prev_dir), stage.batch_size)  # noqa: E731
+            read_input = lambda: rebatch(read_parts(prev_dir), stage.batch_size, stage.group_by)  # noqa: E731
             runner._run_two_pass(stage, stage_dir, read_input, task,
                                  scan=lambda: self._scan_near(stage, prev_dir, runner.ctx, task))
         else:

@@ -35,6 +35,8 @@ from pipelines.core.files import replace_with, write_json, write_table
 from pipelines.core.stage import DROP, QUARANTINE_ONLY, Context, MapStage, Source, Stage, TwoPassStage, teacher_for
 from schemas import QUARANTINE
 
+PACKAGE = Path(__file__).resolve().parents[1]  # pipelines/: stages name their prompt files from here
+
 META_KEY = b"pipelines"
 TEACHER_STATS = ("requests", "cache_hits", "retries", "failures", "tokens_in", "tokens_out", "cost")
 
@@ -45,6 +47,11 @@ def fingerprint(stage: Stage, ctx: Context, upstream: str) -> str:
         payload["limit"] = ctx.limit
     if stage.uses_teacher and teacher_for(stage, ctx) is not None:
         payload["teacher"] = teacher_for(stage, ctx).config.identity()
+        for role in stage.other_roles:
+            payload[role] = teacher_for(stage, ctx, role).config.identity()
+    if stage.prompt_files:  # what the teacher reads: an edited prompt file makes the stage run again
+        payload["prompts"] = {name: hashlib.sha256((PACKAGE / name).read_bytes()).hexdigest()
+                              for name in stage.prompt_files}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -64,8 +71,9 @@ def read_output(stage_dir: Path) -> pl.DataFrame:
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
 
-def rebatch(frames: Iterator[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]:
-    """Re-cut a stream of frames into frames of exactly `size` rows (the last may be shorter)."""
+def rebatch(frames: Iterator[pl.DataFrame], size: int, group: str | None = None) -> Iterator[pl.DataFrame]:
+    """Re-cut a stream of frames into frames of exactly `size` rows (the last may be shorter); with `group`, a run
+    of rows with one value of that column is never cut: a frame grows past `size` to its end."""
     buffer: list[pl.DataFrame] = []
     held = 0
     for frame in frames:
@@ -75,11 +83,24 @@ def rebatch(frames: Iterator[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]
         held += frame.height
         while held >= size:
             joined = pl.concat(buffer, how="diagonal_relaxed")
-            yield joined.head(size)
-            rest = joined.slice(size)
+            cut = size if group is None else _group_end(joined[group], size)
+            if cut is None:  # the group may go on in the next frame
+                buffer = [joined]
+                break
+            yield joined.head(cut)
+            rest = joined.slice(cut)
             buffer, held = ([rest] if rest.height else []), rest.height
     if held:
         yield pl.concat(buffer, how="diagonal_relaxed")
+
+
+def _group_end(keys: pl.Series, size: int) -> int | None:
+    """Where the group running through row `size - 1` ends, or None if it runs to the end of `keys`."""
+    last = keys[size - 1]
+    for cut in range(size, len(keys)):
+        if keys[cut] != last:
+            return cut
+    return None
 
 
 def _write_atomic(frame: pl.DataFrame, path: Path, meta: dict | None = None) -> None:
@@ -201,7 +222,7 @@ class Runner:
         else:
             prev_dir, prev_row = previous
             rows_in = prev_row["rows_out"]
-            read_input = lambda: rebatch(read_parts(prev_dir), stage.batch_size)  # noqa: E731
+            read_input = lambda: rebatch(read_parts(prev_dir), stage.batch_size, stage.group_by)  # noqa: E731
             first = next(iter(sorted(prev_dir.glob("part-*.parquet"))), None)
             if first is not None:
                 stage.check_columns(pq.read_schema(first).names)

@@ -58,8 +58,10 @@ class Stage:
     requires: tuple[str, ...] = ()
     provides: tuple[str, ...] = ()
     batch_size: int = 256
+    group_by: str | None = None  # a column whose equal values (contiguous in the input) a batch never splits
     uses_teacher: bool = False
     teacher_role: str = "teacher"  # or "judge": which of the context's teachers the stage talks to
+    other_roles: tuple[str, ...] = ()  # roles it also asks now and then (Evolve asks the judge about its rewrites)
     prompt_files: tuple[str, ...] = ()  # files (under pipelines/) holding a teacher stage's prompts: hashed in cards
     # how an engine may spread the stage over workers: "rows" (any batch anywhere: a map stage with no teacher),
     # "signatures" (a two-pass stage with `sign` and `resolve`: near-dedup), or None (here only)
@@ -86,9 +88,11 @@ class Stage:
             raise SchemaError(f"stage {self.name} needs columns {missing}, but its input has {columns}")
 
 
-def teacher_for(stage: Stage, ctx: Context):
-    """The teacher a stage talks to: the judge for a judging stage when one is configured, else the teacher."""
-    return ctx.judge if stage.teacher_role == "judge" and ctx.judge is not None else ctx.teacher
+def teacher_for(stage: Stage, ctx: Context, role: str | None = None):
+    """The teacher a stage talks to in `role` (default its `teacher_role`): the judge for "judge" when one is
+    configured, else the teacher."""
+    role = role or stage.teacher_role
+    return ctx.judge if role == "judge" and ctx.judge is not None else ctx.teacher
 
 
 class MapStage(Stage):

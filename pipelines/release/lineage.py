@@ -84,5 +84,6 @@ def prompt_hashes(stages) -> list[dict]:
     for stage in stages:
         if stage.uses_teacher:
             files = {name: sha256_file(PACKAGE / name) for name in stage.prompt_files}
-            rows.append({"stage": stage.name, "role": stage.teacher_role, "prompt_files": files})
+            rows += [{"stage": stage.name, "role": role, "prompt_files": files}
+                     for role in (stage.teacher_role, *stage.other_roles)]
     return rows

@@ -74,16 +74,18 @@ class Asks:
     teacher_role = "teacher"
     parallel = None  # the teacher client is the concurrency: the stage runs where the run runs
 
-    def client(self, ctx: Context):
-        """The teacher this stage talks to (the judge for `teacher_role = "judge"` when one is configured)."""
-        return teacher_for(self, ctx)
+    def client(self, ctx: Context, role: str | None = None):
+        """The teacher this stage talks to in `role` (default `teacher_role`; "judge" falls back to the teacher
+        when no judge is configured)."""
+        return teacher_for(self, ctx, role)
 
-    def ask(self, ctx: Context, requests: list[Request], desc: str | None = None) -> list[Result]:
-        return self.client(ctx).chat_many(requests, desc=desc or self.name)
+    def ask(self, ctx: Context, requests: list[Request], desc: str | None = None,
+            role: str | None = None) -> list[Result]:
+        return self.client(ctx, role).chat_many(requests, desc=desc or self.name)
 
     def ask_each(self, ctx: Context, todo: list[int], request: Callable[[int, int], Request],
                  accept: Callable[[int, Result], Verdict], *, retries: int, desc: str | None = None,
-                 counter: str | None = None) -> dict[int, Verdict]:
+                 counter: str | None = None, role: str | None = None) -> dict[int, Verdict]:
         """Ask for each item of `todo` (`request(i, attempt)`), re-asking those whose verdict is a non-final refusal
         up to `retries` times (counted as `counter`); the last verdict of each item, its events counted."""
         verdicts: dict[int, Verdict] = {}
@@ -92,7 +94,7 @@ class Asks:
                 break
             if attempt:
                 ctx.count(counter or f"{self.name}_reasked", len(todo))
-            results = self.ask(ctx, [request(i, attempt) for i in todo], desc)
+            results = self.ask(ctx, [request(i, attempt) for i in todo], desc, role)
             retry = []
             for i, result in zip(todo, results):
                 if result.error:
