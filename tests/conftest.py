@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 # `datasets` caches a local dataset directory by its path and serves the cached rows even after the files were
@@ -45,6 +47,19 @@ def run_build(run_dir: Path, *overrides: str, server=None, extra=(), check=True,
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def kill_after_first_part(cmd: list[str], stage_dir: Path, timeout: float = 180) -> list[Path]:
+    """Start a build, SIGKILL it once `stage_dir` has a finished part; the parts it left."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not list(stage_dir.glob("part-*.parquet")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    parts = sorted(stage_dir.glob("part-*.parquet"))
+    assert parts, f"the build was killed before the first part of {stage_dir.name}"
+    return parts
 
 
 def report(run_dir: Path) -> dict:

@@ -70,7 +70,7 @@ def test_every_recipe_keeps_the_contract():
 def test_teacher_stages_name_their_prompts_as_data_files():
     from pipelines.release.lineage import PACKAGE
 
-    for name in ("ultrachat", "orca", "self_instruct", "ultrafeedback"):
+    for name in ("ultrachat", "orca", "self_instruct", "ultrafeedback", "evol_instruct"):
         recipe = load_recipe(name)
         teachers = [s for s in recipe.stages(recipe.config()) if s.uses_teacher]
         assert teachers, name
@@ -78,6 +78,22 @@ def test_teacher_stages_name_their_prompts_as_data_files():
             assert stage.prompt_files, stage.name
             for file in stage.prompt_files:
                 assert file.endswith((".yaml", ".json")) and (PACKAGE / file).is_file(), (stage.name, file)
+
+
+def test_an_edited_prompt_file_makes_its_stage_run_again(tmp_path):
+    from pipelines.core.runner import fingerprint
+    from pipelines.core.stage import Context
+    from pipelines.stages.evol_instruct import Evolve
+
+    prompts = tmp_path / "evolve.yaml"
+    prompts.write_text("system: You rewrite instructions.\n")
+    stage = Evolve()
+    stage.prompt_files = (str(prompts),)  # a recipe outside the tree names its files by absolute path
+    ctx = Context(run_dir=tmp_path, config=None)
+    before = fingerprint(stage, ctx, "")
+    assert fingerprint(stage, ctx, "") == before
+    prompts.write_text("system: You rewrite instructions, briefly.\n")
+    assert fingerprint(stage, ctx, "") != before
 
 
 def test_a_recipe_that_breaks_the_contract_is_refused_when_made():

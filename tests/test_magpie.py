@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import signal
 import sqlite3
-import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -16,7 +13,7 @@ import datasets
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import ROOT, build_cmd, report, run_build  # noqa: E402
+from conftest import ROOT, build_cmd, kill_after_first_part, report, run_build  # noqa: E402
 from pipelines.prompts import load  # noqa: E402
 from pipelines.prompts import magpie as M  # noqa: E402
 from pipelines.stages.magpie import TAGS  # noqa: E402
@@ -151,14 +148,7 @@ def test_a_killed_magpie_build_resumes_where_it_stopped(tmp_path, teacher_server
     run_dir = tmp_path / "killed"
     sets = magpie_sets(teacher_server, "n_queries=64", "turns=1", "tags=false")
     cmd = build_cmd(run_dir, *sets, server=teacher_server, recipe="magpie")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list((run_dir / "01_dialogue").glob("part-*.parquet")):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    parts = sorted((run_dir / "01_dialogue").glob("part-*.parquet"))
-    assert parts, "the build was killed before its first dialogue batch"
+    parts = kill_after_first_part(cmd, run_dir / "01_dialogue")
     kept = [p.stat().st_mtime_ns for p in parts]
     run_build(run_dir, *sets, server=teacher_server, recipe="magpie")
     assert [p.stat().st_mtime_ns for p in parts] == kept  # finished batches were not redone

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import field
 
+from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.server import EmbeddedConfig
+
 from pipelines.dedup.index import index_dir_problem
 
 
@@ -26,3 +29,8 @@ def test_fraction_setting(splits: str = "splits"):
 
 def gen_fraction_setting():
     return field(default=0.25, metadata={"help": "share of prompts in the *_gen splits", "range": "[0, 1]"})
+
+
+def embedded_teacher_setting(model: str):
+    """A teacher (or judge) on the embedded `model`, 8 requests in flight; equal configs share one server."""
+    return field(default_factory=lambda: TeacherConfig(max_concurrency=8, embedded=EmbeddedConfig(model=model)))

@@ -19,13 +19,13 @@ import polars as pl
 
 from pipelines.core.recipe import Inputs, Recipe
 from pipelines.core.stage import Stage
-from pipelines.recipes._settings import gen_fraction_setting, index_setting, test_fraction_setting, threshold_setting
+from pipelines.recipes._settings import (embedded_teacher_setting, gen_fraction_setting, index_setting,
+                                        test_fraction_setting, threshold_setting)
 from pipelines.stages.dedup import ExactDedup, NearDedup
 from pipelines.stages.export import ExportSFT
 from pipelines.stages.magpie import TAGS, MagpieDialogue, MagpieSampling, MagpieSeeds, TagQueries, Template
 from pipelines.stages.validate import Validate
 from pipelines.teacher.client import TeacherConfig
-from pipelines.teacher.server import EmbeddedConfig
 
 DEFAULT_MAGPIE_TEACHER = "qwen2.5-coder-1.5b"
 
@@ -54,11 +54,9 @@ class Config:
     test_fraction: float = test_fraction_setting()
     gen_fraction: float = gen_fraction_setting()
     sampling: MagpieSampling = field(default_factory=MagpieSampling)
-    teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(
-        max_concurrency=8, embedded=EmbeddedConfig(model=DEFAULT_MAGPIE_TEACHER)))
+    teacher: TeacherConfig = embedded_teacher_setting(DEFAULT_MAGPIE_TEACHER)
     # the same config as the teacher: one embedded server writes, answers and tags (set judge.* for another model)
-    judge: TeacherConfig = field(default_factory=lambda: TeacherConfig(
-        max_concurrency=8, embedded=EmbeddedConfig(model=DEFAULT_MAGPIE_TEACHER)))
+    judge: TeacherConfig = embedded_teacher_setting(DEFAULT_MAGPIE_TEACHER)
 
 
 def template(cfg: Config) -> Template:

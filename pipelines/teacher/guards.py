@@ -17,6 +17,15 @@ REFUSAL = re.compile(r"\b(i('m| am) sorry,? but i (can(no|')t|am unable|won't)|i
                      r"provide|complete) (with )?(this|that|the)|i('m| am) (unable|not able) to (help|assist|answer)|"
                      r"as an ai( language model)?, i (can(no|')t|do not|don't|am unable))", re.I)  # declines a task
 WORD = re.compile(r"[a-z0-9]+")
+STOP_WORDS = frozenset("""
+a about above after again against all am an and any are as at be because been before being below between both
+but by can could did do does doing down during each few for from further had has have having he her here hers
+herself him himself his how i if in into is it its itself just let me more most my myself no nor not now of off
+on once only or other ought our ours ourselves out over own same shall she should so some such than that the
+their theirs them themselves then there these they this those through to too under until up upon us very was we
+were what when where which while who whom why will with would yet you your yours yourself yourselves
+s t d ll m re ve don isn aren wasn weren hasn haven hadn doesn didn won wouldn shouldn couldn mustn can't
+""".split())  # English function words: a text of nothing else says nothing
 
 
 def unit_hash(text: str, digits: int = 12) -> float:
