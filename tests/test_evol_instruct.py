@@ -164,3 +164,12 @@ def test_a_killed_evol_build_resumes_where_it_stopped(tmp_path, teacher_server):
     assert [p.stat().st_mtime_ns for p in parts] == kept  # finished batches were not redone
     evolve = report(run_dir)["evolve"]
     assert evolve["rows_in"] == 20 and evolve["rows_out"] + sum(evolve["dropped"].values()) == 20
+
+
+def test_an_export_with_extra_columns_and_nothing_left_writes_no_split(tmp_path):
+    from pipelines.core.stage import Context
+    from pipelines.stages.export import ExportSFT
+
+    stage = ExportSFT(extra_columns=("root_id", "round", "complexity"))  # every evolution failed
+    out = list(stage.run(iter(()), Context(run_dir=tmp_path, config=None)))
+    assert out[0].height == 0 and not list((tmp_path / "export" / "data").iterdir())

@@ -94,7 +94,8 @@ class ExportSFT(Stage):
 
     def run(self, batches, ctx: Context):
         frames = [b for b in batches if b.height]
-        data = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={"messages": MESSAGES})
+        data = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={
+            "messages": MESSAGES, **{c: pl.String for c in self.extra_columns}})  # nothing survived: no split files
         prompts = [first_user_turn(m) for m in data["messages"].to_list()]
         prompt_ids = [prompt_id(p) for p in prompts]
         splits = fill_empty_splits(prompt_ids, [assign_split(p, self.test_fraction, self.gen_fraction)
