@@ -506,7 +506,11 @@ class Teacher:
                     self._restarts += 1
                     self.stats["server_restarts"] += 1
                     self.log(f"the embedded teacher died (exit code {code}); restarting it once")
-                    self._server.start()  # in this thread, as in _start_embedded
+                    try:
+                        self._server.start()  # in this thread, as in _start_embedded
+                    except Exception as exc:  # killed again while starting, or a port or memory failure
+                        raise TeacherError(f"the embedded teacher died (exit code {code}) and could not be restarted "
+                                           f"({exc}); rerun to go on: answered requests are cached") from exc
                     self._last_answer = time.monotonic()
             return
         silent = time.monotonic() - self._last_answer
