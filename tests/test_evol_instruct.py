@@ -28,6 +28,7 @@ PARENT = "Write a short poem about the sea."
     ("#Rewritten Prompt#: write a sonnet", "template_copy"),
     ("... and the, of it? (To be or not to be.)", "no_content"),
     ("write a short poem about THE SEA!", "no_gain"),
+    ("Certainly! Here is a short poem about the sea: waves on waves.", "answered"),
     ("Write a poem about the sea " + "with waves " * 120, "too_long"),
     ("Write a sonnet about the sea at night, in iambic pentameter, naming three stars.", None),
 ])

@@ -9,7 +9,8 @@ rarer topic). The text lives in `evol_instruct.yaml`. An evolution is eliminated
 3. it, or its answer, is only punctuation and stop words (`no_content`, `answer_no_content`);
 4. it copies the template's words (`template_copy`: "#Rewritten Prompt#", "given prompt").
 
-We add: nothing written (`empty`), cut by max_tokens (`truncated`), too long (`too_long`), an answer that loops
+We add: nothing written (`empty`), a rewrite that answers instead ("Certainly! Saving a seat means ...":
+`answered`), cut by max_tokens (`truncated`), too long (`too_long`), an answer that loops
 (`answer_loops`), and a short answer that asks for the data the instruction names but lost in the rewrite
 (`answer_asks_input`: "Please provide the table of reviews.").
 """
@@ -25,11 +26,13 @@ PROMPT_FILE = "prompts/evol_instruct.yaml"
 TEXT = load("evol_instruct")
 IN_DEPTH = tuple(TEXT["methods"])
 OPERATIONS = (*IN_DEPTH, "breadth")
-REASONS = ("empty", "template_copy", "no_content", "no_gain", "too_long", "truncated", "answer_no_content",
+REASONS = ("empty", "template_copy", "no_content", "answered", "no_gain", "too_long", "truncated", "answer_no_content",
            "answer_sorry", "answer_asks_input", "answer_brief", "answer_loops", "request_failed")  # drop categories
 HEADER = re.compile(r"^\s*(\*\*|#+\s*)?#?\s*(the\s+)?(rewritten|created|new|evolved)\s+(prompt|instruction)\s*#?"
                     r"\s*(\*\*)?\s*[:：]?\s*(\*\*)?\s*", re.I)  # a copy of the answer's own label, at its start
 WORD = re.compile(r"[^\W_]+", re.UNICODE)
+ANSWERS = re.compile(r"^\W*(certainly|sure|of course|absolutely|great question|here is|here's|here are)\b",
+                     re.I)  # how an answer opens, not an instruction: the teacher answered instead of rewriting
 SORRY = re.compile(r"\b(sorry|apologi[sz]e)\b", re.I)
 SORRY_WORDS = 80  # the paper: an answer with "sorry" and fewer than 80 words
 ASKS_INPUT = re.compile(r"\b(please|kindly|could you|can you|would you)( please)? (provide|share|give|send|paste|"
@@ -75,6 +78,8 @@ def instruction_problem(text: str, parent: str, max_words: int, cut: bool) -> st
         return f"template_copy: it copies {copied!r} from the template"
     if only_stop_words(text):
         return "no_content: only punctuation and stop words"
+    if ANSWERS.search(text):
+        return "answered: the rewrite answers the instruction instead of rewriting it"
     if normalized(text) == normalized(parent):
         return "no_gain: the same text as its parent"
     if len(text.split()) > max_words:
