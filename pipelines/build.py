@@ -72,12 +72,11 @@ def _build_in(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
     stages = recipe.stages(cfg)
     check_chain(stages)
     say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-    logs = {"teacher": "server.log", "judge": "judge-server.log"}
+    logs = {"teacher": "server.log", "judge": "judge-server.log", "embedder": "embedder-server.log"}
     clients = {role: Teacher(config, run_dir / "requests.sqlite", run_dir / logs[role], log=say)
                for role, config in recipe.clients(cfg).items()}  # none (ingest): no server ever starts
-    teacher, judge = clients.get("teacher"), clients.get("judge")
-    ctx = Context(run_dir=run_dir, config=cfg, teacher=teacher, judge=judge, log=log, limit=args.limit,
-                  stages=stages)
+    ctx = Context(run_dir=run_dir, config=cfg, teacher=clients.get("teacher"), judge=clients.get("judge"),
+                  embedder=clients.get("embedder"), log=log, limit=args.limit, stages=stages)
     started = time.monotonic()
     try:
         rows = Runner(stages, ctx, engine_named(args.engine)).run()

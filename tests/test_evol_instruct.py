@@ -115,7 +115,8 @@ def requests_in(run_dir: Path) -> int:
 
 def test_evol_instruct_build_exports_evolved_rows_with_their_lineage(tmp_path, teacher_server):
     run_dir = tmp_path / "evol"
-    run_build(run_dir, *evol_sets(teacher_server), server=teacher_server, recipe="evol_instruct")
+    run_build(run_dir, *evol_sets(teacher_server, "select.enabled=true", "select.min_distance=0.02"),
+              server=teacher_server, recipe="evol_instruct")
     stages = report(run_dir)
     roots = stages["evolve"]["rows_in"]
     evolve = stages["evolve"]
@@ -146,11 +147,13 @@ def test_evol_instruct_build_exports_evolved_rows_with_their_lineage(tmp_path, t
     from pipelines.train.sft import train_sft
 
     assert got, "no evolution survived"
+    select = stages["select"]  # embedded by the embedded embedder, best complexity first
+    assert select["rows_in"] == stages["complexity"]["rows_out"] and select["rows_out"] == len(got)
     trained = train_sft(SFTOptions(str(run_dir / "export"), max_steps=1, max_length=128, batch_size=1))
     assert (Path(trained["output_dir"]) / "tokenizer_config.json").exists()
     before = requests_in(run_dir)
-    again = run_build(run_dir, *evol_sets(teacher_server), server=teacher_server, recipe="evol_instruct",
-                      extra=("--fresh",))
+    again = run_build(run_dir, *evol_sets(teacher_server, "select.enabled=true", "select.min_distance=0.02"),
+                      server=teacher_server, recipe="evol_instruct", extra=("--fresh",))
     assert requests_in(run_dir) == before and "requests 0" in again.stdout  # a rerun asks nothing anew
 
 

@@ -41,6 +41,7 @@ class Context:
     config: Any
     teacher: Any = None
     judge: Any = None  # the teacher of stages with teacher_role "judge" (None: the teacher judges)
+    embedder: Any = None  # the client of stages with teacher_role "embedder" (`/v1/embeddings`)
     limit: int | None = None  # --limit: rows a Source may produce
     stages: list = field(default_factory=list)  # the recipe's stages (cards list their teachers and prompts)
     fingerprint: str = ""  # of the stage being run (set by the runner)
@@ -92,6 +93,8 @@ def teacher_for(stage: Stage, ctx: Context, role: str | None = None):
     """The teacher a stage talks to in `role` (default its `teacher_role`): the judge for "judge" when one is
     configured, else the teacher."""
     role = role or stage.teacher_role
+    if role == "embedder":
+        return ctx.embedder
     return ctx.judge if role == "judge" and ctx.judge is not None else ctx.teacher
 
 

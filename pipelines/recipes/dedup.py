@@ -1,10 +1,14 @@
-"""Clean a corpus, with no teacher: ingest (redacting) -> dedup_exact -> decontaminate -> dedup_near -> export.
+"""Clean a corpus, with no teacher: ingest (redacting) -> dedup_exact -> decontaminate -> dedup_near
+-> [embed -> semantic_dedup] -> export.
 
 `python -m pipelines.build dedup --set sources=a.jsonl,b.parquet` reads the sources as the `ingest` recipe does,
 drops exact duplicates (same content hash), records that overlap benchmark prompts (`--set
 benchmarks=gsm8k=test.jsonl,alpaca_eval.json`; none by default) and near-duplicates (MinHash LSH), and exports the
 survivors to `runs/dedup/export/data/train-*.parquet`. With `--set index=DIR` the near-duplicate index persists: a
 later run drops what any earlier run kept and adds its own survivors. `dedup/clusters.parquet` shows what was merged.
+With `--set semantic=true`, SemDeDup then drops paraphrases MinHash cannot see (embeddings from the embedded
+multilingual-e5-small, or `embedder.base_url`); it has no persistent index, so a refresh dedups semantically within
+the new data only.
 """
 
 from __future__ import annotations
@@ -13,12 +17,15 @@ from dataclasses import dataclass, field
 
 from pipelines.core.recipe import Inputs, Recipe, Refresh
 from pipelines.core.stage import Stage
-from pipelines.recipes._settings import benchmarks_setting, index_setting
+from pipelines.recipes._settings import benchmarks_setting, embedded_teacher_setting, index_setting
 from pipelines.recipes.ingest import card_values as rows_card_values
 from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
 from pipelines.stages.export import ExportRows
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.redact import redact_setting
+from pipelines.stages.select import Embed, SemanticDedup
+from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.weights import EMBEDDER_KEY
 
 
 @dataclass(frozen=True)
@@ -41,11 +48,20 @@ class Config:
     benchmarks: tuple[str, ...] = benchmarks_setting()
     decontamination_ngram: int = field(default=13, metadata={
         "help": "words per n-gram for decontamination", "range": "[1, 200]"})
+    semantic: bool = field(default=False, metadata={"help": "also drop semantic duplicates (SemDeDup on embeddings "
+                                                            "from the embedder role)"})
+    semantic_eps: float = field(default=0.05, metadata={"help": "semantic duplicates: cosine above 1 - eps",
+                                                        "range": "(0, 1)"})
+    semantic_clusters: int = field(default=0, metadata={"help": "k-means clusters (0: one per 1,000 rows)",
+                                                        "range": "[0, 10000000]"})
+    embedder: TeacherConfig = embedded_teacher_setting(EMBEDDER_KEY)
 
     def cross_check(self) -> str | None:
         if self.bands * self.rows > self.num_perm:
             return (f"bands x rows ({self.bands} x {self.rows} = {self.bands * self.rows}) must be at most num_perm "
                     f"({self.num_perm}): --set bands, rows or num_perm")
+        if self.semantic and self.kind == "preference":
+            return "semantic=true embeds conversations or texts, not preference pairs: --set kind or semantic=false"
         return None
 
 
@@ -56,6 +72,8 @@ def stages(cfg: Config) -> list[Stage]:
         *([Decontaminate(benchmarks=cfg.benchmarks, ngram=cfg.decontamination_ngram)] if cfg.benchmarks else []),
         NearDedup(threshold=cfg.threshold, compare=cfg.compare, num_perm=cfg.num_perm, bands=cfg.bands,
                   rows=cfg.rows, ngram=cfg.ngram, seed=cfg.seed, index=cfg.index),
+        *([Embed(compare=cfg.compare), SemanticDedup(eps=cfg.semantic_eps, clusters=cfg.semantic_clusters)]
+          if cfg.semantic else []),
         ExportRows(kind=cfg.kind),
     ]
 
@@ -66,5 +84,6 @@ def inputs(cfg: Config) -> Inputs:
 
 RECIPE = Recipe(
     name="dedup", summary="clean a corpus with no teacher: exact, benchmark and near-duplicate removal",
-    config=Config, stages=stages, card="ingest", inputs=inputs, card_values=rows_card_values, refresh=Refresh(),
+    config=Config, stages=stages, card="ingest", roles=("embedder",), inputs=inputs, card_values=rows_card_values,
+    refresh=Refresh(),
 )

@@ -26,11 +26,13 @@ from pipelines.recipes._settings import (embedded_teacher_setting, gen_fraction_
 from pipelines.stages.dedup import ExactDedup, NearDedup
 from pipelines.stages.evol_instruct import LINEAGE, EvolSampling, Evolve, RankComplexity
 from pipelines.stages.export import ExportSFT
+from pipelines.stages.select import SelectSettings
 from pipelines.stages.feedback import ToPrompts
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.redact import redact_setting
 from pipelines.stages.validate import Validate
 from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.weights import EMBEDDER_KEY
 
 DEFAULT_EVOL_MODEL = "qwen2.5-coder-1.5b"
 SEED_TASKS = "data/seed_tasks.jsonl"
@@ -76,7 +78,14 @@ class Config:
     sampling: EvolSampling = field(default_factory=EvolSampling)
     teacher: TeacherConfig = embedded_teacher_setting(DEFAULT_EVOL_MODEL)
     # the same config as the teacher: one embedded server evolves, answers and judges (set judge.* for another model)
+    select: SelectSettings = field(default_factory=SelectSettings)
+    embedder: TeacherConfig = embedded_teacher_setting(EMBEDDER_KEY)
     judge: TeacherConfig = embedded_teacher_setting(DEFAULT_EVOL_MODEL)
+
+    def cross_check(self) -> str | None:
+        if self.select.enabled and not self.complexity:
+            return "select.enabled ranks rows by their complexity score: it needs complexity=true"
+        return None
 
 
 def inputs(cfg: Config) -> Inputs:
@@ -99,6 +108,7 @@ def stages(cfg: Config) -> list[Stage]:
                seed=cfg.seed),
         Validate(),
         *([RankComplexity(top=cfg.rounds + 1)] if cfg.complexity else []),
+        *cfg.select.stages("complexity"),
         ExportSFT(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction, leakage_threshold=cfg.threshold,
                   extra_columns=(*LINEAGE, *(("complexity",) if cfg.complexity else ()))),
     ]
@@ -138,6 +148,6 @@ def card_values(cfg: Config, run) -> dict:
 RECIPE = Recipe(
     name="evol_instruct", summary="instructions evolved in depth and breadth, eliminated by rule, answered "
                                   "(Evol-Instruct)",
-    config=Config, stages=stages, card="evol_instruct", roles=("teacher", "judge"), inputs=inputs,
+    config=Config, stages=stages, card="evol_instruct", roles=("teacher", "judge", "embedder"), inputs=inputs,
     card_values=card_values,
 )

@@ -23,9 +23,11 @@ from pipelines.recipes._settings import (embedded_teacher_setting, gen_fraction_
                                         test_fraction_setting, threshold_setting)
 from pipelines.stages.dedup import ExactDedup, NearDedup
 from pipelines.stages.export import ExportSFT
+from pipelines.stages.select import SelectSettings
 from pipelines.stages.magpie import TAGS, MagpieDialogue, MagpieSampling, MagpieSeeds, TagQueries, Template
 from pipelines.stages.validate import Validate
 from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.weights import EMBEDDER_KEY
 
 DEFAULT_MAGPIE_TEACHER = "qwen2.5-coder-1.5b"
 
@@ -56,7 +58,14 @@ class Config:
     sampling: MagpieSampling = field(default_factory=MagpieSampling)
     teacher: TeacherConfig = embedded_teacher_setting(DEFAULT_MAGPIE_TEACHER)
     # the same config as the teacher: one embedded server writes, answers and tags (set judge.* for another model)
+    select: SelectSettings = field(default_factory=SelectSettings)
+    embedder: TeacherConfig = embedded_teacher_setting(EMBEDDER_KEY)
     judge: TeacherConfig = embedded_teacher_setting(DEFAULT_MAGPIE_TEACHER)
+
+    def cross_check(self) -> str | None:
+        if self.select.enabled and not self.tags:
+            return "select.enabled ranks rows by the judge's reward: it needs tags=true"
+        return None
 
 
 def template(cfg: Config) -> Template:
@@ -74,6 +83,7 @@ def stages(cfg: Config) -> list[Stage]:
         ExactDedup(),
         NearDedup(threshold=cfg.threshold, index=cfg.index, compare="prompt"),
         *([TagQueries()] if cfg.tags else []),
+        *cfg.select.stages("reward"),
         ExportSFT(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction, leakage_threshold=cfg.threshold,
                   extra_columns=(*TAGS, "reward") if cfg.tags else ()),
     ]
@@ -103,6 +113,7 @@ def card_values(cfg: Config, run) -> dict:
 
 RECIPE = Recipe(
     name="magpie", summary="queries written by an aligned model from its own chat template, then answered (Magpie)",
-    config=Config, stages=stages, card="magpie", roles=("teacher", "judge"), inputs=lambda cfg: Inputs(),
+    config=Config, stages=stages, card="magpie", roles=("teacher", "judge", "embedder"),
+    inputs=lambda cfg: Inputs(),
     card_values=card_values,
 )

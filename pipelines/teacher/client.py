@@ -24,6 +24,7 @@ order. What it does for each request:
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import hashlib
 import os
@@ -53,6 +54,7 @@ from pipelines.teacher.weights import display_name
 EMBEDDED = "embedded"
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 MAX_WAIT_S = 300.0
+EMBED_PARAMS = {"embedding": True}  # in the cache key: an embedding is never mistaken for a completion of the text
 COOL_AFTER, COOL_DOWN_S = 3, 30.0  # a pool endpoint failing 3 times in a row rests for 30 s
 
 
@@ -258,6 +260,41 @@ class Teacher:
             asyncio.run(self._run(requests, results, desc))
         return results
 
+    def embed_many(self, texts: list[str], desc: str = "embeddings", batch: int = 32):
+        """Vectors of `texts` from `/v1/embeddings`, in order: (float32 array, one row per text; the error of each
+        text, or None). A failed text's row is zeros. Cached per text and endpoint; `batch` texts per request, with
+        the concurrency, retries, pool and accounting of chat requests."""
+        import numpy as np
+
+        keys = [{e: request_key(e.model, e.name, text, EMBED_PARAMS) for e in self.endpoints} for text in texts]
+        vectors: list = [None] * len(texts)
+        errors: list[str | None] = [None] * len(texts)
+        todo = []
+        for i, by_endpoint in enumerate(keys):
+            hit = next((h for h in map(self.cache.get, by_endpoint.values()) if h is not None), None)
+            if hit is None:
+                todo.append(i)
+            else:
+                self.stats["cache_hits"] += 1
+                vectors[i] = _vector(hit["text"])  # the cache keeps a vector as its base64 bytes
+        groups = [todo[j:j + batch] for j in range(0, len(todo), batch)]
+        if groups and self._server is None and any(e.base_url is None for e in self.endpoints):
+            self._start_embedded()
+        results: list[Result | None] = [None] * len(groups)
+        if groups:
+            asyncio.run(self._run(groups, results, desc, lambda g: self._embed([texts[i] for i in g],
+                                                                                [keys[i] for i in g])))
+        for group, result in zip(groups, results):
+            for j, i in enumerate(group):
+                errors[i] = result.error
+                vectors[i] = None if result.error else result.data[j]
+        width = next((len(v) for v in vectors if v is not None), 0)
+        out = np.zeros((len(texts), width), np.float32)
+        for i, vector in enumerate(vectors):
+            if vector is not None:
+                out[i] = vector
+        return out, errors
+
     def _uncached_on_embedded(self, request: "Request") -> bool:
         return any(e.base_url is None and self.cache.get(
             request_key(e.model, e.name, request.body, self._params(request))) is None
@@ -290,7 +327,7 @@ class Teacher:
 
     # --- one batch -----------------------------------------------------------------------------------------------
 
-    async def _run(self, requests, results, desc) -> None:
+    async def _run(self, requests, results, desc, answer=None) -> None:
         self._limit = AdaptiveLimit(self.config.max_concurrency)
         self._clients: dict[str, object] = {}
         self._restart_lock = asyncio.Lock()
@@ -301,7 +338,7 @@ class Teacher:
         task = progress.add(f"{desc}: requests", total=len(requests))
 
         async def one(i: int) -> None:
-            results[i] = await self._answer(requests[i])
+            results[i] = await (answer or self._answer)(requests[i])
             progress.advance(task)
 
         try:
@@ -383,7 +420,48 @@ class Teacher:
             if (hit := self.cache.get(key)) is not None:
                 self.stats["cache_hits"] += 1
                 return _result(hit, cached=True)
-        seed = next(iter(keys.values()))
+        endpoint, answer, error = await self._with_retries(next(iter(keys.values())), endpoints,
+                                                           lambda e: self._post(e, messages, params))
+        if answer is None:
+            return Result(None, error=error)
+        what = "prompt" if isinstance(messages, str) else "messages"
+        self.cache.put(keys[endpoint], endpoint.model, {what: messages, **params}, answer, endpoint.name)
+        return _result(answer)
+
+    async def _embed(self, texts: list[str], keys: list[dict]) -> Result:
+        endpoint, vectors, error = await self._with_retries(keys[0][self.endpoints[0]], self.endpoints,
+                                                            lambda e: self._post_embeddings(e, texts))
+        if vectors is None:
+            return Result(None, error=error)
+        for text, by_endpoint, vector in zip(texts, keys, vectors):
+            self.cache.put(by_endpoint[endpoint], endpoint.model, {"input": text, **EMBED_PARAMS},
+                           {"text": base64.b64encode(vector.tobytes()).decode()}, endpoint.name)
+        return Result(None, data=vectors)
+
+    async def _post_embeddings(self, endpoint: Endpoint, texts: list[str]):
+        import numpy as np
+
+        body, wait, error = await self._send(endpoint, "/embeddings", {"input": texts})
+        if body is None:
+            return None, wait, error
+        data = body.get("data") if isinstance(body, dict) else None
+        if not (isinstance(data, list) and len(data) == len(texts) and all(isinstance(d, dict) for d in data)):
+            return None, None, f"malformed: {len(texts)} texts, not as many embeddings"
+        data = sorted(data, key=lambda d: d["index"] if isinstance(d.get("index"), int) else 0)
+        try:
+            vectors = [np.asarray(d["embedding"], dtype=np.float32) if isinstance(d.get("embedding"), list)
+                       else _vector(d["embedding"]) for d in data]
+        except (KeyError, TypeError, ValueError):
+            return None, None, "malformed: an embedding that is not a list of numbers"
+        if len({v.shape for v in vectors}) != 1 or vectors[0].ndim != 1 or not vectors[0].size:
+            return None, None, "malformed: embeddings of different sizes"
+        self._last_answer = time.monotonic()
+        usage = body.get("usage") or {}
+        self.stats["tokens_in"] += usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else 0
+        return vectors, None, ""
+
+    async def _with_retries(self, seed: str, endpoints: list[Endpoint], post) -> tuple[Endpoint, object, str]:
+        """`post(endpoint)` until it answers: (the endpoint that answered, its answer or None, the last error)."""
         last = "unknown"
         for attempt in range(self.config.max_retries + 1):
             if attempt:
@@ -392,15 +470,13 @@ class Teacher:
             endpoint = self._route(seed, attempt, endpoints)  # after the wait, so it sees the endpoints' health as it is now
             ok, wait = False, None
             try:
-                answer, wait, last = await self._post(endpoint, messages, params)
+                answer, wait, last = await post(endpoint)
                 ok = answer is not None
             finally:
                 await self._limit.release(ok)
             self._note(endpoint, ok, last)
             if ok:
-                what = "prompt" if isinstance(messages, str) else "messages"
-                self.cache.put(keys[endpoint], endpoint.model, {what: messages, **params}, answer, endpoint.name)
-                return _result(answer)
+                return endpoint, answer, ""
             self.stats["errors_" + last.split(":")[0].replace(" ", "_")] += 1
             status = http_status(last)
             if status is not None and status not in RETRYABLE_STATUS:
@@ -409,21 +485,19 @@ class Teacher:
                 await self._check_alive(endpoint, last)
             await asyncio.sleep(wait if wait is not None else backoff(attempt, self.config.backoff_s))
         self.stats["failures"] += 1
-        return Result(None, error=last)
+        return endpoint, None, last
 
-    async def _post(self, endpoint: Endpoint, messages, params) -> tuple[dict | None, float | None, str]:
-        """(answer, seconds to wait before the next try, error): exactly one of answer and error is meaningful."""
+    async def _send(self, endpoint: Endpoint, path: str, body: dict) -> tuple[dict | None, float | None, str]:
+        """POST `body` (plus the model) to `path`: (the parsed answer, seconds to wait before the next try, error)."""
         import openai
 
         client = await self._client(endpoint)
         self.stats["requests"] += 1
         self._sent_any = True
         model = endpoint.model if endpoint.base_url else self._server.model
-        raw_text = isinstance(messages, str)
-        path, what = ("/completions", "prompt") if raw_text else ("/chat/completions", "messages")
         try:  # the openai client's transport, errors and auth, without its per-request pydantic models (2x the CPU)
-            raw = await client.post(path, body={"model": model, what: messages, **params}, cast_to=httpx.Response)
-            body = orjson.loads(raw.content)
+            raw = await client.post(path, body={"model": model, **body}, cast_to=httpx.Response)
+            answer = orjson.loads(raw.content)
         except openai.APIStatusError as exc:
             limited = exc.status_code == 429
             wait = header_wait(exc.response.headers, limited)
@@ -439,6 +513,15 @@ class Teacher:
             return None, None, f"malformed: {exc.__class__.__name__}"
         if (wait := header_wait(raw.headers, False)) is not None:
             self._limit.pause(min(wait, MAX_WAIT_S))
+        return answer, None, ""
+
+    async def _post(self, endpoint: Endpoint, messages, params) -> tuple[dict | None, float | None, str]:
+        """(answer, seconds to wait before the next try, error): exactly one of answer and error is meaningful."""
+        raw_text = isinstance(messages, str)
+        path, what = ("/completions", "prompt") if raw_text else ("/chat/completions", "messages")
+        body, wait, error = await self._send(endpoint, path, {what: messages, **params})
+        if body is None:
+            return None, wait, error
         choices = body.get("choices") if isinstance(body, dict) else None
         if not (isinstance(choices, list) and choices and all(isinstance(c, dict) for c in choices)):
             return None, None, "malformed: response without message content"
@@ -551,6 +634,13 @@ class Teacher:
                                                          return_dict=True)["input_ids"]
         self.stats["tokens_counted"] += 1
         return len(prompt), sum(len(self._tokenizer.encode(t, add_special_tokens=False)) for t in completions)
+
+
+def _vector(value: str):
+    """A float32 vector from its base64 bytes (how the cache stores embeddings, and `encoding_format=base64`)."""
+    import numpy as np
+
+    return np.frombuffer(base64.b64decode(value), dtype=np.float32).copy()
 
 
 def _choice_text(choice: dict, raw_text: bool) -> str | None:

