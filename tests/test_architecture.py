@@ -70,7 +70,7 @@ def test_every_recipe_keeps_the_contract():
 def test_teacher_stages_name_their_prompts_as_data_files():
     from pipelines.release.lineage import PACKAGE
 
-    for name in ("ultrachat", "orca", "self_instruct", "ultrafeedback", "evol_instruct"):
+    for name in ("ultrachat", "orca", "self_instruct", "ultrafeedback", "evol_instruct", "reasoning"):
         recipe = load_recipe(name)
         teachers = [s for s in recipe.stages(recipe.config()) if s.uses_teacher]
         assert teachers, name

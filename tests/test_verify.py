@@ -1,0 +1,84 @@
+"""Final answers read by rule, and the reasoning recipe's rejection sampling on the embedded teacher."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import datasets
+import polars as pl
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import ROOT, report, run_build  # noqa: E402
+from pipelines.prompts.answers import Reference, agrees, final_answer, reference_of  # noqa: E402
+
+GSM8K = ROOT.parent / "shared" / "data" / "real" / "gsm8k_test.jsonl"
+
+
+@pytest.mark.parametrize("reference, kind, value", [
+    ("She sells 16 - 3 - 4 = 9 eggs.\n#### 18", "number", "18"),
+    ("#### 1,250", "number", "1,250"),
+    ("42", "number", "42"),
+    ("So the area is $\\boxed{\\dfrac{3}{4}}$.", "boxed", "\\dfrac{3}{4}"),
+    ("(B)", "choice", "B"),
+    ("Answer: d", "choice", "D"),
+    ("The capital of France is Paris.", None, None),
+])
+def test_the_form_of_a_reference(reference, kind, value):
+    found = reference_of(reference)
+    assert (found.kind, found.value) == (kind, value) if kind else found is None
+
+
+@pytest.mark.parametrize("answer, kind, reference, right", [
+    ("16 - 3 - 4 = 9 eggs, 9 * 2 = 18.\n#### 18", "number", "18", True),
+    ("She earns $18 a day. The answer is $18.", "number", "18", True),
+    ("The final answer is: **1,250 dollars**", "number", "1250", True),
+    ("Half of 3 is 3/2, so 1.5 cups.", "number", "1.5", True),
+    ("So we get 17.\n#### 17", "number", "18", False),
+    ("I am not sure how to solve this.", "number", "18", False),
+    ("Thus the answer is $\\boxed{\\frac{3}{4}}$.", "boxed", "\\dfrac{3}{4}", True),
+    ("Thus \\boxed{0.75}", "boxed", "3/4", True),
+    ("Thus \\boxed{\\left( 1, 2 \\right)}", "boxed", "(1,2)", True),
+    ("Thus \\boxed{x+1}", "boxed", "x+2", False),
+    ("Looking at each option, the answer is (C).", "choice", "C", True),
+    ("Answer: B", "choice", "C", False),
+    ("A is wrong and so is B.\nC", "choice", "C", True),
+])
+def test_final_answers_are_read_and_compared(answer, kind, reference, right):
+    assert agrees(final_answer(answer, kind), Reference(kind, reference)) is right
+
+
+def test_every_gsm8k_reference_is_read_and_agrees_with_itself():
+    rows = [json.loads(line) for line in GSM8K.open()]
+    refs = [reference_of(r["answer"]) for r in rows]
+    assert len(rows) > 1000 and all(ref is not None and ref.kind == "number" for ref in refs)
+    assert all(agrees(final_answer(r["answer"], "number"), ref) for r, ref in zip(rows, refs))
+    wrong = Reference("number", str(int(refs[0].value.replace(",", "")) + 1))
+    assert not agrees(final_answer(rows[0]["answer"], "number"), wrong)
+
+
+def test_the_reasoning_build_keeps_only_verified_answers(tmp_path, teacher_server):
+    run_dir = tmp_path / "reasoning"
+    source = f"{GSM8K}?max_rows=6"
+    run_build(run_dir, f"sources={source}", "samples=3", "keep=2", "sampling.max_tokens=96", server=teacher_server,
+              recipe="reasoning")
+    verify = report(run_dir)["verify"]
+    assert verify["rows_in"] == 6 and verify["rows_out"] + sum(verify["dropped"].values()) == 18
+    summary = json.loads((run_dir / "report.json").read_text())
+    found = next(s["summary"]["verification"] for s in summary["stages"] if s["stage"].endswith("verify"))
+    assert found["prompts"] == 6 and 0 <= found["pass@1"] <= found["pass@3"] <= 1
+    quarantine = pl.read_parquet(run_dir / "quarantine.parquet").filter(pl.col("stage").str.contains("verify"))
+    for reason, raw in zip(quarantine["reason"], quarantine["raw"]):
+        row = json.loads(raw)
+        assert reason.split(":")[0] in ("wrong_answer", "no_answer", "surplus_correct", "request_failed")
+        if reason.startswith("wrong_answer"):
+            assert not row["verified"] and f"expected {row['reference_answer']}" in reason
+    card = (run_dir / "export" / "README.md").read_text()
+    assert "over 6 prompts" in card
+    if verify["rows_out"]:  # SmolLM2 may solve none: then nothing is exported, and that is the point
+        rows = datasets.load_dataset(str(run_dir / "export"), cache_dir=str(tmp_path / "hf"))
+        for row in (r for split in rows.values() for r in split):
+            assert row["verified"] and agrees(final_answer(row["messages"][1]["content"], "number"),
+                                              Reference("number", row["reference_answer"]))
