@@ -82,3 +82,18 @@ def test_the_reasoning_build_keeps_only_verified_answers(tmp_path, teacher_serve
         for row in (r for split in rows.values() for r in split):
             assert row["verified"] and agrees(final_answer(row["messages"][1]["content"], "number"),
                                               Reference("number", row["reference_answer"]))
+
+
+def test_orca_answers_are_checked_against_the_reference_in_meta(tmp_path, teacher_server):
+    run_dir = tmp_path / "orca"
+    run_build(run_dir, f"sources={GSM8K}?max_rows=5", "verify=true", "sampling.max_tokens=96",
+              server=teacher_server, recipe="orca")
+    stages = report(run_dir)
+    check = stages["check_answers"]
+    assert stages["answer"]["rows_in"] == 5 and check["rows_in"] == stages["answer"]["rows_out"]
+    assert set(check["dropped"]) <= {"wrong_answer", "no_answer"}
+    quarantine = pl.read_parquet(run_dir / "quarantine.parquet").filter(pl.col("stage").str.contains("check"))
+    for reason, raw in zip(quarantine["reason"], quarantine["raw"]):
+        meta = json.loads(raw)["meta"]  # the quarantine writes a JSON meta out as an object
+        expected = reference_of((json.loads(meta) if isinstance(meta, str) else meta)["reference"]).value
+        assert reason.startswith("no_answer") or reason.endswith(f"expected {expected}")

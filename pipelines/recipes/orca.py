@@ -27,6 +27,7 @@ from pipelines.stages.export import ExportSFT
 from pipelines.stages.orca import DEFAULT_PROMPTS, AnswerSampling, ExplainAnswers, SeedOrca, system_messages
 from pipelines.stages.redact import redact_setting
 from pipelines.stages.validate import Validate
+from pipelines.stages.verify import CheckAnswers
 from pipelines.teacher.client import TeacherConfig
 
 
@@ -43,6 +44,8 @@ class Config:
     retries: int = field(default=1, metadata={"help": "re-asks of an answer that fails a guard", "range": "[0, 10]"})
     keep_truncated: bool = field(default=False, metadata={
         "help": "keep answers cut at max_tokens, trimmed to their last full sentence (default: drop them)"})
+    verify: bool = field(default=False, metadata={
+        "help": "drop answers whose final answer differs from the prompt's reference (#### N, \\boxed{}, a letter)"})
     threshold: float = threshold_setting()
     index: str = index_setting()
     test_fraction: float = test_fraction_setting()
@@ -75,6 +78,7 @@ def stages(cfg: Config) -> list[Stage]:
     return [
         SeedOrca(sources=cfg.sources, n_prompts=cfg.n_prompts, seed=cfg.seed, redact=cfg.redact),
         ExplainAnswers(sampling=cfg.sampling, retries=cfg.retries, keep_truncated=cfg.keep_truncated),
+        *([CheckAnswers()] if cfg.verify else []),
         Validate(),
         ExactDedup(),
         NearDedup(threshold=cfg.threshold, index=cfg.index),

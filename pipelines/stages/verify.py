@@ -117,3 +117,32 @@ class Verify(Asks, MapStage):
         frame = pl.DataFrame(out, schema={**batch.schema, "messages": MESSAGES, "source": pl.String,
                                           "meta": pl.String, "verified": pl.Boolean})
         return with_drops(frame, reasons)
+
+
+@dataclass
+class CheckAnswers(MapStage):
+    """Check answers already written against the reference in `meta.reference` (Orca keeps it there): where the
+    rules read the reference's final answer, an answer whose final answer differs is dropped as `wrong_answer`, one
+    with none as `no_answer`; `verified` is true for the agreeing ones and null where there was nothing to check."""
+
+    name = "check_answers"
+    requires = ("messages", "meta")
+    provides = ("verified",)
+    batch_size = 1024
+
+    def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        verified, reasons = [], []
+        for messages, meta in zip(batch["messages"].to_list(), batch["meta"].to_list()):
+            reference = reference_of(json.loads(meta or "{}").get("reference") or "")
+            answer = next((m["content"] for m in reversed(messages) if m["role"] == "assistant"), "")
+            if reference is None:
+                verified.append(None)
+                reasons.append(None)
+                ctx.count("unchecked")
+                continue
+            got = final_answer(answer, reference.kind)
+            right = agrees(got, reference)
+            verified.append(right)
+            reasons.append(None if right else "no_answer: no final answer found" if got is None else
+                           f"wrong_answer: got {got[:40]}, expected {reference.value[:40]}")
+        return with_drops(batch.with_columns(pl.Series("verified", verified, dtype=pl.Boolean)), reasons)
