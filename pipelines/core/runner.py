@@ -298,9 +298,10 @@ class Runner:
         _write_atomic(out, stage_dir / f"part-{k:05d}.parquet", meta)
 
     def _teacher_stats(self) -> Counter:
-        """The teachers' counters (teacher and judge, counted once when they are one client)."""
+        """The clients' counters (teacher, judge and embedder, counted once when two roles are one client)."""
         total = Counter()
-        for teacher in {id(t): t for t in (self.ctx.teacher, self.ctx.judge) if t is not None}.values():
+        clients = (self.ctx.teacher, self.ctx.judge, self.ctx.embedder)
+        for teacher in {id(t): t for t in clients if t is not None}.values():
             total.update(teacher.stats)
         return total
 

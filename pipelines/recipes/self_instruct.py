@@ -16,12 +16,15 @@ from importlib import resources
 from pipelines.core.recipe import Inputs, Recipe
 from pipelines.core.stage import Stage
 from pipelines.prompts.self_instruct import input_shots, load_seed_tasks
-from pipelines.recipes._settings import gen_fraction_setting, test_fraction_setting
+from pipelines.recipes._settings import embedded_teacher_setting, gen_fraction_setting, test_fraction_setting
 from pipelines.stages.dedup import ExactDedup
 from pipelines.stages.export import ExportSFT
+from pipelines.stages.score import SCORES, Score
+from pipelines.stages.select import SelectSettings
 from pipelines.stages.self_instruct import AnswerTasks, AskInputs, GenerateInstructions, Sampling
 from pipelines.stages.validate import Validate
 from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.weights import EMBEDDER_KEY
 
 
 @dataclass(frozen=True)
@@ -44,10 +47,16 @@ class Config:
     seed: int = field(default=0, metadata={"help": "seed for sampling in-context examples", "range": "[0, 4294967295]"})
     test_fraction: float = test_fraction_setting()
     gen_fraction: float = gen_fraction_setting()
+    scores: bool = field(default=False, metadata={"help": "DEITA's complexity and quality of each row, with "
+                                                          "rationales, and a reward, rated by the teacher"})
+    select: SelectSettings = field(default_factory=SelectSettings)
     sampling: Sampling = field(default_factory=Sampling)
     teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=16))
+    embedder: TeacherConfig = embedded_teacher_setting(EMBEDDER_KEY)
 
     def cross_check(self) -> str | None:
+        if self.select.enabled and not self.scores:
+            return "select.enabled ranks rows by their quality score: it needs scores=true"
         if self.min_words > self.max_words:
             return (f"min_words ({self.min_words}) must be at most max_words ({self.max_words}): "
                     "--set min_words or max_words")
@@ -75,12 +84,15 @@ def stages(cfg: Config) -> list[Stage]:
         AnswerTasks(sampling=cfg.sampling),
         Validate(),
         ExactDedup(),
+        *([Score()] if cfg.scores else []),
+        *cfg.select.stages("quality"),
         ExportSFT(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction,
-                  extra_columns=("instruction", "input", "output")),  # Alpaca's columns beside the messages
+                  extra_columns=("instruction", "input", "output",  # Alpaca's columns beside the messages
+                                 *(SCORES if cfg.scores else ()))),
     ]
 
 
 RECIPE = Recipe(
     name="self_instruct", summary="Alpaca-style instructions, inputs and outputs grown from seed tasks (Self-Instruct)",
-    config=Config, stages=stages, card="self_instruct", roles=("teacher",), inputs=inputs,
+    config=Config, stages=stages, card="self_instruct", roles=("teacher", "embedder"), inputs=inputs,
 )

@@ -1,0 +1,112 @@
+"""DEITA's scores of each row, asked of the judge, each with its rationale: `complexity` of the instruction and
+`quality` of the answer (1-6), and `reward`, the judge's overall 1-9 rating (the ultrafeedback pointwise judge's).
+
+Score: messages -> complexity, complexity_rationale, quality, quality_rationale, reward
+
+Pointwise by default. With `group` (a column such as Evol-Instruct's `root_id`, its rows contiguous) the variants of
+one group are ranked together for complexity, as DEITA scores its evolved pools, on one 1..6 scale. An answer the
+judge cannot give in the asked form is asked again (`judge.reasks`), then left null and counted
+(`<score>_unreadable`); scoring drops nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from pipelines.core.stage import Context, MapStage
+from pipelines.prompts import fill, load
+from pipelines.teacher.client import Request
+from pipelines.teacher.stage import Asks
+
+PROMPT_FILE = "prompts/score.yaml"
+SCORES = ("complexity", "complexity_rationale", "quality", "quality_rationale", "reward")  # the columns it adds
+TOP = 6
+RATED = {"type": "object", "required": ["rationale", "score"], "additionalProperties": False,
+         "properties": {"rationale": {"type": "string", "maxLength": 300}, "score": {"enum": list(range(1, TOP + 1))}}}
+
+
+def ranked_schema(n: int) -> dict:
+    keys = [str(k) for k in range(1, n + 1)]
+    return {"type": "object", "required": ["rationale", "scores"], "additionalProperties": False,
+            "properties": {"rationale": {"type": "string", "maxLength": 300},
+                           "scores": {"type": "object", "required": keys, "additionalProperties": False,
+                                      "properties": {k: {"enum": list(range(1, TOP + 1))} for k in keys}}}}
+
+
+@dataclass
+class Score(Asks, MapStage):
+    group: str = ""
+    reward: bool = True
+    name = "score"
+    requires = ("messages",)
+    provides = SCORES
+    teacher_role = "judge"
+    batch_size = 32
+    prompt_files = (PROMPT_FILE, "prompts/feedback.yaml")
+
+    def __post_init__(self):
+        self.group_by = self.group or None
+
+    def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        from pipelines.stages.feedback import point_request, point_score
+
+        text = load("score")
+        turns = batch["messages"].to_list()
+        instruction = [next((m["content"] for m in t if m["role"] == "user"), "") for t in turns]
+        answer = [next((m["content"] for m in t if m["role"] == "assistant"), "") for t in turns]
+        params = {"max_tokens": 128, "temperature": 0.0}
+        system = {"role": "system", "content": text["system"]}
+        quality = [Request([system, {"role": "user", "content": fill(text["quality"], instruction=q, answer=a)}],
+                           params, schema=RATED) for q, a in zip(instruction, answer)]
+        groups = self._groups(batch)
+        complexity = [self._complexity_request(text, system, [instruction[i] for i in rows], params)
+                      for rows in groups]
+        rewards = [point_request(q, a) for q, a in zip(instruction, answer)] if self.reward else []
+        results = self.ask(ctx, quality + complexity + rewards)
+        columns = {name: [None] * batch.height for name in self.provides}
+        for i, result in enumerate(results[: len(quality)]):
+            columns["quality"][i], columns["quality_rationale"][i] = self._rated(result, ctx, "quality")
+        for rows, result in zip(groups, results[len(quality): len(quality) + len(groups)]):
+            if len(rows) == 1:
+                columns["complexity"][rows[0]], columns["complexity_rationale"][rows[0]] = self._rated(
+                    result, ctx, "complexity")
+                continue
+            data = result.data if result.error is None and isinstance(result.data, dict) else {}
+            scores = data.get("scores") if isinstance(data.get("scores"), dict) else {}
+            for k, i in enumerate(rows, 1):
+                value = scores.get(str(k))
+                ctx.count("complexity_unreadable", value is None)
+                columns["complexity"][i] = None if value is None else float(value)
+                columns["complexity_rationale"][i] = data.get("rationale")
+        for i, result in enumerate(results[len(quality) + len(groups):]):
+            columns["reward"][i] = None if result.error else round(point_score(result)[0], 3)
+        ctx.count("reward_unreadable", sum(r is None for r in columns["reward"]) if self.reward else 0)
+        return batch.with_columns(
+            *(pl.Series(name, values, dtype=pl.Float64 if name in ("complexity", "quality", "reward") else pl.String)
+              for name, values in columns.items()))
+
+    def _groups(self, batch: pl.DataFrame) -> list[list[int]]:
+        """Row positions scored together: one group per value of `group` (contiguous), else each row alone."""
+        if not self.group:
+            return [[i] for i in range(batch.height)]
+        groups: dict = {}
+        for i, key in enumerate(batch[self.group].to_list()):
+            groups.setdefault(key, []).append(i)
+        return list(groups.values())
+
+    @staticmethod
+    def _complexity_request(text: dict, system: dict, instructions: list[str], params: dict) -> Request:
+        if len(instructions) == 1:
+            return Request([system, {"role": "user", "content": fill(text["complexity"], instruction=instructions[0])}],
+                           params, schema=RATED)
+        listing = "\n\n".join(f"[{k}] {q}" for k, q in enumerate(instructions, 1))
+        return Request([system, {"role": "user", "content": fill(text["rank_complexity"], top=TOP, listing=listing)}],
+                       {**params, "max_tokens": 64 + 12 * len(instructions)}, schema=ranked_schema(len(instructions)))
+
+    @staticmethod
+    def _rated(result, ctx: Context, what: str) -> tuple[float | None, str | None]:
+        data = result.data if result.error is None and isinstance(result.data, dict) else None
+        ctx.count(f"{what}_unreadable", data is None)
+        return (None, None) if data is None else (float(data["score"]), data["rationale"])

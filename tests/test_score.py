@@ -1,0 +1,40 @@
+"""The score stage on the embedded judge: DEITA's complexity and quality with rationales, pointwise and ranked."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pipelines.core.stage import MESSAGES, Context
+from pipelines.stages.score import TOP, Score
+from pipelines.teacher.client import Teacher, TeacherConfig
+
+
+def rows() -> pl.DataFrame:
+    pairs = [("Name a colour.", "Blue."),
+             ("Name a colour and explain what mood it evokes in art.", "Blue evokes calm, as in Picasso's Blue Period."),
+             ("What is 2 + 2?", "4"),
+             ("Explain why the sky is blue.", "Sunlight scatters off air molecules; blue light scatters most.")]
+    return pl.DataFrame({"messages": pl.Series([[{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+                                                for q, a in pairs], dtype=MESSAGES),
+                         "root_id": ["colour", "colour", "sum", "sky"]})
+
+
+def test_scores_are_on_their_scales_with_rationales_or_counted_unreadable(tmp_path, teacher_server):
+    judge = Teacher(TeacherConfig(base_url=teacher_server.base_url, model=teacher_server.model, reasks=1),
+                    tmp_path / "requests.sqlite", tmp_path / "server.log", log=lambda m: None)
+    ctx = Context(run_dir=tmp_path, config=None, teacher=judge)
+    try:
+        for stage in (Score(), Score(group="root_id")):
+            ctx.counters.clear()
+            out = stage.process(rows(), ctx)
+            assert out.height == 4 and "drop_reason" not in out.columns  # scoring drops nothing
+            for name in ("complexity", "quality"):
+                values, why = out[name].to_list(), out[f"{name}_rationale"].to_list()
+                readable = [v for v in values if v is not None]
+                assert all(1 <= v <= TOP for v in readable)
+                assert all(r for v, r in zip(values, why) if v is not None)  # a score comes with its rationale
+                assert len(values) - len(readable) == ctx.counters[f"{name}_unreadable"]
+            assert all(r is None or 1 <= r <= 9 for r in out["reward"].to_list())
+        assert stage.group_by == "root_id"  # a batch keeps a root's variants together
+    finally:
+        judge.close()
