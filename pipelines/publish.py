@@ -60,7 +60,8 @@ def load_versions(root: Path, recipe: str) -> list[dict]:
             entry.setdefault("tag", f"v{entry['version']}")
             entry["counts"] = {str(split): int(rows) for split, rows in entry["counts"].items()}
             base = root / "versions" / entry["tag"]
-            entry["uploads"] = [(base / f, f"data/{Path(f).name}") for f in entry["files"]] + [
+            entry["uploads"] = [(base / f, f if f.startswith("pictures/") else f"data/{Path(f).name}")
+                                for f in entry["files"]] + [
                 (base / "README.md", "README.md")]
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise PipelineError(f"{manifest} is malformed ({exc!r}); rerun python -m pipelines.refresh {recipe}") from exc

@@ -185,6 +185,10 @@ def _record(root: Path, run_dir: Path, number: int, new: list[InputFile]) -> dic
     if not files:
         shutil.rmtree(out)
         return None
+    for picture in sorted((run_dir / "export" / "pictures").glob("*.png")):  # the card links them
+        (out / "pictures").mkdir(exist_ok=True)
+        shutil.copy2(picture, out / "pictures" / picture.name)
+        files.append(f"pictures/{picture.name}")
     dropped: Counter = Counter()
     for stage in report["stages"]:
         dropped.update(stage["dropped"])
@@ -211,6 +215,9 @@ def _publish_locally(root: Path, manifest: Manifest, run_dir: Path) -> None:
     for v in manifest.versions:
         totals.update(v["counts"])
         for name in v["files"]:
+            if name.startswith("pictures/") and v is not manifest.versions[-1]:
+                continue  # the pictures of the latest build only: its card links them
+            (tmp / name).parent.mkdir(exist_ok=True)
             os.link(root / "versions" / f"v{v['version']}" / name, tmp / name)
     latest = manifest.versions[-1]
     release = (f"Version **{latest['tag']}**, made {latest['created']} by `python -m pipelines.refresh` (convoforge "

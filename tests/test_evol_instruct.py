@@ -141,6 +141,8 @@ def test_evol_instruct_build_exports_evolved_rows_with_their_lineage(tmp_path, t
     for reason, f in zip(quarantine["reason"], failed):  # each failure names its rule, and keeps what was refused
         assert reason.split(":")[0] in E.REASONS and f["parent_prompt"], reason
     card = (run_dir / "export" / "README.md").read_text()
+    for picture in ("scores.png", "selection.png"):  # complexity scores, and the selection's distances
+        assert f"(pictures/{picture})" in card and (run_dir / "export" / "pictures" / picture).stat().st_size > 1000
     assert "| round | tried | kept | kept share |" in card and "| 1 | " in card and "| 2 | " in card
     assert "`prompts/evol_instruct.yaml`" in card
     from pipelines.train.options import SFTOptions

@@ -35,6 +35,7 @@ from pipelines.core.recipe import FinishedRun
 from pipelines.dedup.summary import markdown as dedup_markdown
 from pipelines.dedup.summary import sections
 from pipelines.release.lineage import describe, input_files, prompt_hashes
+from pipelines.release.pictures import draw
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "data_cards"
 SIZE_LIMITS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
@@ -103,6 +104,7 @@ def write_card(recipe, cfg, run_dir: Path, stages, rows: list[dict]) -> Path:
         **({"judge_model": judge.endpoints()[0].model, "judge_endpoint": endpoint(judge)} if judge else {}),
         **flat(cfg, recipe.roles),
         **recipe.card_values(cfg, FinishedRun(out_dir, sections(rows))),
+        "pictures": draw(out_dir, sections(rows)),
     }
     saved = {"template": recipe.card, "values": values, "licenses": licenses}
     write_json(run_dir / "card.json", saved, indent=1)
@@ -118,6 +120,10 @@ def render(template: str, out_dir: Path, values: dict, counts: dict[str, int]) -
         "split_table": "\n".join(f"| {s} | {n} |" for s, n in counts.items()),
     }
     text = Template(template_file(template).read_text()).safe_substitute(values)
+    if values.get("pictures"):  # before the pipeline table, or at the end of a card without one
+        at = text.find("\n## Pipeline")
+        at = at + 1 if at >= 0 else len(text)
+        text = text[:at] + values["pictures"] + "\n" + text[at:]
     problems = validate_card(text, out_dir)
     if problems:
         raise CardError(f"card {template_file(template)} for {out_dir} is not valid: {'; '.join(problems)}")
