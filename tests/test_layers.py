@@ -80,3 +80,10 @@ if __name__ == "__main__":
     edges = upward_imports(Path(sys.argv[1]) if sys.argv[1:] else ROOT)
     print("\n".join(edges))
     print(f"{len(edges)} upward imports")
+
+
+def test_no_script_folder_shadows_a_standard_module():
+    """bench/ and tests/ go on sys.path (bench scripts, fuzz workers): a `select.py` there broke `subprocess`."""
+    for folder in ("bench", "tests"):
+        names = {p.stem for p in (ROOT / folder).glob("*.py")}
+        assert not names & set(sys.stdlib_module_names), (folder, names & set(sys.stdlib_module_names))

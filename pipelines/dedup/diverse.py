@@ -79,7 +79,7 @@ def select_diverse(vectors: np.ndarray, order: np.ndarray, keep: int, min_distan
 
 
 def select_loop(vectors: np.ndarray, order: np.ndarray, keep: int, min_distance: float) -> Selection:
-    """The same selection, one row at a time (the oracle of tests and the baseline of bench/select.py)."""
+    """The same selection, one row at a time (the oracle of tests and the baseline of bench/diverse_select.py)."""
     out = _empty(len(vectors))
     taken: list[int] = []
     for i in order:

@@ -1,6 +1,6 @@
 """Score-first diverse selection (`pipelines.dedup.diverse`): the blocked exact selection against a plain numpy loop.
 
-    python bench/select.py [--rows 1000000] [--dims 384] [--keep 10000] [--min-distance 0.3] [--loop-rows 100000]
+    python bench/diverse_select.py [--rows 1000000] [--dims 384] [--keep 10000] [--min-distance 0.3] [--loop-rows 100000]
 
 Vectors are clustered (2,000 centres, unit length), in a random score order. The blocked selection runs on
 `--rows`; the loop (one matrix-vector product per candidate against every row taken) runs on the first `--loop-rows`
