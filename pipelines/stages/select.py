@@ -40,7 +40,9 @@ class Embed(Asks, MapStage):
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         texts = compare_text(batch, self.compare).to_list()
         vectors, errors = self.client(ctx).embed_many(texts, desc=self.name)
-        column = pl.Series("embedding", vectors, dtype=pl.Array(pl.Float32, vectors.shape[1] or 1))
+        if not vectors.shape[1]:  # no text of the batch was embedded: every row drops with its error
+            vectors = np.zeros((len(texts), 1), np.float32)
+        column = pl.Series("embedding", vectors, dtype=pl.Array(pl.Float32, vectors.shape[1]))
         return with_drops(batch.with_columns(column), [f"embedding_failed: {e}" if e else None for e in errors])
 
 
