@@ -8,7 +8,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 # `datasets` caches a local dataset directory by its path and serves the cached rows even after the files were
@@ -60,6 +63,32 @@ def kill_after_first_part(cmd: list[str], stage_dir: Path, timeout: float = 180)
     parts = sorted(stage_dir.glob("part-*.parquet"))
     assert parts, f"the build was killed before the first part of {stage_dir.name}"
     return parts
+
+
+@contextmanager
+def error_endpoint(status_of, message: str):
+    """A loopback HTTP server answering every POST with `{"error": {"message": message}}` under the status
+    `status_of(path)` gives; yields its `/v1` base URL. Only for faults a real server cannot be made to give."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            data = json.dumps({"error": {"message": message}}).encode()
+            self.send_response(status_of(self.path))
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
 
 
 def report(run_dir: Path) -> dict:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import datasets
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import ROOT, build_cmd, kill_after_first_part, report, run_build  # noqa: E402
+from conftest import ROOT, build_cmd, error_endpoint, kill_after_first_part, report, run_build  # noqa: E402
 from pipelines.prompts import load  # noqa: E402
 from pipelines.prompts import magpie as M  # noqa: E402
 from pipelines.stages.magpie import TAGS  # noqa: E402
@@ -155,31 +152,9 @@ def test_a_killed_magpie_build_resumes_where_it_stopped(tmp_path, teacher_server
     assert report(run_dir)["dialogue"]["rows_in"] == 64
 
 
-class ChatOnly(BaseHTTPRequestHandler):
-    """An endpoint like OpenAI's: chat completions only; /v1/completions is 404."""
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers["content-length"]))
-        status = 404 if self.path.endswith("/completions") and "chat" not in self.path else 200
-        body = {"error": {"message": "This is a chat model and not supported in the v1/completions endpoint"}}
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_a_chat_only_endpoint_is_told_apart(tmp_path):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ChatOnly)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        proc = run_build(tmp_path / "run", f"teacher.base_url=http://127.0.0.1:{server.server_address[1]}/v1",
-                         "teacher.model=gpt-x", f"chat_template={CHATML}", "n_queries=2", "tags=false",
-                         recipe="magpie", check=False)
-    finally:
-        server.shutdown()
+    chat_only = lambda path: 404 if path.endswith("/completions") and "chat" not in path else 200  # noqa: E731
+    with error_endpoint(chat_only, "This is a chat model and not supported in the v1/completions endpoint") as url:
+        proc = run_build(tmp_path / "run", f"teacher.base_url={url}", "teacher.model=gpt-x", f"chat_template={CHATML}",
+                         "n_queries=2", "tags=false", recipe="magpie", check=False)
     assert proc.returncode == 2 and "raw text completions" in proc.stderr and "Traceback" not in proc.stderr

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -163,32 +160,16 @@ def test_the_dedup_recipe_drops_paraphrases_with_semantic_dedup(tmp_path):
     assert "requests 0" in again.stdout  # embeddings come from the cache
 
 
-class Refuses(BaseHTTPRequestHandler):
-    """An endpoint that refuses every embedding request (400), as an API does for a model it does not serve."""
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers["content-length"]))
-        data = json.dumps({"error": {"message": "model does not support embeddings"}}).encode()
-        self.send_response(400)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_refused_embeddings_drop_their_rows_with_the_reason(tmp_path):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuses)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    client = Teacher(TeacherConfig(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", model="chat-only"),
-                     tmp_path / "r.sqlite", tmp_path / "s.log", log=lambda m: None)
-    try:
-        out = Embed().process(rows(["a question", "another"], [1.0, 2.0]), Context(run_dir=tmp_path, config=None,
-                                                                                  embedder=client))
-    finally:
-        client.close()
-        server.shutdown()
+    from conftest import error_endpoint
+
+    with error_endpoint(lambda path: 400, "model does not support embeddings") as url:  # as an API answers
+        client = Teacher(TeacherConfig(base_url=url, model="chat-only"), tmp_path / "r.sqlite", tmp_path / "s.log",
+                         log=lambda m: None)
+        ctx = Context(run_dir=tmp_path, config=None, embedder=client)
+        try:
+            out = Embed().process(rows(["a question", "another"], [1.0, 2.0]), ctx)
+        finally:
+            client.close()
     assert [r.split(":")[0] for r in out["drop_reason"].to_list()] == ["embedding_failed"] * 2
     assert "does not support embeddings" in out["drop_reason"][0]
