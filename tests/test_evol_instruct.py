@@ -75,9 +75,6 @@ def test_judge_answers_are_read_strictly():
     assert E.is_equal({"difference": "nothing", "judgement": "Equal"}) is True
     assert E.is_equal({"judgement": "Not Equal"}) is False
     assert E.is_equal({"judgement": "equal-ish"}) is None and E.is_equal("Equal") is None
-    assert E.rank_scores({"1": 1, "2": 3, "3": 9}, 3, top=4) == [1, 3, None]
-    assert E.rank_scores({"1": True, "2": "2"}, 2, top=4) == [None, None]
-    assert set(E.rank_schema(2, 4)["properties"]) == {"1", "2"}
 
 
 def test_operations_are_drawn_per_root_and_round_the_same_on_every_run():
@@ -132,7 +129,7 @@ def test_evol_instruct_build_exports_evolved_rows_with_their_lineage(tmp_path, t
         assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
         assert E.instruction_problem(row["prompt"], "", 200, False) is None
         assert E.answer_problem(row["messages"][1]["content"], 8) is None
-        assert row["complexity"] is None or 1 <= row["complexity"] <= 3
+        assert row["complexity"] is None or (1 <= row["complexity"] <= 6 and row["complexity_rationale"] is not None)
         if row["round"] == 1:
             assert row["parent_id"] == row["root_id"]
         else:  # a round-2 row grew from its root or a kept round-1 row, never from a failed one
@@ -150,7 +147,7 @@ def test_evol_instruct_build_exports_evolved_rows_with_their_lineage(tmp_path, t
 
     assert got, "no evolution survived"
     select = stages["select"]  # embedded by the embedded embedder, best complexity first
-    assert select["rows_in"] == stages["complexity"]["rows_out"] and select["rows_out"] == len(got)
+    assert select["rows_in"] == stages["score"]["rows_out"] and select["rows_out"] == len(got)
     trained = train_sft(SFTOptions(str(run_dir / "export"), max_steps=1, max_length=128, batch_size=1))
     assert (Path(trained["output_dir"]) / "tokenizer_config.json").exists()
     before = requests_in(run_dir)

@@ -16,7 +16,8 @@ def rows() -> pl.DataFrame:
              ("Explain why the sky is blue.", "Sunlight scatters off air molecules; blue light scatters most.")]
     return pl.DataFrame({"messages": pl.Series([[{"role": "user", "content": q}, {"role": "assistant", "content": a}]
                                                 for q, a in pairs], dtype=MESSAGES),
-                         "root_id": ["colour", "colour", "sum", "sky"]})
+                         "root_id": ["colour", "colour", "sum", "sky"],
+                         "root_prompt": ["Name something.", "Name something.", "Add numbers.", "Explain weather."]})
 
 
 def test_scores_are_on_their_scales_with_rationales_or_counted_unreadable(tmp_path, teacher_server):
@@ -35,6 +36,18 @@ def test_scores_are_on_their_scales_with_rationales_or_counted_unreadable(tmp_pa
                 assert all(r for v, r in zip(values, why) if v is not None)  # a score comes with its rationale
                 assert len(values) - len(readable) == ctx.counters[f"{name}_unreadable"]
             assert all(r is None or 1 <= r <= 9 for r in out["reward"].to_list())
+            product = [None if c is None or q is None else c * q for c, q in zip(out["complexity"], out["quality"])]
+            assert out["deita_score"].to_list() == product
         assert stage.group_by == "root_id"  # a batch keeps a root's variants together
+        ctx.counters.clear()
+        anchored = Score(group="root_id", anchor="root_prompt", quality=False, reward=False)
+        assert anchored.provides == ("complexity", "complexity_rationale")
+        assert "root_prompt" in anchored.requires
+        out = anchored.process(rows(), ctx)
+        assert set(out.columns) == {"messages", "root_id", "root_prompt", "complexity", "complexity_rationale"}
+        readable = out["complexity"].drop_nulls().to_list()
+        assert all(1 <= v <= TOP for v in readable)
+        assert out.height - len(readable) == ctx.counters["complexity_unreadable"]
+        assert 0 <= ctx.counters["groups_above_anchor"] <= 3  # each root's variants ranked against it, one ask a root
     finally:
         judge.close()

@@ -256,6 +256,18 @@ def test_build_on_the_embedded_teacher_exports_sft_and_alpaca_columns(tmp_path, 
     assert json.loads((run_dir / "report.json").read_text())["this_run"]["requests"] == 0
     assert {row["status"] for row in report(run_dir).values()} == {"skipped"}, again.stdout
 
+    build(run_dir, *TINY, "scores=true", "select.enabled=true", "select.min_distance=0.02", server=teacher_server)
+    scored = report(run_dir)
+    assert scored["instructions"]["status"] == "skipped" and scored["score"]["rows_in"] == scored["score"]["rows_out"]
+    assert scored["select"]["rows_in"] == scored["score"]["rows_out"]  # DEITA: scored, then picked by deita_score
+    ds = load_dataset(str(export), cache_dir=str(tmp_path / "hf2"))
+    picked = [r for split in ds.values() for r in split]
+    assert len(picked) == scored["select"]["rows_out"]
+    for r in picked:
+        both = r["complexity"] is not None and r["quality"] is not None
+        assert r["deita_score"] == (r["complexity"] * r["quality"] if both else None)
+    assert (export / "pictures" / "scores.png").stat().st_size > 1000
+
 
 def test_recipe_stages_chain():
     from pipelines.build import check_chain

@@ -120,23 +120,3 @@ def is_equal(data) -> bool | None:
     """The judge's verdict from its JSON answer; None when it cannot be read."""
     verdict = data.get("judgement") if isinstance(data, dict) else None
     return {"Equal": True, "Not Equal": False}.get(verdict)
-
-
-def rank_request(texts: list[str], top: int) -> list[dict]:
-    """EvolComplexity: the variants of one root listed together, each to be scored 1..`top` by complexity."""
-    listing = "\n\n".join(f"[{k}] {text}" for k, text in enumerate(texts, 1))
-    return [{"role": "system", "content": TEXT["rank_system"]},
-            {"role": "user", "content": fill(TEXT["rank"], top=top, listing=listing)}]
-
-
-def rank_schema(n: int, top: int) -> dict:
-    keys = [str(k) for k in range(1, n + 1)]
-    return {"type": "object", "required": keys, "additionalProperties": False,
-            "properties": {k: {"enum": list(range(1, top + 1))} for k in keys}}
-
-
-def rank_scores(data, n: int, top: int) -> list[int | None]:
-    """The score of each of `n` listed variants; None where the answer has none in 1..top."""
-    data = data if isinstance(data, dict) else {}
-    scores = [data.get(str(k)) for k in range(1, n + 1)]
-    return [s if isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= top else None for s in scores]

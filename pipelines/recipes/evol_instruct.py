@@ -1,7 +1,7 @@
 """Evol-Instruct (Xu et al., WizardLM, 2023): instructions from any source made harder or wider, answered, as SFT splits.
 
 ingest -> prompts -> dedup_exact -> dedup_near -> evolve (rounds of evolution, elimination and answers) -> validate
--> [complexity] -> export
+-> [score] -> [embed -> select] -> export
 
 Instructions come from `sources` (any format ingest reads: Alpaca, Self-Instruct seeds, Dolly, an export of another
 recipe; the prompt is a conversation's last user turn) or, by default, from the project's shipped seed tasks. The
@@ -24,8 +24,9 @@ from pipelines.prompts.evol_instruct import OPERATIONS
 from pipelines.recipes._settings import (embedded_teacher_setting, gen_fraction_setting, index_setting,
                                         test_fraction_setting, threshold_setting)
 from pipelines.stages.dedup import ExactDedup, NearDedup
-from pipelines.stages.evol_instruct import LINEAGE, EvolSampling, Evolve, RankComplexity
+from pipelines.stages.evol_instruct import LINEAGE, EvolSampling, Evolve
 from pipelines.stages.export import ExportSFT
+from pipelines.stages.score import TOP, Score
 from pipelines.stages.select import SelectSettings
 from pipelines.stages.feedback import ToPrompts
 from pipelines.stages.ingest import Ingest
@@ -68,7 +69,10 @@ class Config:
     judge_gain: bool = field(default=True, metadata={"help": "ask the judge whether an evolution gains anything "
                                                              "over its parent (the paper's first rule)"})
     complexity: bool = field(default=True, metadata={"help": "score each root's variants by complexity with the "
-                                                             "judge (EvolComplexity)"})
+                                                             "judge, ranked against their root (EvolComplexity)"})
+    quality: bool = field(default=False, metadata={"help": "also score each answer's quality (DEITA's EvolQuality, "
+                                                           "1-6; deita_score = complexity x quality) and the judge's "
+                                                           "1-9 reward"})
     threshold: float = threshold_setting(" on the source instructions")
     index: str = index_setting(" of source instructions")
     seed: int = field(default=0, metadata={"help": "seed of the operation draws and sampling",
@@ -85,6 +89,8 @@ class Config:
     def cross_check(self) -> str | None:
         if self.select.enabled and not self.complexity:
             return "select.enabled ranks rows by their complexity score: it needs complexity=true"
+        if self.quality and not self.complexity:
+            return "quality=true is scored by the complexity stage: it needs complexity=true"
         return None
 
 
@@ -98,6 +104,7 @@ def sources(cfg: Config) -> tuple[str, ...]:
 
 
 def stages(cfg: Config) -> list[Stage]:
+    score = Score(group="root_id", anchor="root_prompt", quality=cfg.quality, reward=cfg.quality)
     return [
         Ingest(sources=sources(cfg), kind=cfg.prompt_kind, redact=cfg.redact),
         ToPrompts(),
@@ -107,10 +114,10 @@ def stages(cfg: Config) -> list[Stage]:
                max_words=cfg.max_words, min_answer_words=cfg.min_answer_words, judge_gain=cfg.judge_gain,
                seed=cfg.seed),
         Validate(),
-        *([RankComplexity(top=cfg.rounds + 1)] if cfg.complexity else []),
-        *cfg.select.stages("complexity"),
+        *([score] if cfg.complexity else []),
+        *cfg.select.stages("deita_score" if cfg.quality else "complexity"),
         ExportSFT(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction, leakage_threshold=cfg.threshold,
-                  extra_columns=(*LINEAGE, *(("complexity",) if cfg.complexity else ()))),
+                  extra_columns=(*LINEAGE, *(score.provides if cfg.complexity else ()))),
     ]
 
 
@@ -139,7 +146,7 @@ def card_values(cfg: Config, run) -> dict:
     evolution = run.summaries.get("evolution", {})
     return {"round_table": evolution_table(evolution, "rounds"),
             "operation_table": evolution_table(evolution, "operations"),
-            "complexity_table": complexity_table(run.export_dir), "complexity_top": cfg.rounds + 1,
+            "complexity_table": complexity_table(run.export_dir), "complexity_top": TOP,
             "operations": ", ".join(f"`{op}`" for op in cfg.operations),
             "instruction_source": ", ".join(cfg.sources) or f"the project's shipped seed tasks (`{SEED_TASKS}`, "
                                                             f"first {cfg.n_instructions} instances)"}

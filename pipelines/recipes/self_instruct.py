@@ -56,7 +56,7 @@ class Config:
 
     def cross_check(self) -> str | None:
         if self.select.enabled and not self.scores:
-            return "select.enabled ranks rows by their quality score: it needs scores=true"
+            return "select.enabled ranks rows by their deita_score: it needs scores=true"
         if self.min_words > self.max_words:
             return (f"min_words ({self.min_words}) must be at most max_words ({self.max_words}): "
                     "--set min_words or max_words")
@@ -85,7 +85,7 @@ def stages(cfg: Config) -> list[Stage]:
         Validate(),
         ExactDedup(),
         *([Score()] if cfg.scores else []),
-        *cfg.select.stages("quality"),
+        *cfg.select.stages("deita_score"),
         ExportSFT(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction,
                   extra_columns=("instruction", "input", "output",  # Alpaca's columns beside the messages
                                  *(SCORES if cfg.scores else ()))),

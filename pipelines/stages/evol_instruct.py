@@ -2,7 +2,6 @@
 
 Evolve:         prompt, prompt_id -> one row per root and round: messages (the evolved instruction and its answer),
                 prompt, prompt_id, source, meta, root_id, parent_id, round, operation, parent_prompt, root_prompt
-RankComplexity: the rows of one root -> complexity (EvolComplexity, as DEITA scores: the judge ranks the variants)
 
 Each round, every root's latest surviving instruction evolves by one operation drawn for that root and round
 (`pipelines.prompts.evol_instruct.OPERATIONS`). The rewrite is checked (`instruction_problem`: refused ones are asked
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections import Counter
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -163,38 +161,3 @@ class Evolve(Asks, MapStage):
             "parent_prompt": pl.Series([r["parent_prompt"] for r in rows], dtype=pl.String),
             "root_prompt": pl.Series([r["root_prompt"] for r in rows], dtype=pl.String),
         }), [r["drop_reason"] for r in rows])
-
-
-@dataclass
-class RankComplexity(Asks, MapStage):
-    """EvolComplexity: the judge scores a root and its kept evolutions together, 1 (simplest) to `top` (most
-    complex; rounds + 1, so every root is scored on one scale), as DEITA ranks its evolved pools. `complexity` is the
-    row's score; null where the answer cannot be read (counted `complexity_unreadable`). Drops nothing."""
-
-    top: int = 4
-    name = "complexity"
-    requires = ("root_id", "root_prompt", "prompt", "round")
-    provides = ("complexity",)
-    teacher_role = "judge"
-    group_by = "root_id"
-    batch_size = 32
-    prompt_files = (E.PROMPT_FILE,)
-
-    def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        rows = batch.select("root_id", "root_prompt", "prompt").to_dicts()
-        groups: dict[str, list[int]] = {}
-        for k, row in enumerate(rows):
-            groups.setdefault(row["root_id"], []).append(k)
-        listed = [[rows[ks[0]]["root_prompt"], *(rows[k]["prompt"] for k in ks)] for ks in groups.values()]
-        asks = [Request(E.rank_request(texts, self.top), {"max_tokens": 12 * len(texts), "temperature": 0.0},
-                        schema=E.rank_schema(len(texts), self.top)) for texts in listed]
-        scores: list[float | None] = [None] * len(rows)
-        spread = Counter()
-        for ks, texts, result in zip(groups.values(), listed, self.ask(ctx, asks)):
-            got = E.rank_scores(None if result.error else result.data, len(texts), self.top)
-            ctx.count("complexity_unreadable", sum(s is None for s in got[1:]))
-            spread[got[0] is not None and all(s is not None and s > got[0] for s in got[1:])] += 1
-            for k, score in zip(ks, got[1:]):
-                scores[k] = None if score is None else float(score)
-        ctx.count("roots_all_above_root", spread[True])  # every kept evolution scored above its root
-        return batch.with_columns(pl.Series("complexity", scores, dtype=pl.Float64))

@@ -1,12 +1,15 @@
 """DEITA's scores of each row, asked of the judge, each with its rationale: `complexity` of the instruction and
-`quality` of the answer (1-6), and `reward`, the judge's overall 1-9 rating (the ultrafeedback pointwise judge's).
+`quality` of the answer (1-6), their product `deita_score` (DEITA's ranking score), and `reward`, the judge's overall
+1-9 rating (the ultrafeedback pointwise judge's).
 
-Score: messages -> complexity, complexity_rationale, quality, quality_rationale, reward
+Score: messages -> complexity, complexity_rationale[, quality, quality_rationale, deita_score][, reward]
 
-Pointwise by default. With `group` (a column such as Evol-Instruct's `root_id`, its rows contiguous) the variants of
-one group are ranked together for complexity, as DEITA scores its evolved pools, on one 1..6 scale. An answer the
-judge cannot give in the asked form is asked again (`judge.reasks`), then left null and counted
-(`<score>_unreadable`); scoring drops nothing.
+Pointwise by default. With `group` (a column such as Evol-Instruct's `root_id`) the variants of one group are ranked
+together for complexity, as DEITA scores its evolved pools, on one 1..6 scale; with `anchor` too (a column holding the
+text the variants came from, such as `root_prompt`) that text is listed first, so each variant is scored against its
+origin (`groups_above_anchor` counts groups whose every variant scored above it). An answer the judge cannot give in
+the asked form is asked again (`judge.reasks`), then left null and counted (`<score>_unreadable`); scoring drops
+nothing.
 """
 
 from __future__ import annotations
@@ -21,16 +24,19 @@ from pipelines.teacher.client import Request
 from pipelines.teacher.stage import Asks
 
 PROMPT_FILE = "prompts/score.yaml"
-SCORES = ("complexity", "complexity_rationale", "quality", "quality_rationale", "reward")  # the columns it adds
+COMPLEXITY = ("complexity", "complexity_rationale")
+QUALITY = ("quality", "quality_rationale", "deita_score")
+SCORES = (*COMPLEXITY, *QUALITY, "reward")  # the columns it adds with every score on
+NUMBERS = ("complexity", "quality", "deita_score", "reward")
 TOP = 6
 RATED = {"type": "object", "required": ["rationale", "score"], "additionalProperties": False,
-         "properties": {"rationale": {"type": "string", "maxLength": 300}, "score": {"enum": list(range(1, TOP + 1))}}}
+         "properties": {"rationale": {"type": "string", "minLength": 1, "maxLength": 300}, "score": {"enum": list(range(1, TOP + 1))}}}
 
 
 def ranked_schema(n: int) -> dict:
     keys = [str(k) for k in range(1, n + 1)]
     return {"type": "object", "required": ["rationale", "scores"], "additionalProperties": False,
-            "properties": {"rationale": {"type": "string", "maxLength": 300},
+            "properties": {"rationale": {"type": "string", "minLength": 1, "maxLength": 300},
                            "scores": {"type": "object", "required": keys, "additionalProperties": False,
                                       "properties": {k: {"enum": list(range(1, TOP + 1))} for k in keys}}}}
 
@@ -38,16 +44,19 @@ def ranked_schema(n: int) -> dict:
 @dataclass
 class Score(Asks, MapStage):
     group: str = ""
+    anchor: str = ""
+    quality: bool = True
     reward: bool = True
     name = "score"
     requires = ("messages",)
-    provides = SCORES
     teacher_role = "judge"
     batch_size = 32
     prompt_files = (PROMPT_FILE, "prompts/feedback.yaml")
 
     def __post_init__(self):
         self.group_by = self.group or None
+        self.requires = ("messages", *(c for c in (self.group, self.anchor) if c))
+        self.provides = (*COMPLEXITY, *(QUALITY if self.quality else ()), *(("reward",) if self.reward else ()))
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         from pipelines.stages.feedback import point_request, point_score
@@ -58,37 +67,45 @@ class Score(Asks, MapStage):
         answer = [next((m["content"] for m in t if m["role"] == "assistant"), "") for t in turns]
         params = {"max_tokens": 128, "temperature": 0.0}
         system = {"role": "system", "content": text["system"]}
-        quality = [Request([system, {"role": "user", "content": fill(text["quality"], instruction=q, answer=a)}],
-                           params, schema=RATED) for q, a in zip(instruction, answer)]
+        qualities = [Request([system, {"role": "user", "content": fill(text["quality"], instruction=q, answer=a)}],
+                             params, schema=RATED) for q, a in zip(instruction, answer)] if self.quality else []
         groups = self._groups(batch)
-        complexity = [self._complexity_request(text, system, [instruction[i] for i in rows], params)
-                      for rows in groups]
+        anchors = batch[self.anchor].to_list() if self.anchor else []
+        complexity = [self._complexity_request(text, system, [instruction[i] for i in rows], params,
+                                               anchors[rows[0]] if self.anchor else None) for rows in groups]
         rewards = [point_request(q, a) for q, a in zip(instruction, answer)] if self.reward else []
-        results = self.ask(ctx, quality + complexity + rewards)
+        results = self.ask(ctx, qualities + complexity + rewards)
         columns = {name: [None] * batch.height for name in self.provides}
-        for i, result in enumerate(results[: len(quality)]):
+        for i, result in enumerate(results[: len(qualities)]):
             columns["quality"][i], columns["quality_rationale"][i] = self._rated(result, ctx, "quality")
-        for rows, result in zip(groups, results[len(quality): len(quality) + len(groups)]):
-            if len(rows) == 1:
+        for rows, result in zip(groups, results[len(qualities): len(qualities) + len(groups)]):
+            if len(rows) == 1 and not self.anchor:
                 columns["complexity"][rows[0]], columns["complexity_rationale"][rows[0]] = self._rated(
                     result, ctx, "complexity")
                 continue
             data = result.data if result.error is None and isinstance(result.data, dict) else {}
             scores = data.get("scores") if isinstance(data.get("scores"), dict) else {}
-            for k, i in enumerate(rows, 1):
+            first = 1 + bool(self.anchor)
+            for k, i in enumerate(rows, first):
                 value = scores.get(str(k))
                 ctx.count("complexity_unreadable", value is None)
                 columns["complexity"][i] = None if value is None else float(value)
                 columns["complexity_rationale"][i] = data.get("rationale")
-        for i, result in enumerate(results[len(quality) + len(groups):]):
+            if self.anchor:
+                ctx.count("groups_above_anchor", "1" in scores and all(
+                    str(k) in scores and scores[str(k)] > scores["1"] for k in range(2, len(rows) + 2)))
+        if self.quality:
+            columns["deita_score"] = [None if c is None or q is None else c * q
+                                      for c, q in zip(columns["complexity"], columns["quality"])]
+        for i, result in enumerate(results[len(qualities) + len(groups):]):
             columns["reward"][i] = None if result.error else round(point_score(result)[0], 3)
         ctx.count("reward_unreadable", sum(r is None for r in columns["reward"]) if self.reward else 0)
         return batch.with_columns(
-            *(pl.Series(name, values, dtype=pl.Float64 if name in ("complexity", "quality", "reward") else pl.String)
+            *(pl.Series(name, values, dtype=pl.Float64 if name in NUMBERS else pl.String)
               for name, values in columns.items()))
 
     def _groups(self, batch: pl.DataFrame) -> list[list[int]]:
-        """Row positions scored together: one group per value of `group` (contiguous), else each row alone."""
+        """Row positions scored together: one group per value of `group`, else each row alone."""
         if not self.group:
             return [[i] for i in range(batch.height)]
         groups: dict = {}
@@ -97,10 +114,13 @@ class Score(Asks, MapStage):
         return list(groups.values())
 
     @staticmethod
-    def _complexity_request(text: dict, system: dict, instructions: list[str], params: dict) -> Request:
-        if len(instructions) == 1:
+    def _complexity_request(text: dict, system: dict, instructions: list[str], params: dict,
+                            anchor: str | None = None) -> Request:
+        if len(instructions) == 1 and anchor is None:  # pointwise
             return Request([system, {"role": "user", "content": fill(text["complexity"], instruction=instructions[0])}],
                            params, schema=RATED)
+        if anchor is not None:
+            instructions = [f"(the original the others were rewritten from) {anchor}", *instructions]
         listing = "\n\n".join(f"[{k}] {q}" for k, q in enumerate(instructions, 1))
         return Request([system, {"role": "user", "content": fill(text["rank_complexity"], top=TOP, listing=listing)}],
                        {**params, "max_tokens": 64 + 12 * len(instructions)}, schema=ranked_schema(len(instructions)))
