@@ -32,6 +32,7 @@ from pipelines import __version__
 from pipelines.core import progress
 from pipelines.core.errors import PipelineError, ResourceError, describe_os_error
 from pipelines.core.files import replace_with, write_json, write_table
+from pipelines.core.labels import digest as label_digest
 from pipelines.core.stage import DROP, QUARANTINE_ONLY, Context, MapStage, Source, Stage, TwoPassStage, teacher_for
 from schemas import QUARANTINE
 
@@ -49,6 +50,8 @@ def fingerprint(stage: Stage, ctx: Context, upstream: str) -> str:
         payload["teacher"] = teacher_for(stage, ctx).config.identity()
         for role in stage.other_roles:
             payload[role] = teacher_for(stage, ctx, role).config.identity()
+    if stage.reads_labels and (labels := label_digest(ctx.run_dir)):  # a changed label exports again
+        payload["labels"] = labels
     if stage.prompt_files:  # what the teacher reads: an edited prompt file makes the stage run again
         payload["prompts"] = {name: hashlib.sha256((PACKAGE / name).read_bytes()).hexdigest()
                               for name in stage.prompt_files}

@@ -58,6 +58,7 @@ class Stage:
     name: str = "stage"
     requires: tuple[str, ...] = ()
     provides: tuple[str, ...] = ()
+    reads_labels: bool = False  # an export stage that applies human labels (labels.sqlite is in its fingerprint)
     batch_size: int = 256
     group_by: str | None = None  # a column whose equal values (contiguous in the input) a batch never splits
     uses_teacher: bool = False

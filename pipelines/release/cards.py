@@ -34,6 +34,7 @@ from pipelines.core.files import write_json, write_text
 from pipelines.core.recipe import FinishedRun
 from pipelines.dedup.summary import markdown as dedup_markdown
 from pipelines.dedup.summary import sections
+from pipelines.stages.labels import markdown as review_markdown
 from pipelines.release.lineage import describe, input_files, prompt_hashes
 from pipelines.release.pictures import draw
 
@@ -104,7 +105,7 @@ def write_card(recipe, cfg, run_dir: Path, stages, rows: list[dict]) -> Path:
         **({"judge_model": judge.endpoints()[0].model, "judge_endpoint": endpoint(judge)} if judge else {}),
         **flat(cfg, recipe.roles),
         **recipe.card_values(cfg, FinishedRun(out_dir, sections(rows))),
-        "pictures": draw(out_dir, sections(rows)),
+        "pictures": draw(out_dir, sections(rows)) + review_markdown(sections(rows).get("review", {})),
     }
     saved = {"template": recipe.card, "values": values, "licenses": licenses}
     write_json(run_dir / "card.json", saved, indent=1)

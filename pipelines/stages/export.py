@@ -19,9 +19,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.core.stage import MESSAGES, Context, Stage
+from pipelines.core.stage import DROP, MESSAGES, Context, Stage
 from pipelines.dedup.lsh import components, pairs_of_texts
 from pipelines.dedup.minhash import MinHashParams
+from pipelines.stages.labels import label_rows
 from pipelines.stages.dedup import compare_text
 from pipelines.teacher.guards import unit_hash
 from schemas import ARROW_SCHEMAS, MESSAGE, prompt_id
@@ -88,14 +89,18 @@ class ExportSFT(Stage):
     name = "export"
     requires = ("id", "messages")
     provides = ("prompt", "prompt_id", "split")
+    reads_labels = True
 
     def summary(self, counters: dict) -> dict:
-        return {"leakage": self._leakage}
+        return {"leakage": self._leakage, **({"review": self._review} if self._review else {})}
 
     def run(self, batches, ctx: Context):
         frames = [b for b in batches if b.height]
         data = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={
             "messages": MESSAGES, **{c: pl.String for c in self.extra_columns}})  # nothing survived: no split files
+        data, self._review = label_rows(data, ctx.run_dir)
+        reviewed_out = data.filter(pl.col(DROP).is_not_null()) if DROP in data.columns else None
+        data = data.filter(pl.col(DROP).is_null()).drop(DROP) if DROP in data.columns else data
         prompts = [first_user_turn(m) for m in data["messages"].to_list()]
         prompt_ids = [prompt_id(p) for p in prompts]
         splits = fill_empty_splits(prompt_ids, [assign_split(p, self.test_fraction, self.gen_fraction)
@@ -116,7 +121,7 @@ class ExportSFT(Stage):
                 continue
             table = pa.Table.from_pylist(rows.select(schema.names).to_dicts(), schema=schema)
             pq.write_table(table, out_dir / "data" / f"{split}-00000-of-00001.parquet")
-        yield data
+        yield data if reviewed_out is None else pl.concat([data, reviewed_out], how="diagonal_relaxed")
 
 
 @dataclass
@@ -132,6 +137,11 @@ class ExportRows(Stage):
     name = "export"
     requires = ("id",)
     provides = ("id",)
+    reads_labels = True
+
+    def summary(self, counters: dict) -> dict:
+        reviewed = {k: counters.get(f"review_{k}", 0) for k in ("rows_reviewed", "rows_dropped")}
+        return {"review": reviewed} if reviewed["rows_reviewed"] else {}
 
     def run(self, batches, ctx: Context):
         schema = ARROW_SCHEMAS[self.kind]
@@ -140,6 +150,12 @@ class ExportRows(Stage):
         (out_dir / "data").mkdir(parents=True)
         shards, writer, in_shard = [], None, 0
         for batch in batches:
+            batch, review = label_rows(batch, ctx.run_dir)
+            for key, n in review.items():
+                ctx.count(f"review_{key}", n)
+            if DROP in batch.columns:
+                yield batch.filter(pl.col(DROP).is_not_null())
+                batch = batch.filter(pl.col(DROP).is_null()).drop(DROP)
             if not batch.height:
                 continue
             if writer is None or in_shard >= self.shard_rows:

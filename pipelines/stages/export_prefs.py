@@ -17,7 +17,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.core.stage import Context, Stage
+from pipelines.core.stage import DROP, Context, Stage
+from pipelines.stages.labels import label_pairs
 from pipelines.stages.export import part_of, separate_splits
 from pipelines.teacher.guards import unit_hash
 from schemas import PREFERENCE
@@ -46,15 +47,19 @@ class ExportPrefs(Stage):
     name = "export"
     requires = ("prompt", "prompt_id", "chosen", "rejected")
     provides = ("split",)
+    reads_labels = True
 
     def summary(self, counters: dict) -> dict:
-        return {"leakage": self._leakage}
+        return {"leakage": self._leakage, **({"review": self._review} if self._review else {})}
 
     def run(self, batches, ctx: Context):
         frames = [b for b in batches if b.height]
         data = pl.concat(frames, how="diagonal_relaxed") if frames else pl.from_arrow(EXPORT_PREFS_SCHEMA.empty_table())
         if "ordering_agreement" not in data.columns:
             data = data.with_columns(pl.lit(None, dtype=pl.Float64).alias("ordering_agreement"))
+        data, self._review = label_pairs(data, ctx.run_dir)
+        reviewed_out = data.filter(pl.col(DROP).is_not_null()) if DROP in data.columns else None
+        data = data.filter(pl.col(DROP).is_null()).drop(DROP) if DROP in data.columns else data
         split = parts(data["prompt_id"].to_list(), self.test_fraction)
         split, self._leakage = separate_splits(data["prompt"].fill_null(""), [f"{s}_prefs" for s in split],
                                                self.leakage_threshold, ctx)
@@ -74,4 +79,4 @@ class ExportPrefs(Stage):
                                                  schema=EXPORT_PREFS_SCHEMA)
                     pq.write_table(table, out_dir / "data" / f"{name}-00000-of-00001.parquet")
                     counts[name] = table.num_rows
-        yield data
+        yield data if reviewed_out is None else pl.concat([data, reviewed_out], how="diagonal_relaxed")

@@ -1,0 +1,244 @@
+"""What the review app reads of a run, lazily: a stage's rows are scanned (`polars.scan_parquet`) and only the page
+asked for is collected, so a stage of a million rows opens and pages in well under a second (`bench/review.py`).
+
+A run directory holds `report.json`, one folder per stage (`NN_name/part-*.parquet` kept rows,
+`NN_name/dropped.parquet` dropped rows with their `drop_reason`), `quarantine.parquet`, `dedup/clusters.parquet` and
+`export/`. A refresh root (`manifest.json`, `work/vN/`) is reviewed through its latest version's build.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from pipelines.core.labels import latest, pair_key
+from pipelines.core.stage import DROP
+
+PAGE = 20
+STATUSES = ("all", "kept", "dropped")
+
+
+class NotFound(LookupError):
+    """A stage, file or row the run does not have."""
+
+
+def resolve_run(path: Path) -> Path:
+    """The run directory to review: `path` itself, or a refresh root's latest build (`work/vN`)."""
+    path = Path(path).resolve()
+    if (path / "report.json").exists() or any(path.glob("[0-9][0-9]_*")):
+        return path
+    builds = sorted((path / "work").glob("v*"), key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1)
+    if (path / "manifest.json").exists() and builds:
+        return builds[-1]
+    raise NotFound(f"{path} is neither a run directory (report.json, NN_stage/ folders) nor a refresh root "
+                   f"(manifest.json and work/vN/)")
+
+
+def report(run_dir: Path) -> dict:
+    path = run_dir / "report.json"
+    return json.loads(path.read_text()) if path.exists() else {"stages": []}
+
+
+def stage_dirs(run_dir: Path) -> dict[str, Path]:
+    """Stage name (`dedup_near`) -> its folder (`03_dedup_near`), in pipeline order."""
+    return {p.name.split("_", 1)[1]: p for p in sorted(run_dir.glob("[0-9][0-9]_*")) if p.is_dir()}
+
+
+@dataclass
+class RowQuery:
+    """A page of a stage's rows: which rows (`status`, `reason`, `source`, text `search`, conversation length in
+    characters, a numeric `score` column at least `score_min`), in which order, which page."""
+
+    status: str = "all"
+    reason: str = ""
+    source: str = ""
+    search: str = ""
+    min_chars: int | None = None
+    max_chars: int | None = None
+    score: str = ""
+    score_min: float | None = None
+    sort: str = ""
+    descending: bool = False
+    page: int = 1
+    size: int = PAGE
+
+
+@dataclass
+class Page:
+    rows: list[dict]
+    total: int
+    columns: list[str]
+    reasons: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    numeric: list[str] = field(default_factory=list)
+
+
+def _scan(files: list[Path]) -> pl.LazyFrame | None:
+    frames = [pl.scan_parquet(f) for f in files if f.stat().st_size]
+    if not frames:
+        return None
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+
+
+def text_of(schema: pl.Schema) -> pl.Expr | None:
+    """One string per row to search and measure: a conversation's turns, or the text, prompt or first string."""
+    if "messages" in schema:
+        return pl.col("messages").list.eval(pl.element().struct.field("content")).list.join("\n")
+    for name in ("text", "prompt", "raw", "preview"):
+        if name in schema and schema[name] == pl.String:
+            return pl.col(name)
+    return None
+
+
+def stage_scan(run_dir: Path, stage: str, status: str = "all") -> pl.LazyFrame:
+    folder = stage_dirs(run_dir).get(stage)
+    if folder is None:
+        raise NotFound(f"no stage {stage!r} in {run_dir}")
+    kept = sorted(folder.glob("part-*.parquet")) if status in ("all", "kept") else []
+    dropped = [folder / "dropped.parquet"] if status in ("all", "dropped") and (folder / "dropped.parquet").exists() \
+        else []
+    parts = [x for x in (_scan(kept), _scan(dropped)) if x is not None]
+    if not parts:
+        return pl.LazyFrame({DROP: []}, schema={DROP: pl.String})
+    if len(parts) == 2 or DROP not in parts[0].collect_schema():
+        lazy = pl.concat([p if DROP in p.collect_schema() else p.with_columns(pl.lit(None, pl.String).alias(DROP))
+                          for p in parts], how="diagonal_relaxed")
+    else:
+        lazy = parts[0]
+    return lazy
+
+
+def rows_page(lazy: pl.LazyFrame, q: RowQuery) -> Page:
+    """Filter, sort and cut one page; the total counts every matching row."""
+    schema = lazy.collect_schema()
+    text = text_of(schema)
+    filters = []
+    if q.reason and DROP in schema:
+        filters.append(pl.col(DROP).str.split(":").list.first().str.strip_chars() == q.reason)
+    if q.source and "source" in schema:
+        filters.append(pl.col("source") == q.source)
+    if q.search and text is not None:
+        filters.append(text.str.to_lowercase().str.contains(q.search.lower(), literal=True))
+    if text is not None and q.min_chars is not None:
+        filters.append(text.str.len_chars() >= q.min_chars)
+    if text is not None and q.max_chars is not None:
+        filters.append(text.str.len_chars() <= q.max_chars)
+    numeric = [n for n, t in schema.items() if t.is_numeric()]
+    if q.score in numeric and q.score_min is not None:
+        filters.append(pl.col(q.score) >= q.score_min)
+    for f in filters:
+        lazy = lazy.filter(f)
+    if q.sort == "length" and text is not None:
+        lazy = lazy.sort(text.str.len_chars(), descending=q.descending, nulls_last=True)
+    elif q.sort in schema:
+        lazy = lazy.sort(q.sort, descending=q.descending, nulls_last=True)
+    total = lazy.select(pl.len()).collect().item()
+    page = max(1, q.page)
+    rows = lazy.slice((page - 1) * q.size, q.size).collect().to_dicts()
+    return Page(rows, total, list(schema.names()), numeric=numeric)
+
+
+def facets(lazy: pl.LazyFrame, limit: int = 200) -> tuple[list[str], list[str]]:
+    """The drop reasons and sources there are to filter by (the first `limit` of each)."""
+    schema = lazy.collect_schema()
+    reasons = (lazy.select(pl.col(DROP).str.split(":").list.first().str.strip_chars().unique().drop_nulls()
+                           .sort().head(limit)).collect().to_series().to_list() if DROP in schema else [])
+    sources = (lazy.select(pl.col("source").unique().drop_nulls().sort().head(limit)).collect().to_series().to_list()
+               if "source" in schema and schema["source"] == pl.String else [])
+    return reasons, sources
+
+
+def pair_stage(run_dir: Path) -> str | None:
+    """The stage whose kept rows are the pairs as the AI judge ordered them (the export's input)."""
+    names = [n for n, folder in stage_dirs(run_dir).items() if n != "export" and any(folder.glob("part-*.parquet"))]
+    for name in reversed(names):
+        if {"chosen", "rejected", "prompt_id"} <= set(stage_scan(run_dir, name, "kept").collect_schema().names()):
+            return name
+    return None
+
+
+def pairs_page(run_dir: Path, page: int, size: int = 5, show: str = "all") -> tuple[list[dict], int]:
+    """Pairs with their key and current human label; `show` = all, unlabelled or labelled."""
+    stage = pair_stage(run_dir)
+    if stage is None:
+        return [], 0
+    data = stage_scan(run_dir, stage, "kept").collect()
+    labels = latest(run_dir, "pair")
+    rows = data.to_dicts()
+    for row in rows:
+        row["pair_key"] = pair_key(row["prompt_id"], row["chosen"], row["rejected"])
+        made = labels.get(("pair", row["pair_key"]))
+        row["label"] = None if made is None else made.label
+        row["label_note"] = None if made is None else made.note
+    if show != "all":
+        rows = [r for r in rows if (r["label"] is None) == (show == "unlabelled")]
+    start = (max(1, page) - 1) * size
+    return rows[start: start + size], len(rows)
+
+
+def clusters_page(run_dir: Path, page: int, size: int = 10) -> tuple[list[dict], int]:
+    """Near-duplicate clusters: the kept row, then its dropped near-duplicates with their estimated Jaccard."""
+    path = run_dir / "dedup" / "clusters.parquet"
+    if not path.exists() or not path.stat().st_size:
+        return [], 0
+    lazy = pl.scan_parquet(path)
+    ids = lazy.select(pl.col("cluster").unique().sort()).collect().to_series().to_list()
+    chosen = ids[(max(1, page) - 1) * size: max(1, page) * size]
+    members = lazy.filter(pl.col("cluster").is_in(chosen)).collect()
+    full = full_texts(run_dir, members["id"].to_list())
+    out = []
+    for cid in chosen:
+        group = members.filter(pl.col("cluster") == cid).sort("kept", descending=True).to_dicts()
+        for m in group:
+            m["text"] = full.get(m["id"], m.get("preview") or "")
+        kept = next((m for m in group if m["kept"]), group[0])
+        out.append({"cluster": cid, "kept": kept, "dropped": [m for m in group if m is not kept]})
+    return out, len(ids)
+
+
+def full_texts(run_dir: Path, ids: list[str]) -> dict[str, str]:
+    """The whole text of the rows `ids` from the near-dedup stage (its kept and dropped rows)."""
+    stage = next((n for n in stage_dirs(run_dir) if "near" in n), None)
+    if stage is None or not ids:
+        return {}
+    lazy = stage_scan(run_dir, stage)
+    schema = lazy.collect_schema()
+    text = text_of(schema)
+    if text is None or "id" not in schema:
+        return {}
+    found = lazy.filter(pl.col("id").is_in(ids)).select("id", text.alias("text")).collect()
+    return dict(zip(found["id"].to_list(), found["text"].to_list()))
+
+
+def quarantine_page(run_dir: Path, q: RowQuery) -> Page:
+    path = run_dir / "quarantine.parquet"
+    if not path.exists():
+        return Page([], 0, [])
+    lazy = pl.scan_parquet(path)
+    if q.reason:
+        lazy = lazy.filter(pl.col("reason").str.split(":").list.first().str.strip_chars() == q.reason)
+    if q.source:
+        lazy = lazy.filter(pl.col("stage") == q.source)
+    if q.search:
+        lazy = lazy.filter(pl.col("raw").str.to_lowercase().str.contains(q.search.lower(), literal=True)
+                           | pl.col("reason").str.to_lowercase().str.contains(q.search.lower(), literal=True))
+    total = lazy.select(pl.len()).collect().item()
+    rows = lazy.slice((max(1, q.page) - 1) * q.size, q.size).collect().to_dicts()
+    every = pl.scan_parquet(path)
+    reasons = every.select(pl.col("reason").str.split(":").list.first().str.strip_chars().unique().sort()) \
+        .collect().to_series().to_list()
+    stages = every.select(pl.col("stage").unique().sort()).collect().to_series().to_list()
+    return Page(rows, total, ["stage", "source", "locator", "reason", "raw"], reasons, stages)
+
+
+def card_text(run_dir: Path) -> str:
+    """The export's card without its YAML header ("" when the run has not exported)."""
+    path = run_dir / "export" / "README.md"
+    if not path.exists():
+        return ""
+    text = path.read_text(errors="replace")
+    return re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)

@@ -1,0 +1,75 @@
+"""What the export stages do with human labels (`labels.sqlite`): a person's decision overrides the AI's.
+
+- A conversation labelled `drop` leaves the export as `human: dropped (<note>)`; `keep` changes nothing.
+- A pair labelled `rejected_better` is swapped (answers, scores, models); `tie` and `both_bad` leave the export as
+  `human: tie` / `human: both bad`; `chosen_better` confirms the judge.
+
+The counts go into the export stage's summary (`review`), which the card and the review app show: rows and pairs
+reviewed, what changed, and how often people agreed with the AI judge's ordering.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from pipelines.core.stage import DROP
+from pipelines.core.labels import latest, pair_key
+
+SWAPPED = (("chosen", "rejected"), ("score_chosen", "score_rejected"), ("chosen_model", "rejected_model"))
+PAIR_DROPS = {"tie": "human: tie", "both_bad": "human: both bad"}
+
+
+def label_rows(data: pl.DataFrame, run_dir: Path) -> tuple[pl.DataFrame, dict]:
+    """Rows labelled `drop` get their drop reason; returns the rows and the review summary (empty: no labels)."""
+    decided = latest(run_dir, "row")
+    if not decided or "id" not in data.columns or not data.height:
+        return data, {}
+    labels = [decided.get(("row", i)) for i in data["id"].to_list()]
+    reasons = [None if x is None or x.label != "drop" else f"human: dropped ({x.note})" if x.note
+               else "human: dropped" for x in labels]
+    earlier = data[DROP].to_list() if DROP in data.columns else [None] * data.height
+    reasons = [e or r for e, r in zip(earlier, reasons)]
+    summary = {"rows_reviewed": sum(x is not None for x in labels), "rows_dropped": sum(
+        x is not None and x.label == "drop" for x in labels)}
+    return data.with_columns(pl.Series(DROP, reasons, dtype=pl.String)), summary
+
+
+def label_pairs(data: pl.DataFrame, run_dir: Path) -> tuple[pl.DataFrame, dict]:
+    """Pairs swapped or dropped by their latest label; the summary counts agreement with the judge."""
+    decided = latest(run_dir, "pair")
+    if not decided or not data.height:
+        return data, {}
+    keys = [pair_key(p, c, r) for p, c, r in zip(data["prompt_id"], data["chosen"].to_list(),
+                                                  data["rejected"].to_list())]
+    labels = [None if (x := decided.get(("pair", k))) is None else x.label for k in keys]
+    swap = pl.Series([label == "rejected_better" for label in labels])
+    data = data.with_columns(
+        *(pl.when(swap).then(pl.col(b)).otherwise(pl.col(a)).alias(a) for a, b in SWAPPED if a in data.columns),
+        *(pl.when(swap).then(pl.col(a)).otherwise(pl.col(b)).alias(b) for a, b in SWAPPED if a in data.columns))
+    if "messages" in data.columns:
+        data = data.with_columns(pl.col("chosen").alias("messages"))
+    data = data.with_columns(pl.Series(DROP, [PAIR_DROPS.get(label) for label in labels], dtype=pl.String))
+    agree, disagree = labels.count("chosen_better"), labels.count("rejected_better")
+    summary = {"pairs_reviewed": sum(label is not None for label in labels), "pairs_agreeing": agree,
+               "pairs_swapped": disagree, "pairs_tied": labels.count("tie"), "pairs_both_bad": labels.count("both_bad"),
+               "agreement": round(agree / (agree + disagree), 3) if agree + disagree else None}
+    return data, summary
+
+
+def markdown(review: dict) -> str:
+    """The card's section on human review (empty when nobody labelled)."""
+    if not review:
+        return ""
+    lines = ["## Human review", ""]
+    if "rows_reviewed" in review:
+        lines.append(f"- {review['rows_reviewed']} conversations reviewed in `python -m pipelines.review`; "
+                     f"{review['rows_dropped']} dropped by a reviewer (`human: dropped`).")
+    if "pairs_reviewed" in review:
+        agreement = "-" if review["agreement"] is None else f"{review['agreement']:.3f}"
+        lines.append(f"- {review['pairs_reviewed']} preference pairs reviewed: people agreed with the AI judge's "
+                     f"ordering on {review['pairs_agreeing']} and swapped {review['pairs_swapped']} (agreement "
+                     f"{agreement}); {review['pairs_tied']} dropped as `human: tie`, {review['pairs_both_bad']} as "
+                     f"`human: both bad`.")
+    return "\n".join(lines) + "\n"

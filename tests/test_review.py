@@ -1,0 +1,270 @@
+"""The review app on a real run made here: pages, filters, labels, their security rules, labels flowing into the
+export on rebuild, and the whole loop in a real headless Chromium (Debian's chromium + chromium-driver)."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from starlette.testclient import TestClient
+
+from conftest import ROOT, report, run_build
+from pipelines.core import labels as L
+from pipelines.review.app import create_app
+from test_feedback import scripted_judge
+from test_teacher import FaultServer
+
+DATA = Path(__file__).parent / "data" / "review"
+TOKEN = "test-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def judged_run(tmp_path_factory, teacher_server):
+    """An ultrafeedback run on the embedded teacher (the judge a scripted loopback server, so pairs form whatever
+    the tiny model writes) over prompts with a near-duplicate and a broken record."""
+    judge = FaultServer(answer=scripted_judge(favour_first=False))
+    threading.Thread(target=judge.serve_forever, daemon=True).start()
+    run_dir = tmp_path_factory.mktemp("review") / "uf"
+    overrides = (f"sources={DATA / 'prompts.jsonl'}", "prompt_kind=text", f"judge.base_url={judge.url}",
+                 "judge.model=scripted", "judge_mode=listwise", "n_completions=2", "max_tokens=32", "test_fraction=0.3")
+    run_build(run_dir, *overrides, server=teacher_server, recipe="ultrafeedback")
+    yield run_dir, overrides
+    judge.shutdown()
+    judge.server_close()
+
+
+def client(run_dir: Path, pages_need_token: bool = False) -> TestClient:
+    return TestClient(create_app(run_dir, TOKEN, {"testserver", "127.0.0.1"}, pages_need_token, reviewer="t"))
+
+
+WRITE = {"X-Review-Token": TOKEN, "Origin": "http://testserver"}
+
+
+def test_the_label_store_keeps_every_decision_and_counts_the_latest(tmp_path):
+    assert L.latest(tmp_path) == {} and L.digest(tmp_path) == ""
+    L.record(tmp_path, "pair", "p1", "tie", reviewer="ann")
+    L.record(tmp_path, "pair", "p1", "rejected_better", note="the second is right", reviewer="bob")
+    L.record(tmp_path, "row", "r1", "drop", note="off topic")
+    made = L.latest(tmp_path)
+    assert made[("pair", "p1")].label == "rejected_better" and made[("pair", "p1")].reviewer == "bob"
+    assert made[("row", "r1")].note == "off topic"
+    first = L.digest(tmp_path)
+    L.record(tmp_path, "row", "r1", "keep")
+    assert L.digest(tmp_path) != first  # a changed mind changes the export's fingerprint
+    with sqlite3.connect(tmp_path / L.FILE) as db:
+        assert db.execute("SELECT count(*) FROM labels").fetchone()[0] == 4  # every decision is kept
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(L.MIGRATIONS)
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    for target, label in (("pair", "keep"), ("row", "tie"), ("nope", "tie")):
+        with pytest.raises(L.LabelError, match="choose"):
+            L.record(tmp_path, target, "x", label)
+    with pytest.raises(L.LabelError, match="note"):
+        L.record(tmp_path, "row", "x", "drop", note="n" * (L.MAX_NOTE + 1))
+
+
+def test_two_writers_at_once_lose_no_label(tmp_path):
+    def write(k: int) -> None:
+        for i in range(40):
+            L.record(tmp_path, "row", f"r{k}-{i}", "drop")
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(L.latest(tmp_path, "row")) == 160
+
+
+def test_pages_filters_and_write_rules_on_a_real_run(judged_run):
+    run_dir, _ = judged_run
+    web = client(run_dir)
+    home = web.get("/")
+    assert home.status_code == 200 and "<svg" in home.text and "near_duplicate" in home.text
+    assert "Preference" in home.text or "preference" in home.text  # the card, rendered
+    near = web.get("/stage/dedup_near?status=dropped&reason=near_duplicate")
+    assert near.status_code == 200 and near.text.count('class="reason">near_duplicate') == 1
+    assert "no rows match" in web.get("/stage/dedup_near?q=zzzz-not-there").text
+    assert "a record cut in the middle" in web.get("/quarantine?reason=bad_json").text or \
+        "prompts.jsonl:5" in web.get("/quarantine").text
+    dedup = web.get("/dedup").text
+    assert "estimated Jaccard" in dedup and re.search(r"<(del|ins)>(daytime|day)</\1>", dedup)  # the word that differs
+    pairs = web.get("/pairs").text
+    keys = re.findall(r'data-target="pair" data-id="(\w+)"', pairs)
+    assert keys and "overall" in pairs and "Rationale" not in pairs  # ratings shown as a table, not raw text
+    # writes: the token and the same origin, and a label the store knows
+    assert web.post("/api/labels", json={"target": "pair", "row_id": keys[0], "label": "tie"}).status_code == 403
+    assert web.post("/api/labels", json={"target": "pair", "row_id": keys[0], "label": "tie"},
+                    headers={**WRITE, "X-Review-Token": "wrong"}).status_code == 401
+    assert web.post("/api/labels", json={"target": "pair", "row_id": keys[0], "label": "tie"},
+                    headers={**WRITE, "Origin": "http://evil.example"}).status_code == 403
+    assert web.post("/api/labels", json={"target": "pair", "row_id": keys[0], "label": "great"},
+                    headers=WRITE).status_code == 400
+    assert web.get("/", headers={"Host": "evil.example"}).status_code == 400  # DNS rebinding
+    assert L.latest(run_dir) == {}  # nothing refused was stored
+    # bound beyond loopback: pages need the token (once in the link, then the cookie)
+    guarded = client(run_dir, pages_need_token=True)
+    assert guarded.get("/").status_code == 401
+    assert guarded.get(f"/?token={TOKEN}", follow_redirects=False).status_code == 303
+    assert guarded.get("/").status_code == 200  # the cookie now
+
+
+def raw_get(port: int, path: str, host: str = "127.0.0.1") -> int:
+    """A GET with the path exactly as given (clients normalise `..` away)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.putrequest("GET", path, skip_host=True)
+    conn.putheader("Host", f"{host}:{port}")
+    conn.endheaders()
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+@pytest.fixture
+def live_review(judged_run, tmp_path):
+    """`python -m pipelines.review` on a copy of the run, as a user starts it."""
+    run_dir = tmp_path / "uf"
+    shutil.copytree(judged_run[0], run_dir)
+    (tmp_path / "secret.txt").write_text("outside the run")
+    os.symlink(tmp_path / "secret.txt", run_dir / "link.txt")
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.review", str(run_dir), "--reviewer", "tester"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = ""
+    while "open http" not in line:
+        line = proc.stdout.readline()
+        assert line or proc.poll() is None, "the review app did not start"
+    url = line.split()[1]
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    for _ in range(100):
+        try:
+            raw_get(port, "/static/review.css")
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield run_dir, url, port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_files_outside_the_run_are_not_served(live_review):
+    run_dir, url, port = live_review
+    assert url.startswith("http://127.0.0.1:")
+    assert raw_get(port, "/files/report.json") == 200
+    for path in ("/files/../secret.txt", "/files/%2e%2e/secret.txt", "/files/..%2fsecret.txt", "/files/link.txt",
+                 "/files//etc/passwd", "/files/%2fetc%2fpasswd", "/static/../../labels.py"):
+        assert raw_get(port, path) == 404, path
+
+
+def browser(tmp_path: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                 f"--user-data-dir={tmp_path / 'chrome'}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"),
+                            options=options)
+
+
+def test_a_reviewer_filters_labels_by_keyboard_and_the_rebuild_applies_it(judged_run, live_review, tmp_path,
+                                                                           teacher_server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    run_dir, url, port = live_review
+    shots = Path(os.environ.get("REVIEW_SCREENSHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    driver = browser(tmp_path)
+    wait = WebDriverWait(driver, 15)
+    try:
+        driver.get(url)
+        assert "convoforge review" in driver.title and driver.find_elements(By.CSS_SELECTOR, "svg rect")
+        driver.save_screenshot(str(shots / "run.png"))
+        driver.get(url + "stage/dedup_near")  # filter by a drop reason in the form
+        Select(driver.find_element(By.ID, "reason")).select_by_visible_text("near_duplicate")
+        driver.find_element(By.ID, "apply").click()
+        wait.until(ec.url_contains("reason=near_duplicate"))
+        reasons = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".row .reason")]
+        assert reasons and all(r.startswith("near_duplicate") for r in reasons)
+        driver.save_screenshot(str(shots / "rows.png"))
+        driver.get(url + "pairs")
+        pairs = driver.find_elements(By.CSS_SELECTOR, ".pair")
+        assert len(pairs) >= 2, "the run made fewer than two pairs"
+        keys = [p.get_attribute("data-id") for p in pairs[:2]]
+        body = driver.find_element(By.TAG_NAME, "body")
+        body.send_keys("4")  # the first pair: both bad
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".pair")[0].get_attribute("data-label") == "both_bad")
+        body.send_keys("j")
+        body.send_keys("2")  # the second: the rejected answer is better
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".pair")[1].get_attribute("data-label")
+                   == "rejected_better")
+        driver.save_screenshot(str(shots / "pairs.png"))
+        driver.refresh()  # the labels came from the server, not from the page
+        shown = {p.get_attribute("data-id"): p.find_element(By.CSS_SELECTOR, ".current").text
+                 for p in driver.find_elements(By.CSS_SELECTOR, ".pair")}
+        assert shown[keys[0]] == "both_bad" and shown[keys[1]] == "rejected_better"
+        for page in ("dedup", "quarantine"):
+            driver.get(url + page)
+            assert driver.find_elements(By.CSS_SELECTOR, "main h1")
+            driver.save_screenshot(str(shots / f"{page}.png"))
+    finally:
+        driver.quit()
+    assert all((shots / f"{n}.png").stat().st_size > 5000 for n in ("run", "rows", "pairs", "dedup", "quarantine"))
+    made = L.latest(run_dir, "pair")
+    assert {made[("pair", k)].reviewer for k in keys} == {"tester"}
+
+    overrides = judged_run[1]
+    before = pl.read_parquet(sorted((run_dir / "export" / "data").glob("*_prefs-*.parquet")))
+    run_build(run_dir, *overrides, server=teacher_server, recipe="ultrafeedback")
+    stages = report(run_dir)
+    assert stages["export"]["status"] == "ran" and stages["binarize"]["status"] == "skipped"  # only the export
+    after = pl.read_parquet(sorted((run_dir / "export" / "data").glob("*_prefs-*.parquet")))
+    assert after.height == before.height - 1  # both bad: gone
+    quarantine = pl.read_parquet(run_dir / "quarantine.parquet")
+    assert "human: both bad" in quarantine["reason"].to_list()
+    swapped = [r for r in before.to_dicts()
+               if L.pair_key(r["prompt_id"], r["chosen"], r["rejected"]) == keys[1]][0]
+    now = after.filter(pl.col("prompt_id") == swapped["prompt_id"]).to_dicts()
+    assert any(r["chosen"] == swapped["rejected"] and r["score_chosen"] == swapped["score_rejected"] for r in now)
+    card = (run_dir / "export" / "README.md").read_text()
+    assert "## Human review" in card and "2 preference pairs reviewed" in card
+    again = run_build(run_dir, *overrides, server=teacher_server, recipe="ultrafeedback")
+    assert report(run_dir)["export"]["status"] == "skipped", again.stdout  # no label changed: nothing to do
+
+
+
+def test_a_conversation_dropped_by_a_reviewer_leaves_the_export_with_the_note(tmp_path):
+    source = ROOT / "tests" / "data" / "dedup" / "paraphrases.jsonl"
+    run_dir = tmp_path / "dedup"
+    run_build(run_dir, f"sources={source}", recipe="dedup")
+    exported = pl.read_parquet(sorted((run_dir / "export" / "data").glob("*.parquet")))
+    victim = exported["id"][0]
+    web = client(run_dir)
+    page = web.get("/stage/export").text
+    assert f'data-id="{victim}"' in page and 'data-label="drop"' in page  # the row carries its label buttons
+    stored = web.post("/api/labels", json={"target": "row", "row_id": victim, "label": "drop", "note": "off topic"},
+                      headers=WRITE)
+    assert stored.status_code == 200
+    run_build(run_dir, f"sources={source}", recipe="dedup")
+    stages = report(run_dir)
+    assert stages["export"]["status"] == "ran" and stages["export"]["dropped"] == {"human": 1}
+    assert stages["dedup_near"]["status"] == "skipped"
+    after = pl.read_parquet(sorted((run_dir / "export" / "data").glob("*.parquet")))
+    assert after.height == exported.height - 1 and victim not in after["id"].to_list()
+    quarantine = pl.read_parquet(run_dir / "quarantine.parquet")
+    assert quarantine.filter(pl.col("reason") == "human: dropped (off topic)").height == 1
+    assert "1 conversations reviewed" in (run_dir / "export" / "README.md").read_text()
+    L.record(run_dir, "row", victim, "keep")  # a changed mind brings it back
+    run_build(run_dir, f"sources={source}", recipe="dedup")
+    assert pl.read_parquet(sorted((run_dir / "export" / "data").glob("*.parquet"))).height == exported.height
