@@ -73,7 +73,7 @@ def _build_in(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
     check_chain(stages)
     say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     logs = {"teacher": "server.log", "judge": "judge-server.log", "embedder": "embedder-server.log"}
-    clients = {role: Teacher(config, run_dir / "requests.sqlite", run_dir / logs[role], log=say)
+    clients = {role: Teacher(config, run_dir / "requests.sqlite", run_dir / logs[role], log=say, role=role)
                for role, config in recipe.clients(cfg).items()}  # none (ingest): no server ever starts
     ctx = Context(run_dir=run_dir, config=cfg, teacher=clients.get("teacher"), judge=clients.get("judge"),
                   embedder=clients.get("embedder"), log=log, limit=args.limit, stages=stages)

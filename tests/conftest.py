@@ -97,3 +97,19 @@ def report(run_dir: Path) -> dict:
 
 
 TINY = ("n_dialogues=9", "turns=2", "min_turns=1")  # enough rows to fill all four splits
+
+
+@pytest.fixture
+def serve():
+    """`serve(server)` runs a loopback HTTP server in a thread for the test and shuts it down after."""
+    servers = []
+
+    def start(server):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

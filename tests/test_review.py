@@ -268,3 +268,19 @@ def test_a_conversation_dropped_by_a_reviewer_leaves_the_export_with_the_note(tm
     L.record(run_dir, "row", victim, "keep")  # a changed mind brings it back
     run_build(run_dir, f"sources={source}", recipe="dedup")
     assert pl.read_parquet(sorted((run_dir / "export" / "data").glob("*.parquet"))).height == exported.height
+
+
+def test_a_refresh_root_is_reviewed_through_its_latest_build_and_other_folders_are_refused(tmp_path):
+    from pipelines.review.data import NotFound, resolve_run
+
+    root = tmp_path / "refresh"
+    for version in ("v1", "v2", "v10"):
+        (root / "work" / version).mkdir(parents=True)
+        (root / "work" / version / "report.json").write_text("{}")
+    (root / "manifest.json").write_text("{}")
+    assert resolve_run(root) == (root / "work" / "v10").resolve()  # by number, not by name
+    with pytest.raises(NotFound, match="neither a run directory"):
+        resolve_run(tmp_path / "work")
+    proc = subprocess.run([sys.executable, "-m", "pipelines.review", str(tmp_path / "nothing")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "neither a run directory" in proc.stderr and "Traceback" not in proc.stderr

@@ -119,19 +119,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def fault_server():
-    servers = []
-
-    def start(*args, **kwargs):
-        server = FaultServer(*args, **kwargs)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+def fault_server(serve):
+    return lambda *args, **kwargs: serve(FaultServer(*args, **kwargs))
 
 
 def teacher_for(server, tmp_path, **options):

@@ -46,7 +46,25 @@ def m003_extra(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE responses ADD COLUMN extra TEXT")
 
 
-MIGRATIONS = [m001_initial, m002_endpoint, m003_extra]
+def m004_batches(db: sqlite3.Connection) -> None:
+    """What each answer cost (batch answers at the batch price), and the provider batches a run submitted: recorded
+    before polling starts, so a killed run polls them again instead of paying twice."""
+    db.execute("ALTER TABLE responses ADD COLUMN cost REAL")
+    db.execute(
+        """CREATE TABLE batches (
+            id TEXT PRIMARY KEY,
+            base_url TEXT NOT NULL,
+            path TEXT NOT NULL,
+            input_file TEXT NOT NULL,
+            keys TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created REAL NOT NULL,
+            finished REAL
+        )"""
+    )
+
+
+MIGRATIONS = [m001_initial, m002_endpoint, m003_extra, m004_batches]
 EXTRA = ("texts", "logprobs")
 
 
@@ -78,14 +96,39 @@ class RequestCache:
         answer = dict(zip(("text", "finish_reason", "prompt_tokens", "completion_tokens"), row))
         return {**answer, **json.loads(row[4])} if row[4] else answer
 
-    def put(self, key: str, model: str, request: dict, answer: dict, endpoint: str | None = None) -> None:
+    def put(self, key: str, model: str, request: dict, answer: dict, endpoint: str | None = None,
+            cost: float | None = None) -> None:
         self.db.execute(
             "INSERT OR IGNORE INTO responses (key, model, request, text, finish_reason, prompt_tokens, "
-            "completion_tokens, created, endpoint, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "completion_tokens, created, endpoint, extra, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key, model, json.dumps(request, ensure_ascii=False), answer["text"], answer.get("finish_reason"),
              answer.get("prompt_tokens"), answer.get("completion_tokens"), time.time(), endpoint,
-             json.dumps(extra, ensure_ascii=False) if (extra := {k: answer[k] for k in EXTRA if k in answer}) else None),
+             json.dumps(extra, ensure_ascii=False) if (extra := {k: answer[k] for k in EXTRA if k in answer}) else None,
+             cost),
         )
+
+    def spent(self, models: list[str], price_in: float, price_out: float) -> tuple[float, int]:
+        """What the answers of `models` in this cache cost and how many tokens they took (the budget's spent part);
+        answers cached before costs were kept are priced at the given prices."""
+        marks = ",".join("?" * len(models))
+        cost, tokens = self.db.execute(
+            f"SELECT SUM(COALESCE(cost, (COALESCE(prompt_tokens, 0) * ? + COALESCE(completion_tokens, 0) * ?) / 1e6)),"
+            f" SUM(COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0)) FROM responses WHERE model IN "
+            f"({marks})", (price_in, price_out, *models)).fetchone()
+        return cost or 0.0, tokens or 0
+
+    def record_batch(self, batch_id: str, base_url: str, path: str, input_file: str, keys: list[str]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, 'submitted', ?, NULL)",
+                        (batch_id, base_url, path, input_file, json.dumps(keys), time.time()))
+
+    def open_batches(self, base_url: str) -> list[tuple[str, str, list[str]]]:
+        """Batches submitted to `base_url` and not settled yet: (id, path, keys), oldest first."""
+        rows = self.db.execute("SELECT id, path, keys FROM batches WHERE base_url = ? AND finished IS NULL "
+                               "ORDER BY created", (base_url,)).fetchall()
+        return [(r[0], r[1], json.loads(r[2])) for r in rows]
+
+    def settle_batch(self, batch_id: str, status: str) -> None:
+        self.db.execute("UPDATE batches SET status = ?, finished = ? WHERE id = ?", (status, time.time(), batch_id))
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]

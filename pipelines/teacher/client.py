@@ -46,6 +46,7 @@ except ImportError:  # pragma: no cover
 
 from pipelines.core import progress
 from pipelines.core.errors import ConfigError, TeacherError
+from pipelines.teacher.budget import Budget, estimate_tokens
 from pipelines.teacher.cache import RequestCache, request_key
 from pipelines.teacher.server import EmbeddedConfig
 from pipelines.teacher.structured import check, parse_json, reask_message
@@ -54,6 +55,7 @@ from pipelines.teacher.weights import display_name
 EMBEDDED = "embedded"
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 MAX_WAIT_S = 300.0
+PENDING = "pending: sent in the next batch"  # batch mode's placeholder while collecting
 EMBED_PARAMS = {"embedding": True}  # in the cache key: an embedding is never mistaken for a completion of the text
 COOL_AFTER, COOL_DOWN_S = 3, 30.0  # a pool endpoint failing 3 times in a row rests for 30 s
 
@@ -101,6 +103,28 @@ class TeacherConfig:
     price_out: float = field(default=0.0, metadata={"help": "price per million completion tokens",
                                                     "range": "[0, inf)"})
     tokenizer: str = field(default="", metadata={"help": "tokenizer for counting when usage is missing"})
+    max_cost: float = field(default=0.0, metadata={"help": "budget: the most its answers in this run may cost "
+                                                           "(price_in/out units; 0 = no limit)", "range": "[0, inf)"})
+    max_tokens: int = field(default=0, metadata={"help": "budget: the most prompt + completion tokens its answers in "
+                                                         "this run may take (0 = no limit)", "range": "[0, 1000000000000]"})
+    mode: str = field(default="online", metadata={"help": "online, or batch: the provider's Batch API (OpenAI's "
+                                                           "/v1/files + /v1/batches; half the price, within 24 h)",
+                                                   "choices": ("online", "batch")})
+    batch_discount: float = field(default=0.5, metadata={"help": "batch price as a share of the online price",
+                                                         "range": "[0, 1]"})
+    batch_fallback: str = field(default="batch", metadata={
+        "help": "requests an expired or failed batch left unanswered: batch (submit again) or online",
+        "choices": ("batch", "online")})
+    batch_resubmits: int = field(default=2, metadata={"help": "times unanswered requests are submitted again",
+                                                      "range": "[0, 100]"})
+    batch_max_requests: int = field(default=50_000, metadata={"help": "requests per batch file at most",
+                                                              "range": "[1, 50000]"})
+    batch_max_bytes: int = field(default=190_000_000, metadata={"help": "bytes per batch file at most",
+                                                                "range": "[1000, 200000000]"})
+    batch_poll_s: float = field(default=10.0, metadata={"help": "first wait between polls of a batch (grows to "
+                                                                "batch_poll_max_s)", "range": "(0, 3600]"})
+    batch_poll_max_s: float = field(default=120.0, metadata={"help": "longest wait between polls",
+                                                             "range": "(0, 3600]"})
     embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)  # the server started when base_url is empty
 
     def endpoints(self) -> list[Endpoint]:
@@ -237,7 +261,7 @@ def backoff(attempt: int, base: float = 0.5) -> float:
 
 
 class Teacher:
-    def __init__(self, config: TeacherConfig, cache_path: Path, server_log: Path, log=print):
+    def __init__(self, config: TeacherConfig, cache_path: Path, server_log: Path, log=print, role: str = "teacher"):
         self.config = config
         self.endpoints = config.endpoints()
         self.cache = RequestCache(cache_path)
@@ -248,16 +272,34 @@ class Teacher:
         self._restarts = 0
         self._keys: dict[str, str] = {}
         self._tokenizer = None
+        self.budget = Budget(config, self.cache, self.models(), role)
+        self._collect: dict | None = None  # batch mode: requests met on a cache miss, to be sent in a batch
+        self._batch_failed: dict[str, str] = {}  # batch mode: cache key -> the error its batch gave
+        self._online_only: set[str] = set()  # batch mode: keys a failed batch left to the online path
+        if config.mode == "batch" and (config.base_url is None or config.pool):
+            raise ConfigError(f"{role}.mode=batch sends one provider's Batch API: set {role}.base_url to it and no "
+                              f"{role}.pool (the embedded server answers online)")
+        if config.max_cost and not (config.price_in or config.price_out):
+            raise ConfigError(f"{role}.max_cost needs the prices: set {role}.price_in and {role}.price_out (per "
+                              f"million tokens), or budget tokens with {role}.max_tokens")
 
     # --- the interface -------------------------------------------------------------------------------------------
 
     def chat_many(self, requests: list[Request], desc: str = "teacher") -> list[Result]:
-        """Answer `requests` in order; cached answers are not sent again."""
+        """Answer `requests` in order; cached answers are not sent again. In batch mode the uncached ones go through
+        the provider's Batch API first (`pipelines.teacher.batch`), so the pass below finds them in the cache."""
         results: list[Result | None] = [None] * len(requests)
+        self.budget.refresh()
+        if self.config.mode == "batch" and requests:
+            from pipelines.teacher.batch import answer_in_batches
+
+            answer_in_batches(self, requests, desc)
         if self._server is None and any(self._uncached_on_embedded(r) for r in requests):
             self._start_embedded()  # before the event loop, so a signal while it starts exits cleanly
         if requests:
             asyncio.run(self._run(requests, results, desc))
+        if self.budget.refused:
+            raise self.budget.stop(desc)
         return results
 
     def embed_many(self, texts: list[str], desc: str = "embeddings", batch: int = 32):
@@ -420,13 +462,40 @@ class Teacher:
             if (hit := self.cache.get(key)) is not None:
                 self.stats["cache_hits"] += 1
                 return _result(hit, cached=True)
-        endpoint, answer, error = await self._with_retries(next(iter(keys.values())), endpoints,
-                                                           lambda e: self._post(e, messages, params))
+        first = next(iter(keys.values()))
+        if first in self._batch_failed:  # its batch answered with an error: the row's drop reason
+            return Result(None, error=self._batch_failed[first])
+        if self._collect is not None:  # batch mode, collecting: sent in the next batch (or left to the online pass)
+            if first not in self._online_only:
+                self._collect[first] = (endpoints[0], messages, params)
+            return Result(None, error=PENDING)
+        if self.config.mode == "batch" and first not in self._online_only:
+            self.budget.refused += 1  # batch mode answers nothing online: its batch was not sent for the budget
+            return Result(None, error="budget: not sent")
+        held = None
+        if self.budget.on:
+            held = self.budget.worst_case(self._prompt_tokens(messages), params)
+            while (verdict := self.budget.reserve(held)) == "wait":  # requests in flight may leave room
+                await asyncio.sleep(0.02)
+            if verdict == "never":
+                return Result(None, error="budget: not sent")
+        answer = None
+        try:
+            endpoint, answer, error = await self._with_retries(first, endpoints,
+                                                               lambda e: self._post(e, messages, params))
+        finally:
+            if held is not None:
+                self.budget.release(held, (answer or {}).get("cost", 0.0),
+                                    (answer or {}).get("prompt_tokens", 0) + (answer or {}).get("completion_tokens", 0))
         if answer is None:
             return Result(None, error=error)
-        what = "prompt" if isinstance(messages, str) else "messages"
-        self.cache.put(keys[endpoint], endpoint.model, {what: messages, **params}, answer, endpoint.name)
+        self.store(keys[endpoint], endpoint, messages, params, answer)
         return _result(answer)
+
+    def store(self, key: str, endpoint: Endpoint, messages, params: dict, answer: dict) -> None:
+        """Cache an answer with what it cost (online or batch: the same key either way)."""
+        what = "prompt" if isinstance(messages, str) else "messages"
+        self.cache.put(key, endpoint.model, {what: messages, **params}, answer, endpoint.name, answer.get("cost"))
 
     async def _embed(self, texts: list[str], keys: list[dict]) -> Result:
         endpoint, vectors, error = await self._with_retries(keys[0][self.endpoints[0]], self.endpoints,
@@ -522,16 +591,24 @@ class Teacher:
         body, wait, error = await self._send(endpoint, path, {what: messages, **params})
         if body is None:
             return None, wait, error
+        answer, error = self.read_answer(body, messages)
+        if answer is None:
+            return None, None, error
+        self._last_answer = time.monotonic()
+        return answer, None, ""
+
+    def read_answer(self, body, messages, batch: bool = False) -> tuple[dict | None, str]:
+        """A completion body as the cache keeps it (text, every choice, logprobs, tokens, cost), counted in the
+        stats; or None and what is wrong with it. `batch`: priced at the batch discount."""
+        raw_text = isinstance(messages, str)
         choices = body.get("choices") if isinstance(body, dict) else None
         if not (isinstance(choices, list) and choices and all(isinstance(c, dict) for c in choices)):
-            return None, None, "malformed: response without message content"
+            return None, "malformed: response without message content"
         # servers may send the `n` choices in any order
         choices = sorted(choices, key=lambda c: c["index"] if isinstance(c.get("index"), int) else 0)
         texts = [_choice_text(c, raw_text) for c in choices]
         if not all(isinstance(t, str) for t in texts):
-            return None, None, "malformed: response without message content"
-        content = texts[0]
-        self._last_answer = time.monotonic()
+            return None, "malformed: response without message content"
         usage = body.get("usage") or {}
         if isinstance(usage.get("prompt_tokens"), int) and isinstance(usage.get("completion_tokens"), int):
             prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
@@ -539,16 +616,18 @@ class Teacher:
             prompt, completion = self._count(messages, texts)
         self.stats["tokens_in"] += prompt
         self.stats["tokens_out"] += completion
-        cost = (prompt * self.config.price_in + completion * self.config.price_out) / 1e6
+        online, cost = self.budget.price(prompt, completion), self.budget.price(prompt, completion, batch)
         if cost:
             self.stats["cost"] += cost
-        answer = {"text": content, "finish_reason": choices[0].get("finish_reason"), "prompt_tokens": prompt,
-                  "completion_tokens": completion}
+        if batch and online:
+            self.stats["cost_online"] += online  # what the same answers would have cost online
+        answer = {"text": texts[0], "finish_reason": choices[0].get("finish_reason"), "prompt_tokens": prompt,
+                  "completion_tokens": completion, "cost": cost}
         if len(texts) > 1:
             answer["texts"] = texts
         if (logprobs := _logprobs(choices[0])) is not None:
             answer["logprobs"] = logprobs
-        return answer, None, ""
+        return answer, ""
 
     # --- endpoints -----------------------------------------------------------------------------------------------
 
@@ -613,6 +692,16 @@ class Teacher:
             key = "EMPTY"  # local vLLM / TGI / transformers servers take any key
         self._keys[endpoint.key_env] = key
         return key
+
+    def _prompt_tokens(self, messages: list[dict] | str) -> int:
+        """A request's prompt tokens for its budget reservation: counted when a tokenizer is known, else over-
+        estimated from its characters."""
+        if self.config.tokenizer or self._server is not None:
+            counted, _ = self._count(messages, [])
+            if counted:
+                return counted
+        text = messages if isinstance(messages, str) else "".join(str(m.get("content")) for m in messages)
+        return estimate_tokens(text) + (0 if isinstance(messages, str) else 4 * len(messages))
 
     def _count(self, messages: list[dict] | str, completions: list[str]) -> tuple[int, int]:
         """Token counts when the server sends no `usage`: the configured tokenizer, else the embedded model's."""
