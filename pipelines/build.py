@@ -30,6 +30,8 @@ def make_parser() -> Parser:
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="where map stages and near-dedup run: here, or on Ray (RAY_ADDRESS, else local; docs/ray.md)")
     p.add_argument("--show-config", action="store_true", help="print the resolved config and its keys, then exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="estimate what each teacher stage would send (requests, tokens, cost); send and keep nothing")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return p
 
@@ -49,7 +51,64 @@ def build(args: argparse.Namespace) -> int:
         raise ConfigError(f"--run-dir {run_dir} is a file, not a directory: choose another --run-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     with DirLock(run_dir / ".lock", f"build of {args.recipe} in {run_dir}"):  # before anything is written
-        return _build_in(run_dir, recipe, cfg, args)
+        return _dry_run(run_dir, recipe, cfg, args) if args.dry_run else _build_in(run_dir, recipe, cfg, args)
+
+
+def _dry_run(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
+    """Run the recipe in a scratch folder with teachers that count instead of sending: per teacher stage, the
+    requests its input rows make that the run's cache cannot answer, their tokens and worst-case cost. Stages after
+    the first one that needs the teacher see only the rows whose requests are cached: their counts are lower bounds."""
+    import tempfile
+
+    from pipelines.core.runner import Runner
+    from pipelines.core.stage import Context
+    from pipelines.engines import engine_named
+    from pipelines.teacher.client import Teacher
+
+    stages = recipe.stages(cfg)
+    check_chain(stages)
+    scratch = Path(tempfile.mkdtemp(prefix=".dry-run-", dir=run_dir))
+    clients = {role: Teacher(config, run_dir / "requests.sqlite", scratch / f"{role}.log", log=lambda m: None,
+                             role=role) for role, config in recipe.clients(cfg).items()}
+    for client in clients.values():
+        client.estimate = {}
+    ctx = Context(run_dir=scratch, config=cfg, teacher=clients.get("teacher"), judge=clients.get("judge"),
+                  embedder=clients.get("embedder"), log=logging.getLogger("pipelines"), limit=args.limit,
+                  stages=stages)
+    try:
+        Runner(stages, ctx, engine_named("local")).run()
+    finally:
+        for client in clients.values():
+            client.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(estimate_table(stages, clients))
+    return 0
+
+
+def estimate_table(stages, clients: dict) -> str:
+    """The dry run's table: one row per stage and role that would ask a teacher."""
+    lines = ["| stage | role | requests to send | cached | prompt tokens | completion tokens (at most) | "
+             "cost online (at most) | cost batch (at most) |", "|---|---|---|---|---|---|---|---|"]
+    unknown = False
+    for stage in stages:
+        asked = any(d == stage.name or d.startswith(stage.name + ":") for c in clients.values() for d in c.estimate)
+        if unknown and stage.uses_teacher and not asked:
+            lines.append(f"| {stage.name} | {stage.teacher_role} | not known: its rows come from answers not yet "
+                         f"given | - | - | - | - | - |")
+        for role, client in clients.items():
+            for desc, row in client.estimate.items():
+                if desc != stage.name and not desc.startswith(stage.name + ":"):
+                    continue
+                bound = "at least " if unknown else ""
+                lines.append(f"| {desc} | {role} | {bound}{row['requests']:,} | {row['cached']:,} | "
+                             f"{row['prompt_tokens']:,} | {row['completion_tokens']:,} | {row['cost']:.4f} | "
+                             f"{row['cost_batch']:.4f} |")
+        unknown = unknown or any(row["requests"] for c in clients.values() for d, row in c.estimate.items()
+                                 if d == stage.name or d.startswith(stage.name + ":"))
+    if len(lines) == 2:
+        return "no teacher stage would send anything: every request is cached (or the recipe asks no teacher)"
+    return "\n".join(lines) + ("\n\nA stage after one that must ask sees only the rows already answered: its numbers "
+                               "are lower bounds. Costs need teacher.price_in/price_out." if unknown else "")
 
 
 def _build_in(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:

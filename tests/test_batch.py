@@ -173,3 +173,24 @@ def test_the_cli_names_the_budget_in_one_line(tmp_path, batch_server):
         text=True, timeout=300)
     assert proc.returncode == 2 and "teacher.max_tokens=300 reached" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "Raise teacher.max_tokens and rerun" in proc.stderr
+
+
+def test_a_dry_run_estimates_each_teacher_stage_and_sends_nothing(tmp_path, batch_server):
+    server = batch_server()
+    run_dir = tmp_path / "run"
+    sets = ["--set", f"teacher.base_url={server.url}", "--set", "teacher.model=m", "--set", "teacher.price_in=2",
+            "--set", "teacher.price_out=8", "--set", "n_dialogues=4", "--set", "turns=1", "--set", "min_turns=1"]
+    build = [sys.executable, "-m", "pipelines.build", "ultrachat", "--run-dir", str(run_dir), *sets]
+    dry = subprocess.run([*build, "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    rows = [[c.strip() for c in line.strip("| ").split(" | ")] for line in dry.stdout.splitlines()
+            if line.startswith("| ") and "---" not in line][1:]
+    assert rows and int(rows[0][2].replace(",", "")) > 0 and rows[0][3] == "0"  # requests to send, none cached
+    assert float(rows[0][6]) > float(rows[0][7]) > 0  # worst-case cost online, and at the batch price
+    assert sum(server.answered.values()) == 0 and server.online == 0  # nothing was sent
+    assert not list(run_dir.glob("[0-9][0-9]_*")) and not list(run_dir.glob(".dry-run-*"))  # nothing kept
+    subprocess.run(build, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
+    again = subprocess.run([*build, "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    first = [[c.strip() for c in line.strip("| ").split(" | ")] for line in again.stdout.splitlines()
+             if line.startswith(f"| {rows[0][0]} |")]
+    assert "every request is cached" in again.stdout or (first and first[0][2] == "0" and first[0][3] != "0")

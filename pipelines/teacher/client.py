@@ -276,6 +276,8 @@ class Teacher:
         self._collect: dict | None = None  # batch mode: requests met on a cache miss, to be sent in a batch
         self._batch_failed: dict[str, str] = {}  # batch mode: cache key -> the error its batch gave
         self._online_only: set[str] = set()  # batch mode: keys a failed batch left to the online path
+        self.estimate: dict | None = None  # --dry-run: stage -> what it would send, instead of sending it
+        self._desc = "teacher"
         if config.mode == "batch" and (config.base_url is None or config.pool):
             raise ConfigError(f"{role}.mode=batch sends one provider's Batch API: set {role}.base_url to it and no "
                               f"{role}.pool (the embedded server answers online)")
@@ -290,6 +292,10 @@ class Teacher:
         the provider's Batch API first (`pipelines.teacher.batch`), so the pass below finds them in the cache."""
         results: list[Result | None] = [None] * len(requests)
         self.budget.refresh()
+        self._desc = desc
+        if self.estimate is not None:  # a dry run: nothing is sent, no server starts
+            asyncio.run(self._run(requests, results, desc))
+            return results
         if self.config.mode == "batch" and requests:
             from pipelines.teacher.batch import answer_in_batches
 
@@ -461,8 +467,12 @@ class Teacher:
         for key in keys.values():
             if (hit := self.cache.get(key)) is not None:
                 self.stats["cache_hits"] += 1
+                if self.estimate is not None:
+                    self.estimate.setdefault(self._desc, Counter())["cached"] += 1
                 return _result(hit, cached=True)
         first = next(iter(keys.values()))
+        if self.estimate is not None:
+            return self._estimate(messages, params)
         if first in self._batch_failed:  # its batch answered with an error: the row's drop reason
             return Result(None, error=self._batch_failed[first])
         if self._collect is not None:  # batch mode, collecting: sent in the next batch (or left to the online pass)
@@ -491,6 +501,18 @@ class Teacher:
             return Result(None, error=error)
         self.store(keys[endpoint], endpoint, messages, params, answer)
         return _result(answer)
+
+    def _estimate(self, messages, params: dict) -> Result:
+        """--dry-run: count what this request would take at most (its worst case, online and batch)."""
+        prompt = self._prompt_tokens(messages)
+        worst = self.budget.worst_case(prompt, params)
+        row = self.estimate.setdefault(self._desc, Counter())
+        row["requests"] += 1
+        row["prompt_tokens"] += prompt
+        row["completion_tokens"] += worst.tokens - prompt
+        row["cost"] += worst.cost
+        row["cost_batch"] += self.budget.worst_case(prompt, params, batch=True).cost
+        return Result(None, error="dry run: not sent")
 
     def store(self, key: str, endpoint: Endpoint, messages, params: dict, answer: dict) -> None:
         """Cache an answer with what it cost (online or batch: the same key either way)."""
