@@ -194,3 +194,31 @@ def test_a_dry_run_estimates_each_teacher_stage_and_sends_nothing(tmp_path, batc
     first = [[c.strip() for c in line.strip("| ").split(" | ")] for line in again.stdout.splitlines()
              if line.startswith(f"| {rows[0][0]} |")]
     assert "every request is cached" in again.stdout or (first and first[0][2] == "0" and first[0][3] != "0")
+
+
+def test_a_build_in_batch_mode_exports_what_the_online_build_exports(tmp_path, batch_server):
+    import polars as pl
+
+    def answer(body: dict) -> str:  # a question for the user simulator, an answer for the assistant; both vary
+        system, last = body["messages"][0]["content"], body["messages"][-1]["content"]
+        if "only" in system and ("question" in system or "request" in system):
+            topic = last.split(":", 1)[-1].strip().splitlines()[0][:80]
+            return f"Can you write about {topic} and explain why it matters to people today?"
+        return f"The Moon's pull raises the sea on both sides of the Earth, so most coasts see two tides ({len(last)})."
+
+    server = batch_server(answer=answer)
+    outputs = {}
+    for mode in ("online", "batch"):
+        run_dir = tmp_path / mode
+        subprocess.run([sys.executable, "-m", "pipelines.build", "ultrachat", "--run-dir", str(run_dir),
+                        "--set", f"teacher.base_url={server.url}", "--set", "teacher.model=m",
+                        "--set", f"teacher.mode={mode}", "--set", "teacher.batch_poll_s=0.05", "--set", "n_dialogues=4", "--set", "turns=1",
+                        "--set", "min_turns=1"], cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
+        stage_rows = {p.parent.name + "/" + p.name: pl.read_parquet(p) for p in run_dir.glob("[0-9][0-9]_*/*.parquet")}
+        outputs[mode] = (keys_of(run_dir), stage_rows)
+    assert outputs["online"][0] == outputs["batch"][0]  # the same requests, under the same cache keys
+    assert outputs["online"][1].keys() == outputs["batch"][1].keys()
+    for name, frame in outputs["online"][1].items():
+        assert frame.equals(outputs["batch"][1][name]), name  # and the same rows, stage by stage
+    answered = [f.height for name, f in outputs["batch"][1].items() if "_opening/part-" in name]
+    assert sum(answered) > 0 and server.creates >= 1  # the teacher's openings, answered in batches
