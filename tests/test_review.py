@@ -284,3 +284,27 @@ def test_a_refresh_root_is_reviewed_through_its_latest_build_and_other_folders_a
     proc = subprocess.run([sys.executable, "-m", "pipelines.review", str(tmp_path / "nothing")], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "neither a run directory" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_hostile_rows_and_requests_are_cut_refused_or_named(tmp_path):
+    from pipelines.core.errors import PipelineError
+    from pipelines.core.stage import MESSAGES
+
+    stage = tmp_path / "00_ingest"
+    stage.mkdir()
+    huge = "<script>alert(1)</script> " + "word " * 200_000 + "[x](javascript:alert(1))"
+    pl.DataFrame({"id": ["a", "b"], "messages": pl.Series(
+        [[{"role": "user", "content": huge}], [{"role": "user", "content": "ok \x00\ufffd \u202e bidi"}]],
+        dtype=MESSAGES)}).write_parquet(stage / "part-00000.parquet")
+    web = client(tmp_path)
+    page = web.get("/stage/ingest")
+    assert page.status_code == 200 and len(page.text) < 400_000  # a 1 MB turn is cut on the page
+    assert "<script>alert" not in page.text and 'href="javascript:' not in page.text  # data is never markup
+    assert "more characters (see the raw row)" in page.text
+    too_big = web.post("/api/labels", content=b'{"note": "' + b"x" * 100_000 + b'"}', headers=WRITE)
+    assert too_big.status_code == 413
+    assert web.post("/api/labels", content=b"[1, 2", headers=WRITE).status_code == 400
+    assert web.post("/api/labels", json=[1, 2], headers=WRITE).status_code == 400
+    (tmp_path / L.FILE).write_bytes(b"not a database at all" * 100)
+    with pytest.raises(PipelineError, match="is not a label database"):
+        L.latest(tmp_path)

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.core.errors import PipelineError
+
 FILE = "labels.sqlite"
 PAIR_LABELS = ("chosen_better", "rejected_better", "tie", "both_bad")
 ROW_LABELS = ("keep", "drop")
@@ -56,8 +58,14 @@ def pair_key(prompt_id: str, chosen: list[dict], rejected: list[dict]) -> str:
 
 
 def connect(run_dir: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(Path(run_dir) / FILE, timeout=30, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
+    path = Path(run_dir) / FILE
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise PipelineError(f"{path} is not a label database ({exc}): move it away to export without labels, "
+                            f"or restore it from a backup") from None
     db.execute("PRAGMA synchronous=FULL")
     version = db.execute("PRAGMA user_version").fetchone()[0]
     for number, statement in enumerate(MIGRATIONS[version:], version + 1):

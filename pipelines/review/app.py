@@ -35,12 +35,23 @@ from pipelines.review import data as D
 
 HERE = Path(__file__).parent
 COOKIE = "review_token"
+MAX_BODY = 16_384  # bytes of one label request (a note is at most labels.MAX_NOTE characters)
+SHOWN = 20_000  # characters of one text shown on a page; the rest is one click away in the raw row
 MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
 
 
 def markdown(text: str) -> Markup:
-    """Markdown to HTML with raw HTML escaped (data is never trusted)."""
-    return Markup(MARKDOWN.render(text or ""))
+    """Markdown to HTML with raw HTML escaped (data is never trusted); a huge text is cut at SHOWN characters."""
+    text = text or ""
+    if len(text) > SHOWN:
+        text = text[:SHOWN] + f"\n\n*... {len(text) - SHOWN:,} more characters (see the raw row)*"
+    return Markup(MARKDOWN.render(text))
+
+
+def raw_json(value, limit: int = 5 * SHOWN) -> str:
+    """A row as indented JSON for the raw view, cut at `limit` characters."""
+    text = json.dumps(value, indent=1, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + f"\n... {len(text) - limit:,} more characters"
 
 
 def word_diff(kept: str, other: str) -> Markup:
@@ -120,8 +131,7 @@ def create_app(run_dir: Path, token: str, hosts: set[str], pages_need_token: boo
                reviewer: str = "") -> Starlette:
     run_dir = D.resolve_run(run_dir)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
-    templates.env.filters.update(md=markdown, tojson_pretty=lambda v: json.dumps(v, indent=1, ensure_ascii=False,
-                                                                                  default=str))
+    templates.env.filters.update(md=markdown, tojson_pretty=raw_json)
     templates.env.globals.update(word_diff=word_diff, page_link=page_link, token=token, run_dir=str(run_dir),
                                  stages=lambda: list(D.stage_dirs(run_dir)))
 
@@ -175,8 +185,13 @@ def create_app(run_dir: Path, token: str, hosts: set[str], pages_need_token: boo
         return render(request, "quarantine.html", page=page, q=q, pages=max(1, -(-page.total // q.size)))
 
     async def post_label(request: Request) -> Response:
+        data = b""
+        async for chunk in request.stream():  # read no more than a label can be
+            data += chunk
+            if len(data) > MAX_BODY:
+                return JSONResponse({"error": f"a label is at most {MAX_BODY} bytes"}, status_code=413)
         try:
-            body = await request.json()
+            body = json.loads(data)
             made = labels.record(run_dir, str(body.get("target", "")), str(body.get("row_id", "")),
                                  str(body.get("label", "")), str(body.get("note") or ""), reviewer)
         except (ValueError, AttributeError) as e:  # bad JSON or a label the store refuses
