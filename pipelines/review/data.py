@@ -19,6 +19,7 @@ from pipelines.core.labels import latest, pair_key
 from pipelines.core.stage import DROP
 
 PAGE = 20
+PAIR_CHUNK = 5_000  # pairs read at a time when filtering by label
 STATUSES = ("all", "kept", "dropped")
 
 
@@ -166,18 +167,30 @@ def pairs_page(run_dir: Path, page: int, size: int = 5, show: str = "all") -> tu
     stage = pair_stage(run_dir)
     if stage is None:
         return [], 0
-    data = stage_scan(run_dir, stage, "kept").collect()
+    lazy = stage_scan(run_dir, stage, "kept")
     labels = latest(run_dir, "pair")
-    rows = data.to_dicts()
+    start = (max(1, page) - 1) * size
+    if show == "all":  # only the page is read
+        total = lazy.select(pl.len()).collect().item()
+        return _labelled(lazy.slice(start, size).collect().to_dicts(), labels), total
+    wanted, seen, offset = [], 0, 0
+    while not (chunk := lazy.slice(offset, PAIR_CHUNK).collect()).is_empty():  # a chunk at a time, not the stage
+        offset += chunk.height
+        for row in _labelled(chunk.to_dicts(), labels):
+            if (row["label"] is None) == (show == "unlabelled"):
+                if start <= seen < start + size:
+                    wanted.append(row)
+                seen += 1
+    return wanted, seen
+
+def _labelled(rows: list[dict], labels: dict) -> list[dict]:
+    """Each pair with its key and its current human label (None when nobody labelled it)."""
     for row in rows:
         row["pair_key"] = pair_key(row["prompt_id"], row["chosen"], row["rejected"])
         made = labels.get(("pair", row["pair_key"]))
         row["label"] = None if made is None else made.label
         row["label_note"] = None if made is None else made.note
-    if show != "all":
-        rows = [r for r in rows if (r["label"] is None) == (show == "unlabelled")]
-    start = (max(1, page) - 1) * size
-    return rows[start: start + size], len(rows)
+    return rows
 
 
 def clusters_page(run_dir: Path, page: int, size: int = 10) -> tuple[list[dict], int]:
