@@ -156,6 +156,9 @@ class BatchHandler(BaseHTTPRequestHandler):
         server, path = self.server, self.path.split("?")[0]
         if not server.batches_api:
             return self._send(404, {"error": {"message": "Not Found"}})
+        if path == "/v1/batches":  # newest first, as the API lists them
+            listed = [{k: v for k, v in b.items() if not k.startswith("_")} for b in reversed(server.batches.values())]
+            return self._send(200, {"object": "list", "data": listed, "has_more": False})
         match = re.fullmatch(r"/v1/batches/([\w-]+)", path)
         if match and match.group(1) in server.batches:
             batch = server.batches[match.group(1)]

@@ -131,6 +131,12 @@ def test_a_run_killed_while_polling_resumes_the_same_batches(batch_server, tmp_p
     done = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert "answered 12 resumed 1" in done.stdout, done.stderr[-2000:]
     assert server.creates == 1 and max(server.answered.values()) == 1  # one create per batch, nothing paid twice
+    # a run that died after creating its batch but before recording it: found by its lines' hash, not paid twice
+    (tmp_path / "r.sqlite").unlink()
+    for side in ("-wal", "-shm"):
+        (tmp_path / f"r.sqlite{side}").unlink(missing_ok=True)
+    again = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "answered 12 resumed 0" in again.stdout and server.creates == 1, again.stderr[-2000:]
 
 
 def test_budgets_stop_before_overspending_and_a_larger_budget_finishes_without_asking_twice(batch_server, tmp_path):

@@ -10,7 +10,8 @@ are read back into the same cache the online path fills, so the online pass that
 replays find every answer whichever mode gave it. A structured request whose answer fails its schema is re-asked in
 the next round, as online.
 
-- A killed run polls the batches it recorded instead of submitting again.
+- A killed run polls the batches it recorded instead of submitting again; a batch of the very same lines that a run
+  submitted but did not live to record (found by the `input_sha256` in its metadata) is polled, not paid twice.
 - An expired, failed or cancelled batch, or output lines that cannot be read, leave requests unanswered. Those are
   submitted again (`batch_resubmits` times, counted `batch_resubmitted`), or with `batch_fallback=online` left to the
   online pass (`batch_to_online`); past that they fail with the batch's status.
@@ -22,6 +23,7 @@ the next round, as online.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 
@@ -132,20 +134,34 @@ class Batches:
         import openai
 
         data = ("\n".join(self._line(k, pending)[1] for k in keys) + "\n").encode()
+        digest = hashlib.sha256(data).hexdigest()
         try:
-            uploaded = self.client.files.create(file=("requests.jsonl", data), purpose="batch")
-            batch = self.client.batches.create(input_file_id=uploaded.id, endpoint=path, completion_window="24h",
-                                               metadata={"convoforge": self.desc[:100]})
+            batch = self._submitted_before(digest)
+            if batch is None:
+                uploaded = self.client.files.create(file=("requests.jsonl", data), purpose="batch")
+                batch = self.client.batches.create(input_file_id=uploaded.id, endpoint=path, completion_window="24h",
+                                                   metadata={"convoforge": self.desc[:100], "input_sha256": digest})
+            else:
+                self.teacher.stats["batches_adopted"] += 1
         except openai.NotFoundError:
             raise TeacherError(f"{self.endpoint.base_url} has no Batch API (404 on /v1/files or /v1/batches): vLLM's "
                                f"OpenAI-compatible server, for one, does not offer it; set mode=online") from None
         except openai.APIError as exc:
             raise TeacherError(f"could not submit a batch to {self.endpoint.base_url}: {exc}; rerun to try again "
                                f"(answered requests are cached)") from None
-        self.teacher.cache.record_batch(batch.id, self.endpoint.base_url, path, uploaded.id, keys)
+        self.teacher.cache.record_batch(batch.id, self.endpoint.base_url, path, batch.input_file_id, keys)
         self.teacher.stats["batches"] += 1
         self.teacher.stats["requests"] += len(keys)
         return batch.id, path, keys
+
+    def _submitted_before(self, digest: str):
+        """A batch of exactly these lines that is still useful (in progress or completed), submitted by a run killed
+        before it recorded the id, or by another run: polled instead of paid for twice."""
+        for batch in self.client.batches.list(limit=100).data:
+            if (batch.metadata or {}).get("input_sha256") == digest and batch.status not in ("failed", "expired",
+                                                                                               "cancelled"):
+                return batch
+        return None
 
     # --- poll and read back ----------------------------------------------------------------------------------------
 
