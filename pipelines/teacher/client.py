@@ -479,8 +479,10 @@ class Teacher:
             if first not in self._online_only:
                 self._collect[first] = (endpoints[0], messages, params)
             return Result(None, error=PENDING)
-        if self.config.mode == "batch" and first not in self._online_only:
-            self.budget.refused += 1  # batch mode answers nothing online: its batch was not sent for the budget
+        if self.config.mode == "batch" and first not in self._online_only:  # batch mode answers nothing online
+            if not self.budget.on:
+                return Result(None, error="batch: no answer")
+            self.budget.refused += 1  # its batch was not sent: the budget had no room
             return Result(None, error="budget: not sent")
         held = None
         if self.budget.on:
