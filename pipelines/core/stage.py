@@ -131,3 +131,11 @@ class Source(Stage):
 def with_drops(batch: pl.DataFrame, reasons: list[str | None]) -> pl.DataFrame:
     """Attach a drop_reason column: `with_drops(df, [None, "empty: no text"])` drops the second row."""
     return batch.with_columns(pl.Series(DROP, reasons, dtype=pl.String))
+
+
+def split_drops(batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """(the rows kept, without drop_reason; the rows dropped, or None when `batch` has no drop_reason): for a stage
+    that writes its kept rows somewhere itself and hands the dropped ones to the runner."""
+    if DROP not in batch.columns:
+        return batch, None
+    return batch.filter(pl.col(DROP).is_null()).drop(DROP), batch.filter(pl.col(DROP).is_not_null())

@@ -19,10 +19,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.core.stage import DROP, MESSAGES, Context, Stage
+from pipelines.core.stage import MESSAGES, Context, Stage, split_drops
 from pipelines.dedup.lsh import components, pairs_of_texts
 from pipelines.dedup.minhash import MinHashParams
-from pipelines.stages.labels import label_rows
+from pipelines.stages.labels import label_rows, row_labels
 from pipelines.stages.dedup import compare_text
 from pipelines.teacher.guards import unit_hash
 from schemas import ARROW_SCHEMAS, MESSAGE, prompt_id
@@ -98,9 +98,8 @@ class ExportSFT(Stage):
         frames = [b for b in batches if b.height]
         data = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={
             "messages": MESSAGES, **{c: pl.String for c in self.extra_columns}})  # nothing survived: no split files
-        data, self._review = label_rows(data, ctx.run_dir)
-        reviewed_out = data.filter(pl.col(DROP).is_not_null()) if DROP in data.columns else None
-        data = data.filter(pl.col(DROP).is_null()).drop(DROP) if DROP in data.columns else data
+        data, self._review = label_rows(data, row_labels(ctx.run_dir))
+        data, reviewed_out = split_drops(data)
         prompts = [first_user_turn(m) for m in data["messages"].to_list()]
         prompt_ids = [prompt_id(p) for p in prompts]
         splits = fill_empty_splits(prompt_ids, [assign_split(p, self.test_fraction, self.gen_fraction)
@@ -149,13 +148,14 @@ class ExportRows(Stage):
         shutil.rmtree(out_dir, ignore_errors=True)
         (out_dir / "data").mkdir(parents=True)
         shards, writer, in_shard = [], None, 0
+        decided = row_labels(ctx.run_dir)
         for batch in batches:
-            batch, review = label_rows(batch, ctx.run_dir)
+            batch, review = label_rows(batch, decided)
             for key, n in review.items():
                 ctx.count(f"review_{key}", n)
-            if DROP in batch.columns:
-                yield batch.filter(pl.col(DROP).is_not_null())
-                batch = batch.filter(pl.col(DROP).is_null()).drop(DROP)
+            batch, reviewed_out = split_drops(batch)
+            if reviewed_out is not None and reviewed_out.height:
+                yield reviewed_out
             if not batch.height:
                 continue
             if writer is None or in_shard >= self.shard_rows:

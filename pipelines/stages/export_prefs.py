@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.core.stage import DROP, Context, Stage
+from pipelines.core.stage import Context, Stage, split_drops
 from pipelines.stages.labels import label_pairs
 from pipelines.stages.export import part_of, separate_splits
 from pipelines.teacher.guards import unit_hash
@@ -58,8 +58,7 @@ class ExportPrefs(Stage):
         if "ordering_agreement" not in data.columns:
             data = data.with_columns(pl.lit(None, dtype=pl.Float64).alias("ordering_agreement"))
         data, self._review = label_pairs(data, ctx.run_dir)
-        reviewed_out = data.filter(pl.col(DROP).is_not_null()) if DROP in data.columns else None
-        data = data.filter(pl.col(DROP).is_null()).drop(DROP) if DROP in data.columns else data
+        data, reviewed_out = split_drops(data)
         split = parts(data["prompt_id"].to_list(), self.test_fraction)
         split, self._leakage = separate_splits(data["prompt"].fill_null(""), [f"{s}_prefs" for s in split],
                                                self.leakage_threshold, ctx)

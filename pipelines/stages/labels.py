@@ -14,26 +14,29 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.core.stage import DROP
+from pipelines.core.stage import with_drops
 from pipelines.core.labels import latest, pair_key
 
 SWAPPED = (("chosen", "rejected"), ("score_chosen", "score_rejected"), ("chosen_model", "rejected_model"))
 PAIR_DROPS = {"tie": "human: tie", "both_bad": "human: both bad"}
 
 
-def label_rows(data: pl.DataFrame, run_dir: Path) -> tuple[pl.DataFrame, dict]:
-    """Rows labelled `drop` get their drop reason; returns the rows and the review summary (empty: no labels)."""
-    decided = latest(run_dir, "row")
+def row_labels(run_dir: Path) -> dict:
+    """The decisions on conversations that count (read once per export, not once per batch)."""
+    return latest(run_dir, "row")
+
+
+def label_rows(data: pl.DataFrame, decided: dict) -> tuple[pl.DataFrame, dict]:
+    """Rows labelled `drop` in `decided` (`row_labels`) get their drop reason; returns the rows and the review
+    summary (empty: no labels)."""
     if not decided or "id" not in data.columns or not data.height:
         return data, {}
     labels = [decided.get(("row", i)) for i in data["id"].to_list()]
     reasons = [None if x is None or x.label != "drop" else f"human: dropped ({x.note})" if x.note
                else "human: dropped" for x in labels]
-    earlier = data[DROP].to_list() if DROP in data.columns else [None] * data.height
-    reasons = [e or r for e, r in zip(earlier, reasons)]
     summary = {"rows_reviewed": sum(x is not None for x in labels), "rows_dropped": sum(
         x is not None and x.label == "drop" for x in labels)}
-    return data.with_columns(pl.Series(DROP, reasons, dtype=pl.String)), summary
+    return with_drops(data, reasons), summary
 
 
 def label_pairs(data: pl.DataFrame, run_dir: Path) -> tuple[pl.DataFrame, dict]:
@@ -50,7 +53,7 @@ def label_pairs(data: pl.DataFrame, run_dir: Path) -> tuple[pl.DataFrame, dict]:
         *(pl.when(swap).then(pl.col(a)).otherwise(pl.col(b)).alias(b) for a, b in SWAPPED if a in data.columns))
     if "messages" in data.columns:
         data = data.with_columns(pl.col("chosen").alias("messages"))
-    data = data.with_columns(pl.Series(DROP, [PAIR_DROPS.get(label) for label in labels], dtype=pl.String))
+    data = with_drops(data, [PAIR_DROPS.get(label) for label in labels])
     agree, disagree = labels.count("chosen_better"), labels.count("rejected_better")
     summary = {"pairs_reviewed": sum(label is not None for label in labels), "pairs_agreeing": agree,
                "pairs_swapped": disagree, "pairs_tied": labels.count("tie"), "pairs_both_bad": labels.count("both_bad"),
