@@ -61,20 +61,14 @@ def _dry_run(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
     import tempfile
 
     from pipelines.core.runner import Runner
-    from pipelines.core.stage import Context
     from pipelines.engines import engine_named
-    from pipelines.teacher.client import Teacher
 
     stages = recipe.stages(cfg)
     check_chain(stages)
     scratch = Path(tempfile.mkdtemp(prefix=".dry-run-", dir=run_dir))
-    clients = {role: Teacher(config, run_dir / "requests.sqlite", scratch / f"{role}.log", log=lambda m: None,
-                             role=role) for role, config in recipe.clients(cfg).items()}
+    clients, ctx = _clients_and_context(recipe, cfg, stages, run_dir, scratch, args.limit, log=lambda m: None)
     for client in clients.values():
         client.estimate = {}
-    ctx = Context(run_dir=scratch, config=cfg, teacher=clients.get("teacher"), judge=clients.get("judge"),
-                  embedder=clients.get("embedder"), log=logging.getLogger("pipelines"), limit=args.limit,
-                  stages=stages)
     try:
         Runner(stages, ctx, engine_named("local")).run()
     finally:
@@ -91,24 +85,34 @@ def estimate_table(stages, clients: dict) -> str:
              "cost online (at most) | cost batch (at most) |", "|---|---|---|---|---|---|---|---|"]
     unknown = False
     for stage in stages:
-        asked = any(d == stage.name or d.startswith(stage.name + ":") for c in clients.values() for d in c.estimate)
+        asked = [(role, desc, row) for role, client in clients.items() for desc, row in client.estimate.items()
+                 if desc == stage.name or desc.startswith(stage.name + ":")]  # a stage may name its asks `name: ...`
         if unknown and stage.uses_teacher and not asked:
             lines.append(f"| {stage.name} | {stage.teacher_role} | not known: its rows come from answers not yet "
                          f"given | - | - | - | - | - |")
-        for role, client in clients.items():
-            for desc, row in client.estimate.items():
-                if desc != stage.name and not desc.startswith(stage.name + ":"):
-                    continue
-                bound = "at least " if unknown else ""
-                lines.append(f"| {desc} | {role} | {bound}{row['requests']:,} | {row['cached']:,} | "
-                             f"{row['prompt_tokens']:,} | {row['completion_tokens']:,} | {row['cost']:.4f} | "
-                             f"{row['cost_batch']:.4f} |")
-        unknown = unknown or any(row["requests"] for c in clients.values() for d, row in c.estimate.items()
-                                 if d == stage.name or d.startswith(stage.name + ":"))
+        bound = "at least " if unknown else ""
+        lines += [f"| {desc} | {role} | {bound}{row['requests']:,} | {row['cached']:,} | {row['prompt_tokens']:,} | "
+                  f"{row['completion_tokens']:,} | {row['cost']:.4f} | {row['cost_batch']:.4f} |"
+                  for role, desc, row in asked]
+        unknown = unknown or any(row["requests"] for _, _, row in asked)
     if len(lines) == 2:
         return "no teacher stage would send anything: every request is cached (or the recipe asks no teacher)"
     return "\n".join(lines) + ("\n\nA stage after one that must ask sees only the rows already answered: its numbers "
                                "are lower bounds. Costs need teacher.price_in/price_out." if unknown else "")
+
+
+def _clients_and_context(recipe, cfg, stages, run_dir: Path, work_dir: Path, limit: int | None, log):
+    """The recipe's teachers (one per role, on the run's request cache, server logs under `work_dir`) and the
+    context its stages run in, writing under `work_dir`."""
+    from pipelines.core.stage import Context
+    from pipelines.teacher.client import Teacher
+
+    logs = {"teacher": "server.log", "judge": "judge-server.log", "embedder": "embedder-server.log"}
+    clients = {role: Teacher(config, run_dir / "requests.sqlite", work_dir / logs[role], log=log, role=role)
+               for role, config in recipe.clients(cfg).items()}  # none (ingest): no server ever starts
+    ctx = Context(run_dir=work_dir, config=cfg, teacher=clients.get("teacher"), judge=clients.get("judge"),
+                  embedder=clients.get("embedder"), log=logging.getLogger("pipelines"), limit=limit, stages=stages)
+    return clients, ctx
 
 
 def _build_in(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
@@ -118,24 +122,17 @@ def _build_in(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
     from pipelines.release.report import judge_summary, print_table, write_report
     from pipelines.core.files import write_text
     from pipelines.core.runner import TEACHER_STATS, Runner, write_quarantine
-    from pipelines.core.stage import Context
     from pipelines.release.cards import write_card
-    from pipelines.teacher.client import Teacher
 
     if args.fresh:
         for child in run_dir.iterdir():
             if child.is_dir():
                 shutil.rmtree(child)
     write_text(run_dir / "config.json", to_json(cfg))
-    log = logging.getLogger("pipelines")
     stages = recipe.stages(cfg)
     check_chain(stages)
-    say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-    logs = {"teacher": "server.log", "judge": "judge-server.log", "embedder": "embedder-server.log"}
-    clients = {role: Teacher(config, run_dir / "requests.sqlite", run_dir / logs[role], log=say, role=role)
-               for role, config in recipe.clients(cfg).items()}  # none (ingest): no server ever starts
-    ctx = Context(run_dir=run_dir, config=cfg, teacher=clients.get("teacher"), judge=clients.get("judge"),
-                  embedder=clients.get("embedder"), log=log, limit=args.limit, stages=stages)
+    clients, ctx = _clients_and_context(recipe, cfg, stages, run_dir, run_dir, args.limit,
+                                        log=lambda msg: print(msg, file=sys.stderr))
     started = time.monotonic()
     try:
         rows = Runner(stages, ctx, engine_named(args.engine)).run()

@@ -87,7 +87,7 @@ def bar_chart(items: list[tuple[str, float]], title: str, unit: str = "rows") ->
 
 
 def page_link(request: Request, **changes) -> str:
-    query = {**request.query_params, **{k: v for k, v in changes.items()}}
+    query = {**request.query_params, **changes}
     return f"{request.url.path}?{urlencode({k: v for k, v in query.items() if v not in (None, '')})}"
 
 
@@ -152,12 +152,11 @@ def create_app(run_dir: Path, token: str, hosts: set[str], pages_need_token: boo
                       flow_chart=bar_chart([(r["stage"], r["rows_out"]) for r in rows], "rows out of each stage"))
 
     async def stage_rows(request: Request) -> Response:
-        name = request.path_params["name"]
+        name, q = request.path_params["name"], _query(request)
         try:
-            lazy = D.stage_scan(run_dir, name, _query(request).status)
+            lazy = D.stage_scan(run_dir, name, q.status)
         except D.NotFound as e:
             return PlainTextResponse(str(e), status_code=404)
-        q = _query(request)
         page = D.rows_page(lazy, q)
         reasons, sources = D.facets(D.stage_scan(run_dir, name))
         made = labels.latest(run_dir, "row")
@@ -170,9 +169,10 @@ def create_app(run_dir: Path, token: str, hosts: set[str], pages_need_token: boo
     async def pairs(request: Request) -> Response:
         page = _int(request.query_params.get("page"), 1)
         show = request.query_params.get("show", "all")
-        rows, total = D.pairs_page(run_dir, page, show=show if show in ("all", "unlabelled", "labelled") else "all")
+        stage, rows, total = D.pairs_page(run_dir, page,
+                                          show=show if show in ("all", "unlabelled", "labelled") else "all")
         return render(request, "pairs.html", rows=rows, total=total, page=page, pages=max(1, -(-total // 5)),
-                      show=show, stage=D.pair_stage(run_dir))
+                      show=show, stage=stage)
 
     async def dedup(request: Request) -> Response:
         page = _int(request.query_params.get("page"), 1)

@@ -78,6 +78,11 @@ class Page:
     numeric: list[str] = field(default_factory=list)
 
 
+def category(column: str) -> pl.Expr:
+    """A reason's category, as `runner.reason_category` reads it: `"near_duplicate: of 3fa2"` -> `"near_duplicate"`."""
+    return pl.col(column).str.split(":").list.first().str.strip_chars()
+
+
 def _scan(files: list[Path]) -> pl.LazyFrame | None:
     frames = [pl.scan_parquet(f) for f in files if f.stat().st_size]
     if not frames:
@@ -102,15 +107,11 @@ def stage_scan(run_dir: Path, stage: str, status: str = "all") -> pl.LazyFrame:
     kept = sorted(folder.glob("part-*.parquet")) if status in ("all", "kept") else []
     dropped = [folder / "dropped.parquet"] if status in ("all", "dropped") and (folder / "dropped.parquet").exists() \
         else []
-    parts = [x for x in (_scan(kept), _scan(dropped)) if x is not None]
+    parts = [p if DROP in p.collect_schema() else p.with_columns(pl.lit(None, pl.String).alias(DROP))
+             for p in (_scan(kept), _scan(dropped)) if p is not None]  # kept rows: a null reason
     if not parts:
         return pl.LazyFrame({DROP: []}, schema={DROP: pl.String})
-    if len(parts) == 2 or DROP not in parts[0].collect_schema():
-        lazy = pl.concat([p if DROP in p.collect_schema() else p.with_columns(pl.lit(None, pl.String).alias(DROP))
-                          for p in parts], how="diagonal_relaxed")
-    else:
-        lazy = parts[0]
-    return lazy
+    return parts[0] if len(parts) == 1 else pl.concat(parts, how="diagonal_relaxed")
 
 
 def rows_page(lazy: pl.LazyFrame, q: RowQuery) -> Page:
@@ -119,7 +120,7 @@ def rows_page(lazy: pl.LazyFrame, q: RowQuery) -> Page:
     text = text_of(schema)
     filters = []
     if q.reason and DROP in schema:
-        filters.append(pl.col(DROP).str.split(":").list.first().str.strip_chars() == q.reason)
+        filters.append(category(DROP) == q.reason)
     if q.source and "source" in schema:
         filters.append(pl.col("source") == q.source)
     if q.search and text is not None:
@@ -146,8 +147,8 @@ def rows_page(lazy: pl.LazyFrame, q: RowQuery) -> Page:
 def facets(lazy: pl.LazyFrame, limit: int = 200) -> tuple[list[str], list[str]]:
     """The drop reasons and sources there are to filter by (the first `limit` of each)."""
     schema = lazy.collect_schema()
-    reasons = (lazy.select(pl.col(DROP).str.split(":").list.first().str.strip_chars().unique().drop_nulls()
-                           .sort().head(limit)).collect().to_series().to_list() if DROP in schema else [])
+    reasons = (lazy.select(category(DROP).unique().drop_nulls().sort().head(limit)).collect().to_series().to_list()
+               if DROP in schema else [])
     sources = (lazy.select(pl.col("source").unique().drop_nulls().sort().head(limit)).collect().to_series().to_list()
                if "source" in schema and schema["source"] == pl.String else [])
     return reasons, sources
@@ -162,17 +163,18 @@ def pair_stage(run_dir: Path) -> str | None:
     return None
 
 
-def pairs_page(run_dir: Path, page: int, size: int = 5, show: str = "all") -> tuple[list[dict], int]:
-    """Pairs with their key and current human label; `show` = all, unlabelled or labelled."""
+def pairs_page(run_dir: Path, page: int, size: int = 5, show: str = "all") -> tuple[str | None, list[dict], int]:
+    """(the stage the pairs come from, a page of pairs with their key and current human label, how many match);
+    `show` = all, unlabelled or labelled."""
     stage = pair_stage(run_dir)
     if stage is None:
-        return [], 0
+        return None, [], 0
     lazy = stage_scan(run_dir, stage, "kept")
     labels = latest(run_dir, "pair")
     start = (max(1, page) - 1) * size
     if show == "all":  # only the page is read
         total = lazy.select(pl.len()).collect().item()
-        return _labelled(lazy.slice(start, size).collect().to_dicts(), labels), total
+        return stage, _labelled(lazy.slice(start, size).collect().to_dicts(), labels), total
     wanted, seen, offset = [], 0, 0
     while not (chunk := lazy.slice(offset, PAIR_CHUNK).collect()).is_empty():  # a chunk at a time, not the stage
         offset += chunk.height
@@ -181,7 +183,8 @@ def pairs_page(run_dir: Path, page: int, size: int = 5, show: str = "all") -> tu
                 if start <= seen < start + size:
                     wanted.append(row)
                 seen += 1
-    return wanted, seen
+    return stage, wanted, seen
+
 
 def _labelled(rows: list[dict], labels: dict) -> list[dict]:
     """Each pair with its key and its current human label (None when nobody labelled it)."""
@@ -233,7 +236,7 @@ def quarantine_page(run_dir: Path, q: RowQuery) -> Page:
         return Page([], 0, [])
     lazy = pl.scan_parquet(path)
     if q.reason:
-        lazy = lazy.filter(pl.col("reason").str.split(":").list.first().str.strip_chars() == q.reason)
+        lazy = lazy.filter(category("reason") == q.reason)
     if q.source:
         lazy = lazy.filter(pl.col("stage") == q.source)
     if q.search:
@@ -242,8 +245,7 @@ def quarantine_page(run_dir: Path, q: RowQuery) -> Page:
     total = lazy.select(pl.len()).collect().item()
     rows = lazy.slice((max(1, q.page) - 1) * q.size, q.size).collect().to_dicts()
     every = pl.scan_parquet(path)
-    reasons = every.select(pl.col("reason").str.split(":").list.first().str.strip_chars().unique().sort()) \
-        .collect().to_series().to_list()
+    reasons = every.select(category("reason").unique().sort()).collect().to_series().to_list()
     stages = every.select(pl.col("stage").unique().sort()).collect().to_series().to_list()
     return Page(rows, total, ["stage", "source", "locator", "reason", "raw"], reasons, stages)
 

@@ -229,30 +229,24 @@ class Batches:
                 if key not in pending or key in seen:
                     continue
                 response = line.get("response") or {}
-                held = self._held.pop(key, None)
+                answer = None
                 if response.get("status_code") == 200:
                     endpoint, messages, params = pending[key]
-                    answer, error = teacher.read_answer(response.get("body"), messages, batch=True)
-                    if answer is None:
+                    answer, _ = teacher.read_answer(response.get("body"), messages, batch=True)
+                    if answer is None:  # unreadable: submitted again, reserving again
                         teacher.stats["batch_malformed_lines"] += 1
-                        if held is not None:
-                            teacher.budget.release(held)
+                        teacher.budget.release(self._held.pop(key, None))
                         continue
                     teacher.store(key, endpoint, messages, params, answer)
-                    if held is not None:
-                        teacher.budget.release(held, answer["cost"], answer["prompt_tokens"]
-                                               + answer["completion_tokens"])
                 else:
                     teacher._batch_failed[key] = _error_text(line)
                     teacher.stats["failures"] += 1
                     teacher.stats["errors_batch_request"] += 1
-                    if held is not None:
-                        teacher.budget.release(held)
+                teacher.budget.release(self._held.pop(key, None), answer)
                 seen.add(key)
         missing = [k for k in keys if k not in seen and k in pending]
         for key in missing:  # its reservation goes back; a resubmission reserves again
-            if (held := self._held.pop(key, None)) is not None:
-                teacher.budget.release(held)
+            teacher.budget.release(self._held.pop(key, None))
         return missing
 
 

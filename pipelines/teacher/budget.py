@@ -70,11 +70,15 @@ class Budget:
         self.refused += 1
         return "never"
 
-    def release(self, held: Reservation, cost: float = 0.0, tokens: int = 0) -> None:
-        """Give back a reservation; count what the answer really took (nothing for a failed request)."""
+    def release(self, held: Reservation | None, answer: dict | None = None) -> None:
+        """Give back a reservation (None: nothing was held); count what `answer` really took (nothing for a request
+        that got no answer)."""
+        if held is None:
+            return
         self.reserved = Reservation(self.reserved.cost - held.cost, self.reserved.tokens - held.tokens)
-        self.cost += cost
-        self.tokens += tokens
+        if answer is not None:
+            self.cost += answer["cost"]
+            self.tokens += answer["prompt_tokens"] + answer["completion_tokens"]
 
     def stop(self, desc: str) -> BudgetError:
         c, t = self.config.max_cost, self.config.max_tokens

@@ -496,9 +496,7 @@ class Teacher:
             endpoint, answer, error = await self._with_retries(first, endpoints,
                                                                lambda e: self._post(e, messages, params))
         finally:
-            if held is not None:
-                self.budget.release(held, (answer or {}).get("cost", 0.0),
-                                    (answer or {}).get("prompt_tokens", 0) + (answer or {}).get("completion_tokens", 0))
+            self.budget.release(held, answer)
         if answer is None:
             return Result(None, error=error)
         self.store(keys[endpoint], endpoint, messages, params, answer)
