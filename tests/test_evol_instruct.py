@@ -112,7 +112,10 @@ def requests_in(run_dir: Path) -> int:
 
 def test_evol_instruct_build_exports_evolved_rows_with_their_lineage(tmp_path, teacher_server):
     run_dir = tmp_path / "evol"
-    run_build(run_dir, *evol_sets(teacher_server, "select.enabled=true", "select.min_distance=0.02"),
+    # the Alpaca fixture's 3 good records and 6 seed tasks: enough evolutions survive elimination for the selection
+    # to have two kept rows to draw distances between (3 roots alone left 1 in two of four runs today)
+    sources = f"sources={ALPACA},{ROOT / 'pipelines' / 'data' / 'seed_tasks.jsonl'}?max_rows=6"
+    run_build(run_dir, *evol_sets(teacher_server, sources, "select.enabled=true", "select.min_distance=0.02"),
               server=teacher_server, recipe="evol_instruct")
     stages = report(run_dir)
     roots = stages["evolve"]["rows_in"]
@@ -152,7 +155,7 @@ def test_evol_instruct_build_exports_evolved_rows_with_their_lineage(tmp_path, t
     trained = train_sft(SFTOptions(str(run_dir / "export"), max_steps=1, max_length=128, batch_size=1))
     assert (Path(trained["output_dir"]) / "tokenizer_config.json").exists()
     before = requests_in(run_dir)
-    again = run_build(run_dir, *evol_sets(teacher_server, "select.enabled=true", "select.min_distance=0.02"),
+    again = run_build(run_dir, *evol_sets(teacher_server, sources, "select.enabled=true", "select.min_distance=0.02"),
                       server=teacher_server, recipe="evol_instruct", extra=("--fresh",))
     assert requests_in(run_dir) == before and "requests 0" in again.stdout  # a rerun asks nothing anew
 
