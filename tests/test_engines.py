@@ -9,16 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import pytest
 import ray  # noqa: F401  (the dev extra installs it: a missing Ray fails here, it is not skipped)
 
 from pipelines.core.config import apply_overrides
 from pipelines.core.runner import read_parts, rebatch
-from pipelines.dedup.index import fixed_list
-from pipelines.dedup.lsh import band_keys, similar_pairs, verify_buckets
+from pipelines.dedup.lsh import band_keys, candidate_pairs, components, large_star, min_equal, similar_pairs, small_star
 from pipelines.dedup.minhash import MinHashParams, signatures
-from pipelines.engines import RayEngine, _band_rows, _shared_buckets, batch_plan, bucket_runs, read_batch
+from pipelines.engines import RayEngine, batch_plan, read_batch
 from pipelines.recipes import load_recipe, names
 from tests.conftest import ROOT
 
@@ -186,27 +184,60 @@ def test_batch_plan_cuts_the_batches_the_local_engine_cuts(tmp_path):
         assert len(planned) == len(local) and all(a.equals(b) for a, b in zip(planned, local)), batch_size
 
 
-def test_grouped_band_keys_give_the_pairs_of_the_local_sort():
-    """The Ray path's bucket step (explode band keys, hash-partition by (band, key), keep shared buckets, sort by row)
-    verifies the same pairs as `similar_pairs`, including a bucket past ALL_PAIRS_UP_TO and rows with no words."""
+def test_candidates_verified_apart_give_the_pairs_of_the_local_sort():
+    """The plan's bucket step (`candidate_pairs` on buckets sorted by row, no signatures) and its verify step
+    (signatures compared where they are) find the pairs `similar_pairs` finds: a bucket past ALL_PAIRS_UP_TO, rows
+    with no words (left out of the buckets, as the plan leaves them) and indexed rows (never paired together)."""
     rng = np.random.default_rng(5)
     words = [f"w{i}" for i in range(3000)]
     base = [" ".join(rng.choice(words, 80)) for _ in range(400)]
     template = " ".join(rng.choice(words, 200))
     texts = base + [t.replace(t.split()[3], "x", 1) for t in base[:100]] + \
         [template + " " + " ".join(rng.choice(words, 2)) for _ in range(150)] + ["", "?!"] * 5
-    order = rng.permutation(len(texts))
-    texts = [texts[i] for i in order]
+    texts = [texts[i] for i in rng.permutation(len(texts))]
     params = MinHashParams()
     sigs, counts = signatures(texts, params)
     keys = band_keys(sigs, params.bands, params.rows)
-    expected = similar_pairs(sigs, keys, 0.8, active=counts > 0)
+    old = np.arange(len(texts)) < 200
+    expected = similar_pairs(sigs, keys, 0.8, active=counts > 0, old=old)
 
-    rows = _band_rows(pa.table({"row": np.arange(len(texts)), "keys": fixed_list(keys, pa.uint64())}), 0)
-    part = (np.asarray(rows["key"]) % np.uint64(7)).astype(np.int64)  # any partitioning that keeps buckets whole
-    found = pa.concat_tables([_shared_buckets(rows.filter(pa.array(part == p))) for p in range(7)])
-    got = verify_buckets(bucket_runs(found), sigs, 0.8, active=counts > 0)
+    active = np.flatnonzero(counts > 0)
+    band = np.tile(np.arange(params.bands), len(active))
+    key, row = keys[active].ravel(), np.repeat(active, params.bands)
+    order = np.lexsort((row, key, band))
+    new_bucket = np.r_[True, (band[order][1:] != band[order][:-1]) | (key[order][1:] != key[order][:-1])]
+    candidates = candidate_pairs(row[order], np.cumsum(new_bucket).astype(np.uint64), old[row[order]])
+    candidates = np.unique(candidates, axis=0)
+    agree = (sigs[candidates[:, 0]] == sigs[candidates[:, 1]]).sum(axis=1)
+    got = candidates[agree >= min_equal(0.8, params.num_perm)]
     assert len(expected) > 150 and np.array_equal(got, expected)
+    assert not (old[got[:, 0]] & old[got[:, 1]]).any()
+
+
+def test_star_steps_find_the_components_scipy_finds():
+    """Alternating large-star and small-star steps, run as the plan runs them (edges in both directions, each step
+    on its own partitions of nodes), end in stars around each component's smallest node: `components`' labels."""
+    rng = np.random.default_rng(3)
+    n = 3000
+    pairs = np.vstack([rng.integers(0, n, (1800, 2)), np.column_stack([np.arange(500, 699), np.arange(501, 700)])])
+    pairs = np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1)  # random edges and a chain of 200 (many rounds)
+
+    def both(a, b):
+        edges = np.unique(np.column_stack([np.r_[a, b], np.r_[b, a]]), axis=0)
+        return edges[:, 0], edges[:, 1]
+
+    u, v = both(pairs[:, 0], pairs[:, 1])
+    history = []
+    for t in range(100):
+        history.append(set(zip(u.tolist(), v.tolist())))
+        if t >= 2 and t % 2 == 0 and history[t] == history[t - 2]:
+            break
+        step = large_star if t % 2 == 0 else small_star
+        out = [step(u[u % 4 == k], v[u % 4 == k]) for k in range(4)]  # four partitions of nodes
+        u, v = both(np.concatenate([a for a, _ in out]), np.concatenate([b for _, b in out]))
+    labels = np.arange(n)
+    np.minimum.at(labels, u, v)
+    assert 4 < t < 100 and np.array_equal(labels, components(n, pairs))
 
 
 @pytest.mark.parametrize("name", names())

@@ -205,6 +205,15 @@ class Runner:
                 upstream, previous = fp, (stage_dir, row)
         return rows
 
+    def run_on(self, stage: Stage, parts_dir: Path) -> dict:
+        """Run one stage on a directory of Parquet parts (`part-*.parquet`, as a stage writes them) into
+        `run_dir/01_<name>`, resuming as `run` does; for benchmarks and tests of one stage at scale."""
+        stage_dir = self.ctx.run_dir / f"01_{stage.name}"
+        upstream = hashlib.sha256(str(Path(parts_dir).resolve()).encode()).hexdigest()
+        with progress.live(), self.engine or contextlib.nullcontext():
+            return self._run_stage(stage, stage_dir, fingerprint(stage, self.ctx, upstream),
+                                   (Path(parts_dir), {"rows_out": _rows_in_parts(Path(parts_dir))}))
+
     def _run_stage(self, stage: Stage, stage_dir: Path, fp: str, previous) -> dict:
         success = stage_dir / "_SUCCESS.json"
         if success.exists():

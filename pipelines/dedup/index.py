@@ -3,9 +3,10 @@
 Layout of an index directory:
 - `manifest.json`: `format` (an integer, see MIGRATIONS), the library version that last wrote it, the `settings` that
   make signatures comparable (hash scheme, permutations, bands x rows, seed, shingling, normalisation, what is
-  compared), and `shards`: one entry per run that added rows (`file`, `run` fingerprint, `rows`, `added` time).
-- `shard-<run>.parquet`: `id`, `length` (characters of the compared text), `signature` (uint32 x num_perm) and
-  `band_keys` (uint64 x bands) of the rows that run kept.
+  compared), and `shards`: one entry per shard file (`file`, the `run` fingerprint that added it, `rows`, `added`).
+- `shard-<run>.parquet`, or `shard-<run>-<k>.parquet` (several per run, as the Ray engine's workers wrote them):
+  `id`, `length` (characters of the compared text), `signature` (uint32 x num_perm) and `band_keys` (uint64 x bands)
+  of the rows that run kept.
 
 A run's own shard is left out when the same run loads the index again (a rerun after a kill must not find itself).
 Opening an index built with other settings raises ConfigError naming each setting that differs. Older formats are
@@ -15,6 +16,8 @@ upgraded in place by the numbered MIGRATIONS before use.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,26 +138,50 @@ class MinHashIndex:
     def __len__(self) -> int:
         return sum(shard["rows"] for shard in self.manifest["shards"])
 
+    def shards(self, exclude_run: str = "") -> list[tuple[Path, int]]:
+        """(file, rows) of every shard in manifest order, except those a run with fingerprint `exclude_run` added."""
+        return [(self.root / shard["file"], shard["rows"]) for shard in self.manifest["shards"]
+                if shard["run"] != exclude_run]
+
     def load(self, exclude_run: str = "") -> Signed:
         """Every indexed row, except those a run with fingerprint `exclude_run` added."""
         rows = Signed.empty(self.settings["num_perm"], self.settings["bands"])
-        for shard in self.manifest["shards"]:
-            if shard["run"] != exclude_run:
-                table = pq.read_table(self.root / shard["file"])
-                rows += Signed(table["id"].to_pylist(), table["length"].to_numpy(),
-                               matrix(table["signature"], np.uint32), matrix(table["band_keys"], np.uint64))
+        for path, _ in self.shards(exclude_run):
+            table = pq.read_table(path)
+            rows += Signed(table["id"].to_pylist(), table["length"].to_numpy(),
+                           matrix(table["signature"], np.uint32), matrix(table["band_keys"], np.uint64))
         return rows
 
     def add(self, run: str, rows: Signed) -> None:
-        """Store the rows a run kept as one shard (replacing that run's earlier shard), then the manifest."""
-        name = f"shard-{run[:16]}.parquet"
+        """Store the rows a run kept as one shard (replacing what that run added before), then the manifest."""
         table = pa.table({"id": pa.array(rows.ids, pa.string()), "length": pa.array(rows.lengths, pa.int64()),
                           "signature": fixed_list(rows.sigs, pa.uint32()),
                           "band_keys": fixed_list(rows.keys, pa.uint64())})
         self.root.mkdir(parents=True, exist_ok=True)
+        name = f"shard-{run[:16]}.parquet"
         write_table(table, self.root / name)
-        shards = [s for s in self.manifest["shards"] if s["run"] != run]
-        shards.append({"file": name, "run": run, "rows": len(rows),
-                       "added": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        self.manifest = {**self.manifest, "format": FORMAT, "library": __version__, "shards": shards}
+        self._record(run, [(name, len(rows))])
+
+    def add_files(self, run: str, files: list[Path]) -> None:
+        """Store a run's kept rows from shard files it wrote elsewhere (columns as `add` writes them), one index shard
+        each (replacing what that run added before), then the manifest: an index a distributed run builds stays in
+        shards no larger than the ones its workers wrote."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        added = []
+        for k, path in enumerate(files):
+            name = f"shard-{run[:16]}-{k:05d}.parquet"
+            shutil.copyfile(path, self.root / (name + ".tmp"))
+            os.replace(self.root / (name + ".tmp"), self.root / name)
+            added.append((name, pq.read_metadata(self.root / name).num_rows))
+        self._record(run, added)
+
+    def _record(self, run: str, files: list[tuple[str, int]]) -> None:
+        added = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        new = {name for name, _ in files}
+        stale = [s["file"] for s in self.manifest["shards"] if s["run"] == run and s["file"] not in new]
+        kept = [s for s in self.manifest["shards"] if s["run"] != run]
+        kept += [{"file": name, "run": run, "rows": rows, "added": added} for name, rows in files]
+        self.manifest = {**self.manifest, "format": FORMAT, "library": __version__, "shards": kept}
         self._save(self.manifest)
+        for name in stale:  # after the manifest stops naming them
+            (self.root / name).unlink(missing_ok=True)

@@ -125,21 +125,71 @@ def pairs_of_texts(texts, params: MinHashParams, threshold: float) -> np.ndarray
     return similar_pairs(sigs, band_keys(sigs, params.bands, params.rows), threshold, active=counts > 0)
 
 
+def candidate_pairs(rows: np.ndarray, sorted_keys: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """The pairs `verify_buckets` would compare, unverified, for buckets given as one `(rows, sorted_keys)` run with
+    rows ascending within a bucket; `old[i]` True when `rows[i]` is indexed (two indexed rows are never a pair).
+    The distributed plan (`pipelines.engines.near`) finds them where the band keys are and verifies them where the
+    signatures are."""
+    members, local = np.unique(rows, return_inverse=True)
+    no_positions = np.empty((len(members), 0), dtype=np.uint32)  # no positions to compare: every candidate passes
+    is_old = np.zeros(len(members), dtype=np.bool_)
+    is_old[local[old]] = True
+    found = _bucket_pairs(local.astype(np.int64), sorted_keys, no_positions, np.ones(len(members), np.bool_), is_old,
+                          0, ALL_PAIRS_UP_TO)
+    return members[found] if len(found) else np.empty((0, 2), dtype=np.int64)
+
+
 def components(n: int, pairs: np.ndarray) -> np.ndarray:
-    """Cluster label per document: connected components of the pair graph (scipy)."""
+    """Cluster label per document: the smallest document of its connected component in the pair graph (scipy)."""
     graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    return connected_components(graph, directed=False)[1]
+    labels = connected_components(graph, directed=False)[1]
+    smallest = np.full(labels.max() + 1 if n else 0, n, dtype=np.int64)
+    np.minimum.at(smallest, labels, np.arange(n))
+    return smallest[labels]
+
+
+def large_star(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One large-star step (Kiveris et al., "Connected Components in MapReduce and Beyond", 2014) over the edges of
+    some nodes `u`, each edge given in both directions: each u links its larger neighbours to the smallest of u and
+    its neighbours. Returns the new edges, one direction each."""
+    smallest = _smallest_neighbour(u, v)
+    larger = v > u
+    return v[larger], smallest[larger]
+
+
+def small_star(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One small-star step: each u with smaller neighbours links itself and them to the smallest of them."""
+    smaller = v < u
+    u, v = u[smaller], v[smaller]
+    smallest = _smallest_neighbour(u, v)
+    nodes, first = np.unique(u, return_index=True)
+    a, b = np.concatenate([v, nodes]), np.concatenate([smallest, smallest[first]])
+    differ = a != b
+    return a[differ], b[differ]
+
+
+def _smallest_neighbour(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Per edge, the smallest of its `u` and every neighbour of that `u`."""
+    if not len(u):
+        return u
+    order = np.argsort(u, kind="stable")
+    su, sv = u[order], v[order]
+    starts = np.flatnonzero(np.r_[True, su[1:] != su[:-1]])
+    smallest = np.minimum(np.minimum.reduceat(sv, starts), su[starts])
+    out = np.empty_like(u)
+    out[order] = np.repeat(smallest, np.diff(np.r_[starts, len(su)]))
+    return out
 
 
 def keepers(labels: np.ndarray, lengths: np.ndarray, ids, old: np.ndarray | None = None) -> np.ndarray:
     """For each document, the index of the document its cluster keeps: an indexed (old) one if the cluster has
-    one, else the longest, then the smallest id."""
+    one, else the longest, then the smallest id (then the first row)."""
     n = len(labels)
     if not n:
         return np.empty(0, dtype=np.int64)
     frame = pl.DataFrame({"label": labels, "new": np.ones(n, np.bool_) if old is None else ~old,
                           "length": -np.asarray(lengths, dtype=np.int64), "id": ids, "row": np.arange(n)})
-    chosen = frame.sort(["label", "new", "length", "id"]).group_by("label", maintain_order=True).agg(
+    chosen = frame.sort(["label", "new", "length", "id", "row"]).group_by("label", maintain_order=True).agg(
         pl.col("row").first().alias("keeper"))
     keeper_of_label = np.empty(labels.max() + 1, dtype=np.int64)
     keeper_of_label[chosen["label"].to_numpy()] = chosen["keeper"].to_numpy()

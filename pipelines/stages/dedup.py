@@ -24,7 +24,7 @@ from pipelines.core.locks import DirLock
 from pipelines.core.stage import Context, MapStage, Stage, TwoPassStage, with_drops
 from pipelines.dedup.decontam import Benchmark, Contamination
 from pipelines.dedup.index import MinHashIndex, Signed
-from pipelines.dedup.lsh import band_keys, components, detection_probability, keepers, similar_pairs, verify_buckets
+from pipelines.dedup.lsh import band_keys, components, detection_probability, keepers, similar_pairs
 from pipelines.dedup.minhash import MinHashParams, signatures
 from pipelines.dedup.recall import planted_recall
 
@@ -49,6 +49,20 @@ def compare_text(frame: pl.DataFrame, compare: str) -> pl.Series:
     if compare == "prompt":
         return frame.select(contents(("user",)).list.first().fill_null("")).to_series()
     return frame.select(contents().list.join("\n").fill_null("")).to_series()
+
+
+def seen_reason(row_id: str) -> str:
+    return f"exact_duplicate: of {row_id} (indexed)"
+
+
+def near_reason(kept_id: str, kept_indexed: bool) -> str:
+    return f"near_duplicate: of {kept_id}{' (indexed)' if kept_indexed else ''}"
+
+
+def sorted_clusters(clusters: pl.DataFrame) -> pl.DataFrame:
+    """`dedup/clusters.parquet`'s order and columns: by cluster (its first row), the kept row first, then by row."""
+    return clusters.sort("cluster", "kept", "row", descending=[False, True, False]).select(
+        "cluster", "id", "kept", "kept_id", "estimated_jaccard_to_kept", "indexed", "preview")
 
 
 @dataclass
@@ -101,25 +115,15 @@ class NearDedup(TwoPassStage):
     def summary(self, counters: dict) -> dict:
         return {"near": self._stats} if getattr(self, "_stats", None) else {}
 
-    def resolve(self, new: Signed, active: np.ndarray, sample: list[str], ctx: Context, buckets=None) -> None:
-        """Everything after signing (`sign`'s results): pairs, clusters, keepers, drop reasons, stats.
-
-        `buckets(both, n_old)`, when given, returns the candidate buckets of `both` (the `n_old` indexed rows, then the
-        new ones) as `verify_buckets` takes them: the Ray engine groups band keys on its workers. Else each band's keys
-        are sorted here."""
+    def resolve(self, new: Signed, active: np.ndarray, sample: list[str], ctx: Context) -> None:
+        """Everything after signing (`sign`'s results): pairs, clusters, keepers, drop reasons, stats."""
         index = self._index()
-        if index is not None:  # held until finish() has added this run's rows: two runs never race on one index
-            index.root.mkdir(parents=True, exist_ok=True)
-            self._index_lock = DirLock(index.root / ".lock", f"run using the dedup index {index.root}").__enter__()
-        empty = Signed.empty(self.num_perm, self.bands)
-        old = index.load(exclude_run=ctx.fingerprint) if index is not None else empty
+        self._lock_index(index)
+        old = index.load(exclude_run=ctx.fingerprint) if index is not None else Signed.empty(self.num_perm, self.bands)
         both, n_old = old + new, len(old)
         is_old = np.arange(len(both)) < n_old
         active = np.concatenate([np.ones(n_old, np.bool_), active])
-        if buckets is None:
-            pairs = similar_pairs(both.sigs, both.keys, self.threshold, active=active, old=is_old)
-        else:
-            pairs = verify_buckets(buckets(both, n_old), both.sigs, self.threshold, active=active, old=is_old)
+        pairs = similar_pairs(both.sigs, both.keys, self.threshold, active=active, old=is_old)
         labels = components(len(both), pairs)
         keeper = keepers(labels, both.lengths, both.ids, is_old)
 
@@ -128,24 +132,39 @@ class NearDedup(TwoPassStage):
         self._reasons = {}
         for i in np.flatnonzero(dropped):
             k = keeper[n_old + i]
-            self._reasons[int(i)] = (f"exact_duplicate: of {new.ids[i]} (indexed)" if seen_before[i] else
-                                     f"near_duplicate: of {both.ids[k]}{' (indexed)' if k < n_old else ''}")
+            self._reasons[int(i)] = seen_reason(new.ids[i]) if seen_before[i] else near_reason(both.ids[k], k < n_old)
         self._clusters = self._cluster_table(labels, keeper, both, is_old)
-        self._previews, self._offset = [], 0
+        self._previews, self._offset, self._n_old = [], 0, n_old
         self._kept = new.take(np.flatnonzero(~dropped)) if index is not None else None
+        self.record_stats(ctx, len(new), n_old, len(pairs), int(self._clusters["cluster"].n_unique()),
+                          len(self._reasons), sample)
 
+    def _lock_index(self, index: MinHashIndex | None) -> None:
+        """Hold the index's lock until `finish` (or `unlock_index`) has added this run's rows: two runs never race
+        on one index."""
+        self._index_lock = None
+        if index is not None:
+            index.root.mkdir(parents=True, exist_ok=True)
+            self._index_lock = DirLock(index.root / ".lock", f"run using the dedup index {index.root}").__enter__()
+
+    def unlock_index(self) -> None:
+        if getattr(self, "_index_lock", None) is not None:
+            self._index_lock.__exit__(None, None, None)
+            self._index_lock = None
+
+    def record_stats(self, ctx: Context, rows_in: int, n_old: int, pairs: int, clusters: int, dropped: int,
+                     sample: list[str]) -> None:
+        """The summary both engines report, and its counters."""
         planted = planted_recall(sample, self.params, self.threshold)
-        stats = {
+        self._stats = {
             "compare": self.compare, "threshold": self.threshold, **self.params.settings(),
-            "rows_in": len(new), "indexed_before": n_old, "pairs": len(pairs),
-            "clusters": int(self._clusters["cluster"].n_unique()), "dropped": len(self._reasons),
+            "rows_in": rows_in, "indexed_before": n_old, "pairs": pairs, "clusters": clusters, "dropped": dropped,
             "detection_probability": {j: round(detection_probability(j, self.bands, self.rows), 4)
                                       for j in (0.7, 0.8, 0.9)},
             "planted": planted, "index": str(Path(self.index).resolve()) if self.index else None,
         }
-        self._stats = stats
-        ctx.count("near_pairs", len(pairs))
-        ctx.count("near_clusters", stats["clusters"])
+        ctx.count("near_pairs", pairs)
+        ctx.count("near_clusters", clusters)
         ctx.count("planted_pairs", planted["pairs"])
 
     def sign(self, batches) -> tuple[Signed, np.ndarray, list[str]]:
@@ -171,6 +190,7 @@ class NearDedup(TwoPassStage):
         multi = np.flatnonzero(np.bincount(labels)[labels] > 1) if len(labels) else np.empty(0, np.int64)
         agree = (rows.sigs[multi] == rows.sigs[keeper[multi]]).mean(axis=1) if len(multi) else np.empty(0)
         return pl.DataFrame({
+            "row": multi.astype(np.int64),
             "cluster": labels[multi].astype(np.int64),
             "id": [rows.ids[i] for i in multi],
             "kept": keeper[multi] == multi,
@@ -184,21 +204,21 @@ class NearDedup(TwoPassStage):
         reasons = [self._reasons.get(i) for i in range(start, start + batch.height)]
         if self._clusters.height:
             texts = compare_text(batch, self.compare).str.slice(0, PREVIEW_CHARS)
-            wanted = batch.select("id").with_columns(texts.alias("preview")).join(
-                self._clusters.select("id"), on="id", how="semi")
+            rows = pl.int_range(self._n_old + start, self._n_old + start + batch.height, dtype=pl.Int64, eager=True)
+            wanted = pl.DataFrame({"row": rows, "preview": texts}).join(self._clusters.select("row"), on="row",
+                                                                          how="semi")
             self._previews.extend(wanted.iter_rows())
         return with_drops(batch, reasons)
 
     def finish(self, ctx: Context) -> None:
-        previews = pl.DataFrame(self._previews, schema={"id": pl.String, "preview": pl.String}, orient="row")
-        clusters = self._clusters.join(previews.unique("id"), on="id", how="left").sort("cluster", "kept",
-                                                                                         descending=[False, True])
+        previews = pl.DataFrame(self._previews, schema={"row": pl.Int64, "preview": pl.String}, orient="row")
+        clusters = self._clusters.join(previews, on="row", how="left")
         out = ctx.run_dir / "dedup" / "clusters.parquet"
         out.parent.mkdir(parents=True, exist_ok=True)
-        clusters.write_parquet(out)
+        sorted_clusters(clusters).write_parquet(out)
         if self._kept is not None:
             self._index().add(ctx.fingerprint, self._kept)
-            self._index_lock.__exit__(None, None, None)
+        self.unlock_index()
 
 
 @dataclass

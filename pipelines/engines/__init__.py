@@ -11,15 +11,11 @@ What `--engine ray` moves to Ray workers:
   cuts batches per block, which depends on the cluster; resume needs batch k to be the same rows on every run.)
   Before shipping a stage the driver calls `process` once on an empty batch: one-time setup (Decontaminate loads its
   benchmarks and writes its stats section) then happens once, here, not once per worker.
-- Near-dedup's first pass. Workers compute signatures and band keys (`NearDedup.sign`, over the same batch plan);
-  the band keys are hash-partitioned by (band, key) across workers (`repartition(keys=...)`, the shuffle Ray's
-  `groupby` uses) and each partition sends back the members of its buckets with more than one member. The driver
-  sorts those by row and `verify_buckets` checks them by estimated Jaccard: the same pairs as the local sort, so
-  the same clusters and kept rows. Clusters, keepers, the index, stats and the second pass (marking rows) run on the
-  driver (`NearDedup.resolve`, `apply`), which holds the signatures as the local engine does (about 0.7 GB per
-  million rows). Not `groupby(...)`: `map_groups` calls Python once per bucket (millions of them), and
-  `aggregate(Count(), AsList("row"))` took 437 s on the band keys of 200k rows here, where repartitioning and one
-  vectorized pass per partition took 7 s.
+- Near-dedup, whole: signatures, buckets, verified pairs, connected components, keepers, drop reasons and the
+  marking pass, as steps of Ray tasks that exchange Parquet files in the run dir, so no process holds every
+  signature or every edge (`pipelines/engines/near.py`). Ray Data's own shuffles (`repartition`, `groupby`) keep
+  their blocks in the object store: a killed driver loses them, and `aggregate(Count(), AsList("row"))` took 437 s
+  on the band keys of 200k rows here where a vectorized pass per partition took 7 s.
 
 What stays on the driver: sources (ingest reads local files), exact dedup (one set of ids), export (writes one
 directory) and every teacher stage: the request cache is one SQLite file and the embedded server listens on the
@@ -43,21 +39,17 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.core import progress
 from pipelines.core.errors import ConfigError, PipelineError
-from pipelines.core.runner import Runner, read_parts, rebatch
+from pipelines.core.runner import Runner
 from pipelines.core.stage import Context, MapStage, Stage
-from pipelines.dedup.index import Signed, fixed_list, matrix
-from pipelines.stages.dedup import PLANTED_SAMPLE, NearDedup, compare_text
 
 ENGINES = ("local", "ray")
 TASK_ROWS = 65_536  # rows per Ray task at most: enough work to hide the task's own cost (tens of ms)
-ROWS_PER_PARTITION = 2_000_000  # (band, key, row) rows per shuffle partition: about 40 MB
 DATA_CONTEXT = {  # set on Ray Data's context while the engine runs, restored after
     "enable_progress_bars": False,  # the runner draws its own bar per stage
     "print_on_execution_start": False,
@@ -147,64 +139,6 @@ class _MapParts(_OnWorkers):
         return pa.table({"part": pa.array(parts, pa.int64()), "rows": pa.array(rows, pa.int64())})
 
 
-class _SignRows(_OnWorkers):
-    """Near-dedup's signatures and band keys of each task's batches, with their row numbers in the input."""
-
-    def __init__(self, stage: NearDedup, tasks: Tasks, batch_size: int):
-        self.stage, self.tasks, self.batch_size = stage, tasks, batch_size
-
-    def _run(self, ids: pa.Table) -> pa.Table:
-        tables = []
-        for task in ids["id"].to_pylist():
-            cache: dict[str, pl.DataFrame] = {}
-            batches = [read_batch(pieces, cache) for _, pieces in self.tasks[task]]
-            signed, active, _ = self.stage.sign(iter(batches))
-            first = self.tasks[task][0][0] * self.batch_size  # every batch but the last is full
-            tables.append(pa.table({
-                "row": np.arange(first, first + len(signed), dtype=np.int64),
-                "id": pa.array(signed.ids, pa.string()),
-                "length": signed.lengths,
-                "active": active,
-                "sig": fixed_list(signed.sigs, pa.uint32()),
-                "keys": fixed_list(signed.keys, pa.uint64()),
-            }))
-        return pa.concat_tables(tables)
-
-
-def _band_rows(table: pa.Table, offset: int) -> pa.Table:
-    """`(row, keys[bands])` -> one `(band, key, row)` row per band; `offset` is added to the rows."""
-    keys = matrix(table["keys"], np.uint64)
-    bands = keys.shape[1]
-    rows = np.asarray(table["row"], dtype=np.int64) + offset
-    return pa.table({"band": np.tile(np.arange(bands, dtype=np.int32), len(rows)), "key": keys.ravel(),
-                     "row": np.repeat(rows, bands)})
-
-
-def _shared_buckets(table: pa.Table) -> pa.Table:
-    """The rows of a partition whose (band, key) bucket has more than one member (a partition holds whole buckets)."""
-    if not table.num_rows:
-        return table
-    band, key = np.asarray(table["band"]), np.asarray(table["key"])
-    order = np.lexsort((key, band))
-    band, key = band[order], key[order]
-    same = (band[1:] == band[:-1]) & (key[1:] == key[:-1])
-    shared = np.zeros(len(order), np.bool_)
-    shared[1:] |= same
-    shared[:-1] |= same
-    return table.take(order[shared])
-
-
-def bucket_runs(found: pa.Table) -> list[tuple[np.ndarray, np.ndarray]]:
-    """`(band, key, row)` rows of shared buckets -> one `(order, sorted_keys)` run for `verify_buckets`: members in
-    row order within a bucket (as the local stable sort leaves them), a new label per bucket."""
-    band, key, row = (np.asarray(found[c]) for c in ("band", "key", "row"))
-    order = np.lexsort((row, key, band))
-    band, key, row = band[order], key[order], row[order]
-    new_bucket = np.ones(len(row), np.bool_)
-    new_bucket[1:] = (band[1:] != band[:-1]) | (key[1:] != key[:-1])
-    return [(row, np.cumsum(new_bucket).astype(np.uint64))]
-
-
 class RayEngine:
     """Runs map stages without a teacher and near-dedup's first pass on Ray Data (see the module docstring)."""
 
@@ -234,9 +168,8 @@ class RayEngine:
 
     def run(self, runner: Runner, stage: Stage, stage_dir: Path, prev_dir: Path, task) -> None:
         if stage.parallel == "signatures":
-            read_input = lambda: rebatch(read_parts(prev_dir), stage.batch_size, stage.group_by)  # noqa: E731
-            runner._run_two_pass(stage, stage_dir, read_input, task,
-                                 scan=lambda: self._scan_near(stage, prev_dir, runner.ctx, task))
+            from pipelines.engines.near import NearPlan  # it builds on this module's helpers
+            NearPlan(stage, runner.ctx, prev_dir, stage_dir).run(self, task)
         else:
             self._run_map(stage, stage_dir, prev_dir, runner.ctx, task)
 
@@ -300,39 +233,6 @@ class RayEngine:
                 progress.advance(task, sum(done["rows"].to_pylist()))
 
         _unwrapped(run)
-
-    def _scan_near(self, stage: NearDedup, prev_dir: Path, ctx: Context, task) -> None:
-        plan = batch_plan(prev_dir, stage.batch_size)
-        if not plan:
-            stage.scan(iter(()), ctx)
-            return
-        tasks = self._tasks(plan, list(range(len(plan))), stage.batch_size)
-        signed_ds = _unwrapped(self._on_workers(tasks, _SignRows(stage, tasks, stage.batch_size)).materialize)
-        ray = self._start()
-        table = pa.concat_tables(ray.get(signed_ds.to_arrow_refs())).sort_by("row")  # the rows in input order
-        progress.advance(task, table.num_rows)
-        new = Signed(table["id"].to_pylist(), np.asarray(table["length"], np.int64), matrix(table["sig"], np.uint32),
-                     matrix(table["keys"], np.uint64))
-        sample: list[str] = []
-        for batch in filter(len, read_parts(prev_dir)):  # the local engine's sample: the first texts, in order
-            sample.extend(compare_text(batch, stage.compare).head(PLANTED_SAMPLE - len(sample)).to_list())
-            if len(sample) >= PLANTED_SAMPLE:
-                break
-
-        def buckets(both: Signed, n_old: int) -> list[tuple[np.ndarray, np.ndarray]]:
-            rows = signed_ds.select_columns(["row", "keys"]).map_batches(
-                _band_rows, fn_kwargs={"offset": n_old}, batch_format="pyarrow")
-            if n_old:  # the persistent index's rows come first, as in `both`
-                old = pa.table({"row": np.arange(n_old, dtype=np.int64),
-                                "keys": fixed_list(both.keys[:n_old], pa.uint64())})
-                rows = ray.data.from_arrow(old).map_batches(_band_rows, fn_kwargs={"offset": 0},
-                                                            batch_format="pyarrow").union(rows)
-            partitions = max(2 * self._cpus(), math.ceil(len(both) * stage.bands / ROWS_PER_PARTITION))
-            shared = rows.repartition(partitions, keys=["band", "key"]).map_batches(
-                _shared_buckets, batch_size=None, batch_format="pyarrow")
-            return bucket_runs(_unwrapped(lambda: pa.concat_tables(ray.get(shared.materialize().to_arrow_refs()))))
-
-        stage.resolve(new, np.asarray(table["active"], np.bool_), sample, ctx, buckets=buckets)
 
 
 def _reachable(address: str) -> bool:
