@@ -1,26 +1,44 @@
 """`--engine ray` gives the rows, drops and dedup decisions of the local engine (a local Ray instance, 2 CPUs)."""
 
 import json
+import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import psutil
 import pytest
 import ray  # noqa: F401  (the dev extra installs it: a missing Ray fails here, it is not skipped)
 
 from pipelines.core.config import apply_overrides
-from pipelines.core.runner import read_parts, rebatch
+from pipelines.core.runner import Runner, read_parts, rebatch
+from pipelines.core.stage import Context
 from pipelines.dedup.lsh import band_keys, candidate_pairs, components, large_star, min_equal, similar_pairs, small_star
 from pipelines.dedup.minhash import MinHashParams, signatures
 from pipelines.engines import RayEngine, batch_plan, read_batch
 from pipelines.recipes import load_recipe, names
+from pipelines.stages.dedup import NearDedup
 from tests.conftest import ROOT
 
 DATA = Path(__file__).parent / "data"
+
+RAY_NEAR = """import sys, ray
+ray.init(address="local", num_cpus=2, object_store_memory=300 * 2**20, include_dashboard=False)
+from pathlib import Path
+from pipelines.core.runner import Runner
+from pipelines.core.stage import Context
+from pipelines.engines import RayEngine
+from pipelines.stages.dedup import NearDedup
+stage = NearDedup(index=sys.argv[4] if len(sys.argv) > 4 else "")
+stage.batch_size = int(sys.argv[3])
+Runner([stage], Context(run_dir=Path(sys.argv[2]), config={}), RayEngine()).run_on(stage, Path(sys.argv[1]))
+"""
 
 RAY_BUILD = """import sys, ray
 ray.init(address="local", num_cpus=2, object_store_memory=500 * 2**20, include_dashboard=False)
@@ -80,6 +98,120 @@ def write_corpus(path: Path, n: int, seed: int = 0) -> dict:
     return planted
 
 
+def write_parts(parts: Path, n: int, seed: int = 0, rows_per_part: int = 7_000) -> Path:
+    """`n` rows of `id` and `text` in Parquet parts of 7,000 rows (a batch of near-dedup spans two parts): random
+    words, 10% near copies (a word or two changed) of an earlier row, often in another part, a templated family of
+    150 rows (one bucket past ALL_PAIRS_UP_TO) and rows with no words."""
+    rng = np.random.default_rng(seed)
+    vocabulary = np.array([f"w{i}" for i in range(20_000)])
+    template = " ".join(vocabulary[:150])
+    texts: list[str] = []
+    for i in range(n):
+        if i > 100 and rng.random() < 0.10:
+            words = texts[int(rng.integers(0, len(texts)))].split()
+            for _ in range(int(rng.integers(1, 3))):
+                words[int(rng.integers(0, len(words)))] = "changed"
+            texts.append(" ".join(words))
+        elif 1000 <= i < 1150:
+            texts.append(f"{template} tail{i} {i % 7}")
+        elif i % 5000 == 17:
+            texts.append("?! ...")
+        else:
+            texts.append(" ".join(vocabulary[rng.integers(0, len(vocabulary), int(rng.integers(20, 80)))]))
+    frame = pl.DataFrame({"id": [f"r{i}" for i in range(n)], "text": texts})
+    parts.mkdir(parents=True)
+    for k, start in enumerate(range(0, n, rows_per_part)):
+        frame.slice(start, rows_per_part).write_parquet(parts / f"part-{k:05d}.parquet")
+    return parts
+
+
+def near_local(parts: Path, run_dir: Path, batch_size: int = NearDedup.batch_size) -> None:
+    stage = NearDedup()
+    stage.batch_size = batch_size
+    Runner([stage], Context(run_dir=run_dir, config={})).run_on(stage, parts)
+
+
+def near_ray(parts: Path, run_dir: Path, batch_size: int = NearDedup.batch_size) -> subprocess.Popen:
+    """NearDedup alone on Ray (a local instance of 2 CPUs, 300 MB of object store), in a process group of its own."""
+    script = run_dir.parent / "ray_near.py"
+    script.write_text(RAY_NEAR)
+    return subprocess.Popen([sys.executable, str(script), str(parts), str(run_dir), str(batch_size)], cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def near_outcome(run_dir: Path) -> dict:
+    stage = run_dir / "01_dedup_near"
+    done = json.loads((stage / "_SUCCESS.json").read_text())
+    return {"kept": pl.read_parquet(stage / "part-*.parquet"), "dropped": pl.read_parquet(stage / "dropped.parquet"),
+            "clusters": pl.read_parquet(run_dir / "dedup" / "clusters.parquet"),
+            **{k: done[k] for k in ("rows_in", "rows_out", "dropped", "counters")},
+            "near": {k: v for k, v in done["summary"]["near"].items() if k != "index"}}
+
+
+def test_the_ray_plan_gives_the_local_dedup_on_200k_documents(tmp_path):
+    """Same kept rows in the same parts, same drop reasons, same clusters (ids, keepers, agreements, previews) and
+    the same summary, from a plan where no process held every signature."""
+    parts = write_parts(tmp_path / "parts", 200_000)
+    near_local(parts, tmp_path / "local")
+    proc = near_ray(parts, tmp_path / "ray")
+    assert proc.wait() == 0, proc.stderr.read()[-3000:]
+    local, distributed = near_outcome(tmp_path / "local"), near_outcome(tmp_path / "ray")
+    for key in local:
+        assert local[key].equals(distributed[key]) if isinstance(local[key], pl.DataFrame) else \
+            local[key] == distributed[key], key
+    assert local["near"]["pairs"] > 5_000 and local["dropped"]["near_duplicate"] > 5_000, (local["near"], local["dropped"])
+    clusters = local["clusters"]
+    assert clusters.group_by("cluster").len()["len"].max() >= 150  # the templated family
+    plan = json.loads((tmp_path / "ray" / "dedup" / "plan.json").read_text())
+    assert plan["shards"] == 4 and plan["partitions"] == 2 and not (tmp_path / "ray" / "dedup" / "plan").exists()
+    assert [s["step"] for s in plan["steps"]][:4] == ["sign", "buckets", "attach", "verify"]
+    assert sum(s["pairs"] for s in plan["steps"]) == local["near"]["pairs"]
+
+
+def ray_plan_workers() -> list[psutil.Process]:
+    """Ray worker processes running a plan task now (Ray titles a busy worker with its task)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if (process.info["cmdline"] or [""])[0].startswith("ray::MapBatches(_PlanStep)"):
+            found.append(process)
+    return found
+
+
+def test_a_killed_ray_plan_resumes_where_it_stopped(tmp_path):
+    """The driver killed after the verify step began, then a worker killed mid-task on the rerun: the rerun skips
+    every finished task, Ray retries the killed one, and the result is the local engine's."""
+    parts = write_parts(tmp_path / "parts", 60_000, seed=2)
+    near_local(parts, tmp_path / "local", batch_size=1000)  # batches of 1,000: shards of 8,000 rows, 8 of them
+    run = tmp_path / "ray"
+    proc = near_ray(parts, run, batch_size=1000)
+    deadline = time.monotonic() + 180
+    while not list((run / "dedup" / "plan").glob("verify/*")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "01_dedup_near" / "_SUCCESS.json").exists()
+    signed = {p.name: p.stat().st_mtime_ns for p in (run / "dedup" / "plan" / "sign").iterdir()}
+    assert len(signed) == 8
+
+    proc, killed = near_ray(parts, run, batch_size=1000), []
+    while proc.poll() is None and not killed:
+        for worker in ray_plan_workers():
+            worker.kill()
+            killed.append(worker.pid)
+            break
+        time.sleep(0.02)
+    assert proc.wait() == 0, proc.stderr.read()[-3000:]
+    assert killed
+    plan = json.loads((run / "dedup" / "plan.json").read_text())
+    ran = {step["step"]: step["ran"] for step in plan["steps"]}
+    assert ran["sign"] == 0 and ran["buckets"] == 0 and ran["attach"] == 0 and ran["labels"] > 0
+    local, resumed = near_outcome(tmp_path / "local"), near_outcome(run)
+    for key in local:
+        assert local[key].equals(resumed[key]) if isinstance(local[key], pl.DataFrame) else \
+            local[key] == resumed[key], key
+
+
 def dedup_cmd(corpus: Path, run_dir: Path, *extra: str) -> list[str]:
     return ["dedup", "--run-dir", str(run_dir), "--set", f"sources={corpus}",
             "--set", f"benchmarks=bench={corpus.parent / 'benchmark.jsonl'}", *extra]
@@ -114,14 +246,14 @@ def outcome(run_dir: Path) -> dict:
     }
 
 
-def test_ray_engine_gives_the_local_rows_on_50k_records(tmp_path):
+def test_ray_engine_gives_the_local_rows_on_20k_records(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
-    planted = write_corpus(corpus, 50_000)
+    planted = write_corpus(corpus, 20_000)
     build_local(dedup_cmd(corpus, tmp_path / "local"))
     build_ray(tmp_path, dedup_cmd(corpus, tmp_path / "ray"))
     local, distributed = outcome(tmp_path / "local"), outcome(tmp_path / "ray")
 
-    assert local["export"].height > 40_000
+    assert local["export"].height > 16_000
     assert local["export"].equals(distributed["export"])  # same ids, same messages, same order
     for key in ("drops", "rows", "counters", "near", "decontamination"):
         assert local[key] == distributed[key], key
@@ -130,7 +262,7 @@ def test_ray_engine_gives_the_local_rows_on_50k_records(tmp_path):
     drops = local["drops"]
     assert drops["03_dedup_near"]["near_duplicate"] >= planted["near"] * 0.7  # short copies fall below 0.8
     assert drops["01_dedup_exact"]["exact_duplicate"] >= planted["exact"]
-    assert drops["02_decontaminate"]["contaminated"] >= 10
+    assert drops["02_decontaminate"]["contaminated"] >= 4
     assert sum(drops["00_ingest"].values()) == planted["bad"]
     assert local["counters"]["00_ingest"]["redacted_email"] > 0
 

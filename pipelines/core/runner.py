@@ -130,6 +130,17 @@ def _write_atomic(frame: pl.DataFrame, path: Path, meta: dict | None = None) -> 
                             "rerun the same command to resume") from None
 
 
+def _gather(parts: list[Path], out: Path) -> None:
+    """Parts (checked when written) into one file by polars' streaming engine: a stage that dropped rows from a corpus
+    of any size gathers them without holding them."""
+    def write(tmp: Path) -> None:
+        pl.concat([pl.scan_parquet(p) for p in parts], how="diagonal_relaxed").sink_parquet(
+            tmp, compression="lz4", row_group_size=8192)  # a row group at a time: 140 MB for 280 MB of rows
+        check_part(tmp)
+
+    replace_with(out, write)
+
+
 def _part_meta(path: Path) -> dict:
     metadata = pq.read_metadata(path).metadata or {}
     return json.loads(metadata.get(META_KEY, b"{}"))
@@ -329,8 +340,7 @@ class Runner:
             teacher.update(meta.get("teacher", {}))
         drop_parts = sorted((stage_dir / "_dropped").glob("part-*.parquet"))
         if drop_parts:
-            frames = [pl.read_parquet(p) for p in drop_parts]
-            _write_atomic(pl.concat(frames, how="diagonal_relaxed"), stage_dir / "dropped.parquet")
+            _gather(drop_parts, stage_dir / "dropped.parquet")
         shutil.rmtree(stage_dir / "_dropped", ignore_errors=True)
         if rows_in is None:
             rows_in = totals["rows_out"] + sum(dropped.values())

@@ -396,9 +396,10 @@ class _PlanStep(_OnWorkers):
         for position in ids["id"].to_pylist():
             i = self.todo[position]
             final = self.plan.work / self.step / str(i)
-            if not final.exists():
-                tmp = final.with_name(f".{i}.{uuid.uuid4().hex}")
+            if not final.exists():  # a killed task's leftovers stay in _tmp, where no step reads
+                tmp = self.plan.work / "_tmp" / f"{self.step}-{i}-{uuid.uuid4().hex}"
                 tmp.mkdir(parents=True)
+                final.parent.mkdir(exist_ok=True)
                 started = time.monotonic()
                 if self.step.startswith("cc"):
                     info = self.plan.task_cc(int(self.step[2:]), i, tmp)
