@@ -159,7 +159,7 @@ def test_the_ray_plan_gives_the_local_dedup_on_200k_documents(tmp_path):
     for key in local:
         assert local[key].equals(distributed[key]) if isinstance(local[key], pl.DataFrame) else \
             local[key] == distributed[key], key
-    assert local["near"]["pairs"] > 5_000 and local["dropped"]["near_duplicate"] > 5_000, (local["near"], local["dropped"])
+    assert local["near"]["pairs"] > 5_000 and local["dropped"]["near_duplicate"] > 5_000
     clusters = local["clusters"]
     assert clusters.group_by("cluster").len()["len"].max() >= 150  # the templated family
     plan = json.loads((tmp_path / "ray" / "dedup" / "plan.json").read_text())

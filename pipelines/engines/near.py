@@ -10,7 +10,7 @@ task's output directory appears whole (a rename) when the task is done, so a kil
 redoes only unfinished tasks; Ray runs the tasks (one Ray Data task per plan task) and carries only their small
 summaries, so its object store stays small, and a shuffle spills to the run dir's disk by design.
 
-Steps (P partitions of band keys, fixed when the plan is made; S shards):
+Steps (S shards; P partitions of band keys and Q of graph nodes, both fixed by the row count when the plan is made):
 1. `sign` (per shard): signatures, lengths and ids of an input shard (`sig.parquet`); every shard's
    `(band, key, row)` rows split into P files by key, and, when there is an index, its `(id, row)` rows by id.
 2. `buckets` (per partition): the rows of each (band, key) bucket sorted by row, the candidate pairs the local
@@ -18,16 +18,18 @@ Steps (P partitions of band keys, fixed when the plan is made; S shards):
    the index holds (`exact_duplicate ... (indexed)`), filed by shard.
 3. `attach` (per shard): each candidate pair once, with its first row's signature, filed by the second row's shard.
 4. `verify` (per shard): the pairs whose signatures agree in `threshold * num_perm` positions: the graph's edges,
-   both directions, filed by node.
-5. `cc<t>` (per partition): connected components by alternating large-star and small-star steps (Kiveris et al.
+   both directions, filed by node (Q partitions).
+5. `cc<t>` (per node partition): connected components by alternating large-star and small-star steps (Kiveris et al.
    2014) on edges filed by node; each step reads and writes O(edges) and no task holds more than its nodes' edges.
    When a large-star and small-star pair changes nothing (a checksum of the edge set), every component is a star
-   around its smallest row, which labels it, as `components` labels the local engine's clusters.
-6. `labels` (per partition): each clustered row and its label, filed by the row's shard.
+   around its smallest row, which labels it, as `components` labels the local engine's clusters. Not union-find per
+   partition and a merge of the partitions' forests: the merge is one process holding a forest over every clustered
+   row. Star steps take O(log^2 n) rounds in theory; near-duplicate graphs are shallow (9 steps at 10M rows here).
+6. `labels` (per node partition): each clustered row and its label, filed by the row's shard.
 7. `members` (per shard): clustered rows with id, length, signature and text preview, filed by label range.
-8. `clusters` (per label range): the keep rule (`keepers`: indexed first, then longest, then smallest id), each
-   member's agreement with its keeper, the rows of `dedup/clusters.parquet` in its order, and the drop of each
-   input row that is not its cluster's keeper, filed by shard.
+8. `clusters` (per label range, P of them): the keep rule (`keepers`: indexed first, then longest, then smallest
+   id), each member's agreement with its keeper, the rows of `dedup/clusters.parquet` in its order, and the drop of
+   each input row that is not its cluster's keeper, filed by shard.
 9. `apply` (per input shard, redone on every run: it writes the stage's parts): drop reasons onto the input's
    batches, one part per batch as the local engine cuts them, and the kept rows' signatures for the index.
 The driver then writes `dedup/clusters.parquet` one label range at a time, adds the index shards, and deletes the
@@ -62,6 +64,7 @@ from pipelines.stages.dedup import (PLANTED_SAMPLE, PREVIEW_CHARS, NearDedup, co
 
 SHARD_BATCHES = 8  # input batches (of NearDedup.batch_size, 8192) per shard: 65,536 rows, 33 MB of signatures
 PARTITION_BAND_ROWS = 2_000_000  # (band, key, row) rows per bucket partition: about 40 MB
+PARTITION_NODES = 2_000_000  # rows per partition of the pair graph (most rows are in no pair: a partition is small)
 EDGE_SCHEMA = pa.schema([("u", pa.int64()), ("v", pa.int64())])
 MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -107,6 +110,7 @@ class NearPlan:
         self.total = first
         self.starts = np.array([s.first for s in self.shards] + [first], dtype=np.int64)
         self.partitions = max(2, -(-first * stage.bands // PARTITION_BAND_ROWS))
+        self.node_partitions = max(2, -(-first // PARTITION_NODES))
         self.need = min_equal(stage.threshold, stage.num_perm)
 
     # -- the driver --------------------------------------------------------------------------------------------------
@@ -130,7 +134,7 @@ class NearPlan:
         self._step("attach", shards)
         pairs = sum(info["pairs"] for info in self._step("verify", shards))
         self.final = self._components()
-        self._step("labels", parts)
+        self._step("labels", range(self.node_partitions))
         self._step("members", shards)
         clusters = sum(info["clusters"] for info in self._step("clusters", parts))
         sample = self._sample()
@@ -147,7 +151,8 @@ class NearPlan:
 
     def _fresh_work(self) -> None:
         """Keep the plan's finished tasks only if they were made for this stage and input (else start over)."""
-        identity = {"fingerprint": self.ctx.fingerprint, "partitions": self.partitions, "polars": pl.__version__,
+        identity = {"fingerprint": self.ctx.fingerprint, "partitions": [self.partitions, self.node_partitions],
+                    "polars": pl.__version__,
                     "shards": [(s.first, s.rows, s.path) for s in self.shards]}
         marker = self.work / "identity.json"
         if marker.exists() and json.loads(marker.read_text()) != json.loads(json.dumps(identity)):
@@ -156,7 +161,7 @@ class NearPlan:
             self.work.mkdir(parents=True, exist_ok=True)
             write_json(marker, identity)
         self.report = {"rows": self.total, "indexed_rows": self.n_old, "shards": len(self.shards),
-                       "partitions": self.partitions, "steps": []}
+                       "partitions": self.partitions, "node_partitions": self.node_partitions, "steps": []}
 
     def _step(self, name: str, ids, advance=None) -> list[dict]:
         """Run step `name`'s tasks that are not done on workers; returns every task's summary."""
@@ -185,7 +190,7 @@ class NearPlan:
         checksums, source = [], "verify"
         for t in range(200):  # O(log^2 n) steps; 200 is never reached
             self.source = source  # what task_cc reads
-            infos = self._step(f"cc{t}", range(self.partitions))
+            infos = self._step(f"cc{t}", range(self.node_partitions))
             checksums.append((sum(i["edges"] for i in infos), sum(i["checksum"] for i in infos) % 2**64))
             if checksums[t][0] == 0 or (t >= 2 and t % 2 == 0 and checksums[t] == checksums[t - 2]):
                 return source
@@ -294,7 +299,7 @@ class NearPlan:
     def _write_edges(self, a: np.ndarray, b: np.ndarray, out: Path) -> None:
         """Undirected edges, each in both directions, filed by their first node."""
         edges = pa.table({"u": np.concatenate([a, b]), "v": np.concatenate([b, a])}, schema=EDGE_SCHEMA)
-        _write_split(edges, np.asarray(edges["u"]) % self.partitions, out, "p")
+        _write_split(edges, np.asarray(edges["u"]) % self.node_partitions, out, "p")
 
     def _edges(self, source: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The unique edges of partition k in step `source`'s output."""
