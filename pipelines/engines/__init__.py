@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.core import progress
-from pipelines.core.errors import ConfigError, PipelineError
+from pipelines.core.errors import ConfigError, PipelineError, ResourceError, describe_os_error
 from pipelines.core.runner import Runner
 from pipelines.core.stage import Context, MapStage, Stage
 
@@ -108,13 +108,18 @@ Tasks = list[list[tuple[int, Pieces]]]  # task -> its consecutive batches (k, pi
 
 
 class _OnWorkers:
-    """A Ray Data UDF over task ids (`_run`); a stage's PipelineError travels back as itself (`_unwrapped`)."""
+    """A Ray Data UDF over task ids (`_run`); a stage's PipelineError, or a worker's full disk as a ResourceError,
+    travels back as itself (`_unwrapped`)."""
 
     def __call__(self, ids: pa.Table) -> pa.Table:
         try:
             return self._run(ids)
         except PipelineError as exc:
             raise _WorkerError(exc) from None
+        except OSError as exc:
+            if (line := describe_os_error(exc)) is None:
+                raise
+            raise _WorkerError(ResourceError(f"a Ray worker on {socket.gethostname()}: {line}")) from None
 
 
 class _MapParts(_OnWorkers):

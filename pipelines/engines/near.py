@@ -62,8 +62,9 @@ from pipelines.engines import Pieces, _OnWorkers, _unwrapped, batch_plan, read_b
 from pipelines.stages.dedup import (PLANTED_SAMPLE, PREVIEW_CHARS, NearDedup, compare_text, near_reason, seen_reason,
                                     sorted_clusters)
 
-SHARD_BATCHES = 8  # input batches (of NearDedup.batch_size, 8192) per shard: 65,536 rows, 33 MB of signatures
-PARTITION_BAND_ROWS = 2_000_000  # (band, key, row) rows per bucket partition: about 40 MB
+# The sizes of a task's input (read on the driver when a plan is made; docs/ray.md says when to raise them):
+SHARD_BATCHES = int(os.environ.get("PIPELINES_NEAR_SHARD_BATCHES", 8))  # batches of 8192 per shard: 65,536 rows
+PARTITION_BAND_ROWS = int(os.environ.get("PIPELINES_NEAR_PARTITION_ROWS", 2_000_000))  # band rows: about 40 MB
 PARTITION_NODES = 2_000_000  # rows per partition of the pair graph (most rows are in no pair: a partition is small)
 EDGE_SCHEMA = pa.schema([("u", pa.int64()), ("v", pa.int64())])
 MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -157,6 +158,7 @@ class NearPlan:
         marker = self.work / "identity.json"
         if marker.exists() and json.loads(marker.read_text()) != json.loads(json.dumps(identity)):
             shutil.rmtree(self.work)
+        shutil.rmtree(self.work / "_tmp", ignore_errors=True)  # what killed tasks left: no task runs now
         if not marker.exists():
             self.work.mkdir(parents=True, exist_ok=True)
             write_json(marker, identity)
@@ -406,10 +408,14 @@ class _PlanStep(_OnWorkers):
                 tmp.mkdir(parents=True)
                 final.parent.mkdir(exist_ok=True)
                 started = time.monotonic()
-                if self.step.startswith("cc"):
-                    info = self.plan.task_cc(int(self.step[2:]), i, tmp)
-                else:
-                    info = getattr(self.plan, f"task_{self.step}")(i, tmp)
+                try:
+                    if self.step.startswith("cc"):
+                        info = self.plan.task_cc(int(self.step[2:]), i, tmp)
+                    else:
+                        info = getattr(self.plan, f"task_{self.step}")(i, tmp)
+                except BaseException:
+                    shutil.rmtree(tmp, ignore_errors=True)  # a full disk gets its space back
+                    raise
                 info["seconds"] = round(time.monotonic() - started, 3)
                 info["bytes"] = sum(p.stat().st_size for p in tmp.iterdir())
                 (tmp / "_task.json").write_text(json.dumps(info))
