@@ -128,6 +128,7 @@ class NearPlan:
         shutil.rmtree(self.work, ignore_errors=True)
 
     def _run(self, task) -> None:
+        self.started = time.monotonic()
         shards, parts = range(len(self.shards)), range(self.partitions)
         self._step("sign", shards, advance=lambda i: progress.advance(task, 0 if self.shards[i].old else
                                                                       self.shards[i].rows))
@@ -141,6 +142,7 @@ class NearPlan:
         sample = self._sample()
         self.stage.record_stats(self.ctx, self.total - self.n_old, self.n_old, pairs, clusters, 0, sample)
         self.counters = dict(self.ctx.counters)
+        self.seconds_before_apply = time.monotonic() - self.started  # part 0 carries them, as the local scan's
         shutil.rmtree(self.work / "apply", ignore_errors=True)  # its parts went with the stage dir: write them again
         new = [i for i in shards if not self.shards[i].old]
         dropped = sum(info["dropped"] for info in self._step("apply", new))
@@ -378,6 +380,8 @@ class NearPlan:
             ids = batch["id"].to_list()
             marks = [seen_reason(ids[j]) if row + j in seen else reasons.get(row + j) for j in range(batch.height)]
             kept.extend(j + row - shard.first for j, mark in enumerate(marks) if mark is None)
+            if k == 0:
+                started -= self.seconds_before_apply
             self.ctx.counters.clear()
             self.ctx.counters.update(self.counters if k == 0 else {})
             writer._write_part(self.stage_dir, k, with_drops(batch, marks), started, Counter())
