@@ -103,9 +103,8 @@ def similar_pairs(sigs: np.ndarray, keys: np.ndarray, threshold: float, active: 
 def verify_buckets(buckets, sigs: np.ndarray, threshold: float, active: np.ndarray | None = None,
                    old: np.ndarray | None = None) -> np.ndarray:
     """Unique verified pairs among candidate buckets, given as `(order, sorted_keys)` runs: rows `order[s:e]` are a
-    bucket when `sorted_keys[s:e]` are equal, in ascending row order (a stable sort of band keys gives that; so does a
-    distributed grouping sorted by row, `pipelines.engines`). `order=[4, 9, 2, 7], sorted_keys=[5, 5, 8, 8]` ->
-    buckets {4, 9} and {2, 7}."""
+    bucket when `sorted_keys[s:e]` are equal, in ascending row order (a stable sort of band keys gives that).
+    `order=[4, 9, 2, 7], sorted_keys=[5, 5, 8, 8]` -> buckets {4, 9} and {2, 7}."""
     n = len(sigs)
     active = np.ones(n, dtype=np.bool_) if active is None else active
     old = np.zeros(n, dtype=np.bool_) if old is None else old

@@ -6,8 +6,9 @@
   the first user turn (`compare="prompt"`), checks against a persistent index when one is configured and adds the
   rows it kept to it, writes `dedup/clusters.parquet` (what was merged) and reports in its summary (`_SUCCESS.json`,
   the run report, the card) its pairs, clusters, detection probabilities and the recall measured on planted copies
-  of this run's own texts. While it reads and
-  extends the index it holds the index's lock: a second run on the same index exits busy (75) and resumes later.
+  of this run's own texts. While it reads and extends the index it holds the index's lock: a second run on the same
+  index exits busy (75) and resumes later. A cluster's id is its first row (indexed rows first, then the input's).
+  Under `--engine ray` the same decisions come from `pipelines/engines/near.py`, where no process holds them all.
 - Decontaminate drops rows that overlap benchmark prompts, naming the benchmark.
 """
 
