@@ -180,10 +180,10 @@ def ray_plan_workers() -> list[psutil.Process]:
 def test_a_killed_ray_plan_resumes_where_it_stopped(tmp_path):
     """The driver killed after the verify step began, then a worker killed mid-task on the rerun: the rerun skips
     every finished task, Ray retries the killed one, and the result is the local engine's."""
-    parts = write_parts(tmp_path / "parts", 60_000, seed=2)
-    near_local(parts, tmp_path / "local", batch_size=1000)  # batches of 1,000: shards of 8,000 rows, 8 of them
+    parts = write_parts(tmp_path / "parts", 30_000, seed=2)
+    near_local(parts, tmp_path / "local", batch_size=500)  # batches of 500: shards of 4,000 rows, 8 of them
     run = tmp_path / "ray"
-    proc = near_ray(parts, run, batch_size=1000)
+    proc = near_ray(parts, run, batch_size=500)
     deadline = time.monotonic() + 180
     while not list((run / "dedup" / "plan").glob("verify/*")) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read()[-3000:]
@@ -194,7 +194,7 @@ def test_a_killed_ray_plan_resumes_where_it_stopped(tmp_path):
     signed = {p.name: p.stat().st_mtime_ns for p in (run / "dedup" / "plan" / "sign").iterdir()}
     assert len(signed) == 8
 
-    proc, killed = near_ray(parts, run, batch_size=1000), []
+    proc, killed = near_ray(parts, run, batch_size=500), []
     while proc.poll() is None and not killed:
         for worker in ray_plan_workers():
             worker.kill()
@@ -246,32 +246,12 @@ def outcome(run_dir: Path) -> dict:
     }
 
 
-def test_ray_engine_gives_the_local_rows_on_20k_records(tmp_path):
-    corpus = tmp_path / "corpus.jsonl"
-    planted = write_corpus(corpus, 20_000)
-    build_local(dedup_cmd(corpus, tmp_path / "local"))
-    build_ray(tmp_path, dedup_cmd(corpus, tmp_path / "ray"))
-    local, distributed = outcome(tmp_path / "local"), outcome(tmp_path / "ray")
-
-    assert local["export"].height > 16_000
-    assert local["export"].equals(distributed["export"])  # same ids, same messages, same order
-    for key in ("drops", "rows", "counters", "near", "decontamination"):
-        assert local[key] == distributed[key], key
-    assert local["clusters"].equals(distributed["clusters"])
-    assert local["quarantine"].sort("stage", "locator").equals(distributed["quarantine"].sort("stage", "locator"))
-    drops = local["drops"]
-    assert drops["03_dedup_near"]["near_duplicate"] >= planted["near"] * 0.7  # short copies fall below 0.8
-    assert drops["01_dedup_exact"]["exact_duplicate"] >= planted["exact"]
-    assert drops["02_decontaminate"]["contaminated"] >= 4
-    assert sum(drops["00_ingest"].values()) == planted["bad"]
-    assert local["counters"]["00_ingest"]["redacted_email"] > 0
-
-
 def test_a_killed_ray_run_resumes_and_an_index_is_shared(tmp_path):
-    """Parts of a map stage written before a kill are kept and Ray workers write the rest; near-dedup against a
+    """The dedup recipe end to end: parts of a map stage written before a kill are kept, Ray workers write the rest
+    and the run ends with the local engine's export, drops, counters, clusters and quarantine; near-dedup against a
     persistent index drops what the local engine drops."""
     corpus = tmp_path / "corpus.jsonl"
-    write_corpus(corpus, 6_000, seed=1)
+    planted = write_corpus(corpus, 6_000, seed=1)
     build_local(dedup_cmd(corpus, tmp_path / "local"))
 
     run = tmp_path / "ray"
@@ -289,7 +269,17 @@ def test_a_killed_ray_run_resumes_and_an_index_is_shared(tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in parts[: len(parts) // 2]} == kept
     assert sorted(decontaminate.glob("part-*.parquet")) == parts
     local, resumed = outcome(tmp_path / "local"), outcome(run)
-    assert local["export"].equals(resumed["export"]) and local["drops"] == resumed["drops"]
+    assert local["export"].equals(resumed["export"])  # same ids, same messages, same order
+    for key in ("drops", "rows", "counters", "near", "decontamination"):
+        assert local[key] == resumed[key], key
+    assert local["clusters"].equals(resumed["clusters"])
+    assert local["quarantine"].sort("stage", "locator").equals(resumed["quarantine"].sort("stage", "locator"))
+    drops = local["drops"]
+    assert drops["03_dedup_near"]["near_duplicate"] >= planted["near"] * 0.7  # short copies fall below 0.8
+    assert drops["01_dedup_exact"]["exact_duplicate"] >= planted["exact"]
+    assert drops["02_decontaminate"]["contaminated"] >= 2
+    assert sum(drops["00_ingest"].values()) == planted["bad"]
+    assert local["counters"]["00_ingest"]["redacted_email"] > 0
 
     half = tmp_path / "half.jsonl"
     half.write_text("".join(corpus.read_text().splitlines(keepends=True)[:3000]))

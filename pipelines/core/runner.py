@@ -3,7 +3,8 @@
 Layout of `runs/<recipe>/<NN>_<stage>/`:
 - `part-NNNNN.parquet`: the kept rows of output batch N, written to a temp name and renamed, so a part either
   exists whole or not at all. Its schema metadata holds what producing it cost (seconds, counters, teacher stats).
-- `_dropped/part-NNNNN.parquet` (written before the kept part), merged into `dropped.parquet` when the stage ends.
+- `_dropped/part-NNNNN.parquet` (written before the kept part), merged into `dropped.parquet` when the stage ends
+  and kept: a stage resumed after its end (a part damaged since) gathers the drops of the parts it kept again.
 - `_FINGERPRINT`: the fingerprint the parts were made under; parts under another fingerprint are discarded.
 - `_SUCCESS.json`: written last: fingerprint, rows in/out, drops by reason, seconds, requests, tokens, and the
   stage's `summary()` (what it reports beyond counts, by section).
@@ -303,13 +304,15 @@ class Runner:
         stage.finish(self.ctx)
 
     def _write_part(self, stage_dir: Path, k: int, out: pl.DataFrame, started: float, before: Counter) -> None:
-        dropped = Counter()
+        dropped, drop_part = Counter(), stage_dir / "_dropped" / f"part-{k:05d}.parquet"
+        if DROP in out.columns and out[DROP].null_count() < out.height:  # some rows dropped
+            gone = out.filter(pl.col(DROP).is_not_null())
+            dropped.update(reason_category(r) for r in gone[DROP].to_list())
+            _write_atomic(gone, drop_part)
+            out = out.filter(pl.col(DROP).is_null())
+        else:  # what an earlier run of this batch dropped, if anything, is not this run's
+            drop_part.unlink(missing_ok=True)
         if DROP in out.columns:
-            if out[DROP].null_count() < out.height:  # some rows dropped
-                gone = out.filter(pl.col(DROP).is_not_null())
-                dropped.update(reason_category(r) for r in gone[DROP].to_list())
-                _write_atomic(gone, stage_dir / "_dropped" / f"part-{k:05d}.parquet")
-                out = out.filter(pl.col(DROP).is_null())
             out = out.drop(DROP, *[c for c in QUARANTINE_ONLY if c in out.columns])
         meta = {
             "rows_out": out.height,
@@ -341,7 +344,8 @@ class Runner:
         drop_parts = sorted((stage_dir / "_dropped").glob("part-*.parquet"))
         if drop_parts:
             _gather(drop_parts, stage_dir / "dropped.parquet")
-        shutil.rmtree(stage_dir / "_dropped", ignore_errors=True)
+        else:
+            (stage_dir / "dropped.parquet").unlink(missing_ok=True)
         if rows_in is None:
             rows_in = totals["rows_out"] + sum(dropped.values())
         row = {

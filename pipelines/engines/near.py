@@ -90,18 +90,24 @@ class NearPlan:
     parts into `stage_dir`."""
 
     def __init__(self, stage: NearDedup, ctx: Context, prev_dir: Path, stage_dir: Path):
-        self.stage, self.stage_dir = stage, stage_dir.resolve()
+        self.stage, self.prev_dir, self.stage_dir = stage, prev_dir, stage_dir.resolve()
         self.ctx = Context(run_dir=ctx.run_dir.resolve(), config=ctx.config, limit=ctx.limit,
                            fingerprint=ctx.fingerprint)
         self.work = self.ctx.run_dir / "dedup" / "plan"
-        index = stage._index()
-        old = index.shards(exclude_run=ctx.fingerprint) if index is not None else []
-        plan = batch_plan(prev_dir, stage.batch_size)
+        self.need = min_equal(stage.threshold, stage.num_perm)
+
+    def __getstate__(self) -> dict:  # what workers get: not the driver's engine and report
+        return {k: v for k, v in self.__dict__.items() if k not in ("_workers", "report")}
+
+    def _layout(self) -> None:
+        """Shards (the index's, as they are now, then the input's) and partition counts."""
+        index = self.stage._index()
         self.shards, first = [], 0
-        for path, rows in old:
+        for path, rows in index.shards(exclude_run=self.ctx.fingerprint) if index is not None else []:
             self.shards.append(Shard(first, rows, path=str(path.resolve())))
             first += rows
         self.n_old = first
+        plan = batch_plan(self.prev_dir, self.stage.batch_size)
         for start in range(0, len(plan), SHARD_BATCHES):
             batches = list(enumerate(plan[start:start + SHARD_BATCHES], start))
             rows = sum(n for _, pieces in batches for _, _, n in pieces)
@@ -110,17 +116,17 @@ class NearPlan:
             first += rows
         self.total = first
         self.starts = np.array([s.first for s in self.shards] + [first], dtype=np.int64)
-        self.partitions = max(2, -(-first * stage.bands // PARTITION_BAND_ROWS))
+        self.partitions = max(2, -(-first * self.stage.bands // PARTITION_BAND_ROWS))
         self.node_partitions = max(2, -(-first // PARTITION_NODES))
-        self.need = min_equal(stage.threshold, stage.num_perm)
 
     # -- the driver --------------------------------------------------------------------------------------------------
 
     def run(self, engine, task) -> None:
         self._workers = engine._on_workers
-        self._fresh_work()
-        self.stage._lock_index(self.stage._index())
+        self.stage._lock_index(self.stage._index())  # before reading which shards the index has
         try:
+            self._layout()
+            self._fresh_work()
             self._run(task)
         finally:
             self.stage.unlock_index()
