@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from pipelines import __version__
 from pipelines.core import progress
 from pipelines.core.errors import PipelineError, ResourceError, describe_os_error
-from pipelines.core.files import replace_with, write_json, write_table
+from pipelines.core.files import replace_with, write_json
 from pipelines.core.labels import digest as label_digest
 from pipelines.core.stage import DROP, QUARANTINE_ONLY, Context, MapStage, Source, Stage, TwoPassStage, teacher_for
 from schemas import QUARANTINE
@@ -371,18 +371,25 @@ def write_quarantine(run_dir: Path) -> tuple[Path, int]:
     came from: the input's `file.jsonl:17`, kept in `meta` through every stage, or for a generated row the stage
     and its prompt (`03_dialogue:<prompt id>`); and `raw` is the row as JSON (its `meta` as an object).
     """
-    frames = []
-    for dropped in sorted(run_dir.glob("*/dropped.parquet")):
-        rows = pl.read_parquet(dropped)
-        frames.append(rows.select(
-            pl.lit(dropped.parent.name).alias("stage"),
-            (pl.col("source") if "source" in rows.columns else pl.lit("")).cast(pl.String).alias("source"),
-            _locator(rows, dropped.parent.name).alias("locator"),
-            pl.col(DROP).alias("reason"),
-            (pl.col("raw") if "raw" in rows.columns else _row_json(rows)).cast(pl.String).alias("raw"),
-        ))
-    table = pl.concat(frames).to_arrow().cast(QUARANTINE) if frames else QUARANTINE.empty_table()
-    return write_table(table, run_dir / "quarantine.parquet"), table.num_rows
+    count = 0
+
+    def write(tmp: Path) -> None:  # a batch at a time: a run that dropped millions of rows holds 8,192 of them
+        nonlocal count
+        with pq.ParquetWriter(tmp, QUARANTINE) as writer:
+            for dropped in sorted(run_dir.glob("*/dropped.parquet")):
+                for batch in pq.ParquetFile(dropped).iter_batches(batch_size=8192):
+                    rows = pl.from_arrow(batch)
+                    table = rows.select(
+                        pl.lit(dropped.parent.name).alias("stage"),
+                        (pl.col("source") if "source" in rows.columns else pl.lit("")).cast(pl.String).alias("source"),
+                        _locator(rows, dropped.parent.name).alias("locator"),
+                        pl.col(DROP).alias("reason"),
+                        (pl.col("raw") if "raw" in rows.columns else _row_json(rows)).cast(pl.String).alias("raw"),
+                    ).to_arrow().cast(QUARANTINE)
+                    writer.write_table(table)
+                    count += table.num_rows
+
+    return replace_with(run_dir / "quarantine.parquet", write), count
 
 
 def _meta_key(rows: pl.DataFrame, key: str) -> pl.Expr:

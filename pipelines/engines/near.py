@@ -237,9 +237,9 @@ class NearPlan:
     def shard_of(self, rows: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.starts, rows, side="right") - 1
 
-    def signatures(self, i: int) -> pa.Table:
-        """Shard i's `id`, `length`, `signature` and `band_keys` (an index shard as its file holds them)."""
-        return pq.read_table(self.shards[i].path, columns=["id", "length", "signature", "band_keys"])
+    def signatures(self, i: int, columns: tuple[str, ...] = ("id", "length", "signature", "band_keys")) -> pa.Table:
+        """Shard i's rows as an index shard holds them (`sig.parquet` adds `active`)."""
+        return pq.read_table(self.shards[i].path, columns=list(columns))
 
     def task_sign(self, i: int, out: Path) -> dict:
         shard = self.shards[i]
@@ -289,7 +289,7 @@ class NearPlan:
         found = _read(sorted(self.work.glob(f"buckets/*/pairs-s{i}.parquet")), EDGE_SCHEMA)
         pairs = np.unique(np.column_stack([np.asarray(found["u"]), np.asarray(found["v"])]), axis=0) \
             if found.num_rows else np.empty((0, 2), np.int64)
-        sigs = matrix(self.signatures(i)["signature"], np.uint32)
+        sigs = matrix(self.signatures(i, ("signature",))["signature"], np.uint32)
         own = sigs[pairs[:, 0] - self.shards[i].first]
         table = pa.table({"u": pairs[:, 0], "v": pairs[:, 1], "signature": fixed_list(own, pa.uint32())})
         _write_split(table, self.shard_of(pairs[:, 1]), out, "s")
@@ -299,7 +299,7 @@ class NearPlan:
         found = _read(sorted(self.work.glob(f"attach/*/s{i}.parquet")),
                       pa.schema([*EDGE_SCHEMA, ("signature", pa.list_(pa.uint32(), self.stage.num_perm))]))
         u, v = np.asarray(found["u"], np.int64), np.asarray(found["v"], np.int64)
-        sigs = matrix(self.signatures(i)["signature"], np.uint32)
+        sigs = matrix(self.signatures(i, ("signature",))["signature"], np.uint32)
         agree = (matrix(found["signature"], np.uint32) == sigs[v - self.shards[i].first]).sum(axis=1) \
             if len(u) else np.zeros(0, np.int64)
         similar = agree >= self.need
@@ -338,7 +338,7 @@ class NearPlan:
         found = pl.from_arrow(_read(sorted(self.work.glob(f"labels/*/s{i}.parquet")),
                                     pa.schema([("row", pa.int64()), ("label", pa.int64())]))).sort("row")
         local = found["row"].to_numpy() - shard.first
-        rows = self.signatures(i).select(["id", "length", "signature"]).take(local)
+        rows = self.signatures(i, ("id", "length", "signature")).take(local)
         members = pl.from_arrow(rows).with_columns(found["row"], found["label"], indexed=pl.lit(shard.old))
         previews = [None] * len(local)
         if not shard.old and len(local):
