@@ -16,7 +16,6 @@ upgraded in place by the numbered MIGRATIONS before use.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ import pyarrow.parquet as pq
 
 from pipelines import __version__
 from pipelines.core.errors import ConfigError
-from pipelines.core.files import write_json, write_table
+from pipelines.core.files import replace_with, write_json, write_table
 from pipelines.dedup.lsh import band_keys
 
 FORMAT = 2
@@ -170,8 +169,7 @@ class MinHashIndex:
         added = []
         for k, path in enumerate(files):
             name = f"shard-{run[:16]}-{k:05d}.parquet"
-            shutil.copyfile(path, self.root / (name + ".tmp"))
-            os.replace(self.root / (name + ".tmp"), self.root / name)
+            replace_with(self.root / name, lambda tmp: shutil.copyfile(path, tmp))  # noqa: B023 (called at once)
             added.append((name, pq.read_metadata(self.root / name).num_rows))
         self._record(run, added)
 

@@ -53,11 +53,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.core import progress
-from pipelines.core.files import write_json
+from pipelines.core.files import replace_with, write_json
 from pipelines.core.runner import Runner
 from pipelines.core.stage import Context, with_drops
 from pipelines.dedup.index import fixed_list, matrix
-from pipelines.dedup.lsh import candidate_pairs, large_star, min_equal, small_star
+from pipelines.dedup.lsh import candidate_pairs, keepers, large_star, min_equal, small_star
 from pipelines.engines import Pieces, _OnWorkers, _unwrapped, batch_plan, read_batch
 from pipelines.stages.dedup import (PLANTED_SAMPLE, PREVIEW_CHARS, NearDedup, compare_text, near_reason, seen_reason,
                                     sorted_clusters)
@@ -221,16 +221,15 @@ class NearPlan:
 
     def _write_clusters(self) -> None:
         """`dedup/clusters.parquet`, one label range at a time (they are in cluster order)."""
-        out = self.ctx.run_dir / "dedup" / "clusters.parquet"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        writer = None
-        for k in range(self.partitions):
-            table = pq.read_table(self.work / "clusters" / str(k) / "clusters.parquet")
-            writer = writer or pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table.cast(writer.schema))
-        writer.close()
-        os.replace(tmp, out)
+        def write(tmp: Path) -> None:
+            writer = None
+            for k in range(self.partitions):
+                table = pq.read_table(self.work / "clusters" / str(k) / "clusters.parquet")
+                writer = writer or pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table.cast(writer.schema))
+            writer.close()
+
+        replace_with(self.ctx.run_dir / "dedup" / "clusters.parquet", write)
 
     # -- the tasks (on workers) --------------------------------------------------------------------------------------
 
@@ -354,18 +353,14 @@ class NearPlan:
     def task_clusters(self, k: int, out: Path) -> dict:
         schema = {**MEMBER_SCHEMA, "signature": pl.Array(pl.UInt32, self.stage.num_perm)}
         found = pl.concat([pl.read_parquet(p) for p in sorted(self.work.glob(f"members/*/c{k}.parquet"))] or
-                          [pl.DataFrame(schema=schema)], how="vertical_relaxed")
-        chosen = found.sort(["label", "indexed", "length", "id", "row"], descending=[False, True, True, False, False]
-                            ).group_by(
-            "label", maintain_order=True).agg(pl.col("row").first().alias("keeper_row"),
-                                             pl.col("id").first().alias("kept_id"),
-                                             pl.col("indexed").first().alias("kept_indexed"),
-                                             pl.col("signature").first().alias("kept_signature"))
-        found = found.join(chosen, on="label", how="left")
-        agree = (matrix(found["signature"].to_arrow(), np.uint32) ==
-                 matrix(found["kept_signature"].to_arrow(), np.uint32)).mean(axis=1) if found.height else np.zeros(0)
-        clusters = found.with_columns(cluster=pl.col("label"), kept=pl.col("row") == pl.col("keeper_row"),
-                                      estimated_jaccard_to_kept=pl.Series(agree.round(4), dtype=pl.Float64))
+                          [pl.DataFrame(schema=schema)], how="vertical_relaxed").sort("row")
+        label = np.unique(found["label"].to_numpy(), return_inverse=True)[1]  # labels of this range, from 0
+        keeper = keepers(label, found["length"].to_numpy(), found["id"].to_list(), found["indexed"].to_numpy())
+        sigs = matrix(found["signature"].to_arrow(), np.uint32)
+        clusters = found.with_columns(
+            cluster=pl.col("label"), kept=pl.Series(keeper == np.arange(found.height)),
+            kept_id=found["id"].gather(keeper), kept_indexed=found["indexed"].gather(keeper),
+            estimated_jaccard_to_kept=pl.Series((sigs == sigs[keeper]).mean(axis=1).round(4), dtype=pl.Float64))
         sorted_clusters(clusters).write_parquet(out / "clusters.parquet")
         marks = clusters.filter(~pl.col("kept") & ~pl.col("indexed")).select("row", "kept_id", "kept_indexed")
         _write_split(marks.to_arrow(), self.shard_of(marks["row"].to_numpy()), out, "marks-s")
