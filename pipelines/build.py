@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shutil
 import sys
 import time
@@ -143,7 +144,7 @@ def _build_in(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
     seconds = time.monotonic() - started
     quarantine, quarantined = write_quarantine(run_dir)
     this_run = {key: sum(c.stats.get(key, 0) for c in clients.values()) for key in TEACHER_STATS}
-    report = write_report(run_dir, recipe.name, rows, seconds, this_run)
+    report = write_report(run_dir, recipe.name, rows, seconds, this_run, rebuild_command(args, run_dir))
     print_table(rows, seconds)
     if judge := judge_summary(rows):
         print(judge)
@@ -152,6 +153,20 @@ def _build_in(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
         print(dedup_markdown(dedup))
     print(f"export: {run_dir / 'export'}   report: {report}   quarantine: {quarantine} ({quarantined} rows)")
     return 0
+
+
+def rebuild_command(args: argparse.Namespace, run_dir: Path) -> list[str]:
+    """This build as a command that builds the same run again (the review app shows it: labels reach the export at
+    the next build); a URL's user:password is left out."""
+    command = ["python", "-m", "pipelines.build", args.recipe, "--run-dir", str(run_dir.resolve())]
+    if args.engine != "local":
+        command += ["--engine", args.engine]
+    if args.limit is not None:
+        command += ["--limit", str(args.limit)]
+    for group in args.overrides:
+        for item in group.split():
+            command += ["--set", re.sub(r"://[^/@\s]*@", "://", item)]
+    return command
 
 
 def check_chain(stages) -> None:

@@ -4,6 +4,7 @@ export on rebuild, and the whole loop in a real headless Chromium (Debian's chro
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import shutil
@@ -12,7 +13,9 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import polars as pl
 import pytest
@@ -26,6 +29,8 @@ from test_teacher import FaultServer
 
 DATA = Path(__file__).parent / "data" / "review"
 TOKEN = "test-token-0123456789"
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c6360000002"
+                    "0001e221bc330000000049454e44ae426082")  # a 1x1 picture
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +133,30 @@ def raw_get(port: int, path: str, host: str = "127.0.0.1") -> int:
     return status
 
 
+@contextmanager
+def serving(run_dir: Path, *args: str):
+    """`python -m pipelines.review RUN_DIR ARGS` as a user starts it; yields (the printed lines, the link, its port)."""
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.review", str(run_dir), *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = [""]
+    while "open http" not in lines[-1]:
+        lines.append(proc.stdout.readline())
+        assert lines[-1] or proc.poll() is None, "the review app did not start: " + "".join(lines)
+    url = lines[-1].split()[1]
+    port = urlsplit(url).port
+    try:
+        for _ in range(100):
+            try:
+                raw_get(port, "/static/review.css")
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield lines, url, port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 @pytest.fixture
 def live_review(judged_run, tmp_path):
     """`python -m pipelines.review` on a copy of the run, as a user starts it."""
@@ -135,32 +164,26 @@ def live_review(judged_run, tmp_path):
     shutil.copytree(judged_run[0], run_dir)
     (tmp_path / "secret.txt").write_text("outside the run")
     os.symlink(tmp_path / "secret.txt", run_dir / "link.txt")
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.review", str(run_dir), "--reviewer", "tester"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = ""
-    while "open http" not in line:
-        line = proc.stdout.readline()
-        assert line or proc.poll() is None, "the review app did not start"
-    url = line.split()[1]
-    port = int(url.rsplit(":", 1)[1].strip("/"))
-    for _ in range(100):
-        try:
-            raw_get(port, "/static/review.css")
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield run_dir, url, port
-    proc.terminate()
-    proc.wait(timeout=10)
+    (run_dir / "export" / "pictures").mkdir(exist_ok=True)
+    (run_dir / "export" / "pictures" / "scores.png").write_bytes(PNG)
+    os.symlink(tmp_path / "secret.txt", run_dir / "export" / "pictures" / "out.png")
+    with serving(run_dir, "--reviewer", "tester") as (_, url, port):
+        yield run_dir, url, port
 
 
-def test_files_outside_the_run_are_not_served(live_review):
+def test_files_serves_the_cards_pictures_and_nothing_else(live_review):
     run_dir, url, port = live_review
     assert url.startswith("http://127.0.0.1:")
-    assert raw_get(port, "/files/report.json") == 200
+    assert raw_get(port, "/files/export/pictures/scores.png") == 200
     for path in ("/files/../secret.txt", "/files/%2e%2e/secret.txt", "/files/..%2fsecret.txt", "/files/link.txt",
-                 "/files//etc/passwd", "/files/%2fetc%2fpasswd", "/static/../../labels.py"):
-        assert raw_get(port, path) == 404, path
+                 "/files//etc/passwd", "/files/%2fetc%2fpasswd", "/static/../../labels.py",
+                 "/files/export/pictures/out.png",  # a symlink out of the run
+                 "/files/report.json", "/files/labels.sqlite", "/files/requests.sqlite", "/files/config.json",
+                 "/files/export/README.md", "/files/export/pictures/../../report.json",
+                 "/files/a%00b.png", "/files/export/pictures/x%00.png", "/files/" + "n" * 300 + ".png",
+                 "/files/export/pictures/" + "n" * 300 + ".png"):
+        assert raw_get(port, path) == 404, path  # never a 500: a NUL byte or a name over 255 characters included
+    assert raw_get(port, "/favicon.ico") == 200
 
 
 def browser(tmp_path: Path):
@@ -308,3 +331,231 @@ def test_hostile_rows_and_requests_are_cut_refused_or_named(tmp_path):
     (tmp_path / L.FILE).write_bytes(b"not a database at all" * 100)
     with pytest.raises(PipelineError, match="is not a label database"):
         L.latest(tmp_path)
+
+
+# The review app tried as a hostile user would (issue 30): each test below failed before its fix.
+
+def test_every_answer_forbids_framing_remote_loads_and_sniffing(judged_run):
+    web = client(judged_run[0])
+    for answer in (web.get("/"), web.get("/pairs"), web.get("/static/review.js"), web.get("/files/nothing.png"),
+                   web.get("/", headers={"Host": "evil.example"}),
+                   web.post("/api/labels", json={}, headers={"Origin": "http://evil.example"})):
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["referrer-policy"] == "no-referrer"
+        policy = dict(p.strip().split(" ", 1) for p in answer.headers["content-security-policy"].split(";"))
+        assert policy["frame-ancestors"] == "'none'" and policy["default-src"] == "'self'"
+        assert policy["img-src"] == "'self' data:"
+
+
+def hostile_run(run_dir: Path, image_url: str) -> Path:
+    """A run of one stage whose rows carry a remote markdown image and a bidi override, and a quarantine whose
+    raw records are long unbroken strings."""
+    from pipelines.core.stage import MESSAGES
+    from schemas import QUARANTINE
+
+    stage = run_dir / "00_ingest"
+    stage.mkdir(parents=True)
+    pl.DataFrame({"id": ["img", "bidi"], "messages": pl.Series([
+        [{"role": "user", "content": f"look ![b]({image_url}) here"}],
+        [{"role": "user", "content": "[\u202eevil] and then"}]], dtype=MESSAGES)}).write_parquet(
+        stage / "part-00000.parquet")
+    rows = [{"stage": "00_ingest", "source": "x" * 400, "locator": "f" * 300 + ".jsonl:7",
+             "reason": "bad_json: " + "y" * 500, "raw": "z" * 5000}]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.Table.from_pylist(rows, schema=QUARANTINE), run_dir / "quarantine.parquet")
+    return run_dir
+
+
+class Listener:
+    """A loopback HTTP server that records every path asked of it (a tracker, or an intranet service)."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        seen = self.seen = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                seen.append(self.path)
+                page = getattr(self.server, "page", b"")
+                self.send_response(200)
+                self.send_header("content-type", "text/html" if page else "image/png")
+                self.end_headers()
+                self.wfile.write(page or PNG)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_in_a_browser_a_framing_site_gets_nothing_and_data_fetches_nothing(live_review, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    run_dir, url, port = live_review
+    tracker, attacker = Listener(), Listener()
+    attacker.server.page = f'<iframe id="f" src="{url}pairs" width="900" height="600"></iframe>'.encode()
+    hostile = hostile_run(tmp_path / "hostile", tracker.url + "/x.png")
+    driver = browser(tmp_path)
+    try:
+        driver.get(attacker.url + "/")  # another origin frames the app, to make a click in it store a label
+        time.sleep(1.0)
+        driver.switch_to.frame(driver.find_element(By.ID, "f"))
+        assert not driver.find_elements(By.CSS_SELECTOR, ".pair button"), "the app rendered inside another site"
+        driver.switch_to.default_content()
+        with serving(hostile) as (_, hostile_url, _port):
+            driver.get(hostile_url + "stage/ingest")
+            assert driver.find_elements(By.CSS_SELECTOR, ".row")
+            time.sleep(0.5)
+            links = [a.text for a in driver.find_elements(By.CSS_SELECTOR, ".content a")]
+            assert "[image: b]" in links  # shown as a link to follow, not fetched
+            content = driver.find_elements(By.CSS_SELECTOR, ".row .content")[1]
+            assert driver.execute_script("return getComputedStyle(arguments[0]).unicodeBidi", content) == "isolate"
+            driver.get(hostile_url + "quarantine")  # long unbroken records stay inside a 1,400 px window
+            assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    finally:
+        driver.quit()
+        tracker.close()
+        attacker.close()
+    assert tracker.seen == [], "a data row made the reviewer's browser fetch a URL"
+    assert L.latest(run_dir) == {}
+
+
+def test_raw_rows_show_bidi_controls_and_stages_without_text_are_searched_or_say_so(tmp_path):
+    hostile = hostile_run(tmp_path / "run", "http://127.0.0.1:9/x.png")
+    web = client(hostile)
+    page = web.get("/stage/ingest").text
+    raw = re.findall(r"<pre>(.*?)</pre>", page, flags=re.S)
+    assert any("\\u202e" in r for r in raw) and not any("\u202e" in r for r in raw)  # the raw view names it
+    assert 'href="http://127.0.0.1:9/x.png"' in page and "<img" not in page
+    ids = tmp_path / "run" / "01_ids"
+    ids.mkdir()
+    pl.DataFrame({"id": ["alpha-1", "beta-2"], "n": [1, 2]}).write_parquet(ids / "part-00000.parquet")
+    found = web.get("/stage/ids?q=beta").text  # no text column: its string columns are searched
+    assert "beta-2" in found and "alpha-1" not in found and "filters do not apply" not in found
+    numbers = tmp_path / "run" / "02_numbers"
+    numbers.mkdir()
+    pl.DataFrame({"n": [1, 2]}).write_parquet(numbers / "part-00000.parquet")
+    assert "the text and length filters do not apply here" in web.get("/stage/numbers?q=x").text
+
+
+def test_the_dedup_diff_is_bounded_and_pages_leave_the_event_loop_free(tmp_path):
+    import inspect
+
+    from pipelines.review import app as review_app
+
+    loop = "I am sorry but I cannot help with that request because it loops".split()
+    first = " ".join(loop[i % len(loop)] for i in range(20_000))
+    second = " ".join(loop[i % len(loop)] for i in range(19_990))
+    source = tmp_path / "loop.jsonl"
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in (first, second, "something else entirely")))
+    run_dir = tmp_path / "loop"
+    run_build(run_dir, f"sources={source}", "kind=text", recipe="dedup")
+    assert pl.read_parquet(run_dir / "dedup" / "clusters.parquet").height == 2  # the two loops are one cluster
+    a, b, left = review_app.diff_words(first, second)
+    assert len(a) <= review_app.DIFF_WORDS and len(b) <= review_app.DIFF_WORDS and left == 39_990 - len(a) - len(b)
+    worst = ["sorry"] * 2_000  # one word repeated: the costliest diff there is
+    a, b, _ = review_app.diff_words(" ".join(worst), " ".join(worst))
+    assert len(a) * len(b) <= review_app.DIFF_WORK
+    page = client(run_dir).get("/dedup").text
+    assert "estimated Jaccard" in page and "words are not compared" in page and len(page) < 200_000
+    app = review_app.create_app(run_dir, TOKEN, {"testserver"})
+    pages = [r for r in app.routes if getattr(r, "path", "") not in ("/api/labels", "/static")]
+    assert pages and not [r.path for r in pages if inspect.iscoroutinefunction(r.endpoint)]  # run in the pool
+
+
+def test_bound_to_every_address_it_answers_by_ip_and_allowed_names(judged_run, tmp_path):
+    from pipelines.review.__main__ import interface_addresses
+
+    outside = [a for a in interface_addresses() if ":" not in a and not a.startswith("127.")]
+    with serving(judged_run[0], "--host", "0.0.0.0", "--allow-host", "review.example") as (lines, url, port):
+        assert f"?token=" in url and urlsplit(url).hostname == (outside[0] if outside else "127.0.0.1")
+        token = url.split("token=")[1]
+        for host in [*outside, "review.example", "127.0.0.1"]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", f"/?token={token}", headers={"Host": f"{host}:{port}"})
+            assert conn.getresponse().status == 303, host  # accepted: on to the page, with the cookie
+            conn.close()
+        assert raw_get(port, "/", host="evil.example") == 400  # DNS rebinding is still refused
+    assert outside, "this machine has no address beyond loopback to connect by"
+
+
+def test_a_row_label_on_a_preference_run_drops_the_pair_or_is_not_offered(judged_run, teacher_server, tmp_path):
+    run_dir = tmp_path / "uf"
+    shutil.copytree(judged_run[0], run_dir)
+    web = client(run_dir)
+    assert 'data-target="row"' not in web.get("/stage/prompts").text  # its ids never reach the export
+    assert "do not reach the export" in web.get("/stage/prompts").text
+    page = web.get("/stage/binarize?status=kept").text
+    ids = re.findall(r'data-target="row" data-id="(\w+)"', page)
+    assert ids and "python -m pipelines.build ultrafeedback --run-dir" in page  # what to run, on the page
+    before = pl.read_parquet(sorted((run_dir / "export" / "data").glob("*_prefs-*.parquet")))
+    assert web.post("/api/labels", json={"target": "row", "row_id": ids[0], "label": "drop", "note": "off topic"},
+                    headers=WRITE).status_code == 200
+    assert "reach the exported dataset at the next build" in web.get("/").text
+    run_build(run_dir, *judged_run[1], server=teacher_server, recipe="ultrafeedback")
+    assert report(run_dir)["export"]["status"] == "ran"
+    after = pl.read_parquet(sorted((run_dir / "export" / "data").glob("*_prefs-*.parquet")))
+    assert after.height == before.height - 1 and ids[0] not in after.join(
+        pl.read_parquet(sorted((run_dir / "06_binarize").glob("part-*.parquet"))).select("id", "prompt_id", "chosen",
+                                                                                        "rejected"),
+        on=["prompt_id", "chosen", "rejected"], how="left")["id"].to_list()
+    quarantine = pl.read_parquet(run_dir / "quarantine.parquet")
+    assert quarantine.filter(pl.col("reason") == "human: dropped (off topic)").height == 1
+    assert "1 preference pairs reviewed on the rows pages; 1 dropped" in (run_dir / "export" / "README.md").read_text()
+    home = web.get("/").text
+    assert "The export has every label made so far" in home
+    assert "when it last ran" in home and "the last build took" in home  # skipped stages' seconds are marked
+
+
+def test_a_pointwise_pair_shows_no_ordering_agreement(tmp_path):
+    stage = tmp_path / "00_binarize"
+    stage.mkdir()
+    turn = [{"role": "user", "content": "q"}]
+    pl.DataFrame({"prompt_id": ["p1", "p2"], "prompt": ["q", "q"], "chosen": [turn, turn], "rejected": [turn, turn],
+                  "ordering_agreement": [None, 0.5]}).write_parquet(stage / "part-00000.parquet")
+    page = client(tmp_path).get("/pairs").text
+    assert page.count("agreement between orderings") == 1 and "agreement between orderings 0.50" in page
+
+
+def test_a_note_survives_a_reload_and_a_second_label(live_review, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    run_dir, url, port = live_review
+    driver = browser(tmp_path)
+    try:
+        driver.get(url + "pairs")
+        first = driver.find_elements(By.CSS_SELECTOR, ".pair")[0]
+        key = first.get_attribute("data-id")
+        first.find_element(By.CSS_SELECTOR, "input.note").send_keys("the second answer invents a date")
+        first.find_element(By.CSS_SELECTOR, "button[data-label=tie]").click()
+        WebDriverWait(driver, 15).until(lambda d: L.latest(run_dir).get(("pair", key)) is not None)
+        driver.refresh()
+        note = driver.find_elements(By.CSS_SELECTOR, ".pair")[0].find_element(By.CSS_SELECTOR, "input.note")
+        assert note.get_attribute("value") == "the second answer invents a date"  # shown after a reload
+        driver.find_element(By.TAG_NAME, "body").send_keys("4")  # a second decision, by keyboard
+        WebDriverWait(driver, 15).until(lambda d: L.latest(run_dir)[("pair", key)].label == "both_bad")
+    finally:
+        driver.quit()
+    assert L.latest(run_dir)[("pair", key)].note == "the second answer invents a date"
+    web = client(run_dir)  # an API write without a note keeps the note too
+    assert web.post("/api/labels", json={"target": "pair", "row_id": key, "label": "tie"},
+                    headers=WRITE).json()["note"] == "the second answer invents a date"
+
+
+def test_hostile_label_bodies_are_400s(tmp_path):
+    (tmp_path / "00_ingest").mkdir()
+    web = TestClient(create_app(tmp_path, TOKEN, {"testserver"}), raise_server_exceptions=False)
+    deep = b"[" * 5_000 + b"]" * 5_000
+    assert web.post("/api/labels", content=deep, headers=WRITE).status_code == 400
+    assert web.post("/api/labels", content=b'{"target": ' + deep + b"}", headers=WRITE).status_code == 400
+    assert web.post("/api/labels", json="a string", headers=WRITE).status_code == 400
+    assert web.get("/files/" + "n" * 300 + ".png").status_code == 404

@@ -60,12 +60,19 @@ def pair_key(prompt_id: str, chosen: list[dict], rejected: list[dict]) -> str:
 def connect(run_dir: Path) -> sqlite3.Connection:
     path = Path(run_dir) / FILE
     db = sqlite3.connect(path, timeout=30, isolation_level=None)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.DatabaseError as exc:
-        db.close()
-        raise PipelineError(f"{path} is not a label database ({exc}): move it away to export without labels, "
-                            f"or restore it from a backup") from None
+    for attempt in range(200):  # switching to WAL does not wait on the busy timeout: two first writers collide
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 199:
+                db.close()
+                raise PipelineError(f"{path}: {exc}") from None
+            time.sleep(0.05)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise PipelineError(f"{path} is not a label database ({exc}): move it away to export without labels, "
+                                f"or restore it from a backup") from None
     db.execute("PRAGMA synchronous=FULL")
     version = db.execute("PRAGMA user_version").fetchone()[0]
     for number, statement in enumerate(MIGRATIONS[version:], version + 1):
@@ -88,13 +95,20 @@ def check(target: str, row_id: str, label: str, note: str) -> None:
         raise LabelError(f"note: at most {MAX_NOTE} characters")
 
 
-def record(run_dir: Path, target: str, row_id: str, label: str, note: str = "", reviewer: str = "") -> Label:
-    """Store one decision (committed before this returns)."""
-    check(target, row_id, label, note)
-    made = Label(target, row_id, label, note.strip(), reviewer.strip()[:100], time.time())
+def record(run_dir: Path, target: str, row_id: str, label: str, note: str | None = "", reviewer: str = "") -> Label:
+    """Store one decision (committed before this returns). `note=None` keeps the row's latest note: a reviewer
+    who changes only the label does not lose why they decided."""
+    check(target, row_id, label, note or "")
     with connect(run_dir) as db:
+        db.execute("BEGIN IMMEDIATE")
+        if note is None:
+            before = db.execute("SELECT note FROM labels WHERE target = ? AND row_id = ? ORDER BY seq DESC LIMIT 1",
+                                (target, row_id)).fetchone()
+            note = before[0] if before else ""
+        made = Label(target, row_id, label, note.strip(), reviewer.strip()[:100], time.time())
         db.execute("INSERT INTO labels (target, row_id, label, note, reviewer, created) VALUES (?, ?, ?, ?, ?, ?)",
                    (made.target, made.row_id, made.label, made.note, made.reviewer, made.created))
+        db.execute("COMMIT")
     return made
 
 

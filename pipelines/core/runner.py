@@ -252,6 +252,7 @@ class Runner:
                 stage.check_columns(pq.read_schema(first).names)
 
         self.ctx.fingerprint = fp
+        labels = label_digest(self.ctx.run_dir) if stage.reads_labels else None  # what this export applies
         task = progress.add(f"{stage.name}", total=rows_in)
         try:
             if self.engine is not None and previous is not None and self.engine.takes(stage):
@@ -264,7 +265,7 @@ class Runner:
                 self._run_stream(stage, stage_dir, read_input(), task)
         finally:
             progress.remove(task)
-        return self._finish(stage, stage_dir, fp, rows_in, resumed)
+        return self._finish(stage, stage_dir, fp, rows_in, resumed, labels)
 
     def _run_map(self, stage: MapStage, stage_dir: Path, batches, task) -> None:
         for k, batch in enumerate(batches):
@@ -331,7 +332,8 @@ class Runner:
             total.update(teacher.stats)
         return total
 
-    def _finish(self, stage: Stage, stage_dir: Path, fp: str, rows_in: int | None, resumed: bool) -> dict:
+    def _finish(self, stage: Stage, stage_dir: Path, fp: str, rows_in: int | None, resumed: bool,
+                labels: str | None = None) -> dict:
         totals = {"rows_out": 0, "seconds": 0.0}
         dropped, counters, teacher = Counter(), Counter(), Counter()
         for path in sorted(stage_dir.glob("part-*.parquet")):
@@ -359,6 +361,7 @@ class Runner:
             **{name: teacher.get(name, 0) for name in TEACHER_STATS},
             "teacher_events": {k: v for k, v in sorted(teacher.items()) if k not in TEACHER_STATS},
             "summary": stage.summary(dict(counters)),
+            **({"labels": labels} if labels is not None else {}),  # the human labels' digest the export applied
         }
         write_json(stage_dir / "_SUCCESS.json", row)
         return {**row, "status": "resumed" if resumed else "ran"}

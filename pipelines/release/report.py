@@ -12,10 +12,13 @@ from pipelines.core.files import write_json
 from pipelines.dedup.summary import sections
 
 
-def write_report(run_dir: Path, recipe: str, rows: list[dict], seconds: float, this_run: dict) -> Path:
+def write_report(run_dir: Path, recipe: str, rows: list[dict], seconds: float, this_run: dict,
+                 command: list[str] | None = None) -> Path:
     """`stages` holds whole-stage totals (a skipped stage keeps what it cost when it ran); `this_run` holds what
-    this invocation sent to the teacher, so a rerun that does no work shows 0 requests there."""
-    report = {"recipe": recipe, "seconds": round(seconds, 2), "this_run": this_run, "stages": rows}
+    this invocation sent to the teacher, so a rerun that does no work shows 0 requests there; `command` builds the
+    run again."""
+    report = {"recipe": recipe, "seconds": round(seconds, 2), "this_run": this_run, "stages": rows,
+              **({"command": command} if command else {})}
     if judge := judge_summary(rows):
         report["judge"] = judge
     found = sections(rows)

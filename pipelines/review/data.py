@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
-from pipelines.core.labels import latest, pair_key
+from pipelines.core.labels import digest, latest, pair_key
 from pipelines.core.stage import DROP
 
 PAGE = 20
 PAIR_CHUNK = 5_000  # pairs read at a time when filtering by label
+CLUSTER_SHOWN = 5  # near-duplicates shown per cluster; the rest are counted
+TEXT_READ = 60_000  # characters of a dedup cluster member read (a page shows 20,000; a diff compares 2,000 words)
 STATUSES = ("all", "kept", "dropped")
 
 
@@ -76,6 +79,7 @@ class Page:
     reasons: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     numeric: list[str] = field(default_factory=list)
+    searchable: bool = True  # the stage has text to search and measure
 
 
 def category(column: str) -> pl.Expr:
@@ -91,13 +95,15 @@ def _scan(files: list[Path]) -> pl.LazyFrame | None:
 
 
 def text_of(schema: pl.Schema) -> pl.Expr | None:
-    """One string per row to search and measure: a conversation's turns, or the text, prompt or first string."""
+    """One string per row to search and measure: a conversation's turns, or the text, prompt, raw or preview
+    column, else every string column joined; None when the stage has no strings at all."""
     if "messages" in schema:
         return pl.col("messages").list.eval(pl.element().struct.field("content")).list.join("\n")
     for name in ("text", "prompt", "raw", "preview"):
         if name in schema and schema[name] == pl.String:
             return pl.col(name)
-    return None
+    strings = [name for name, kind in schema.items() if kind == pl.String and name != DROP]
+    return pl.concat_str([pl.col(n) for n in strings], separator="\n", ignore_nulls=True) if strings else None
 
 
 def stage_scan(run_dir: Path, stage: str, status: str = "all") -> pl.LazyFrame:
@@ -141,7 +147,7 @@ def rows_page(lazy: pl.LazyFrame, q: RowQuery) -> Page:
     total = lazy.select(pl.len()).collect().item()
     page = max(1, q.page)
     rows = lazy.slice((page - 1) * q.size, q.size).collect().to_dicts()
-    return Page(rows, total, list(schema.names()), numeric=numeric)
+    return Page(rows, total, list(schema.names()), numeric=numeric, searchable=text is not None)
 
 
 def facets(lazy: pl.LazyFrame, limit: int = 200) -> tuple[list[str], list[str]]:
@@ -204,15 +210,18 @@ def clusters_page(run_dir: Path, page: int, size: int = 10) -> tuple[list[dict],
     lazy = pl.scan_parquet(path)
     ids = lazy.select(pl.col("cluster").unique().sort()).collect().to_series().to_list()
     chosen = ids[(max(1, page) - 1) * size: max(1, page) * size]
-    members = lazy.filter(pl.col("cluster").is_in(chosen)).collect()
+    members = (lazy.filter(pl.col("cluster").is_in(chosen)).sort("cluster", "kept", "id", descending=[False, True, False])
+               .with_columns(pl.int_range(pl.len()).over("cluster").alias("_rank"), pl.len().over("cluster").alias("_n"))
+               .filter(pl.col("_rank") <= CLUSTER_SHOWN).collect())
     full = full_texts(run_dir, members["id"].to_list())
     out = []
     for cid in chosen:
-        group = members.filter(pl.col("cluster") == cid).sort("kept", descending=True).to_dicts()
+        group = members.filter(pl.col("cluster") == cid).to_dicts()
         for m in group:
             m["text"] = full.get(m["id"], m.get("preview") or "")
         kept = next((m for m in group if m["kept"]), group[0])
-        out.append({"cluster": cid, "kept": kept, "dropped": [m for m in group if m is not kept]})
+        out.append({"cluster": cid, "kept": kept, "dropped": [m for m in group if m is not kept],
+                    "more": group[0]["_n"] - len(group)})
     return out, len(ids)
 
 
@@ -226,7 +235,7 @@ def full_texts(run_dir: Path, ids: list[str]) -> dict[str, str]:
     text = text_of(schema)
     if text is None or "id" not in schema:
         return {}
-    found = lazy.filter(pl.col("id").is_in(ids)).select("id", text.alias("text")).collect()
+    found = lazy.filter(pl.col("id").is_in(ids)).select("id", text.str.slice(0, TEXT_READ).alias("text")).collect()
     return dict(zip(found["id"].to_list(), found["text"].to_list()))
 
 
@@ -257,3 +266,44 @@ def card_text(run_dir: Path) -> str:
         return ""
     text = path.read_text(errors="replace")
     return re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)
+
+
+def export_stage(run_dir: Path) -> str | None:
+    """The name of the run's export stage (the last stage called export), None before one ran."""
+    return next((n for n in reversed(stage_dirs(run_dir)) if n == "export"), None)
+
+
+def has_export(run_dir: Path) -> bool:
+    return export_stage(run_dir) is not None
+
+
+def reaching_export(run_dir: Path, ids: list[str]) -> set[str]:
+    """Which of `ids` are rows the export stage reads (kept, or dropped by a person): the rows a row label acts on.
+    A label on any other row would be stored and then ignored, so the pages offer none there."""
+    stage = export_stage(run_dir)
+    if stage is None or not ids:
+        return set()
+    lazy = stage_scan(run_dir, stage)
+    if "id" not in lazy.collect_schema():
+        return set()
+    found = lazy.select(pl.col("id").cast(pl.String)).filter(pl.col("id").is_in(ids)).collect()
+    return set(found["id"].to_list())
+
+
+def labels_in_export(run_dir: Path) -> bool:
+    """Whether the export, as it stands, applied the labels as they are now (`labels.sqlite`'s digest equals the one
+    its `_SUCCESS.json` recorded); no export yet counts as not applied unless nobody labelled anything."""
+    stage = export_stage(run_dir)
+    done = stage_dirs(run_dir)[stage] / "_SUCCESS.json" if stage else None
+    applied = json.loads(done.read_text()).get("labels", "") if done is not None and done.exists() else None
+    return applied == digest(run_dir) or (applied is None and not digest(run_dir))
+
+
+def rebuild_command(run_dir: Path) -> str:
+    """The command that exports again with the labels: the run's own build command as report.json recorded it."""
+    command = report(run_dir).get("command")
+    if isinstance(command, list) and all(isinstance(c, str) for c in command):
+        return shlex.join(command)
+    recipe = report(run_dir).get("recipe") or "RECIPE"
+    return shlex.join(["python", "-m", "pipelines.build", str(recipe), "--run-dir", str(run_dir)]) + \
+        " (with the --set options of the first build)"

@@ -1,6 +1,7 @@
 """What the export stages do with human labels (`labels.sqlite`): a person's decision overrides the AI's.
 
-- A conversation labelled `drop` leaves the export as `human: dropped (<note>)`; `keep` changes nothing.
+- A conversation labelled `drop` leaves the export as `human: dropped (<note>)`; `keep` changes nothing. A row
+  label on a preference run is about a pair (its `id`): a dropped pair leaves the export the same way.
 - A pair labelled `rejected_better` is swapped (answers, scores, models); `tie` and `both_bad` leave the export as
   `human: tie` / `human: both bad`; `chosen_better` confirms the judge.
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.core.stage import with_drops
+from pipelines.core.stage import DROP, with_drops
 from pipelines.core.labels import latest, pair_key
 
 SWAPPED = (("chosen", "rejected"), ("score_chosen", "score_rejected"), ("chosen_model", "rejected_model"))
@@ -40,10 +41,13 @@ def label_rows(data: pl.DataFrame, decided: dict) -> tuple[pl.DataFrame, dict]:
 
 
 def label_pairs(data: pl.DataFrame, run_dir: Path) -> tuple[pl.DataFrame, dict]:
-    """Pairs swapped or dropped by their latest label; the summary counts agreement with the judge."""
+    """Pairs dropped by a row label (the review app's rows pages: keep / drop by the pair's `id`), then swapped or
+    dropped by their latest pair label; the summary counts both, and agreement with the judge."""
+    data, by_row = label_rows(data, row_labels(run_dir))
+    rows_review = {f"pair_{k}": v for k, v in by_row.items()}  # pair_rows_reviewed, pair_rows_dropped
     decided = latest(run_dir, "pair")
     if not decided or not data.height:
-        return data, {}
+        return data, rows_review
     keys = [pair_key(p, c, r) for p, c, r in zip(data["prompt_id"], data["chosen"].to_list(),
                                                   data["rejected"].to_list())]
     labels = [None if (x := decided.get(("pair", k))) is None else x.label for k in keys]
@@ -53,9 +57,10 @@ def label_pairs(data: pl.DataFrame, run_dir: Path) -> tuple[pl.DataFrame, dict]:
         *(pl.when(swap).then(pl.col(a)).otherwise(pl.col(b)).alias(b) for a, b in SWAPPED if a in data.columns))
     if "messages" in data.columns:
         data = data.with_columns(pl.col("chosen").alias("messages"))
-    data = with_drops(data, [PAIR_DROPS.get(label) for label in labels])
+    dropped = data[DROP].to_list() if DROP in data.columns else [None] * data.height
+    data = with_drops(data, [row or PAIR_DROPS.get(label) for row, label in zip(dropped, labels)])
     agree, disagree = labels.count("chosen_better"), labels.count("rejected_better")
-    summary = {"pairs_reviewed": sum(label is not None for label in labels), "pairs_agreeing": agree,
+    summary = {**rows_review, "pairs_reviewed": sum(label is not None for label in labels), "pairs_agreeing": agree,
                "pairs_swapped": disagree, "pairs_tied": labels.count("tie"), "pairs_both_bad": labels.count("both_bad"),
                "agreement": round(agree / (agree + disagree), 3) if agree + disagree else None}
     return data, summary
@@ -69,6 +74,9 @@ def markdown(review: dict) -> str:
     if "rows_reviewed" in review:
         lines.append(f"- {review['rows_reviewed']} conversations reviewed in `python -m pipelines.review`; "
                      f"{review['rows_dropped']} dropped by a reviewer (`human: dropped`).")
+    if "pair_rows_reviewed" in review:
+        lines.append(f"- {review['pair_rows_reviewed']} preference pairs reviewed on the rows pages; "
+                     f"{review['pair_rows_dropped']} dropped by a reviewer (`human: dropped`).")
     if "pairs_reviewed" in review:
         agreement = "-" if review["agreement"] is None else f"{review['agreement']:.3f}"
         lines.append(f"- {review['pairs_reviewed']} preference pairs reviewed: people agreed with the AI judge's "
