@@ -558,4 +558,17 @@ def test_hostile_label_bodies_are_400s(tmp_path):
     assert web.post("/api/labels", content=deep, headers=WRITE).status_code == 400
     assert web.post("/api/labels", content=b'{"target": ' + deep + b"}", headers=WRITE).status_code == 400
     assert web.post("/api/labels", json="a string", headers=WRITE).status_code == 400
+    assert web.post("/api/labels", json={"target": "row", "row_id": "x", "label": "drop", "note": {"a": 1}},
+                    headers=WRITE).status_code == 400  # a note is a string, not whatever JSON holds
     assert web.get("/files/" + "n" * 300 + ".png").status_code == 404
+    for page in ("/stage/ingest?page=99999999999999999999&min_chars=-99999999999999999999", "/dedup?page=-1",
+                 "/pairs?page=99999999999999999999", "/quarantine?page=99999999999999999999"):
+        assert web.get(page).status_code == 200, page
+
+
+def test_a_label_the_disk_cannot_take_is_a_named_error_not_a_500(tmp_path):
+    (tmp_path / "00_ingest").mkdir()
+    (tmp_path / L.FILE).write_bytes(b"not a database at all" * 100)  # damaged (a full tmpfs gave 503 too, by hand)
+    web = TestClient(create_app(tmp_path, TOKEN, {"testserver"}), raise_server_exceptions=False)
+    answer = web.post("/api/labels", json={"target": "row", "row_id": "x", "label": "drop"}, headers=WRITE)
+    assert answer.status_code == 503 and "is not a label database" in answer.json()["error"]

@@ -20,6 +20,7 @@ import html
 import json
 import math
 import re
+import sqlite3
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
@@ -37,6 +38,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from pipelines.core import labels
+from pipelines.core.errors import PipelineError
 from pipelines.review import data as D
 
 HERE = Path(__file__).parent
@@ -201,6 +203,9 @@ def read_label(data: bytes) -> dict:
         raise ValueError("the label's JSON is nested too deep") from None
     if not isinstance(body, dict):
         raise ValueError("a label is a JSON object: {target, row_id, label, note}")
+    wrong = [k for k in ("target", "row_id", "label", "note") if body.get(k) is not None and not isinstance(body[k], str)]
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)}: a string")
     return body
 
 
@@ -281,6 +286,8 @@ def create_app(run_dir: Path, token: str, hosts: set[str], pages_need_token: boo
                                            None if note is None else str(note), reviewer)
         except ValueError as e:  # bad JSON or a label the store refuses
             return JSONResponse({"error": str(e)}, status_code=400)
+        except (PipelineError, sqlite3.Error, OSError) as e:  # a damaged database, a full disk: the page says so
+            return JSONResponse({"error": f"{labels.FILE}: {e}"}, status_code=503)
         return JSONResponse({"stored": made.label, "row_id": made.row_id, "note": made.note,
                              "created": made.created})
 
@@ -308,8 +315,9 @@ def create_app(run_dir: Path, token: str, hosts: set[str], pages_need_token: boo
 
 
 def _int(value: str | None, default: int | None) -> int | None:
+    """A number from the query (a page, a length), within what a page can ask for; `default` when it is none."""
     try:
-        return int(value) if value not in (None, "") else default
+        return max(-10**12, min(10**12, int(value))) if value not in (None, "") else default
     except ValueError:
         return default
 
