@@ -1,6 +1,7 @@
-"""`python -m pipelines.train export`: a model trained here (LoRA SFT, 2 steps) as f16, q8_0 and q4_k_m GGUF files made
-by llama.cpp's own converter and llama-quantize, read back with `gguf`, served by the embedded engine; a bare LoRA
-adapter merged into its base; and every broken input as one `error:` line."""
+"""`python -m pipelines.train export` and `merge`: a model trained here (LoRA SFT, 2 steps) as f16, q8_0 and q4_k_m
+GGUF files made by llama.cpp's own converter and llama-quantize, read back with `gguf`, served by the embedded engine;
+a bare LoRA adapter merged into its base; the trained model merged with its base by mergekit (linear, slerp, ties)
+and exported; and every broken input as one `error:` line."""
 
 from __future__ import annotations
 
@@ -114,3 +115,51 @@ def test_broken_checkpoints_are_one_error_line(trained, tmp_path):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert lines[-1].startswith("error:") and expected in lines[-1], (expected, proc.stderr[-2000:])
         assert not list(Path(args[0]).glob("gguf/*")) or args[0] == str(trained)  # nothing half-written
+
+
+def test_merges_are_the_weights_they_say_and_export_like_any_model(trained, tmp_path):
+    from pipelines.train.merge import merge
+
+    base = Path(json.loads((trained / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"])
+    a, b = v_proj(base), v_proj(trained)
+    linear = merge([base, trained], tmp_path / "linear", "linear", weights=[0.25, 0.75], log=lambda m: None)
+    assert np.allclose(v_proj(linear), 0.25 * a + 0.75 * b, atol=1e-5)
+    slerp = merge([base, trained], tmp_path / "slerp", "slerp", t=0.0, log=lambda m: None)
+    assert np.allclose(v_proj(slerp), a, atol=1e-5)  # t = 0: the first model
+    ties = merge([base, trained], tmp_path / "ties", "ties", density=1.0, log=lambda m: None)
+    assert np.allclose(v_proj(ties), b, atol=1e-4)  # one task vector, all of it kept: the trained model
+    assert json.loads((ties / "merge.json").read_text())["merge_method"] == "ties"
+    path = export_gguf(linear, "q8_0", log=lambda m: None)
+    assert int(GGUFReader(path).fields["general.file_type"].parts[-1][0]) == FILE_TYPES["q8_0"]
+
+
+def run_merge(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines.train", "merge", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_merges_of_unlike_models_are_one_error_line(trained, tmp_path):
+    wider = tmp_path / "wider"
+    shutil.copytree(trained, wider, ignore=shutil.ignore_patterns("adapter", "gguf"))
+    config = json.loads((wider / "config.json").read_text())
+    (wider / "config.json").write_text(json.dumps({**config, "hidden_size": config["hidden_size"] * 2}))
+    other_vocab = tmp_path / "other-vocab"
+    shutil.copytree(trained, other_vocab, ignore=shutil.ignore_patterns("adapter", "gguf"))
+    tokenizer = json.loads((other_vocab / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    first, second = list(vocab)[100:102]
+    vocab[first], vocab[second] = vocab[second], vocab[first]  # two tokens' ids swapped: another tokenizer
+    (other_vocab / "tokenizer.json").write_text(json.dumps(tokenizer))
+    cases = {
+        "their hidden_size differ (576 vs 1152)": [str(trained), str(wider)],
+        "their tokenizers differ": [str(trained), str(other_vocab)],
+        "slerp interpolates exactly two models, not 3": [str(trained)] * 3 + ["--method", "slerp"],
+        "a merge needs at least two models": [str(trained)],
+        "has no config.json": [str(trained), str(tmp_path)],
+    }
+    for expected, args in cases.items():
+        proc = run_merge(*args, "--output", str(tmp_path / "out"))
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert lines[-1].startswith("error:") and expected in lines[-1], (expected, proc.stderr[-2000:])
+        assert not (tmp_path / "out").exists()

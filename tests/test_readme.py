@@ -34,6 +34,6 @@ def test_every_build_flag_in_the_readme_is_in_help():
     train_section = README.split("## Train", 1)[1].split("##", 1)[0]
     train_help = "".join(subprocess.run([sys.executable, "-m", "pipelines.train", command, "--help"],
                                         capture_output=True, text=True, cwd=ROOT).stdout
-                         for command in ("sft", "dpo", "export")) + help_text  # it shows a build on a trained model
+                         for command in ("sft", "dpo", "export", "merge")) + help_text  # and a build on a trained model
     for flag in set(re.findall(r"(?<![-\w])(--[a-z][a-z-]*)", train_section)):
         assert flag in train_help, flag

@@ -1,5 +1,6 @@
-"""CLI: `python -m pipelines.train {sft,dpo} EXPORT_DIR [options]` and `python -m pipelines.train export MODEL_DIR
-[--quant f16|q8_0|q4_k_m]` (pipelines/train/export.py); user errors print one `error:` line and exit 2.
+"""CLI: `python -m pipelines.train {sft,dpo} EXPORT_DIR [options]`, `python -m pipelines.train export MODEL_DIR
+[--quant f16|q8_0|q4_k_m]` (pipelines/train/export.py) and `python -m pipelines.train merge A B [...]`
+(pipelines/train/merge.py); user errors print one `error:` line and exit 2.
 
 The options of each command are the fields of `SFTOptions` / `DPOOptions` (pipelines/train/options.py).
 """
@@ -21,13 +22,15 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="pipelines.train", description="Train on an exported dataset.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{sft,dpo,export}", parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{sft,dpo,export,merge}", parser_class=Parser)
     for name, (cls, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         add_option_flags(command, cls, positional=("export_dir",))
         command.add_argument("--debug", action="store_true", help="show tracebacks")
     sub.add_parser("export", help="a trained model as a GGUF file for the embedded engine "
                                   "(python -m pipelines.train export --help)", add_help=False)
+    sub.add_parser("merge", help="one model from several through mergekit: linear, slerp or ties "
+                                 "(python -m pipelines.train merge --help)", add_help=False)
     return parser
 
 
@@ -36,6 +39,10 @@ def train(argv: list[str]) -> int:
         from pipelines.train.export import main as export
 
         return export(argv[1:])
+    if argv[:1] == ["merge"]:
+        from pipelines.train.merge import main as merge
+
+        return merge(argv[1:])
     args = build_parser().parse_args(argv)
     opts = from_args(COMMANDS[args.command][0], args)
     if args.command == "sft":
