@@ -17,6 +17,7 @@ import torch
 from gguf import GGUFReader
 
 from pipelines.teacher.server import EmbeddedConfig, EmbeddedServer
+from pipelines.teacher.weights import display_name
 from pipelines.train.export import export_gguf, gguf_path
 from pipelines.train.options import SFTOptions
 from pipelines.train.sft import train_sft
@@ -131,6 +132,10 @@ def test_merges_are_the_weights_they_say_and_export_like_any_model(trained, tmp_
     assert json.loads((ties / "merge.json").read_text())["merge_method"] == "ties"
     path = export_gguf(linear, "q8_0", log=lambda m: None)
     assert int(GGUFReader(path).fields["general.file_type"].parts[-1][0]) == FILE_TYPES["q8_0"]
+    # two models both named model-q8_0.gguf answer under different names: the name is in every cache key
+    other = export_gguf(trained, "q8_0", log=lambda m: None)
+    assert path.name == other.name and display_name(str(path)) != display_name(str(other))
+    assert display_name(str(path)).startswith("model-q8_0-")
 
 
 def run_merge(*args: str) -> subprocess.CompletedProcess:

@@ -74,10 +74,30 @@ def model_problem(value: str) -> str | None:
 
 
 def display_name(value: str) -> str:
-    """The model name an embedded model answers under (and cards show)."""
+    """The model name an embedded model answers under (and cards show). A GGUF path's name carries its content's
+    digest: it is part of every request's cache key, and two trained models are both `model-q8_0.gguf`."""
     if value == EMBEDDER_KEY:
         return EMBEDDER_NAME
-    return MODELS[value].name if value in MODELS else Path(value).stem
+    if value in MODELS:
+        return MODELS[value].name
+    path = Path(value)
+    return f"{path.stem}-{file_digest(path)[:10]}" if path.is_file() else path.stem
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """The sha256 of a file's bytes, computed once per (path, size, mtime) in this process."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def gguf_path(value: str, log=print) -> Path:
