@@ -1,6 +1,7 @@
 """Decontamination: find records that contain benchmark prompts, by word n-gram overlap.
 
-A benchmark is `PATH`, `NAME=PATH` (the name defaults to the file's stem) or either with `?field=a.b`. PATH is any
+A benchmark is an evaluation suite's name (`gsm8k`, `judged`: the items `pipelines.eval` scores, shipped in
+`pipelines/data`), `PATH`, `NAME=PATH` (the name defaults to the file's stem) or either with `?field=a.b`. PATH is any
 file ingest reads (JSONL, JSON array, CSV, Parquet, Arrow, a `datasets` directory, compressed). The first readable
 record decides where the prompts are, by the first of these fields it has:
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,6 +43,8 @@ from connectors.streams import Raw
 from connectors.walk import data_files, is_datasets_dir
 from pipelines.core.errors import ConfigError, SourceError
 from pipelines.dedup.minhash import shingle_hashes
+
+SUITES = {"gsm8k": "gsm8k_test.jsonl", "judged": "alpaca_eval_prompts.jsonl"}  # pipelines.eval's items, by name
 
 
 def texts(value: Any) -> list[str]:
@@ -90,6 +94,8 @@ class Benchmark:
 
     @classmethod
     def parse(cls, spec: str) -> "Benchmark":
+        if spec in SUITES:  # an evaluation suite's items, shipped in pipelines/data
+            return cls(spec, Path(str(resources.files("pipelines.data").joinpath(SUITES[spec]))))
         text, sep, field = spec.rpartition("?field=") if "?field=" in spec else (spec, "", "")
         if (sep and not field.strip(".")) or "?" in text:
             raise ConfigError(f"benchmarks entry {spec!r}: write [NAME=]PATH or [NAME=]PATH?field=FIELD")

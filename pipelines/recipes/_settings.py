@@ -20,7 +20,8 @@ def index_setting(of: str = ""):
 
 
 def benchmarks_setting():
-    return field(default=(), metadata={"help": "[NAME=]PATH of benchmark prompts to remove"})
+    return field(default=(), metadata={"help": "[NAME=]PATH of benchmark prompts to remove, or an eval suite's "
+                                               "name (gsm8k, judged)"})
 
 
 def test_fraction_setting(splits: str = "splits"):

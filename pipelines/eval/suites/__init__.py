@@ -1,0 +1,31 @@
+"""Evaluation suites. A suite is a module with `NAME`, `DEFAULT_LIMIT`, `ABOUT` (one line for the report),
+`items(limit)` (its items, in a fixed order) and `run(items, ctx)` (one row per item: what was asked, what each model
+answered, and `score` in [0, 1] for MODEL, plus `baseline_score` when the suite scores the baseline on its own);
+optionally `summary(rows)` for numbers beyond the mean score."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from pipelines.core.errors import ConfigError
+
+SUITES = ("gsm8k", "judged")
+
+
+@dataclass
+class SuiteContext:
+    """What a suite asks through: `generate(model, requests, desc)` and `judge(requests, desc)` return the teacher
+    client's results in order (cached, retried, resumable); `baseline` is None without `--baseline`."""
+
+    model: object
+    baseline: object | None
+    generate: Callable
+    judge: Callable | None
+
+
+def load_suite(name: str):
+    if name not in SUITES:
+        raise ConfigError(f"suite {name!r}: choose among {', '.join(SUITES)}")
+    return importlib.import_module(f"pipelines.eval.suites.{name}")

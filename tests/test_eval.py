@@ -1,0 +1,125 @@
+"""`python -m pipelines.eval` on real models: GSM8K against a baseline with paired CIs, a rerun that replays the
+cache, the judged suite's two orders (a judge that always picks the first answer scores every item 1/2), a judge
+that never answers usefully, and bad input as one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from pipelines.core.locks import LOCKED, DirLock
+from pipelines.eval.stats import mean_ci, paired_ci
+from pipelines.eval.suites.judged import length_controlled
+from pipelines.teacher.weights import gguf_path
+from test_teacher import FaultServer
+
+
+def run_eval(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines.eval", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+
+
+def test_gsm8k_against_a_baseline_with_paired_cis_replays_from_its_cache(tmp_path):
+    same_weights = str(gguf_path("smollm2-135m"))  # the embedded model's own file: other name, same answers
+    args = ("smollm2-135m", "--baseline", same_weights, "--limit", "3", "--eval-dir", str(tmp_path / "ev"))
+    first = run_eval(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    found = json.loads((tmp_path / "ev" / "gsm8k.json").read_text())
+    assert [r["id"] for r in found["items"]] == ["gsm8k-0", "gsm8k-1", "gsm8k-2"]
+    for row in found["items"]:
+        assert row["output"] and row["verdict"] in ("correct", "wrong", "no final number")
+        assert row["score"] == float(row["verdict"] == "correct") and row["reference"] == row["reference"].strip()
+        assert row["baseline_output"] and row["baseline_verdict"] in ("correct", "wrong", "no final number")
+    summary = found["summary"]
+    differences = [r["score"] - r["baseline_score"] for r in found["items"]]
+    assert summary["items"] == 3 and summary["difference"][0] == round(sum(differences) / 3, 4)
+    assert summary["difference"][1] <= summary["difference"][0] <= summary["difference"][2]
+    assert "| gsm8k | 3/3 |" in (tmp_path / "ev" / "report.md").read_text() and "this run: 6 requests" in first.stdout
+    again = run_eval(*args)
+    assert again.returncode == 0 and "this run: 0 requests" in again.stdout  # a rerun replays the cache
+    assert json.loads((tmp_path / "ev" / "gsm8k.json").read_text())["summary"] == summary
+
+
+def judge_server(answer):
+    server = FaultServer(answer=answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_the_judged_suite_asks_both_orders_and_survives_a_judge_that_says_nothing(teacher_server, tmp_path):
+    model = f"base_url={teacher_server.base_url},model={teacher_server.model}"
+    always_first = judge_server(lambda body: '{"better": 1}')
+    useless = judge_server(lambda body: "I cannot decide.")
+    try:
+        proc = run_eval(model, "--baseline", model, "--suites", "judged", "--limit", "3", "--judge",
+                        f"base_url={always_first.url},model=first", "--eval-dir", str(tmp_path / "a"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        found = json.loads((tmp_path / "a" / "judged.json").read_text())
+        assert [r["score"] for r in found["items"]] == [0.5] * 3  # position bias cancels out over two orders
+        assert {(r["model_first"], r["baseline_first"]) for r in found["items"]} == {(1.0, 0.0)}
+        assert found["summary"]["score"][0] == 0.5 and found["summary"]["order_agreement"] == 0.0
+        assert found["summary"]["verdicts"] == {"tie": 3}
+        proc = run_eval(model, "--baseline", model, "--suites", "judged", "--limit", "3", "--judge",
+                        f"base_url={useless.url},model=useless", "--eval-dir", str(tmp_path / "b"))
+        assert proc.returncode == 0, proc.stderr[-3000:]  # counted, never fatal
+        found = json.loads((tmp_path / "b" / "judged.json").read_text())
+        assert found["summary"]["scored"] == 0 and found["summary"]["verdicts"] == {"judge gave no verdict": 3}
+    finally:
+        for server in (always_first, useless):
+            server.shutdown()
+            server.server_close()
+
+
+def test_bad_input_is_one_line_and_two_evals_take_turns(tmp_path):
+    cases = {
+        "is not a checkpoint directory, a .gguf file, an embedded model": ["no-such-model"],
+        "suite 'mmlu': choose among gsm8k, judged": ["smollm2-135m", "--suites", "mmlu"],
+        "give --baseline MODEL": ["smollm2-135m", "--suites", "judged", "--limit", "1",
+                                  "--judge", "base_url=http://127.0.0.1:9/v1,model=x"],
+        "write base_url=URL,model=NAME": ["base_url=http://127.0.0.1:9/v1"],
+        "has no weights": [str(tmp_path / "empty")],
+    }
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text("{}")
+    for expected, args in cases.items():
+        proc = run_eval(*args, "--eval-dir", str(tmp_path / "ev"))
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert lines[-1].startswith("error:") and expected in lines[-1], (expected, proc.stderr[-2000:])
+    (tmp_path / "busy").mkdir()
+    with DirLock(tmp_path / "busy" / ".lock", "another eval"):
+        proc = run_eval("smollm2-135m", "--limit", "1", "--eval-dir", str(tmp_path / "busy"))
+    assert proc.returncode == LOCKED and proc.stderr.strip().splitlines()[-1].startswith("busy:")
+
+
+def test_the_statistics():
+    assert paired_ci([1, 0, 1], [1, 0, 1]) == (0.0, 0.0, 0.0)
+    mean, low, high = mean_ci([0.0, 1.0] * 50)
+    assert mean == 0.5 and 0.39 < low < 0.5 < high < 0.61
+    rng = np.random.default_rng(0)
+    differences = rng.normal(300, 300, 2000)  # MODEL's answers run longer
+    sd = differences.std()
+    wins = (rng.random(2000) < 1 / (1 + np.exp(-3 * np.tanh(differences / sd)))).astype(float)  # length alone wins
+    assert wins.mean() > 0.65  # the raw win rate rewards length
+    assert abs(length_controlled(wins, differences) - 0.5) < 0.08  # at equal length: a coin
+
+
+def test_builds_decontaminate_against_the_suites_by_name(tmp_path):
+    from conftest import report, run_build
+    from pipelines.eval.suites import gsm8k, judged
+
+    rows = [gsm8k.items(3)[2]["question"], judged.items(1)[0]["instruction"], "Write a short poem about a lighthouse."]
+    source = tmp_path / "mixed.jsonl"
+    source.write_text("".join(json.dumps({"messages": [{"role": "user", "content": text},
+                                                       {"role": "assistant", "content": "An answer."}]}) + "\n"
+                              for text in rows))
+    run_build(tmp_path / "run", f"sources={source}", "benchmarks=gsm8k,judged", recipe="dedup")
+    dropped = report(tmp_path / "run")["decontaminate"]["dropped"]
+    assert dropped == {"contaminated": 2}
