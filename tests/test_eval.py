@@ -5,6 +5,7 @@ that never answers usefully, and bad input as one line."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ from pipelines.eval.stats import mean_ci, paired_ci
 from pipelines.eval.suites.judged import length_controlled
 from pipelines.teacher.weights import gguf_path
 from test_teacher import FaultServer
+from test_train import write_prefs_export
 
 
 def run_eval(*args: str) -> subprocess.CompletedProcess:
@@ -78,9 +80,13 @@ def test_the_judged_suite_asks_both_orders_and_survives_a_judge_that_says_nothin
 
 
 def test_bad_input_is_one_line_and_two_evals_take_turns(tmp_path):
+    prefs = write_prefs_export(tmp_path / "prefs")
     cases = {
         "is not a checkpoint directory, a .gguf file, an embedded model": ["no-such-model"],
-        "suite 'mmlu': choose among gsm8k, judged": ["smollm2-135m", "--suites", "mmlu"],
+        "suite 'mmlu': choose among gsm8k, judged, prefs": ["smollm2-135m", "--suites", "mmlu"],
+        "give --prefs-export DIR": ["smollm2-135m", "--suites", "prefs"],
+        "is not a checkpoint directory or an embedded model": [
+            "base_url=http://127.0.0.1:9/v1,model=x", "--suites", "prefs", "--prefs-export", str(prefs)],
         "give --baseline MODEL": ["smollm2-135m", "--suites", "judged", "--limit", "1",
                                   "--judge", "base_url=http://127.0.0.1:9/v1,model=x"],
         "write base_url=URL,model=NAME": ["base_url=http://127.0.0.1:9/v1"],
@@ -123,3 +129,61 @@ def test_builds_decontaminate_against_the_suites_by_name(tmp_path):
     run_build(tmp_path / "run", f"sources={source}", "benchmarks=gsm8k,judged", recipe="dedup")
     dropped = report(tmp_path / "run")["decontaminate"]["dropped"]
     assert dropped == {"contaminated": 2}
+
+
+def test_an_eval_killed_mid_run_resumes_from_its_cache(tmp_path):
+    import signal
+    import sqlite3
+    import time
+
+    args = [sys.executable, "-m", "pipelines.eval", "smollm2-135m", "--limit", "8", "--concurrency", "1",
+            "--eval-dir", str(tmp_path / "ev")]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    cache, answered = tmp_path / "ev" / "requests.sqlite", 0
+    deadline = time.monotonic() + 300
+    while answered < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+        try:
+            with sqlite3.connect(cache) as db:
+                answered = db.execute("SELECT count(*) FROM responses").fetchone()[0]
+        except sqlite3.Error:
+            pass
+    os.killpg(proc.pid, signal.SIGKILL)  # the eval and its embedded server, at once
+    proc.wait()
+    assert 2 <= answered < 8 and not (tmp_path / "ev" / "gsm8k.json").exists()
+    again = run_eval(*args[3:])
+    assert again.returncode == 0, again.stderr[-2000:]
+    requests = int(again.stdout.split("this run: ")[1].split()[0])
+    assert requests <= 8 - answered  # what was answered before the kill is not asked again
+    assert json.loads((tmp_path / "ev" / "gsm8k.json").read_text())["summary"]["items"] == 8
+
+
+def test_prefs_scores_each_pair_by_the_answers_log_probabilities(tmp_path):
+    import polars as pl
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipelines.teacher.server import ensure_checkpoint
+
+    export = write_prefs_export(tmp_path)
+    proc = run_eval("smollm2-135m", "--suites", "prefs", "--prefs-export", str(export), "--eval-dir",
+                    str(tmp_path / "ev"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = json.loads((tmp_path / "ev" / "prefs.json").read_text())
+    pairs = pl.read_parquet(sorted((export / "data").glob("test_prefs-*.parquet"))).to_dicts()
+    assert found["summary"]["items"] == len(pairs) == 4
+    checkpoint = ensure_checkpoint()
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    for row, pair in zip(found["items"], pairs):
+        for side in ("chosen", "rejected"):  # an independent path: the model's own loss on the answer's tokens
+            messages = pair[side]
+            prompt = list(tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True,
+                                                        return_dict=False))
+            whole = list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
+            labels = torch.tensor([[-100] * len(prompt) + whole[len(prompt):]])
+            with torch.no_grad():
+                loss = model(torch.tensor([whole]), labels=labels).loss.item()
+            assert row[f"logp_{side}"] == pytest.approx(-loss * (len(whole) - len(prompt)), rel=1e-4, abs=1e-3)
+        assert row["score"] == float(row["logp_chosen"] > row["logp_rejected"])

@@ -1,5 +1,5 @@
-"""`python -m pipelines.eval MODEL [--baseline MODEL] [--suites gsm8k,judged] [--limit N] [--eval-dir DIR]
-[--judge MODEL]`: evaluate a model (and a baseline, on the same items) and write what it found.
+"""`python -m pipelines.eval MODEL [--baseline MODEL] [--suites gsm8k,judged,prefs] [--limit N]
+[--eval-dir DIR] [--judge MODEL] [--prefs-export DIR]`: evaluate a model (and a baseline, on the same items) and write what it found.
 
 Generation goes through the one teacher client at fixed, seeded greedy sampling, with the request cache in
 `EVAL_DIR/requests.sqlite`: a rerun replays every answer (the same numbers, 0 requests) and a killed eval resumes
@@ -38,6 +38,8 @@ def make_parser() -> Parser:
     p.add_argument("--limit", type=int, default=None, help="items per suite (default: each suite's own)")
     p.add_argument("--eval-dir", type=Path, default=None, help="where to write (default evals/MODEL[-vs-BASELINE])")
     p.add_argument("--judge", default=DEFAULT_JUDGE, metavar="MODEL", help="the judge of the judged suite")
+    p.add_argument("--prefs-export", type=Path, default=None, metavar="DIR",
+                   help="the prefs suite's export (an ultrafeedback-style export with test_prefs)")
     p.add_argument("--concurrency", type=int, default=4,
                    help="requests in flight per model (and embedded slots; 1 makes decoding batch-exact)")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -96,6 +98,7 @@ def evaluate(args) -> int:
 
     names = [s.strip() for s in args.suites.split(",") if s.strip()]
     suites = {name: load_suite(name) for name in names}
+    options = {"prefs_export": args.prefs_export}
     if args.limit is not None and args.limit < 1:
         raise ConfigError("--limit must be at least 1")
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
@@ -122,7 +125,7 @@ def evaluate(args) -> int:
         results = {}
         try:
             for name, suite in suites.items():
-                rows = suite.run(suite.items(args.limit or suite.DEFAULT_LIMIT), ctx)
+                rows = suite.run(suite.items(args.limit or suite.DEFAULT_LIMIT, options), ctx)
                 found = {"suite": name, "about": suite.ABOUT, "model": model.spec, "baseline": baseline and baseline.spec,
                          "judge": judge.spec if judge and name == "judged" else None,
                          "summary": summarize(suite, rows, baseline), "items": rows}

@@ -28,6 +28,7 @@ class Model:
     spec: str  # as given
     name: str  # in tables and file names
     config: TeacherConfig
+    checkpoint: Path | None = None  # the transformers checkpoint, where there is one (suites that score log-probs)
 
 
 def served_gguf(model_dir: Path, log) -> Path:
@@ -60,4 +61,6 @@ def resolve(spec: str, log=print, concurrency: int = 4) -> Model:
         raise ConfigError(f"model {spec!r} is not a checkpoint directory, a .gguf file, an embedded model "
                           f"({', '.join(MODELS)}) or base_url=URL,model=NAME")
     config = replace(base, embedded=EmbeddedConfig(model=str(gguf), engine="llama", slots=concurrency))
-    return Model(spec, f"{name}-{display_name(str(gguf)).rsplit('-', 1)[1][:6]}", config)
+    return Model(spec, f"{name}-{display_name(str(gguf)).rsplit('-', 1)[1][:6]}", config,
+                 checkpoint=path.resolve() if path.is_dir() else None)
+

@@ -1,5 +1,6 @@
 """Evaluation suites. A suite is a module with `NAME`, `DEFAULT_LIMIT`, `ABOUT` (one line for the report),
-`items(limit)` (its items, in a fixed order) and `run(items, ctx)` (one row per item: what was asked, what each model
+`items(limit, options)` (its items, in a fixed order; `options` holds the command's suite options, such as
+`prefs_export`) and `run(items, ctx)` (one row per item: what was asked, what each model
 answered, and `score` in [0, 1] for MODEL, plus `baseline_score` when the suite scores the baseline on its own);
 optionally `summary(rows)` for numbers beyond the mean score."""
 
@@ -11,7 +12,7 @@ from typing import Callable
 
 from pipelines.core.errors import ConfigError
 
-SUITES = ("gsm8k", "judged")
+SUITES = ("gsm8k", "judged", "prefs")
 
 
 @dataclass

@@ -16,7 +16,7 @@ PARAMS = {"max_tokens": 384, "temperature": 0.0, "seed": 0}
 ASK = "{question}\n\nSolve the problem step by step. End with the final answer on its own line as: #### <number>"
 
 
-def items(limit: int | None) -> list[dict]:
+def items(limit: int | None, options: dict | None = None) -> list[dict]:
     lines = resources.files("pipelines.data").joinpath("gsm8k_test.jsonl").read_text().splitlines()
     out = []
     for k, line in enumerate(lines[:limit] if limit else lines):

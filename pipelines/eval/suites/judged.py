@@ -28,7 +28,7 @@ PARAMS = {"max_tokens": 256, "temperature": 0.0, "seed": 0}
 LC_ROUNDS = 500
 
 
-def items(limit: int | None) -> list[dict]:
+def items(limit: int | None, options: dict | None = None) -> list[dict]:
     lines = resources.files("pipelines.data").joinpath("alpaca_eval_prompts.jsonl").read_text().splitlines()
     return [json.loads(line) for line in (lines[:limit] if limit else lines)]
 
