@@ -136,13 +136,13 @@ def test_an_eval_killed_mid_run_resumes_from_its_cache(tmp_path):
     import sqlite3
     import time
 
-    args = [sys.executable, "-m", "pipelines.eval", "smollm2-135m", "--limit", "8", "--concurrency", "1",
+    args = [sys.executable, "-m", "pipelines.eval", "smollm2-135m", "--limit", "5", "--concurrency", "1",
             "--eval-dir", str(tmp_path / "ev")]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     cache, answered = tmp_path / "ev" / "requests.sqlite", 0
     deadline = time.monotonic() + 300
-    while answered < 2 and time.monotonic() < deadline and proc.poll() is None:
+    while answered < 1 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.3)
         try:
             with sqlite3.connect(cache) as db:
@@ -151,12 +151,12 @@ def test_an_eval_killed_mid_run_resumes_from_its_cache(tmp_path):
             pass
     os.killpg(proc.pid, signal.SIGKILL)  # the eval and its embedded server, at once
     proc.wait()
-    assert 2 <= answered < 8 and not (tmp_path / "ev" / "gsm8k.json").exists()
+    assert 1 <= answered < 5 and not (tmp_path / "ev" / "gsm8k.json").exists()
     again = run_eval(*args[3:])
     assert again.returncode == 0, again.stderr[-2000:]
     requests = int(again.stdout.split("this run: ")[1].split()[0])
-    assert requests <= 8 - answered  # what was answered before the kill is not asked again
-    assert json.loads((tmp_path / "ev" / "gsm8k.json").read_text())["summary"]["items"] == 8
+    assert requests <= 5 - answered  # what was answered before the kill is not asked again
+    assert json.loads((tmp_path / "ev" / "gsm8k.json").read_text())["summary"]["items"] == 5
 
 
 def test_prefs_scores_each_pair_by_the_answers_log_probabilities(tmp_path):
@@ -187,3 +187,49 @@ def test_prefs_scores_each_pair_by_the_answers_log_probabilities(tmp_path):
                 loss = model(torch.tensor([whole]), labels=labels).loss.item()
             assert row[f"logp_{side}"] == pytest.approx(-loss * (len(whole) - len(prompt)), rel=1e-4, abs=1e-3)
         assert row["score"] == float(row["logp_chosen"] > row["logp_rejected"])
+
+
+def test_items_in_the_training_data_are_removed_through_the_lineage(tmp_path):
+    import torch
+
+    from pipelines.eval.suites import gsm8k
+    from pipelines.train.options import SFTOptions
+    from pipelines.train.sft import train_sft
+    from schemas import prompt_id
+    from test_train import TINY, write_shard
+
+    leaked = gsm8k.items(3)[1]["question"]
+    rows = [{"prompt": q, "prompt_id": prompt_id(q), "messages": [{"role": "user", "content": q},
+                                                                  {"role": "assistant", "content": "Done."}]}
+            for q in [leaked, "Name a primary colour.", "What is the capital of France?", "Say hello."]]
+    write_shard(tmp_path / "export" / "data", "train_sft", rows)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = Path(train_sft(SFTOptions(str(tmp_path / "export"), **TINY), log=lambda *_: None)["output_dir"])
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads((out / "train_metrics.json").read_text())["export"] == str((tmp_path / "export").resolve())
+    proc = run_eval(str(out), "--limit", "3", "--eval-dir", str(tmp_path / "ev"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = json.loads((tmp_path / "ev" / "gsm8k.json").read_text())
+    assert [r["id"] for r in found["items"]] == ["gsm8k-0", "gsm8k-2"]
+    removed = found["summary"]["decontamination"]
+    assert removed["removed"] == 1 and list(removed["removed_items"]) == ["gsm8k-1"]
+    assert "1 items removed: in the training data" in (tmp_path / "ev" / "report.md").read_text()
+
+
+def test_models_that_answer_nothing_or_garbage_score_zero_with_a_verdict(tmp_path):
+    answers = {"empty": lambda body: "", "garbage": lambda body: "\u2211\u2211 lorem \x00 ipsum"}
+    for name, answer in answers.items():
+        server = judge_server(answer)
+        try:
+            proc = run_eval(f"base_url={server.url},model={name}", "--limit", "2", "--eval-dir", str(tmp_path / name))
+        finally:
+            server.shutdown()
+            server.server_close()
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        found = json.loads((tmp_path / name / "gsm8k.json").read_text())
+        assert [r["score"] for r in found["items"]] == [0.0, 0.0]
+        assert all(r["verdict"] == "no final number" or r["verdict"].startswith("no output")
+                   for r in found["items"]), found["items"]

@@ -19,6 +19,7 @@ from pipelines.cli import Parser, main_guard
 from pipelines.core.errors import ConfigError
 from pipelines.core.files import write_json, write_text
 from pipelines.core.locks import DirLock
+from pipelines.eval.lineage import decontaminate, training_exports
 from pipelines.eval.models import Model, resolve
 from pipelines.eval.stats import beyond, mean_ci, paired_ci
 from pipelines.eval.suites import SUITES, SuiteContext, load_suite
@@ -83,6 +84,8 @@ def report(model: Model, baseline: Model | None, judge: str | None, results: dic
         if s.get("order_agreement") is not None:
             more.append(f"judge's orders agree {s['order_agreement']:.2f}")
         more.append(", ".join(f"{k}: {v}" for k, v in sorted(s["verdicts"].items())))
+        if s.get("decontamination", {}).get("removed"):
+            more.append(f"{s['decontamination']['removed']} items removed: in the training data")
         diff = _ci(s.get("difference")) + (" **beyond the CI**" if s.get("beyond_ci") else "")
         lines.append(f"| {name} | {s['scored']}/{s['items']} | {_ci(s['score'])} | {_ci(s.get('baseline_score'))} | "
                      f"{diff if s.get('difference') else '-'} | {'; '.join(more)} |")
@@ -123,12 +126,19 @@ def evaluate(args) -> int:
                            judge=(lambda requests, desc: client(judge, "judge").chat_many(requests, desc))
                            if judge else None)
         results = {}
+        exports, notes = [], []
+        for m in (model, baseline):
+            found, why = training_exports(m.checkpoint if m else None)
+            exports, notes = exports + found, notes + why
         try:
             for name, suite in suites.items():
-                rows = suite.run(suite.items(args.limit or suite.DEFAULT_LIMIT, options), ctx)
+                items = suite.items(args.limit or suite.DEFAULT_LIMIT, options)
+                items, decontamination = decontaminate(items, [suite.prompt_of(i) for i in items], exports)
+                rows = suite.run(items, ctx)
                 found = {"suite": name, "about": suite.ABOUT, "model": model.spec, "baseline": baseline and baseline.spec,
                          "judge": judge.spec if judge and name == "judged" else None,
-                         "summary": summarize(suite, rows, baseline), "items": rows}
+                         "summary": {**summarize(suite, rows, baseline), "decontamination": decontamination,
+                                     "lineage_notes": notes}, "items": rows}
                 write_json(eval_dir / f"{name}.json", found)
                 results[name] = found
         finally:

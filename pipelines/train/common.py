@@ -120,6 +120,7 @@ def train(trainer, opts: TrainOptions, output_dir: Path, *, model: str, examples
     metrics = {
         "command": opts.command,
         "model": model,
+        "export": str(Path(opts.export_dir).resolve()),  # lineage: what it was trained on (pipelines.eval reads it)
         "examples": examples,
         "steps": int(result.global_step),
         "loss": float(losses[-1]) if losses else math.nan,

@@ -37,6 +37,11 @@ def score(text: str | None, error: str | None, reference: str) -> tuple[float, s
     return float(ok), "correct" if ok else "wrong", got
 
 
+def prompt_of(item: dict) -> str:
+    """What the model is asked (decontaminated against its training prompts)."""
+    return item["question"]
+
+
 def run(rows: list[dict], ctx) -> list[dict]:
     requests = [Request([{"role": "user", "content": ASK.format(question=r["question"])}], PARAMS) for r in rows]
     who = {"": ctx.model, "baseline_": ctx.baseline}

@@ -42,6 +42,11 @@ def preference(result, model_first: bool) -> float | None:
     return p_first if model_first else 1.0 - p_first
 
 
+def prompt_of(item: dict) -> str:
+    """What the model is asked (decontaminated against its training prompts)."""
+    return item["instruction"]
+
+
 def run(rows: list[dict], ctx) -> list[dict]:
     if ctx.baseline is None:
         raise ConfigError("the judged suite compares MODEL with a baseline: give --baseline MODEL")

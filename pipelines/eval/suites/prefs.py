@@ -72,6 +72,11 @@ def checkpoint(model) -> Path:
                       "an embedded model")
 
 
+def prompt_of(item: dict) -> str:
+    """What the model is asked (decontaminated against its training prompts)."""
+    return "\n".join(m["content"] for m in item["chosen"][:-1] if m["role"] == "user")
+
+
 def run(rows: list[dict], ctx) -> list[dict]:
     out = [dict(r) for r in rows]
     for prefix, model in {"": ctx.model, "baseline_": ctx.baseline}.items():
