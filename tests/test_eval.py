@@ -217,6 +217,13 @@ def test_items_in_the_training_data_are_removed_through_the_lineage(tmp_path):
     removed = found["summary"]["decontamination"]
     assert removed["removed"] == 1 and list(removed["removed_items"]) == ["gsm8k-1"]
     assert "1 items removed: in the training data" in (tmp_path / "ev" / "report.md").read_text()
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")  # the model card: lineage, training, results as model-index
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert str((tmp_path / "export").resolve()) in card.text and "`sft`" in card.text
+    [result] = card.data.eval_results
+    assert result.dataset_type == "openai/gsm8k" and result.metric_value == found["summary"]["score"][0]
 
 
 def test_models_that_answer_nothing_or_garbage_score_zero_with_a_verdict(tmp_path):

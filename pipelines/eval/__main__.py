@@ -24,6 +24,7 @@ from pipelines.eval.models import Model, resolve
 from pipelines.eval.stats import beyond, mean_ci, paired_ci
 from pipelines.eval.suites import SUITES, SuiteContext, load_suite
 from pipelines.teacher.weights import DEFAULT_JUDGE
+from pipelines.train.card import record_eval
 
 SMALL_JUDGE = ("the embedded Qwen2.5-Coder-1.5B judge agrees 0.954 with graded good-vs-broken answer pairs and is "
                "at or below chance on hh-rlhf harmlessness labels (bench/judge_agreement.py): it tells broken "
@@ -141,6 +142,9 @@ def evaluate(args) -> int:
                                      "lineage_notes": notes}, "items": rows}
                 write_json(eval_dir / f"{name}.json", found)
                 results[name] = found
+                if model.checkpoint is not None:  # the model's card gets the result
+                    record_eval(model.checkpoint, name, found["summary"], eval_dir.resolve(),
+                                baseline.spec if baseline else None)
         finally:
             requests = sum(c.stats.get("requests", 0) for c in clients.values())
             for c in clients.values():

@@ -141,15 +141,19 @@ def train(trainer, opts: TrainOptions, output_dir: Path, *, model: str, examples
 
 def save(trainer, output_dir: Path, *, lora: bool) -> None:
     """Save model and tokenizer to `output_dir`; with LoRA, the adapter to `output_dir/adapter` and the merged model
-    to `output_dir`, so that `--model output_dir` works for the next command as any checkpoint does."""
+    to `output_dir`, so that `--model output_dir` works for the next command as any checkpoint does; then the model
+    card (`pipelines.train.card`)."""
+    from pipelines.train.card import write_card
+
     trainer.accelerator.unwrap_model(trainer.model).config.use_cache = True  # Trainer turns it off for training
     if not lora:
         trainer.save_model(str(output_dir))
-        return
-    trainer.save_model(str(output_dir / "adapter"))
-    merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-    merged.save_pretrained(str(output_dir))
-    trainer.processing_class.save_pretrained(str(output_dir))
+    else:
+        trainer.save_model(str(output_dir / "adapter"))
+        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        merged.save_pretrained(str(output_dir))
+        trainer.processing_class.save_pretrained(str(output_dir))
+    write_card(output_dir)  # after the trainer's own README.md
 
 
 def write_json(path: Path, value: dict) -> None:

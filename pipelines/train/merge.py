@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from pipelines.core.errors import ConfigError
+from pipelines.train.card import write_card
 from pipelines.train.export import check_checkpoint
 
 METHODS = ("linear", "slerp", "ties")
@@ -95,6 +96,7 @@ def merge(models: list[Path], output: Path, method: str = "linear", weights: lis
     run_merge(MergeConfiguration.model_validate(config), str(output),
               options=MergeOptions(cuda=False, copy_tokenizer=True, lazy_unpickle=False, quiet=True, random_seed=0))
     (Path(output) / "merge.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_card(Path(output))  # in place of mergekit's own README.md
     return Path(output)
 
 
