@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -240,3 +241,29 @@ def test_models_that_answer_nothing_or_garbage_score_zero_with_a_verdict(tmp_pat
         assert [r["score"] for r in found["items"]] == [0.0, 0.0]
         assert all(r["verdict"] == "no final number" or r["verdict"].startswith("no output")
                    for r in found["items"]), found["items"]
+
+
+def test_the_review_app_shows_an_evals_items_side_by_side_by_verdict(tmp_path):
+    from starlette.testclient import TestClient
+
+    from pipelines.review.app import create_app
+
+    hostile = judge_server(lambda body: "<script>alert(1)</script> ![x](http://127.0.0.1:9/x.png)\n#### 18")
+    silent = judge_server(lambda body: "no idea")
+    try:
+        proc = run_eval(f"base_url={hostile.url},model=hostile", "--baseline", f"base_url={silent.url},model=silent",
+                        "--limit", "3", "--eval-dir", str(tmp_path / "ev"))
+    finally:
+        for server in (hostile, silent):
+            server.shutdown()
+            server.server_close()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    web = TestClient(create_app(tmp_path / "ev", "t", {"testserver"}))
+    assert web.get("/", follow_redirects=False).headers["location"] == "/eval"
+    page = web.get("/eval/gsm8k")
+    assert page.status_code == 200 and page.headers["x-frame-options"] == "DENY"
+    assert page.text.count('class="item eval"') == 3 and "side-by-side" in page.text
+    assert "<script>alert" not in page.text and "[image: x]" in page.text  # data is text, images are links
+    correct = web.get("/eval/gsm8k?verdict=correct").text  # GSM8K's first answer is 18
+    assert re.findall(r"<code>(gsm8k-\d+)</code>", correct) == ["gsm8k-0"]
+    assert web.get("/eval/mmlu").status_code == 404

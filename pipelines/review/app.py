@@ -1,6 +1,7 @@
 """The review web app: Starlette routes, Jinja2 templates, one small script; every asset is served by the app.
 
-Pages: `/` the run (stage table, charts, card), `/stage/<name>` a stage's rows, `/pairs`, `/dedup`, `/quarantine`;
+Pages: `/` the run (stage table, charts, card), `/stage/<name>` a stage's rows, `/pairs`, `/dedup`, `/quarantine`,
+`/eval/<suite>` a `pipelines.eval` directory's items (model and baseline side by side, filtered by verdict);
 `POST /api/labels` stores a label; `/files/export/pictures/<name>` serves the card's pictures (nothing else of the run).
 Pages that read data are plain `def` handlers, so Starlette runs them in its thread pool, off the event loop.
 
@@ -216,13 +217,16 @@ def create_app(run_dir: Path, token: str, hosts: set[str], pages_need_token: boo
     templates.env.filters.update(md=markdown, tojson_pretty=raw_json, cut=cut)
     templates.env.globals.update(word_diff=word_diff, page_link=page_link, token=token, run_dir=str(run_dir),
                                  stages=lambda: list(D.stage_dirs(run_dir)),
-                                 rebuild=lambda: D.rebuild_command(run_dir))
+                                 rebuild=lambda: D.rebuild_command(run_dir),
+                                 eval_suites=lambda: D.eval_suites(run_dir))
 
     def render(request: Request, template: str, **values) -> Response:
         return templates.TemplateResponse(request, template, values)
 
     # Plain `def` handlers: Starlette runs them in its thread pool, so a slow page never holds the others up.
     def overview(request: Request) -> Response:
+        if not (run_dir / "report.json").exists() and D.eval_suites(run_dir):  # an eval directory
+            return RedirectResponse("/eval", status_code=303)
         rep = D.report(run_dir)
         rows = rep.get("stages", [])
         drops: dict[str, int] = {}
@@ -267,6 +271,19 @@ def create_app(run_dir: Path, token: str, hosts: set[str], pages_need_token: boo
         clusters, total = D.clusters_page(run_dir, page)
         return render(request, "dedup.html", clusters=clusters, total=total, page=page, pages=max(1, -(-total // 10)))
 
+    def evaluation(request: Request) -> Response:
+        suites = D.eval_suites(run_dir)
+        suite = request.path_params.get("suite") or (suites[0] if suites else "")
+        verdict = request.query_params.get("verdict", "")
+        try:
+            found = D.eval_page(run_dir, suite, verdict, _int(request.query_params.get("page"), 1))
+        except D.NotFound as e:
+            return PlainTextResponse(str(e), status_code=404)
+        return render(request, "eval.html", suites=suites, found=found, verdict=verdict,
+                      page=max(1, _int(request.query_params.get("page"), 1)),
+                      pages=max(1, -(-found["total"] // D.PAGE)),
+                      report_md=(run_dir / "report.md").read_text(errors="replace"))
+
     def quarantine(request: Request) -> Response:
         q = _query(request)
         page = D.quarantine_page(run_dir, q)
@@ -307,6 +324,7 @@ def create_app(run_dir: Path, token: str, hosts: set[str], pages_need_token: boo
     routes = [
         Route("/", overview), Route("/stage/{name}", stage_rows), Route("/pairs", pairs), Route("/dedup", dedup),
         Route("/quarantine", quarantine), Route("/api/labels", post_label, methods=["POST"]),
+        Route("/eval", evaluation), Route("/eval/{suite}", evaluation),
         Route("/files/{path:path}", files), Route("/favicon.ico", favicon),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

@@ -31,15 +31,16 @@ class NotFound(LookupError):
 
 
 def resolve_run(path: Path) -> Path:
-    """The run directory to review: `path` itself, or a refresh root's latest build (`work/vN`)."""
+    """The run directory to review: `path` itself (a run, or a `pipelines.eval` directory), or a refresh root's
+    latest build (`work/vN`)."""
     path = Path(path).resolve()
-    if (path / "report.json").exists() or any(path.glob("[0-9][0-9]_*")):
+    if (path / "report.json").exists() or any(path.glob("[0-9][0-9]_*")) or eval_suites(path):
         return path
     builds = sorted((path / "work").glob("v*"), key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1)
     if (path / "manifest.json").exists() and builds:
         return builds[-1]
-    raise NotFound(f"{path} is neither a run directory (report.json, NN_stage/ folders) nor a refresh root "
-                   f"(manifest.json and work/vN/)")
+    raise NotFound(f"{path} is neither a run directory (report.json, NN_stage/ folders), a refresh root "
+                   f"(manifest.json and work/vN/) nor an eval directory (report.md and <suite>.json)")
 
 
 def report(run_dir: Path) -> dict:
@@ -307,3 +308,27 @@ def rebuild_command(run_dir: Path) -> str:
     recipe = report(run_dir).get("recipe") or "RECIPE"
     return shlex.join(["python", "-m", "pipelines.build", str(recipe), "--run-dir", str(run_dir)]) + \
         " (with the --set options of the first build)"
+
+
+EVAL_SUITES = ("gsm8k", "judged", "prefs")
+
+
+def eval_suites(run_dir: Path) -> list[str]:
+    """The suites a `pipelines.eval` directory holds (`<suite>.json` beside `report.md`)."""
+    if not (run_dir / "report.md").is_file():
+        return []
+    return [s for s in EVAL_SUITES if (run_dir / f"{s}.json").is_file()]
+
+
+def eval_page(run_dir: Path, suite: str, verdict: str, page: int, size: int = PAGE) -> dict:
+    """A page of an eval's items (optionally one verdict's), with the suite's summary and every verdict there is."""
+    if suite not in eval_suites(run_dir):
+        raise NotFound(f"no eval suite {suite!r} in {run_dir}")
+    found = json.loads((run_dir / f"{suite}.json").read_text())
+    items = found.get("items", [])
+    verdicts = sorted({str(i.get("verdict")) for i in items})
+    chosen = [i for i in items if not verdict or str(i.get("verdict")) == verdict]
+    start = (max(1, page) - 1) * size
+    return {"suite": suite, "summary": found.get("summary", {}), "model": found.get("model"),
+            "baseline": found.get("baseline"), "verdicts": verdicts, "items": chosen[start:start + size],
+            "total": len(chosen)}
