@@ -10,7 +10,6 @@ summary with 95% bootstrap CIs and, with a baseline, the paired difference) and 
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -19,7 +18,7 @@ from pipelines.cli import Parser, main_guard
 from pipelines.core.errors import ConfigError
 from pipelines.core.files import write_json, write_text
 from pipelines.core.locks import DirLock
-from pipelines.eval.lineage import decontaminate, training_exports
+from pipelines.eval.lineage import decontaminate, training_exports, training_index
 from pipelines.eval.models import Model, resolve
 from pipelines.eval.stats import beyond, mean_ci, paired_ci
 from pipelines.eval.suites import SUITES, SuiteContext, load_suite
@@ -131,10 +130,11 @@ def evaluate(args) -> int:
         for m in (model, baseline):
             found, why = training_exports(m.checkpoint if m else None)
             exports, notes = exports + found, notes + why
+        index = training_index(exports)
         try:
             for name, suite in suites.items():
                 items = suite.items(args.limit or suite.DEFAULT_LIMIT, options)
-                items, decontamination = decontaminate(items, [suite.prompt_of(i) for i in items], exports)
+                items, decontamination = decontaminate(items, [suite.prompt_of(i) for i in items], index)
                 rows = suite.run(items, ctx)
                 found = {"suite": name, "about": suite.ABOUT, "model": model.spec, "baseline": baseline and baseline.spec,
                          "judge": judge.spec if judge and name == "judged" else None,

@@ -8,43 +8,45 @@ split of every export on it (`data/train_*.parquet`) is read as a benchmark of t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from pipelines.dedup.decontam import Benchmark, Contamination
+from pipelines.train.card import lineage
 
 NGRAM = 13
 
 
 def training_exports(checkpoint: Path | None) -> tuple[list[Path], list[str]]:
     """(the exports on the model's lineage, notes on links that could not be followed)."""
-    exports, notes, seen = [], [], set()
-    while checkpoint is not None and checkpoint not in seen:
-        seen.add(checkpoint)
-        metrics = checkpoint / "train_metrics.json"
-        if not metrics.is_file():
-            break
-        found = json.loads(metrics.read_text())
-        if found.get("export"):
-            export = Path(found["export"])
-            (exports.append(export) if export.is_dir() else
-             notes.append(f"{checkpoint.name} was trained on {export}, which is gone: not decontaminated against it"))
+    exports, notes = [], []
+    for run in lineage(checkpoint) if checkpoint is not None else []:
+        name = Path(run["dir"]).name
+        if not run.get("export"):
+            notes.append(f"{name}'s train_metrics.json names no export (trained before lineage was kept)")
+        elif Path(run["export"]).is_dir():
+            exports.append(Path(run["export"]))
         else:
-            notes.append(f"{checkpoint.name}'s train_metrics.json names no export (trained before lineage was kept)")
-        parent = Path(str(found.get("model") or ""))
-        checkpoint = parent if parent.is_dir() else None
+            notes.append(f"{name} was trained on {run['export']}, which is gone: not decontaminated against it")
     return exports, notes
 
 
-def decontaminate(items: list[dict], prompts: list[str], exports: list[Path]) -> tuple[list[dict], dict]:
-    """The items whose prompt overlaps no training prompt, and what was removed."""
+def training_index(exports: list[Path]) -> tuple[Contamination | None, int]:
+    """The n-gram index of every train split on the lineage (read once per eval), and how many files it holds."""
     files = sorted({f for export in exports for f in (export / "data").glob("train_*.parquet")})
-    if not files or not items:
-        return items, {"training_files": len(files), "removed": 0}
-    contamination = Contamination([Benchmark(f"{f.parent.parent.name}/{f.stem}", f) for f in files], NGRAM)
+    if not files:
+        return None, 0
+    return Contamination([Benchmark(f"{f.parent.parent.name}/{f.stem}", f) for f in files], NGRAM), len(files)
+
+
+def decontaminate(items: list[dict], prompts: list[str], index: tuple[Contamination | None, int]
+                  ) -> tuple[list[dict], dict]:
+    """The items whose prompt overlaps no training prompt of `index` (`training_index`), and what was removed."""
+    contamination, files = index
+    if contamination is None or not items:
+        return items, {"training_files": files, "removed": 0}
     reasons = contamination.match(prompts, np.arange(len(prompts)), len(prompts))
     kept = [item for item, reason in zip(items, reasons) if reason is None]
     removed = {item["id"]: reason for item, reason in zip(items, reasons) if reason is not None}
-    return kept, {"training_files": len(files), "removed": len(removed), "removed_items": removed}
+    return kept, {"training_files": files, "removed": len(removed), "removed_items": removed}

@@ -19,7 +19,7 @@ from pathlib import Path
 from pipelines.core.errors import ConfigError
 from pipelines.teacher.client import TeacherConfig
 from pipelines.teacher.server import EmbeddedConfig
-from pipelines.teacher.weights import MODELS, display_name
+from pipelines.teacher.weights import MODELS, file_digest
 from pipelines.train.export import WEIGHTS, export_gguf, gguf_path
 
 
@@ -61,6 +61,6 @@ def resolve(spec: str, log=print, concurrency: int = 4) -> Model:
         raise ConfigError(f"model {spec!r} is not a checkpoint directory, a .gguf file, an embedded model "
                           f"({', '.join(MODELS)}) or base_url=URL,model=NAME")
     config = replace(base, embedded=EmbeddedConfig(model=str(gguf), engine="llama", slots=concurrency))
-    return Model(spec, f"{name}-{display_name(str(gguf)).rsplit('-', 1)[1][:6]}", config,
+    return Model(spec, f"{name}-{file_digest(gguf)[:6]}", config,
                  checkpoint=path.resolve() if path.is_dir() else None)
 

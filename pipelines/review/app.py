@@ -274,13 +274,12 @@ def create_app(run_dir: Path, token: str, hosts: set[str], pages_need_token: boo
     def evaluation(request: Request) -> Response:
         suites = D.eval_suites(run_dir)
         suite = request.path_params.get("suite") or (suites[0] if suites else "")
-        verdict = request.query_params.get("verdict", "")
+        verdict, page = request.query_params.get("verdict", ""), max(1, _int(request.query_params.get("page"), 1))
         try:
-            found = D.eval_page(run_dir, suite, verdict, _int(request.query_params.get("page"), 1))
+            found = D.eval_page(run_dir, suite, verdict, page)
         except D.NotFound as e:
             return PlainTextResponse(str(e), status_code=404)
-        return render(request, "eval.html", suites=suites, found=found, verdict=verdict,
-                      page=max(1, _int(request.query_params.get("page"), 1)),
+        return render(request, "eval.html", suites=suites, found=found, verdict=verdict, page=page,
                       pages=max(1, -(-found["total"] // D.PAGE)),
                       report_md=(run_dir / "report.md").read_text(errors="replace"))
 

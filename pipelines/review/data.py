@@ -18,6 +18,7 @@ import polars as pl
 
 from pipelines.core.labels import digest, latest, pair_key
 from pipelines.core.stage import DROP
+from pipelines.eval.suites import SUITES
 
 PAGE = 20
 PAIR_CHUNK = 5_000  # pairs read at a time when filtering by label
@@ -297,27 +298,26 @@ def labels_in_export(run_dir: Path) -> bool:
     stage = export_stage(run_dir)
     done = stage_dirs(run_dir)[stage] / "_SUCCESS.json" if stage else None
     applied = json.loads(done.read_text()).get("labels", "") if done is not None and done.exists() else None
-    return applied == digest(run_dir) or (applied is None and not digest(run_dir))
+    now = digest(run_dir)
+    return applied == now or (applied is None and not now)
 
 
 def rebuild_command(run_dir: Path) -> str:
     """The command that exports again with the labels: the run's own build command as report.json recorded it."""
-    command = report(run_dir).get("command")
+    found = report(run_dir)
+    command = found.get("command")
     if isinstance(command, list) and all(isinstance(c, str) for c in command):
         return shlex.join(command)
-    recipe = report(run_dir).get("recipe") or "RECIPE"
+    recipe = found.get("recipe") or "RECIPE"
     return shlex.join(["python", "-m", "pipelines.build", str(recipe), "--run-dir", str(run_dir)]) + \
         " (with the --set options of the first build)"
-
-
-EVAL_SUITES = ("gsm8k", "judged", "prefs")
 
 
 def eval_suites(run_dir: Path) -> list[str]:
     """The suites a `pipelines.eval` directory holds (`<suite>.json` beside `report.md`)."""
     if not (run_dir / "report.md").is_file():
         return []
-    return [s for s in EVAL_SUITES if (run_dir / f"{s}.json").is_file()]
+    return [s for s in SUITES if (run_dir / f"{s}.json").is_file()]
 
 
 def eval_page(run_dir: Path, suite: str, verdict: str, page: int, size: int = PAGE) -> dict:

@@ -271,9 +271,7 @@ class Judge(Asks, MapStage):
                 for j in range(len(texts)):
                     if i != j:  # (i, j) shows i first; (j, i) is the same pair in the other order
                         jobs.append((r, i, j))
-                        requests.append(Request(F.pair_messages(row["prompt"], texts[i], texts[j]),
-                                                judge_params(self.max_tokens), schema=F.pair_schema(),
-                                                parse=partial(F.parse_choice, key="better", allowed=range(1, 3))))
+                        requests.append(pair_request(row["prompt"], texts[i], texts[j], self.max_tokens))
         results = self.ask(ctx, requests)
         # first[r][(i, j)] = (P(the answer shown first is better), sampled verdict: 1 or 2)
         first: list[dict] = [{} for _ in rows]
@@ -281,11 +279,10 @@ class Judge(Asks, MapStage):
         for (r, i, j), result in zip(jobs, results):
             if _failed(result, ctx, errors[r]):
                 continue
-            distribution = F.digit_distribution(result.logprobs, range(1, 3))
-            ctx.count("judge_expected_ratings" if distribution else "judge_sampled_ratings")
+            p_first, expected = pair_first(result)
+            ctx.count("judge_expected_ratings" if expected else "judge_sampled_ratings")
             ctx.count("judge_verdicts")
             ctx.count("judge_first_wins", int(result.data == 1))
-            p_first = distribution.get(1, 0.0) if distribution else float(result.data == 1)
             first[r][(i, j)] = (p_first, result.data)
         completions, agreements, reasons = [], [], []
         for r, row in enumerate(rows):
@@ -357,6 +354,22 @@ def point_score(result) -> tuple[float, bool]:
     digit (False)."""
     distribution = F.digit_distribution(result.logprobs, POINT_DIGITS)
     return (F.expected(distribution), True) if distribution else (float(result.data), False)
+
+
+PAIR_DIGITS = range(1, 3)
+
+
+def pair_request(instruction: str, first: str, second: str, max_tokens: int = 48) -> Request:
+    """One pairwise judge request: which of two answers to `instruction` is better (1 = the first shown)."""
+    return Request(F.pair_messages(instruction, first, second), judge_params(max_tokens), schema=F.pair_schema(),
+                   parse=partial(F.parse_choice, key="better", allowed=PAIR_DIGITS))
+
+
+def pair_first(result) -> tuple[float, bool]:
+    """P(the answer shown first is better): from the logprobs of "1"/"2" when the answer carries them (True), else
+    the sampled verdict (False)."""
+    distribution = F.digit_distribution(result.logprobs, PAIR_DIGITS)
+    return (distribution.get(1, 0.0), True) if distribution else (float(result.data == 1), False)
 
 
 def _failed(result, ctx: Context, errors: list[str]) -> bool:

@@ -8,10 +8,13 @@ optionally `summary(rows)` for numbers beyond the mean score."""
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass
+from importlib import resources
 from typing import Callable
 
 from pipelines.core.errors import ConfigError
+from pipelines.dedup.decontam import SUITES as SHIPPED
 
 SUITES = ("gsm8k", "judged", "prefs")
 
@@ -31,3 +34,10 @@ def load_suite(name: str):
     if name not in SUITES:
         raise ConfigError(f"suite {name!r}: choose among {', '.join(SUITES)}")
     return importlib.import_module(f"pipelines.eval.suites.{name}")
+
+
+def shipped(name: str, limit: int | None) -> list[dict]:
+    """The first `limit` records of a suite's items shipped in `pipelines/data` (the file builds decontaminate
+    against by the suite's name)."""
+    lines = resources.files("pipelines.data").joinpath(SHIPPED[name]).read_text().splitlines()
+    return [json.loads(line) for line in (lines[:limit] if limit else lines)]

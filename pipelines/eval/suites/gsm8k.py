@@ -3,9 +3,7 @@ project's answer extraction (`pipelines.prompts.answers`: `#### N`, "the answer 
 
 from __future__ import annotations
 
-import json
-from importlib import resources
-
+from pipelines.eval.suites import shipped
 from pipelines.prompts.answers import agrees, final_answer, reference_of
 from pipelines.teacher.client import Request
 
@@ -17,13 +15,8 @@ ASK = "{question}\n\nSolve the problem step by step. End with the final answer o
 
 
 def items(limit: int | None, options: dict | None = None) -> list[dict]:
-    lines = resources.files("pipelines.data").joinpath("gsm8k_test.jsonl").read_text().splitlines()
-    out = []
-    for k, line in enumerate(lines[:limit] if limit else lines):
-        row = json.loads(line)
-        out.append({"id": f"gsm8k-{k}", "question": row["question"],
-                    "reference": reference_of(row["answer"]).value})
-    return out
+    return [{"id": f"gsm8k-{k}", "question": row["question"], "reference": reference_of(row["answer"]).value}
+            for k, row in enumerate(shipped(NAME, limit))]
 
 
 def score(text: str | None, error: str | None, reference: str) -> tuple[float, str, str | None]:

@@ -7,17 +7,13 @@ length."""
 
 from __future__ import annotations
 
-import json
-from functools import partial
-from importlib import resources
-
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit
 
 from pipelines.core.errors import ConfigError
-from pipelines.prompts import feedback as F
-from pipelines.stages.feedback import judge_params
+from pipelines.eval.suites import shipped
+from pipelines.stages.feedback import pair_first, pair_request
 from pipelines.teacher.client import Request
 
 NAME = "judged"
@@ -29,16 +25,14 @@ LC_ROUNDS = 500
 
 
 def items(limit: int | None, options: dict | None = None) -> list[dict]:
-    lines = resources.files("pipelines.data").joinpath("alpaca_eval_prompts.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in (lines[:limit] if limit else lines)]
+    return shipped(NAME, limit)
 
 
 def preference(result, model_first: bool) -> float | None:
     """P(MODEL's answer is better) from one judged order; None when the judge gave no verdict."""
     if result.error is not None or result.data not in (1, 2):
         return None
-    distribution = F.digit_distribution(result.logprobs, range(1, 3))
-    p_first = distribution.get(1, 0.0) if distribution else float(result.data == 1)
+    p_first, _ = pair_first(result)
     return p_first if model_first else 1.0 - p_first
 
 
@@ -55,8 +49,6 @@ def run(rows: list[dict], ctx) -> list[dict]:
     asks = [Request([{"role": "user", "content": r["instruction"]}], PARAMS) for r in rows]
     mine = ctx.generate(ctx.model, asks, f"judged {ctx.model.name}")
     theirs = ctx.generate(ctx.baseline, asks, f"judged {ctx.baseline.name}")
-    pair = partial(Request, params=judge_params(16), schema=F.pair_schema(),
-                   parse=partial(F.parse_choice, key="better", allowed=range(1, 3)))
     jobs, requests = [], []
     for k, (row, a, b) in enumerate(zip(rows, mine, theirs)):
         if a.text is None or b.text is None:
@@ -64,7 +56,7 @@ def run(rows: list[dict], ctx) -> list[dict]:
         for model_first in (True, False):
             first, second = (a.text, b.text) if model_first else (b.text, a.text)
             jobs.append((k, model_first))
-            requests.append(pair(F.pair_messages(row["instruction"], first, second)))
+            requests.append(pair_request(row["instruction"], first, second, 16))
     verdicts: list[dict] = [{} for _ in rows]
     for (k, model_first), result in zip(jobs, ctx.judge(requests, "judge") if requests else []):
         verdicts[k][model_first] = preference(result, model_first)
