@@ -1,9 +1,10 @@
 """Decontamination: find records that contain benchmark prompts, by word n-gram overlap.
 
-A benchmark is an evaluation suite's name (`gsm8k`, `judged`: the items `pipelines.eval` scores, shipped in
-`pipelines/data`), `PATH`, `NAME=PATH` (the name defaults to the file's stem) or either with `?field=a.b`. PATH is any
-file ingest reads (JSONL, JSON array, CSV, Parquet, Arrow, a `datasets` directory, compressed). The first readable
-record decides where the prompts are, by the first of these fields it has:
+A benchmark is an evaluation suite's name (`ifbench`, `ifeval_dev`, `gsm8k`, `judged`: the items `pipelines.eval`
+scores, shipped in `pipelines/data` or, for IFBench, taken from its pinned wheel), `PATH`, `NAME=PATH` (the name
+defaults to the file's stem) or either with `?field=a.b`. PATH is any file ingest reads (JSONL, JSON array, CSV,
+Parquet, Arrow, a `datasets` directory, compressed). The first readable record decides where the prompts are, by the
+first of these fields it has:
 
 - `turns`: MT-Bench, a list of user turns, each one a prompt.
 - `problem`: MATH, AIME.
@@ -44,7 +45,9 @@ from connectors.walk import data_files, is_datasets_dir
 from pipelines.core.errors import ConfigError, SourceError
 from pipelines.dedup.minhash import shingle_hashes
 
-SUITES = {"gsm8k": "gsm8k_test.jsonl", "judged": "alpaca_eval_prompts.jsonl"}  # pipelines.eval's items, by name
+# pipelines.eval's items, by suite name: shipped in pipelines/data, or (IFBench's) taken from a pinned archive
+SUITES = {"gsm8k": "gsm8k_test.jsonl", "judged": "alpaca_eval_prompts.jsonl", "ifeval_dev": "ifeval_dev.jsonl"}
+FETCHED = {"ifbench": "IFBench_test.jsonl"}
 
 
 def texts(value: Any) -> list[str]:
@@ -96,6 +99,10 @@ class Benchmark:
     def parse(cls, spec: str) -> "Benchmark":
         if spec in SUITES:  # an evaluation suite's items, shipped in pipelines/data
             return cls(spec, Path(str(resources.files("pipelines.data").joinpath(SUITES[spec]))))
+        if spec in FETCHED:
+            from pipelines.eval.assets import ifbench_file
+
+            return cls(spec, ifbench_file(FETCHED[spec]))
         text, sep, field = spec.rpartition("?field=") if "?field=" in spec else (spec, "", "")
         if (sep and not field.strip(".")) or "?" in text:
             raise ConfigError(f"benchmarks entry {spec!r}: write [NAME=]PATH or [NAME=]PATH?field=FIELD")

@@ -1,4 +1,4 @@
-"""`python -m pipelines.eval MODEL [--baseline MODEL] [--suites gsm8k,judged,prefs] [--limit N]
+"""`python -m pipelines.eval MODEL [--baseline MODEL] [--suites ifbench,ifeval_dev,gsm8k,judged,prefs] [--limit N]
 [--eval-dir DIR] [--judge MODEL] [--prefs-export DIR]`: evaluate a model (and a baseline, on the same items) and write what it found.
 
 Generation goes through the one teacher client at fixed, seeded greedy sampling, with the request cache in
@@ -20,11 +20,12 @@ from pipelines.core.files import write_json, write_text
 from pipelines.core.locks import DirLock
 from pipelines.eval.lineage import decontaminate, training_exports, training_index
 from pipelines.eval.models import Model, resolve
-from pipelines.eval.stats import beyond, mean_ci, paired_ci
-from pipelines.eval.suites import SUITES, SuiteContext, load_suite
+from pipelines.eval.stats import beyond, mean_ci, paired_ci, rounded
+from pipelines.eval.suites import SuiteContext, load_suite, names
 from pipelines.teacher.weights import DEFAULT_JUDGE
 from pipelines.train.card import record_eval
 
+DEFAULT_SUITES = "ifbench,ifeval_dev,gsm8k"
 SMALL_JUDGE = ("the embedded Qwen2.5-Coder-1.5B judge agrees 0.954 with graded good-vs-broken answer pairs and is "
                "at or below chance on hh-rlhf harmlessness labels (bench/judge_agreement.py): it tells broken "
                "answers from sound ones, not better ones by taste")
@@ -35,7 +36,8 @@ def make_parser() -> Parser:
     p.add_argument("model", metavar="MODEL", help="a trained model dir, a .gguf file, an embedded model name, or "
                                                  "base_url=URL,model=NAME")
     p.add_argument("--baseline", default=None, metavar="MODEL", help="the model to compare with, on the same items")
-    p.add_argument("--suites", default="gsm8k", help=f"comma-separated, of: {', '.join(SUITES)} (default gsm8k)")
+    p.add_argument("--suites", default=None, help=f"comma-separated, of: {', '.join(names())} (default: "
+                   f"{DEFAULT_SUITES}, and judged with --baseline)")
     p.add_argument("--limit", type=int, default=None, help="items per suite (default: each suite's own)")
     p.add_argument("--eval-dir", type=Path, default=None, help="where to write (default evals/MODEL[-vs-BASELINE])")
     p.add_argument("--judge", default=DEFAULT_JUDGE, metavar="MODEL", help="the judge of the judged suite")
@@ -49,21 +51,17 @@ def make_parser() -> Parser:
 
 def summarize(suite, rows: list[dict], baseline: Model | None) -> dict:
     scored = [r["score"] for r in rows if r.get("score") is not None]
-    out = {"items": len(rows), "scored": len(scored), "score": _rounded(mean_ci(scored)),
+    out = {"items": len(rows), "scored": len(scored), "score": rounded(mean_ci(scored)),
            "verdicts": dict(Counter(str(r.get("verdict")) for r in rows))}
     paired = [(r["score"], r["baseline_score"]) for r in rows
               if r.get("score") is not None and r.get("baseline_score") is not None]
     if baseline is not None and paired:
-        out["baseline_score"] = _rounded(mean_ci([b for _, b in paired]))
-        out["difference"] = _rounded(paired_ci([a for a, _ in paired], [b for _, b in paired]))
+        out["baseline_score"] = rounded(mean_ci([b for _, b in paired]))
+        out["difference"] = rounded(paired_ci([a for a, _ in paired], [b for _, b in paired]))
         out["beyond_ci"] = beyond(out["difference"])
     if hasattr(suite, "summary"):
         out.update(suite.summary(rows))
     return out
-
-
-def _rounded(ci: tuple[float, float, float]) -> list[float | None]:
-    return [None if v != v else round(v, 4) for v in ci]
 
 
 def _ci(values) -> str:
@@ -81,6 +79,7 @@ def report(model: Model, baseline: Model | None, judge: str | None, results: dic
         more = []
         if s.get("length_controlled"):
             more.append(f"length-controlled {_ci(s['length_controlled'])}")
+        more += [f"{what} {_ci(ci)}" for what, ci in s.get("also", {}).items()]
         if s.get("order_agreement") is not None:
             more.append(f"judge's orders agree {s['order_agreement']:.2f}")
         more.append(", ".join(f"{k}: {v}" for k, v in sorted(s["verdicts"].items())))
@@ -99,8 +98,8 @@ def report(model: Model, baseline: Model | None, judge: str | None, results: dic
 def evaluate(args) -> int:
     from pipelines.teacher.client import Teacher
 
-    names = [s.strip() for s in args.suites.split(",") if s.strip()]
-    suites = {name: load_suite(name) for name in names}
+    wanted = args.suites or DEFAULT_SUITES + (",judged" if args.baseline else "")
+    suites = {name: load_suite(name) for name in (s.strip() for s in wanted.split(",")) if name}
     options = {"prefs_export": args.prefs_export}
     if args.limit is not None and args.limit < 1:
         raise ConfigError("--limit must be at least 1")

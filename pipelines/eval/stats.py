@@ -25,6 +25,23 @@ def paired_ci(model: list[float], baseline: list[float], rounds: int = ROUNDS,
     return mean_ci([m - b for m, b in zip(model, baseline)], rounds, seed)
 
 
+def ratio_ci(numerators: list[float], denominators: list[float], rounds: int = ROUNDS,
+             seed: int = 0) -> tuple[float, float, float]:
+    """sum(numerators) / sum(denominators), with a 95% CI from resampling items (each item's pair together): the
+    instruction-level accuracy of items holding several instructions each."""
+    num, den = np.asarray(numerators, dtype=float), np.asarray(denominators, dtype=float)
+    if not den.sum():
+        return float("nan"), float("nan"), float("nan")
+    draws = np.random.default_rng(seed).integers(0, den.size, size=(rounds, den.size))
+    ratios = num[draws].sum(axis=1) / np.maximum(den[draws].sum(axis=1), 1e-12)
+    return float(num.sum() / den.sum()), float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
+
+
+def rounded(ci: tuple[float, float, float]) -> list[float | None]:
+    """A CI for JSON: 4 decimals, None for NaN."""
+    return [None if v != v else round(v, 4) for v in ci]
+
+
 def beyond(ci: tuple[float, float, float]) -> bool:
     """Whether a difference's CI excludes zero."""
     return ci[1] > 0 or ci[2] < 0

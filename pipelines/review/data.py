@@ -18,7 +18,7 @@ import polars as pl
 
 from pipelines.core.labels import digest, latest, pair_key
 from pipelines.core.stage import DROP
-from pipelines.eval.suites import SUITES
+from pipelines.eval.suites import names as suite_names
 
 PAGE = 20
 PAIR_CHUNK = 5_000  # pairs read at a time when filtering by label
@@ -317,7 +317,7 @@ def eval_suites(run_dir: Path) -> list[str]:
     """The suites a `pipelines.eval` directory holds (`<suite>.json` beside `report.md`)."""
     if not (run_dir / "report.md").is_file():
         return []
-    return [s for s in SUITES if (run_dir / f"{s}.json").is_file()]
+    return [s for s in suite_names() if (run_dir / f"{s}.json").is_file()]
 
 
 def eval_page(run_dir: Path, suite: str, verdict: str, page: int, size: int = PAGE) -> dict:
