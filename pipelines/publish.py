@@ -1,5 +1,6 @@
 """`python -m pipelines.publish RECIPE --repo ORG/NAME [--root DIR] [--dry-run] [--private]`: push refresh versions
-to a Hugging Face dataset repo.
+to a Hugging Face dataset repo. `python -m pipelines.publish MODEL_DIR --repo ORG/NAME [--gguf]`: push a trained
+model directory to a model repo (see `publish_model`).
 
 Reads `<root>/manifest.json` (root: `refresh/<recipe>/`, written by `python -m pipelines.refresh RECIPE`). The repo's
 tags say what is already there: each version whose tag `vN` is missing is published, oldest first, as one commit that
@@ -28,11 +29,13 @@ REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]
 
 def make_parser() -> Parser:
     p = Parser(prog="pipelines.publish", description="Publish refresh versions to a Hugging Face dataset repo.")
-    p.add_argument("recipe", help="the recipe refreshed with python -m pipelines.refresh RECIPE")
-    p.add_argument("--repo", required=True, metavar="ORG/NAME", help="the dataset repo (created if missing)")
+    p.add_argument("recipe", metavar="RECIPE|MODEL_DIR",
+                   help="the recipe refreshed with python -m pipelines.refresh RECIPE, or a trained model directory")
+    p.add_argument("--repo", required=True, metavar="ORG/NAME", help="the dataset or model repo (created if missing)")
     p.add_argument("--root", type=Path, default=None, help="the refresh root (default refresh/<recipe>)")
     p.add_argument("--dry-run", action="store_true", help="list what would be uploaded, without any network call")
     p.add_argument("--private", action="store_true", help="create the repo private (an existing repo is unchanged)")
+    p.add_argument("--gguf", action="store_true", help="a model: also upload its gguf/model-*.gguf exports")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -96,6 +99,9 @@ def dry_run(versions: list[dict], root: Path, repo: str) -> int:
 def publish(args: argparse.Namespace) -> int:
     if not REPO_ID.fullmatch(args.repo) or ".." in args.repo or "--" in args.repo or args.repo.endswith(".git"):
         raise ConfigError(f"--repo {args.repo!r} is not a repo id; give it as ORG/NAME (letters, digits, - _ .)")
+    if is_model_dir(Path(args.recipe)):
+        return _on_hub(args, lambda: publish_model(Path(args.recipe), args.repo, args.private, args.gguf,
+                                                   args.dry_run))
     root = args.root or Path("refresh") / args.recipe
     versions = load_versions(root, args.recipe)
     if not versions:  # refreshed, but no run has kept a row yet: nothing to do, which a schedule must not flag
@@ -103,13 +109,17 @@ def publish(args: argparse.Namespace) -> int:
         return 0
     if args.dry_run:
         return dry_run(versions, root, args.repo)
+    return _on_hub(args, lambda: upload(versions, args.repo, args.private))
 
+
+def _on_hub(args: argparse.Namespace, work) -> int:
+    """Run `work` with a token; a Hub or connection error is one line."""
     from huggingface_hub import get_token
 
-    if not get_token():
+    if not args.dry_run and not get_token():
         raise PipelineError("no Hugging Face token: set HF_TOKEN to a token with write access (or run hf auth login)")
     try:
-        return upload(versions, args.repo, args.private)
+        return work()
     except PipelineError:
         raise
     except Exception as exc:  # HTTP and connection errors of huggingface_hub: one line, like every user error
@@ -145,6 +155,77 @@ def upload(versions: list[dict], repo: str, private: bool) -> int:
         size = sum(local.stat().st_size for local, _ in entry["uploads"])
         print(f"published {entry['tag']} -> {api.endpoint}/datasets/{repo}/tree/{entry['tag']} "
               f"({len(entry['uploads'])} files, {human(size)})")
+    return 0
+
+
+def is_model_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / name).is_file() for name in ("config.json", "adapter_config.json"))
+
+
+def model_files(model_dir: Path, gguf: bool) -> list[tuple[Path, str]]:
+    """(local file, path in repo): the directory's top-level files (weights, tokenizer, config, card, training and
+    eval records), and with `gguf` its GGUF exports; never trainer checkpoints, locks or partial files."""
+    files = [(f, f.name) for f in sorted(model_dir.iterdir())
+             if f.is_file() and not f.name.startswith(".") and not f.name.endswith((".part", ".lock", ".tmp"))]
+    if gguf:
+        files += [(f, f"gguf/{f.name}") for f in sorted((model_dir / "gguf").glob("model-*.gguf"))]
+    return files
+
+
+def git_blob_oid(path: Path) -> str:
+    """The git blob id the Hub reports for a file stored in git (not LFS)."""
+    import hashlib
+
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def publish_model(model_dir: Path, repo: str, private: bool, gguf: bool, dry: bool) -> int:
+    """Push a trained model directory to a model repo as one commit: the card is written again first (base model,
+    training lineage, datasets, eval results as model-index) and must load as a `ModelCard`. Files the repo already
+    holds with the same content are not sent again; nothing changed exits 0 without a commit."""
+    from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+
+    from pipelines.train.card import write_card
+    from pipelines.train.export import check_checkpoint
+
+    if (model_dir / "config.json").is_file():
+        check_checkpoint(model_dir)
+    if gguf and not any((model_dir / "gguf").glob("model-*.gguf")):
+        raise ConfigError(f"{model_dir} has no gguf/model-*.gguf: run python -m pipelines.train export {model_dir}")
+    ModelCard.load(write_card(model_dir))
+    files = model_files(model_dir, gguf)
+    if dry:
+        print(f"dry run, no network calls: {model_dir} -> model repo {repo}")
+        for local, in_repo in files:
+            print(f"  {local} -> {in_repo} ({human(local.stat().st_size)})")
+        return 0
+    api = HfApi()
+    api.create_repo(repo, repo_type="model", exist_ok=True, private=True if private else None)
+    there = {}
+    if any(ref.name == "main" for ref in api.list_repo_refs(repo).branches):
+        there = {f.path: (f.lfs.sha256 if getattr(f, "lfs", None) else f.blob_id)
+                 for f in api.list_repo_tree(repo, recursive=True) if hasattr(f, "blob_id")}
+    todo = [(local, in_repo) for local, in_repo in files
+            if there.get(in_repo) not in (git_blob_oid(local) if local.stat().st_size < 10 << 20 else None,
+                                          file_sha256(local))]
+    if not todo:
+        print(f"nothing new: {repo} already holds these {len(files)} files")
+        return 0
+    commit = api.create_commit(repo, [CommitOperationAdd(path_in_repo=r, path_or_fileobj=str(f)) for f, r in todo],
+                               commit_message=f"{model_dir.name}: {len(todo)} of {len(files)} files")
+    print(f"published {model_dir} -> {api.endpoint}/{repo} ({len(todo)} files, "
+          f"{human(sum(f.stat().st_size for f, _ in todo))}; commit {commit.oid[:10]})")
     return 0
 
 

@@ -215,3 +215,50 @@ def test_a_root_without_a_version_yet_is_not_an_error(hub, tmp_path):
     (root / "manifest.json").write_text(json.dumps({"recipe": "dedup", "versions": []}))
     proc = run_publish(hub, tmp_path / "home", "--repo", REPO, "--root", str(root))
     assert proc.returncode == 0 and "nothing to publish yet" in proc.stdout and hub.requests == []
+
+
+def tiny_model_dir(path: Path) -> Path:
+    """A real (tiny, random) Llama checkpoint with SmolLM2's tokenizer and one recorded eval result."""
+    import shutil
+
+    import transformers
+
+    from pipelines.teacher.server import checkpoint_dir
+    from pipelines.train.card import record_eval
+
+    config = transformers.LlamaConfig(vocab_size=49152, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1)
+    transformers.LlamaForCausalLM(config).save_pretrained(path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(checkpoint_dir() / name, path / name)
+    (path / "checkpoint-10").mkdir()  # a trainer's intermediate state: never uploaded
+    (path / "checkpoint-10" / "optimizer.pt").write_bytes(b"x" * 100)
+    record_eval(path, "ifeval_dev", {"scored": 20, "score": [0.25, 0.1, 0.45]}, path / "ev", None)
+    return path
+
+
+def test_a_model_dir_publishes_to_a_model_repo_with_its_card(hub, tmp_path):
+    from huggingface_hub import ModelCard
+
+    model = tiny_model_dir(tmp_path / "tiny-sft")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(tmp_path / "home"), HF_TOKEN=TOKEN)
+    publish = lambda *a: subprocess.run([sys.executable, "-m", "pipelines.publish", str(model), *a],  # noqa: E731
+                                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = publish("--repo", "convoforge-test/tiny-sft")
+    assert proc.returncode == 0, proc.stderr
+    assert [c["type"] for c in hub.created] == ["model"] and TOKEN not in proc.stdout + proc.stderr
+    tree = hub.checkout("convoforge-test/tiny-sft", "main", tmp_path / "out")
+    uploaded = sorted(p.name for p in tree.rglob("*") if p.is_file() and p.name != ".gitattributes")
+    assert uploaded == sorted(["config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                               "tokenizer_config.json", "README.md", "eval_results.json"])
+    assert (tree / "model.safetensors").read_bytes() == (model / "model.safetensors").read_bytes()
+    card = ModelCard.load(tree / "README.md")
+    assert card.data.model_name == "tiny-sft" and card.data.eval_results[0].metric_value == 0.25
+    assert card.data.eval_results[0].dataset_name == "convoforge's IFEval-type dev set"
+    again = publish("--repo", "convoforge-test/tiny-sft")
+    assert again.returncode == 0 and "nothing new" in again.stdout, again.stderr
+    assert len(hub.repos["convoforge-test/tiny-sft"].user_commits) == 1
+    no_gguf = publish("--repo", "convoforge-test/tiny-sft", "--gguf")
+    assert no_gguf.returncode != 0 and no_gguf.stderr.strip().splitlines()[-1] == (
+        f"error: {model} has no gguf/model-*.gguf: run python -m pipelines.train export {model}")

@@ -11,6 +11,7 @@ summary with 95% bootstrap CIs and, with a baseline, the paired difference) and 
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -72,8 +73,8 @@ def _ci(values) -> str:
 
 def report(model: Model, baseline: Model | None, judge: str | None, results: dict[str, dict]) -> str:
     lines = [f"# Evaluation of `{model.spec}`" + (f" against `{baseline.spec}`" if baseline else ""), "",
-             "| suite | items | model (95% CI) | baseline (95% CI) | difference (paired 95% CI) | more |",
-             "|---|---|---|---|---|---|"]
+             "| suite | items | model (95% CI) | baseline (95% CI) | difference (paired 95% CI) | this run (s) | more |",
+             "|---|---|---|---|---|---|---|"]
     for name, found in results.items():
         s = found["summary"]
         more = []
@@ -87,7 +88,7 @@ def report(model: Model, baseline: Model | None, judge: str | None, results: dic
             more.append(f"{s['decontamination']['removed']} items removed: in the training data")
         diff = _ci(s.get("difference")) + (" **beyond the CI**" if s.get("beyond_ci") else "")
         lines.append(f"| {name} | {s['scored']}/{s['items']} | {_ci(s['score'])} | {_ci(s.get('baseline_score'))} | "
-                     f"{diff if s.get('difference') else '-'} | {'; '.join(more)} |")
+                     f"{diff if s.get('difference') else '-'} | {found['seconds']:.0f} | {'; '.join(more)} |")
     lines += ["", *(f"- `{n}`: {found['about']}" for n, found in results.items())]
     if judge is not None:
         lines.append(f"- judge: `{judge}`" + (f"; {SMALL_JUDGE}" if judge == DEFAULT_JUDGE else ""))
@@ -134,8 +135,9 @@ def evaluate(args) -> int:
             for name, suite in suites.items():
                 items = suite.items(args.limit or suite.DEFAULT_LIMIT, options)
                 items, decontamination = decontaminate(items, [suite.prompt_of(i) for i in items], index)
+                started = time.monotonic()
                 rows = suite.run(items, ctx)
-                found = {"suite": name, "about": suite.ABOUT, "model": model.spec, "baseline": baseline and baseline.spec,
+                found = {"seconds": round(time.monotonic() - started, 1),"suite": name, "about": suite.ABOUT, "model": model.spec, "baseline": baseline and baseline.spec,
                          "judge": judge.spec if judge and name == "judged" else None,
                          "summary": {**summarize(suite, rows, baseline), "decontamination": decontamination,
                                      "lineage_notes": notes}, "items": rows}

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 SUITE_METRICS = {  # suite -> (dataset type, dataset name, metric type, metric name)
+    "ifbench": ("allenai/IFBench_test", "IFBench (test)", "accuracy", "prompt-level strict accuracy"),
+    "ifeval_dev": ("ifeval_dev", "convoforge's IFEval-type dev set", "accuracy", "prompt-level strict accuracy"),
     "gsm8k": ("openai/gsm8k", "GSM8K (test)", "accuracy", "exact match"),
     "judged": ("tatsu-lab/alpaca_eval", "AlpacaEval instructions", "win_rate", "win rate against the baseline"),
     "prefs": ("test_prefs", "the export's test_prefs", "accuracy", "preference accuracy (log-likelihood)"),
