@@ -80,6 +80,11 @@ def main_guard(command, argv: list[str], clean=str) -> int:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over `ulimit -f`, a write fails (EFBIG) instead of killing us
     try:
         return command(argv)
+    except BaseExceptionGroup as group:  # an asyncio.TaskGroup's failure: its first error is the one to report
+        first = group
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        return main_guard(lambda _: _raise(first), argv, clean)
     except Locked as exc:
         print(f"busy: {exc}", file=sys.stderr)
         return LOCKED
@@ -100,6 +105,10 @@ def main_guard(command, argv: list[str], clean=str) -> int:
         if debug or line is None:
             raise
         return _one_line(clean(line))
+
+
+def _raise(exc: BaseException):
+    raise exc
 
 
 def _one_line(message: str) -> int:

@@ -31,7 +31,8 @@ def run_eval(*args: str) -> subprocess.CompletedProcess:
 
 def test_gsm8k_against_a_baseline_with_paired_cis_replays_from_its_cache(tmp_path):
     same_weights = str(gguf_path("smollm2-135m"))  # the embedded model's own file: other name, same answers
-    args = ("smollm2-135m", "--baseline", same_weights, "--limit", "3", "--eval-dir", str(tmp_path / "ev"))
+    args = ("smollm2-135m", "--baseline", same_weights, "--suites", "gsm8k", "--limit", "3", "--eval-dir",
+            str(tmp_path / "ev"))
     first = run_eval(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     found = json.loads((tmp_path / "ev" / "gsm8k.json").read_text())
@@ -84,7 +85,7 @@ def test_bad_input_is_one_line_and_two_evals_take_turns(tmp_path):
     prefs = write_prefs_export(tmp_path / "prefs")
     cases = {
         "is not a checkpoint directory, a .gguf file, an embedded model": ["no-such-model"],
-        "suite 'mmlu': choose among gsm8k, judged, prefs": ["smollm2-135m", "--suites", "mmlu"],
+        "suite 'mmlu': choose among ifbench, ifeval_dev, gsm8k, judged, prefs": ["smollm2-135m", "--suites", "mmlu"],
         "give --prefs-export DIR": ["smollm2-135m", "--suites", "prefs"],
         "is not a checkpoint directory or an embedded model": [
             "base_url=http://127.0.0.1:9/v1,model=x", "--suites", "prefs", "--prefs-export", str(prefs)],
@@ -120,16 +121,17 @@ def test_the_statistics():
 
 def test_builds_decontaminate_against_the_suites_by_name(tmp_path):
     from conftest import report, run_build
-    from pipelines.eval.suites import gsm8k, judged
+    from pipelines.eval.suites import gsm8k, ifbench, ifeval_dev, judged
 
-    rows = [gsm8k.items(3)[2]["question"], judged.items(1)[0]["instruction"], "Write a short poem about a lighthouse."]
+    rows = [gsm8k.items(3)[2]["question"], judged.items(1)[0]["instruction"], ifbench.items(2)[1]["prompt"],
+            ifeval_dev.items(1)[0]["prompt"], "Write a short poem about a lighthouse."]
     source = tmp_path / "mixed.jsonl"
     source.write_text("".join(json.dumps({"messages": [{"role": "user", "content": text},
                                                        {"role": "assistant", "content": "An answer."}]}) + "\n"
                               for text in rows))
-    run_build(tmp_path / "run", f"sources={source}", "benchmarks=gsm8k,judged", recipe="dedup")
+    run_build(tmp_path / "run", f"sources={source}", "benchmarks=gsm8k,judged,ifbench,ifeval_dev", recipe="dedup")
     dropped = report(tmp_path / "run")["decontaminate"]["dropped"]
-    assert dropped == {"contaminated": 2}
+    assert dropped == {"contaminated": 4}
 
 
 def test_an_eval_killed_mid_run_resumes_from_its_cache(tmp_path):
@@ -137,7 +139,8 @@ def test_an_eval_killed_mid_run_resumes_from_its_cache(tmp_path):
     import sqlite3
     import time
 
-    args = [sys.executable, "-m", "pipelines.eval", "smollm2-135m", "--limit", "5", "--concurrency", "1",
+    args = [sys.executable, "-m", "pipelines.eval", "smollm2-135m", "--suites", "gsm8k", "--limit", "5",
+            "--concurrency", "1",
             "--eval-dir", str(tmp_path / "ev")]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -211,7 +214,7 @@ def test_items_in_the_training_data_are_removed_through_the_lineage(tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert json.loads((out / "train_metrics.json").read_text())["export"] == str((tmp_path / "export").resolve())
-    proc = run_eval(str(out), "--limit", "3", "--eval-dir", str(tmp_path / "ev"))
+    proc = run_eval(str(out), "--suites", "gsm8k", "--limit", "3", "--eval-dir", str(tmp_path / "ev"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = json.loads((tmp_path / "ev" / "gsm8k.json").read_text())
     assert [r["id"] for r in found["items"]] == ["gsm8k-0", "gsm8k-2"]
@@ -232,7 +235,8 @@ def test_models_that_answer_nothing_or_garbage_score_zero_with_a_verdict(tmp_pat
     for name, answer in answers.items():
         server = judge_server(answer)
         try:
-            proc = run_eval(f"base_url={server.url},model={name}", "--limit", "2", "--eval-dir", str(tmp_path / name))
+            proc = run_eval(f"base_url={server.url},model={name}", "--suites", "gsm8k,ifeval_dev", "--limit", "2",
+                            "--eval-dir", str(tmp_path / name))
         finally:
             server.shutdown()
             server.server_close()
@@ -241,6 +245,12 @@ def test_models_that_answer_nothing_or_garbage_score_zero_with_a_verdict(tmp_pat
         assert [r["score"] for r in found["items"]] == [0.0, 0.0]
         assert all(r["verdict"] == "no final number" or r["verdict"].startswith("no output")
                    for r in found["items"]), found["items"]
+        following = json.loads((tmp_path / name / "ifeval_dev.json").read_text())["items"]
+        if name == "empty":
+            found = [(r["verdict"], r["score"], any(r["loose"])) for r in following]
+            assert found == [("empty answer", 0.0, False)] * 2
+        assert all(r["score"] == float(all(r["strict"])) and r["verdict"] in ("empty answer", "missed some",
+                                                                               "followed all") for r in following)
 
 
 def test_the_review_app_shows_an_evals_items_side_by_side_by_verdict(tmp_path):
@@ -252,7 +262,7 @@ def test_the_review_app_shows_an_evals_items_side_by_side_by_verdict(tmp_path):
     silent = judge_server(lambda body: "no idea")
     try:
         proc = run_eval(f"base_url={hostile.url},model=hostile", "--baseline", f"base_url={silent.url},model=silent",
-                        "--limit", "3", "--eval-dir", str(tmp_path / "ev"))
+                        "--suites", "gsm8k", "--limit", "3", "--eval-dir", str(tmp_path / "ev"))
     finally:
         for server in (hostile, silent):
             server.shutdown()

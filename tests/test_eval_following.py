@@ -5,6 +5,7 @@ network off, the dev set is what `make()` makes, and a user's suite with a bad i
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -100,7 +101,8 @@ def test_both_suites_run_on_the_embedded_model_with_the_network_off(tmp_path):
 def test_the_shipped_dev_set_is_what_make_makes_from_the_project_seed_instructions():
     shipped = (ROOT / "pipelines" / "data" / "ifeval_dev.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in shipped] == ifeval_dev.make()
-    ifbench_prompts = {json.loads(line)["prompt"] for line in ifbench_file("IFBench_test.jsonl").read_text().splitlines()}
+    lines = ifbench_file("IFBench_test.jsonl").read_text().splitlines()
+    ifbench_prompts = {json.loads(line)["prompt"] for line in lines}
     bases = ifeval_dev.seed_instructions()
     assert len(shipped) == len(bases) and not any(b in p for b in bases for p in ifbench_prompts)
 
@@ -128,3 +130,33 @@ def test_a_user_suite_is_found_by_its_folder_and_a_bad_items_line_is_one_error(t
     unknown = subprocess.run([sys.executable, "-m", "pipelines.eval", "smollm2-135m", "--suites", "theirs"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert unknown.returncode != 0 and "choose among ifbench, ifeval_dev, gsm8k, judged, prefs, mine" in unknown.stderr
+
+
+def test_an_eval_on_a_full_disk_is_one_line_and_the_rerun_completes(tmp_path):
+    import threading
+
+    from test_teacher import FaultServer
+
+    assert os.geteuid() == 0, "mounting a size-limited tmpfs needs root"
+    server = FaultServer(answer=lambda body: "word " * 400)  # 2 kB answers: the cache outgrows the disk
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(disk)], check=True)
+    args = [sys.executable, "-m", "pipelines.eval", f"base_url={server.url},model=wordy", "--suites", "ifeval_dev",
+            "--limit", "120", "--eval-dir", str(disk / "ev")]
+    try:
+        full = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        result = json.loads((disk / "ev" / "ifeval_dev.json").read_text()) if again.returncode == 0 else None
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+        server.shutdown()
+        server.server_close()
+    lines = full.stderr.strip().splitlines()
+    assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr[-2000:]
+    assert lines[-1].startswith("error:") and "no space left" in lines[-1] and str(disk) in lines[-1], lines[-1]
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(result["items"]) == 120 and all(r["output"] == "word " * 400 for r in result["items"])
+    assert int(again.stdout.split("this run: ")[1].split()[0]) < 120  # the answers cached before the disk filled

@@ -1,5 +1,6 @@
 """`python -m pipelines.eval MODEL [--baseline MODEL] [--suites ifbench,ifeval_dev,gsm8k,judged,prefs] [--limit N]
-[--eval-dir DIR] [--judge MODEL] [--prefs-export DIR]`: evaluate a model (and a baseline, on the same items) and write what it found.
+[--eval-dir DIR] [--judge MODEL] [--prefs-export DIR]`: evaluate a model (and a baseline, on the same items) and
+write what it found.
 
 Generation goes through the one teacher client at fixed, seeded greedy sampling, with the request cache in
 `EVAL_DIR/requests.sqlite`: a rerun replays every answer (the same numbers, 0 requests) and a killed eval resumes
@@ -73,7 +74,8 @@ def _ci(values) -> str:
 
 def report(model: Model, baseline: Model | None, judge: str | None, results: dict[str, dict]) -> str:
     lines = [f"# Evaluation of `{model.spec}`" + (f" against `{baseline.spec}`" if baseline else ""), "",
-             "| suite | items | model (95% CI) | baseline (95% CI) | difference (paired 95% CI) | this run (s) | more |",
+             "| suite | items | model (95% CI) | baseline (95% CI) | difference (paired 95% CI) | this run (s) "
+             "| more |",
              "|---|---|---|---|---|---|---|"]
     for name, found in results.items():
         s = found["summary"]
@@ -137,7 +139,8 @@ def evaluate(args) -> int:
                 items, decontamination = decontaminate(items, [suite.prompt_of(i) for i in items], index)
                 started = time.monotonic()
                 rows = suite.run(items, ctx)
-                found = {"seconds": round(time.monotonic() - started, 1),"suite": name, "about": suite.ABOUT, "model": model.spec, "baseline": baseline and baseline.spec,
+                found = {"suite": name, "about": suite.ABOUT, "model": model.spec,
+                         "baseline": baseline and baseline.spec, "seconds": round(time.monotonic() - started, 1),
                          "judge": judge.spec if judge and name == "judged" else None,
                          "summary": {**summarize(suite, rows, baseline), "decontamination": decontamination,
                                      "lineage_notes": notes}, "items": rows}

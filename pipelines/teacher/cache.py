@@ -8,6 +8,7 @@ paid for. The schema evolves by numbered migrations recorded in `_migrations` (a
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import sqlite3
@@ -98,6 +99,14 @@ class RequestCache:
 
     def put(self, key: str, model: str, request: dict, answer: dict, endpoint: str | None = None,
             cost: float | None = None) -> None:
+        try:
+            self._insert(key, model, request, answer, endpoint, cost)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:  # the answers before it are kept
+                raise OSError(errno.ENOSPC, str(exc), str(self.path)) from exc
+            raise
+
+    def _insert(self, key, model, request, answer, endpoint, cost) -> None:
         self.db.execute(
             "INSERT OR IGNORE INTO responses (key, model, request, text, finish_reason, prompt_tokens, "
             "completion_tokens, created, endpoint, extra, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

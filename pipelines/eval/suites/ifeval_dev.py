@@ -20,7 +20,8 @@ from pipelines.eval import following
 from pipelines.eval.suites import shipped
 
 NAME = "ifeval_dev"
-ABOUT = "the project's IFEval-type dev set (its own seed instructions), prompt-level strict accuracy by IFEval's checkers"
+ABOUT = ("the project's IFEval-type dev set (its own seed instructions), prompt-level strict accuracy by IFEval's "
+         "checkers")
 DEFAULT_LIMIT = 120
 PARAMS = {"max_tokens": 768, "temperature": 0.0, "seed": 0}
 SEED = 20261207
