@@ -92,6 +92,8 @@ def test_bad_input_is_one_line_and_two_evals_take_turns(tmp_path):
         "give --baseline MODEL": ["smollm2-135m", "--suites", "judged", "--limit", "1",
                                   "--judge", "base_url=http://127.0.0.1:9/v1,model=x"],
         "write base_url=URL,model=NAME": ["base_url=http://127.0.0.1:9/v1"],
+        "unknown setting 'colour'; endpoints take mode": ["base_url=http://127.0.0.1:9/v1,model=x,colour=red"],
+        "max_cost='lots' is not a float": ["base_url=http://127.0.0.1:9/v1,model=x,max_cost=lots"],
         "has no weights": [str(tmp_path / "empty")],
     }
     (tmp_path / "empty").mkdir()

@@ -3,7 +3,8 @@
 - a trained model directory (`pipelines.train sft|dpo|merge` output, any transformers checkpoint): exported to
   `DIR/gguf/model-q8_0.gguf` on first use (again when its weights are newer) and served by the embedded engine;
 - a `.gguf` file, or an embedded model's name (`smollm2-135m`, `qwen2.5-coder-1.5b`): the embedded engine;
-- `base_url=URL,model=NAME[,key_env=VAR]`: any OpenAI-compatible endpoint.
+- `base_url=URL,model=NAME[,key_env=VAR][,SETTING=VALUE...]`: any OpenAI-compatible endpoint, with the teacher
+  client's budget, price and batch settings (`mode=batch,max_cost=5,price_in=0.15,price_out=0.6`).
 
 An embedded GGUF answers under its name and content digest, so the request cache never mixes two models. The
 engine decodes `concurrency` requests together: llama.cpp's batched decoding is not batch-invariant, so the same
@@ -40,15 +41,32 @@ def served_gguf(model_dir: Path, log) -> Path:
     return path
 
 
+SETTINGS = ("mode", "max_cost", "max_tokens", "price_in", "price_out", "batch_discount", "timeout_s", "max_retries")
+
+
+def endpoint_settings(spec: str, fields: dict[str, str]) -> dict:
+    """The teacher client settings an endpoint spec may add (budgets, prices, batch mode), typed like their defaults."""
+    out = {}
+    for key, value in fields.items():
+        if key not in SETTINGS:
+            raise ConfigError(f"model {spec!r}: unknown setting {key!r}; endpoints take {', '.join(SETTINGS)}")
+        kind = type(getattr(TeacherConfig(), key))
+        try:
+            out[key] = kind(value)
+        except ValueError:
+            raise ConfigError(f"model {spec!r}: {key}={value!r} is not a {kind.__name__}") from None
+    return out
+
+
 def resolve(spec: str, log=print, concurrency: int = 4) -> Model:
     base = TeacherConfig(max_concurrency=concurrency, reasks=0)
     if spec.startswith("base_url="):
         fields = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
         if not fields.get("model"):
-            raise ConfigError(f"model {spec!r}: write base_url=URL,model=NAME[,key_env=VAR]")
-        config = replace(base, base_url=fields["base_url"], model=fields["model"],
-                         api_key_env=fields.get("key_env", base.api_key_env))
-        return Model(spec, fields["model"].replace("/", "_"), config)
+            raise ConfigError(f"model {spec!r}: write base_url=URL,model=NAME[,key_env=VAR][,SETTING=VALUE...]")
+        config = replace(base, base_url=fields.pop("base_url"), model=fields.pop("model"),
+                         api_key_env=fields.pop("key_env", base.api_key_env), **endpoint_settings(spec, fields))
+        return Model(spec, config.model.replace("/", "_"), config)
     path = Path(spec)
     if path.is_dir():
         gguf = served_gguf(path.resolve(), log)
