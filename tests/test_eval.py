@@ -264,7 +264,7 @@ def test_the_review_app_shows_an_evals_items_side_by_side_by_verdict(tmp_path):
     silent = judge_server(lambda body: "no idea")
     try:
         proc = run_eval(f"base_url={hostile.url},model=hostile", "--baseline", f"base_url={silent.url},model=silent",
-                        "--suites", "gsm8k", "--limit", "3", "--eval-dir", str(tmp_path / "ev"))
+                        "--suites", "gsm8k,ifeval_dev", "--limit", "3", "--eval-dir", str(tmp_path / "ev"))
     finally:
         for server in (hostile, silent):
             server.shutdown()
@@ -279,3 +279,6 @@ def test_the_review_app_shows_an_evals_items_side_by_side_by_verdict(tmp_path):
     correct = web.get("/eval/gsm8k?verdict=correct").text  # GSM8K's first answer is 18
     assert re.findall(r"<code>(gsm8k-\d+)</code>", correct) == ["gsm8k-0"]
     assert web.get("/eval/mmlu").status_code == 404
+    following = web.get("/eval/ifeval_dev?verdict=missed+some").text  # the prompt, and what each model missed
+    assert "Explain the structure of an atom." in following and "model missed:" in following
+    assert "<code>detectable_format:title</code>" in following and "baseline missed:" in following
