@@ -19,9 +19,9 @@ def index_setting(of: str = ""):
                                        "check": index_dir_problem})
 
 
-def benchmarks_setting():
-    return field(default=(), metadata={"help": "[NAME=]PATH of benchmark prompts to remove, or an eval suite's "
-                                               "name (gsm8k, judged)"})
+def benchmarks_setting(default: tuple[str, ...] = ()):
+    return field(default=default, metadata={"help": "[NAME=]PATH of benchmark prompts to remove, or an eval suite's "
+                                                    "name (ifbench, ifeval_dev, gsm8k, judged)"})
 
 
 def test_fraction_setting(splits: str = "splits"):

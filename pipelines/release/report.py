@@ -35,7 +35,8 @@ def print_table(rows: list[dict], seconds: float) -> None:
         table.add_column(col, justify="left" if col in left else "right")
     for r in rows:
         drops = "\n".join(f"{k}: {v}" for k, v in sorted(r["dropped"].items())) or "-"
-        happened = {**r.get("counters", {}), **r.get("teacher_events", {})}
+        happened = {k: v for k, v in {**r.get("counters", {}), **r.get("teacher_events", {})}.items()
+                    if "|" not in k}  # `what|detail` counters are details the stage's summary presents
         events = "\n".join(f"{k}: {v}" for k, v in sorted(happened.items())) or "-"
         table.add_row(r["stage"], r["status"], str(r["rows_in"]), drops, str(r["rows_out"]), events,
                       f"{r['seconds']:.1f}", str(r["requests"]), str(r["cache_hits"]), str(r["retries"]),
