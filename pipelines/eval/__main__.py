@@ -45,6 +45,9 @@ def make_parser() -> Parser:
     p.add_argument("--judge", default=DEFAULT_JUDGE, metavar="MODEL", help="the judge of the judged suite")
     p.add_argument("--prefs-export", type=Path, default=None, metavar="DIR",
                    help="the prefs suite's export (an ultrafeedback-style export with test_prefs)")
+    p.add_argument("--cache", type=Path, default=None, metavar="FILE",
+                   help="the request cache (default EVAL_DIR/requests.sqlite); evals sharing one replay each other's "
+                        "answers of the same model to the same items")
     p.add_argument("--concurrency", type=int, default=4,
                    help="requests in flight per model (and embedded slots; 1 makes decoding batch-exact)")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -114,12 +117,13 @@ def evaluate(args) -> int:
     if eval_dir.exists() and not eval_dir.is_dir():
         raise ConfigError(f"--eval-dir {eval_dir} is a file, not a directory")
     eval_dir.mkdir(parents=True, exist_ok=True)
+    cache = args.cache or eval_dir / "requests.sqlite"
     with DirLock(eval_dir / ".lock", f"eval of {model.name} in {eval_dir}"):
         clients: dict[str, Teacher] = {}
 
         def client(m: Model, role: str) -> Teacher:
             if m.name not in clients:
-                clients[m.name] = Teacher(m.config, eval_dir / "requests.sqlite", eval_dir / f"{m.name}.server.log",
+                clients[m.name] = Teacher(m.config, cache, eval_dir / f"{m.name}.server.log",
                                           log=log, role=role)
             return clients[m.name]
 
@@ -155,7 +159,7 @@ def evaluate(args) -> int:
                 c.close()
         text = report(model, baseline, judge.spec if judge else None, results)
         write_text(eval_dir / "report.md", text)
-    print(text + f"\nthis run: {requests} requests (the rest from {eval_dir / 'requests.sqlite'})\n"
+    print(text + f"\nthis run: {requests} requests (the rest from {cache})\n"
           f"items: {', '.join(str(eval_dir / f'{n}.json') for n in results)}")
     return 0
 

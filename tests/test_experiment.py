@@ -1,0 +1,67 @@
+"""`python -m pipelines.experiment` on a small experiment of the user's own: build -> train -> eval against the
+base, an ablation that shares the steps it does not change, a variant whose build exports nothing (reported, never
+trained), a rerun that skips finished steps, and bad settings as one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from conftest import ROOT
+
+
+def hh(question: str, good: str, bad: str) -> dict:
+    return {"chosen": f"\n\nHuman: {question}\n\nAssistant: {good}",
+            "rejected": f"\n\nHuman: {question}\n\nAssistant: {bad}"}
+
+
+def test_an_experiment_runs_its_steps_compares_variants_and_resumes(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(hh(f"What is {i} plus {i}?", f"{i} plus {i} is {2 * i}.", "No idea.")) + "\n"
+                             for i in range(12)))
+    nothing = tmp_path / "nothing.jsonl"
+    nothing.write_text(json.dumps(hh("Same?", "Same.", "Same.")) + "\n")  # identical answers: quarantined
+    folder = tmp_path / "experiments"
+    folder.mkdir()
+    (folder / "tiny.py").write_text(textwrap.dedent(f'''
+        from pipelines.experiment.steps import Build, Eval, Train
+        ABOUT = "a tiny SFT on arithmetic pairs"
+        STEPS = (
+            Build("rows", recipe="ingest", settings={{"kind": "preference", "sources": {str(pairs)!r}}}),
+            Train("sft", kind="sft", data="rows", settings={{"max_steps": 2, "max_length": 128, "batch_size": 2}}),
+            Eval("eval", model="sft", baseline="base:smollm2-135m", suites=("gsm8k",), settings={{"limit": 2}}),
+        )
+    '''))
+    env = {**os.environ, "PIPELINES_EXPERIMENT_PATH": str(folder)}
+    args = [sys.executable, "-m", "pipelines.experiment", "tiny", "--dir", str(tmp_path / "ex"),
+            "--vary", f"rows.sources={nothing}", "--vary", "sft.learning_rate=1e-3"]
+    run = lambda *extra: subprocess.run(args + list(extra), cwd=ROOT, env=env, capture_output=True, text=True,  # noqa
+                                        timeout=900)
+    first = run()
+    assert first.returncode == 0, first.stderr[-3000:]
+    found = json.loads((tmp_path / "ex" / "report.json").read_text())
+    rows = {r["variant"]: r for r in found["rows"]}
+    assert set(rows) == {"control", "sft.learning_rate=1e-3"} and all(r["items"] == 2 for r in rows.values())
+    assert rows["sft.learning_rate=1e-3"]["difference"] is not None and rows["control"]["baseline"][0] is not None
+    assert "no train_sft rows to train on" in found["failed"][f"rows.sources={nothing}"]
+    dirs = {(s["variant"], s["step"]): s["dir"] for s in found["steps"]}
+    assert dirs[("control", "rows")] == dirs[("sft.learning_rate=1e-3", "rows")]  # shared: the build did not change
+    assert dirs[("control", "sft")] != dirs[("sft.learning_rate=1e-3", "sft")]
+    assert (tmp_path / "ex" / "report.png").stat().st_size > 1000
+    assert "| eval | gsm8k | sft.learning_rate=1e-3 | 1 | 2 |" in (tmp_path / "ex" / "report.md").read_text()
+
+    os.unlink(os.path.join(dirs[("control", "eval")], "_DONE.json"))  # as if killed during the control's eval
+    again = run()
+    assert again.returncode == 0, again.stderr[-3000:]
+    ran = [line.split(":")[0] for line in again.stderr.splitlines() if ": pipelines." in line]
+    assert ran == ["eval"]  # only the unfinished step ran again
+    log = open(os.path.join(dirs[("control", "eval")], "step.log")).read()
+    assert log.rsplit("this run: ", 1)[1].startswith("0 requests")  # its answers replayed from the shared cache
+    assert json.loads((tmp_path / "ex" / "report.json").read_text())["rows"] == found["rows"]
+
+    bad = subprocess.run(args[:6] + ["--vary", "sft.colour=red"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
+        "error: --vary 'sft.colour=red': step sft has no setting 'colour'; valid keys: batch_size,")
