@@ -53,6 +53,7 @@ def test_an_experiment_runs_its_steps_compares_variants_and_resumes(tmp_path):
     assert (tmp_path / "ex" / "report.png").stat().st_size > 1000
     assert "| eval | gsm8k | sft.learning_rate=1e-3 | 1 | 2 |" in (tmp_path / "ex" / "report.md").read_text()
 
+    dirs = {k: str(tmp_path / "ex" / v) for k, v in dirs.items()}
     os.unlink(os.path.join(dirs[("control", "eval")], "_DONE.json"))  # as if killed during the control's eval
     again = run()
     assert again.returncode == 0, again.stderr[-3000:]

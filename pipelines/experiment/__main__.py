@@ -22,7 +22,7 @@ from pipelines.core.files import write_json, write_text
 from pipelines.core.locks import DirLock
 from pipelines.experiment import load_experiment
 from pipelines.experiment.report import chart, markdown, summarize
-from pipelines.experiment.steps import Build, Eval, Train, fingerprint, resolve, run_step
+from pipelines.experiment.steps import Eval, Train, fingerprint, resolve, run_step
 
 TRAIN_SPLITS = {"sft": "train_sft", "dpo": "train_prefs"}
 
@@ -65,7 +65,7 @@ def run_variant(experiment, root: Path, overrides: dict, seed: int, variant: str
     for step in experiment.STEPS:
         values = {**step.inputs(), **overrides.get(step.name, {})}
         upstream = {n: fingerprints[n] for n in step.needs() if n in fingerprints}
-        seeded = isinstance(step, Train) or (isinstance(step, Build) and "seed" in step.valid_keys())
+        seeded = isinstance(step, Train)  # the data is what is compared: builds keep their own seeds
         fp = fingerprint(step, values, upstream, seed if seeded else None)
         step_dir = root / "steps" / f"{step.name}-{fp[:12]}"
         resolved = {k: resolve(v, products) for k, v in values.items() if v is not None}
@@ -73,10 +73,9 @@ def run_variant(experiment, root: Path, overrides: dict, seed: int, variant: str
             raise PipelineError(f"step {step.name}: {resolved['data']} has no {TRAIN_SPLITS[step.kind]} rows to train "
                                 "on (the build exported none)")
         record = run_step(step, step_dir, resolved, seed, log)
-        steps_log.append({"variant": variant, "seed": seed, "step": step.name, "dir": str(step_dir),
-                          **{k: record.get(k) for k in ("seconds", "peak_rss_mb")}, **({"rows": rows}
-                                                                                       if isinstance(step, Train)
-                                                                                       else {})})
+        steps_log.append({"variant": variant, "seed": seed, "step": step.name, "dir": str(step_dir.relative_to(root)),
+                          "seconds": record.get("seconds"), "peak_rss_mb": record.get("peak_rss_mb"),
+                          **({"rows": rows} if isinstance(step, Train) else {})})
         products[step.name], fingerprints[step.name] = step.product(step_dir), fp
         if isinstance(step, Eval):
             evals[step.name] = str(step_dir)

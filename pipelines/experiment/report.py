@@ -61,8 +61,8 @@ def _ci(ci) -> str:
 
 def markdown(name: str, about: str, rows: list[dict], failed: dict[str, str], steps: list[dict]) -> str:
     lines = [f"# Experiment `{name}`", "", about, "", "![scores](report.png)", "",
-             "| eval | suite | variant | seeds | items | score (95% CI) | baseline (95% CI) | vs control (paired 95% CI) "
-             "| seed spread (sd) |", "|---|---|---|---|---|---|---|---|---|"]
+             "| eval | suite | variant | seeds | items | score (95% CI) | baseline (95% CI) "
+             "| vs control (paired 95% CI) | seed spread (sd) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         diff = _ci(r.get("difference")) + (" **beyond the CI**" if r.get("beyond_ci") else "")
         lines.append(f"| {r['step']} | {r['suite']} | {r['variant']} | {r['seeds']} | {r['items']} | "

@@ -66,8 +66,6 @@ class Build(Step):
 
     def command(self, step_dir: Path, values: dict, seed: int) -> list[str]:
         sets = [a for k, v in values.items() if k != "recipe" for a in ("--set", f"{k}={_text(v)}")]
-        if "seed" in self.valid_keys() and "seed" not in values:
-            sets += ["--set", f"seed={seed}"]
         return ["pipelines.build", self.recipe, "--run-dir", str(step_dir), *sets]
 
 
@@ -184,7 +182,7 @@ def run_step(step: Step, step_dir: Path, values: dict, seed: int, log) -> dict:
         raise PipelineError(f"step {step.name} failed (exit {code}): {tail[-1] if tail else 'no output'} "
                             f"(log: {step_dir / 'step.log'}); rerun the experiment to resume")
     record = {"step": step.name, "command": argv[2:], "seconds": round(time.monotonic() - started, 1),
-              "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+              "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}  # the command's own (not the servers it starts)
     if isinstance(step, Export):
         record["gguf"] = str(Path(values["model"]) / "gguf" / f"model-{values['quant']}.gguf")
     write_json(done, record)
