@@ -1,0 +1,78 @@
+"""Training speed against the machine's bound: tokens/s of `pipelines.train` SFT and DPO, full and LoRA, on
+SmolLM2-135M, beside what this CPU's matmul rate allows.
+
+    python bench/train.py [--steps 10] [--rows 200]
+
+The bound: torch's fp32 and bf16 matmul rates here (1024x1024, measured first) divided by the FLOPs a trained
+token costs: 6N for a full fine-tune (forward 2N, backward 4N), 4N with LoRA (no weight gradients of the frozen
+base), plus 2N per token for DPO's reference forward. N = the model's parameters. The data: hh-rlhf pairs from
+../shared/data read into an export by the ingest recipe (train_sft and train_prefs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+HH = ROOT.parent / "shared" / "data" / "real" / "hh_rlhf_harmless_base_test.jsonl.gz"
+
+
+def matmul_gflops(dtype, size: int = 1024, seconds: float = 2.0) -> float:
+    import torch
+
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        done += 1
+    return 2 * size**3 * done / (time.perf_counter() - start) / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rows", type=int, default=200)
+    args = parser.parse_args()
+    from pipelines.teacher.server import checkpoint_dir
+    from pipelines.train.dpo import train_dpo
+    from pipelines.train.options import DPOOptions, SFTOptions
+    from pipelines.train.sft import train_sft
+
+    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    subprocess.run([sys.executable, "-m", "pipelines.build", "ingest", "--run-dir", str(work / "run"), "--set",
+                    "kind=preference", "--set", f"sources={HH}?max_rows={args.rows}&license=mit"], cwd=ROOT,
+                   check=True, capture_output=True)
+    export = str(work / "run" / "export")
+    from transformers import AutoModelForCausalLM
+
+    params = AutoModelForCausalLM.from_pretrained(checkpoint_dir()).num_parameters()
+    rates = {"fp32": matmul_gflops(__import__("torch").float32), "bf16": matmul_gflops(__import__("torch").bfloat16)}
+    rows = []
+    for command, lora in (("sft", False), ("sft", True), ("dpo", False), ("dpo", True)):
+        options = (SFTOptions if command == "sft" else DPOOptions)(
+            export, max_steps=args.steps, batch_size=4, max_length=512, lora=lora,
+            output_dir=str(work / f"{command}-{'lora' if lora else 'full'}"))
+        metrics = (train_sft if command == "sft" else train_dpo)(options, log=lambda *_: None)
+        flops = (4 if lora else 6) * params + (2 * params if command == "dpo" else 0)
+        bound = {k: rate * 1e9 / flops for k, rate in rates.items()}
+        rows.append((command, "LoRA" if lora else "full", "fp32", metrics["tokens_per_second"], bound["fp32"],
+                     bound["bf16"]))
+    print(f"matmul here: fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s")
+    print("| train | weights | precision | tokens/s | fp32 bound | share | bf16 bound | share |")
+    print("|---|---|---|---|---|---|---|---|")
+    for command, kind, precision, speed, fp32, bf16 in rows:
+        print(f"| {command} | {kind} | {precision} | {speed:.0f} | {fp32:.0f} | {speed / fp32:.2f} | {bf16:.0f} | "
+              f"{speed / bf16:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
