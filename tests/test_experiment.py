@@ -52,6 +52,16 @@ def test_an_experiment_runs_its_steps_compares_variants_and_resumes(tmp_path):
     assert dirs[("control", "sft")] != dirs[("sft.learning_rate=1e-3", "sft")]
     assert (tmp_path / "ex" / "report.png").stat().st_size > 1000
     assert "| eval | gsm8k | sft.learning_rate=1e-3 | 1 | 2 |" in (tmp_path / "ex" / "report.md").read_text()
+    from starlette.testclient import TestClient
+
+    from pipelines.review.app import create_app
+
+    web = TestClient(create_app(tmp_path / "ex", "t", {"testserver"}))  # the review app's page for it
+    assert web.get("/", follow_redirects=False).headers["location"] == "/experiment"
+    page = web.get("/experiment").text
+    assert "Experiment <code>tiny</code>" in page and 'src="/files/report.png"' in page and "sft.learning_rate" in page
+    assert web.get("/files/report.png").headers["content-type"] == "image/png"
+    assert web.get("/files/report.json").status_code == 404
 
     dirs = {k: str(tmp_path / "ex" / v) for k, v in dirs.items()}
     os.unlink(os.path.join(dirs[("control", "eval")], "_DONE.json"))  # as if killed during the control's eval

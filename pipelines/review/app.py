@@ -48,7 +48,7 @@ MAX_BODY = 16_384  # bytes of one label request (a note is at most labels.MAX_NO
 SHOWN = 20_000  # characters of one text shown on a page; the rest is one click away in the raw row
 DIFF_WORDS = 2_000  # words of each text a dedup diff compares
 DIFF_WORK = 1_000_000  # bound on the diff's work: sum over words of (count in one text) x (count in the other)
-PICTURES = re.compile(r"export/pictures/[A-Za-z0-9_.-]{1,128}\.(png|svg|jpg)")  # all /files/ serves
+PICTURES = re.compile(r"export/pictures/[A-Za-z0-9_.-]{1,128}\.(png|svg|jpg)|report\.png")  # card pictures, a chart
 OWN_IMAGE = "/files/export/pictures/"
 BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")  # direction marks, embeddings, overrides
 HEADERS = {
@@ -227,6 +227,8 @@ def create_app(run_dir: Path, token: str, hosts: set[str], pages_need_token: boo
     def overview(request: Request) -> Response:
         if not (run_dir / "report.json").exists() and D.eval_suites(run_dir):  # an eval directory
             return RedirectResponse("/eval", status_code=303)
+        if D.experiment_name(run_dir):
+            return RedirectResponse("/experiment", status_code=303)
         rep = D.report(run_dir)
         rows = rep.get("stages", [])
         drops: dict[str, int] = {}
@@ -283,6 +285,13 @@ def create_app(run_dir: Path, token: str, hosts: set[str], pages_need_token: boo
                       pages=max(1, -(-found["total"] // D.PAGE)),
                       report_md=(run_dir / "report.md").read_text(errors="replace"))
 
+    def experiment(request: Request) -> Response:
+        name = D.experiment_name(run_dir)
+        if not name:
+            return PlainTextResponse("not an experiment directory (no report.json of pipelines.experiment)", 404)
+        text = (run_dir / "report.md").read_text(errors="replace").replace("![scores](report.png)", "")
+        return render(request, "experiment.html", name=name, report_md=text)
+
     def quarantine(request: Request) -> Response:
         q = _query(request)
         page = D.quarantine_page(run_dir, q)
@@ -323,7 +332,7 @@ def create_app(run_dir: Path, token: str, hosts: set[str], pages_need_token: boo
     routes = [
         Route("/", overview), Route("/stage/{name}", stage_rows), Route("/pairs", pairs), Route("/dedup", dedup),
         Route("/quarantine", quarantine), Route("/api/labels", post_label, methods=["POST"]),
-        Route("/eval", evaluation), Route("/eval/{suite}", evaluation),
+        Route("/eval", evaluation), Route("/eval/{suite}", evaluation), Route("/experiment", experiment),
         Route("/files/{path:path}", files), Route("/favicon.ico", favicon),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

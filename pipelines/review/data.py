@@ -313,6 +313,15 @@ def rebuild_command(run_dir: Path) -> str:
         " (with the --set options of the first build)"
 
 
+def experiment_name(run_dir: Path) -> str | None:
+    """The experiment whose directory this is (its report.json, written by pipelines.experiment), else None."""
+    try:
+        found = json.loads((run_dir / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return found.get("experiment") if isinstance(found, dict) and isinstance(found.get("experiment"), str) else None
+
+
 def eval_suites(run_dir: Path) -> list[str]:
     """The suites a `pipelines.eval` directory holds (`<suite>.json` beside `report.md`)."""
     if not (run_dir / "report.md").is_file():
