@@ -73,6 +73,11 @@ def test_an_experiment_runs_its_steps_compares_variants_and_resumes(tmp_path):
     assert log.rsplit("this run: ", 1)[1].startswith("0 requests")  # its answers replayed from the shared cache
     assert json.loads((tmp_path / "ex" / "report.json").read_text())["rows"] == found["rows"]
 
+    from pipelines.core.locks import LOCKED, DirLock
+
+    with DirLock(tmp_path / "ex" / ".lock", "another experiment"):  # two experiments on one directory
+        busy = run()
+    assert busy.returncode == LOCKED and busy.stderr.strip().splitlines()[-1].startswith("busy:")
     bad = subprocess.run(args[:6] + ["--vary", "sft.colour=red"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
         "error: --vary 'sft.colour=red': step sft has no setting 'colour'; valid keys: batch_size,")
