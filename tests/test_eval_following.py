@@ -13,7 +13,7 @@ import textwrap
 import zipfile
 
 from conftest import ROOT
-from pipelines.eval.assets import IFBENCH, archive, ifbench_file, nltk_ready
+from pipelines.teacher.eval_data import IFBENCH, archive, ifbench_file, nltk_ready
 from pipelines.eval.suites import ifeval_dev
 
 
@@ -33,9 +33,9 @@ REFERENCE = textwrap.dedent('''
         raise AssertionError(f"nltk.download{args} attempted")
 
     nltk.download = refuse
-    from pipelines.eval import following
-    from pipelines.eval.assets import ifbench_file
     from pipelines.eval.suites import read_jsonl
+    from pipelines.prompts import following
+    from pipelines.teacher.eval_data import ifbench_file
 
     items = read_jsonl(ifbench_file("IFBench_test.jsonl"))
     answers = {r["prompt"]: r["response"] for r in read_jsonl(ifbench_file("sample_output.jsonl"))}

@@ -9,7 +9,7 @@ import json
 import polars as pl
 
 from conftest import report, run_build
-from pipelines.eval.following import check
+from pipelines.prompts.following import check
 from pipelines.eval.suites import ifbench
 
 

@@ -100,7 +100,7 @@ class Benchmark:
         if spec in SUITES:  # an evaluation suite's items, shipped in pipelines/data
             return cls(spec, Path(str(resources.files("pipelines.data").joinpath(SUITES[spec]))))
         if spec in FETCHED:
-            from pipelines.eval.assets import ifbench_file
+            from pipelines.teacher.eval_data import ifbench_file
 
             return cls(spec, ifbench_file(FETCHED[spec]))
         text, sep, field = spec.rpartition("?field=") if "?field=" in spec else (spec, "", "")

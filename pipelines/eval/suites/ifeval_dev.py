@@ -5,7 +5,7 @@ distribution.
 Made by `make()` (shipped as `pipelines/data/ifeval_dev.jsonl`; `python -m pipelines.eval.suites.ifeval_dev`
 rewrites it): each of the project's own seed instructions (the UltraFeedback prompts, the UltraChat writing tasks and
 topics, the Self-Instruct seed tasks without input; none from IFEval or IFBench) gets one to three constraints
-(`pipelines.eval.constraints`) drawn by a seeded generator. The `verified_if` recipe draws its constraints the same
+(`pipelines.prompts.constraints`) drawn by a seeded generator. The `verified_if` recipe draws its constraints the same
 way onto other instructions (the Orca prompts and the Self-Instruct seed tasks with input, by default)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import random
 from importlib import resources
 
 from pipelines.eval import following
-from pipelines.eval.constraints import constrain
+from pipelines.prompts.constraints import constrain
 from pipelines.eval.suites import shipped
 
 NAME = "ifeval_dev"

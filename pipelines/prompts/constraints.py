@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import re
 
-from pipelines.eval import following
+from pipelines.prompts import following
 
 _WORDS = ["however", "first", "today", "finally", "overall", "imagine", "remember", "importantly"]
 _FORBIDDEN = ["very", "really", "thing", "good", "just", "actually", "basically", "simply"]
