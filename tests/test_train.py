@@ -253,3 +253,24 @@ def test_cli_help_lists_every_option():
             if f.name != "export_dir":
                 assert "--" + f.name.replace("_", "-") in help_text, (command, f.name)
     assert "--beta" not in run_cli("sft", "--help").stdout
+
+
+def test_training_out_of_memory_is_one_line_naming_the_settings_to_lower(tmp_path):
+    import resource
+
+    text = " ".join(f"word{i}" for i in range(600))
+    rows = [{"prompt": f"Q{i}", "prompt_id": prompt_id(f"Q{i}"),
+             "messages": [{"role": "user", "content": f"Q{i}"}, {"role": "assistant", "content": text}]}
+            for i in range(64)]
+    write_shard(tmp_path / "export" / "data", "train_sft", rows)
+
+    def little_memory():  # 5 GB of address space: the model loads, a 64 x 1024-token batch's logits do not fit
+        resource.setrlimit(resource.RLIMIT_AS, (5 << 30, resource.RLIM_INFINITY))
+
+    proc = subprocess.run([sys.executable, "-m", "pipelines.train", "sft", str(tmp_path / "export"), "--max-steps",
+                           "1", "--batch-size", "64", "--max-length", "1024", "--output-dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600, preexec_fn=little_memory)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [line[line.index("error:"):] for line in proc.stderr.splitlines() if "error:" in line]
+    assert errors == ["error: out of memory training sft at --batch-size 64 and --max-length 1024: lower either "
+                      "(--gradient-accumulation keeps the effective batch), or add --lora"]

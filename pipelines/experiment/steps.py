@@ -177,6 +177,10 @@ def run_step(step: Step, step_dir: Path, values: dict, seed: int, log) -> dict:
             proc.wait()
             raise
     code = os.waitstatus_to_exitcode(status)
+    if code == -signal.SIGKILL and not isinstance(step, Eval):  # the kernel's OOM killer, most likely
+        raise PipelineError(f"step {step.name} was killed (SIGKILL: out of memory?); lower its memory with --set "
+                            f"{step.name}.batch_size=... or {step.name}.max_length=..., then rerun to resume"
+                            if isinstance(step, Train) else f"step {step.name} was killed (SIGKILL); rerun to resume")
     if code != 0:
         tail = [line for line in (step_dir / "step.log").read_text(errors="replace").splitlines() if line.strip()]
         raise PipelineError(f"step {step.name} failed (exit {code}): {tail[-1] if tail else 'no output'} "

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from pipelines.cli import Parser, add_option_flags, main_guard
+from pipelines.core.errors import ResourceError
 from pipelines.train.options import DPOOptions, SFTOptions, from_args
 
 COMMANDS = {
@@ -45,14 +46,21 @@ def train(argv: list[str]) -> int:
         return merge(argv[1:])
     args = build_parser().parse_args(argv)
     opts = from_args(COMMANDS[args.command][0], args)
-    if args.command == "sft":
-        from pipelines.train.sft import train_sft
+    try:
+        if args.command == "sft":
+            from pipelines.train.sft import train_sft
 
-        train_sft(opts)
-    else:
-        from pipelines.train.dpo import train_dpo
+            train_sft(opts)
+        else:
+            from pipelines.train.dpo import train_dpo
 
-        train_dpo(opts)
+            train_dpo(opts)
+    except (MemoryError, RuntimeError) as exc:  # torch's CPU and CUDA allocators raise RuntimeError subclasses
+        if not isinstance(exc, MemoryError) and "out of memory" not in str(exc) and "can't allocate" not in str(exc):
+            raise
+        raise ResourceError(f"out of memory training {args.command} at --batch-size {opts.batch_size} and "
+                            f"--max-length {opts.max_length}: lower either (--gradient-accumulation keeps the "
+                            "effective batch), or add --lora") from None
     return 0
 
 
