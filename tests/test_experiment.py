@@ -37,21 +37,24 @@ def test_an_experiment_runs_its_steps_compares_variants_and_resumes(tmp_path):
     '''))
     env = {**os.environ, "PIPELINES_EXPERIMENT_PATH": str(folder)}
     args = [sys.executable, "-m", "pipelines.experiment", "tiny", "--dir", str(tmp_path / "ex"),
-            "--vary", f"rows.sources={nothing}", "--vary", "sft.learning_rate=1e-3"]
+            "--vary", f"rows.sources={nothing}", "--vary", "eval.limit=3"]
     run = lambda *extra: subprocess.run(args + list(extra), cwd=ROOT, env=env, capture_output=True, text=True,  # noqa
                                         timeout=900)
     first = run()
     assert first.returncode == 0, first.stderr[-3000:]
     found = json.loads((tmp_path / "ex" / "report.json").read_text())
     rows = {r["variant"]: r for r in found["rows"]}
-    assert set(rows) == {"control", "sft.learning_rate=1e-3"} and all(r["items"] == 2 for r in rows.values())
-    assert rows["sft.learning_rate=1e-3"]["difference"] is not None and rows["control"]["baseline"][0] is not None
+    assert set(rows) == {"control", "eval.limit=3"}
+    assert [rows["control"]["items"], rows["eval.limit=3"]["items"]] == [2, 3]
+    assert rows["eval.limit=3"]["difference"] == [0.0, 0.0, 0.0]  # the same model on the two items they share
+    assert rows["control"]["baseline"][0] is not None
     assert "no train_sft rows to train on" in found["failed"][f"rows.sources={nothing}"]
     dirs = {(s["variant"], s["step"]): s["dir"] for s in found["steps"]}
-    assert dirs[("control", "rows")] == dirs[("sft.learning_rate=1e-3", "rows")]  # shared: the build did not change
-    assert dirs[("control", "sft")] != dirs[("sft.learning_rate=1e-3", "sft")]
+    for step in ("rows", "sft"):  # shared: neither changed
+        assert dirs[("control", step)] == dirs[("eval.limit=3", step)]
+    assert dirs[("control", "eval")] != dirs[("eval.limit=3", "eval")]
     assert (tmp_path / "ex" / "report.png").stat().st_size > 1000
-    assert "| eval | gsm8k | sft.learning_rate=1e-3 | 1 | 2 |" in (tmp_path / "ex" / "report.md").read_text()
+    assert "| eval | gsm8k | eval.limit=3 | 1 | 3 |" in (tmp_path / "ex" / "report.md").read_text()
     from starlette.testclient import TestClient
 
     from pipelines.review.app import create_app
@@ -59,7 +62,7 @@ def test_an_experiment_runs_its_steps_compares_variants_and_resumes(tmp_path):
     web = TestClient(create_app(tmp_path / "ex", "t", {"testserver"}))  # the review app's page for it
     assert web.get("/", follow_redirects=False).headers["location"] == "/experiment"
     page = web.get("/experiment").text
-    assert "Experiment <code>tiny</code>" in page and 'src="/files/report.png"' in page and "sft.learning_rate" in page
+    assert "Experiment <code>tiny</code>" in page and 'src="/files/report.png"' in page and "eval.limit=3" in page
     assert web.get("/files/report.png").headers["content-type"] == "image/png"
     assert web.get("/files/report.json").status_code == 404
 
