@@ -126,7 +126,7 @@ def test_builds_decontaminate_against_the_suites_by_name(tmp_path):
     from pipelines.eval.suites import gsm8k, ifbench, ifeval_dev, judged
 
     rows = [gsm8k.items(3)[2]["question"], judged.items(1)[0]["instruction"], ifbench.items(2)[1]["prompt"],
-            ifeval_dev.items(1)[0]["prompt"], "Write a short poem about a lighthouse."]
+            ifeval_dev.items(1)[0]["base"], "Write a short poem about a lighthouse."]
     source = tmp_path / "mixed.jsonl"
     source.write_text("".join(json.dumps({"messages": [{"role": "user", "content": text},
                                                        {"role": "assistant", "content": "An answer."}]}) + "\n"

@@ -46,7 +46,8 @@ from pipelines.core.errors import ConfigError, SourceError
 from pipelines.dedup.minhash import shingle_hashes
 
 # pipelines.eval's items, by suite name: shipped in pipelines/data, or (IFBench's) taken from a pinned archive
-SUITES = {"gsm8k": "gsm8k_test.jsonl", "judged": "alpaca_eval_prompts.jsonl", "ifeval_dev": "ifeval_dev.jsonl"}
+SUITES = {"gsm8k": "gsm8k_test.jsonl", "judged": "alpaca_eval_prompts.jsonl",
+          "ifeval_dev": "ifeval_dev.jsonl?field=base"}  # its seed instructions: the constraint wording is IFEval's
 FETCHED = {"ifbench": "IFBench_test.jsonl"}
 
 
@@ -98,7 +99,8 @@ class Benchmark:
     @classmethod
     def parse(cls, spec: str) -> "Benchmark":
         if spec in SUITES:  # an evaluation suite's items, shipped in pipelines/data
-            return cls(spec, Path(str(resources.files("pipelines.data").joinpath(SUITES[spec]))))
+            name, _, field = SUITES[spec].partition("?field=")
+            return cls(spec, Path(str(resources.files("pipelines.data").joinpath(name))), field or None)
         if spec in FETCHED:
             from pipelines.teacher.eval_data import ifbench_file
 

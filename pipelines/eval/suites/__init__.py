@@ -101,5 +101,5 @@ def read_jsonl(path: Path | str, limit: int | None = None, text: str | None = No
 def shipped(name: str, limit: int | None) -> list[dict]:
     """The first `limit` records of a suite's items shipped in `pipelines/data` (the file builds decontaminate
     against by the suite's name)."""
-    source = resources.files("pipelines.data").joinpath(SHIPPED[name])
+    source = resources.files("pipelines.data").joinpath(SHIPPED[name].partition("?")[0])
     return read_jsonl(str(source), limit, source.read_text(encoding="utf-8"))

@@ -42,16 +42,18 @@ def make(seed: int = SEED) -> list[dict]:
     rng = random.Random(seed)
     bases = seed_instructions()
     rng.shuffle(bases)
-    return [{"key": key, **constrain(base, rng)} for key, base in enumerate(bases)]
+    return [{"key": key, **constrain(base, rng), "base": base} for key, base in enumerate(bases)]
 
 
 def items(limit: int | None, options: dict | None = None) -> list[dict]:
-    return [{"id": f"ifeval_dev-{r['key']}", **{k: r[k] for k in ("prompt", "instruction_id_list", "kwargs")}}
+    return [{"id": f"ifeval_dev-{r['key']}", **{k: r[k] for k in ("prompt", "instruction_id_list", "kwargs", "base")}}
             for r in shipped(NAME, limit)]
 
 
 def prompt_of(item: dict) -> str:
-    return item["prompt"]
+    """The seed instruction: the constraints' wording is IFEval's own, shared with any IFEval-style training data by
+    design, so it is not what makes an item seen in training."""
+    return item["base"]
 
 
 def run(rows: list[dict], ctx) -> list[dict]:
