@@ -57,6 +57,9 @@ def commands(text: str, env: dict[str, str] | None = None) -> list[tuple[str, li
 def check_command(module: str, argv: list[str]) -> None:
     args = PARSERS[module]().parse_args(argv)  # a wrong flag raises ConfigError with the parser's message
     assert not any("$" in a for a in argv), (module, argv)
+    if module == "publish" and args.recipe == "MODEL_DIR":  # a trained model directory, published to a model repo
+        assert publish.REPO_ID.fullmatch(args.repo), args.repo
+        return
     assert args.recipe in names(), argv
     config = load_recipe(args.recipe).config()
     assert load_recipe(args.recipe).refresh is not None, f"{args.recipe} cannot be refreshed"
