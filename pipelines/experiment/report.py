@@ -32,9 +32,11 @@ def summarize(runs: dict[str, list[dict]], suites: dict[str, tuple[str, ...]], c
             for variant, found in per_variant.items():
                 items = _seed_means(found)
                 suite_means = [np.mean([v[0] for v in f.values() if v[0] is not None]) for f in found if f]
+                both = [(v, b) for v, b in items.values() if v is not None and b is not None]
                 row = {"step": step, "suite": suite, "variant": variant, "seeds": len(found), "items": len(items),
                        "score": rounded(mean_ci([v for v, _ in items.values() if v is not None])),
                        "baseline": rounded(mean_ci([b for _, b in items.values() if b is not None])),
+                       "vs_baseline": rounded(paired_ci(*zip(*both))) if both else None,
                        "seed_spread": round(float(np.std(suite_means)), 4) if len(suite_means) > 1 else None}
                 shared = [k for k in items if k in control_items and items[k][0] is not None
                           and control_items[k][0] is not None]
@@ -62,11 +64,15 @@ def _ci(ci) -> str:
 def markdown(name: str, about: str, rows: list[dict], failed: dict[str, str], steps: list[dict]) -> str:
     lines = [f"# Experiment `{name}`", "", about, "", "![scores](report.png)", "",
              "| eval | suite | variant | seeds | items | score (95% CI) | baseline (95% CI) "
-             "| vs control (paired 95% CI) | seed spread (sd) |", "|---|---|---|---|---|---|---|---|---|"]
+             "| vs baseline (paired 95% CI) | vs control (paired 95% CI) | seed spread (sd) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         diff = _ci(r.get("difference")) + (" **beyond the CI**" if r.get("beyond_ci") else "")
+        gain = _ci(r.get("vs_baseline")) + (" **beyond the CI**" if r.get("vs_baseline") and r["vs_baseline"][0]
+                                            is not None and beyond(r["vs_baseline"]) else "")
         lines.append(f"| {r['step']} | {r['suite']} | {r['variant']} | {r['seeds']} | {r['items']} | "
-                     f"{_ci(r['score'])} | {_ci(r['baseline'])} | {diff if r.get('difference') else '-'} | "
+                     f"{_ci(r['score'])} | {_ci(r['baseline'])} | {gain} | "
+                     f"{diff if r.get('difference') else '-'} | "
                      f"{r['seed_spread'] if r['seed_spread'] is not None else '-'} |")
     lines += [f"- variant `{v}` did not finish: {why}" for v, why in failed.items()]
     lines += ["", "## Steps", "", "| variant | seed | step | seconds | peak memory (MB) | directory |",
