@@ -84,3 +84,13 @@ def test_an_experiment_runs_its_steps_compares_variants_and_resumes(tmp_path):
     bad = subprocess.run(args[:6] + ["--vary", "sft.colour=red"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
         "error: --vary 'sft.colour=red': step sft has no setting 'colour'; valid keys: batch_size,")
+
+
+def test_a_step_that_names_another_in_a_setting_depends_on_it():
+    from pipelines.experiment.steps import Build, fingerprint, needs
+
+    pairs = Build("pairs", recipe="ultrafeedback")
+    values = {**pairs.inputs(), "teacher.embedded.model": "{sft_gguf}"}  # as `--set pairs.teacher...={sft_gguf}`
+    assert needs(values) == ["sft_gguf"]
+    one, other = ({n: fp for n in needs(values)} for fp in ("a" * 64, "b" * 64))
+    assert fingerprint(pairs, values, one, None) != fingerprint(pairs, values, other, None)

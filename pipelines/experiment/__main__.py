@@ -22,7 +22,7 @@ from pipelines.core.files import write_json, write_text
 from pipelines.core.locks import DirLock
 from pipelines.experiment import load_experiment
 from pipelines.experiment.report import chart, markdown, summarize
-from pipelines.experiment.steps import Eval, Train, fingerprint, resolve, run_step
+from pipelines.experiment.steps import Eval, Train, fingerprint, needs, resolve, run_step
 
 TRAIN_SPLITS = {"sft": "train_sft", "dpo": "train_prefs"}
 
@@ -64,7 +64,7 @@ def run_variant(experiment, root: Path, overrides: dict, seed: int, variant: str
     products, fingerprints, evals = {}, {}, {}
     for step in experiment.STEPS:
         values = {**step.inputs(), **overrides.get(step.name, {})}
-        upstream = {n: fingerprints[n] for n in step.needs() if n in fingerprints}
+        upstream = {n: fingerprints[n] for n in needs(values) if n in fingerprints}  # --set/--vary ones too
         seeded = isinstance(step, Train)  # the data is what is compared: builds keep their own seeds
         fp = fingerprint(step, values, upstream, seed if seeded else None)
         step_dir = root / "steps" / f"{step.name}-{fp[:12]}"

@@ -34,10 +34,6 @@ class Step:
     name: str
     settings: dict = field(default_factory=dict)  # KEY -> value: what --set / --vary change
 
-    def needs(self) -> list[str]:
-        """The steps whose outputs this one reads."""
-        return [m for v in self.inputs().values() for m in REFERENCE.findall(str(v))]
-
     def inputs(self) -> dict:
         return dict(self.settings)
 
@@ -139,6 +135,11 @@ class Eval(Step):
                 "--cache", str(step_dir.parent.parent / "requests.sqlite"),  # a baseline is answered once
                 *(a for k in ("limit", "concurrency", "judge", "prefs_export") if k in values
                   for a in ("--" + k.replace("_", "-"), str(values[k])))]
+
+
+def needs(values: dict) -> list[str]:
+    """The steps whose products a step's settings name (`{STEP}`)."""
+    return [m for v in values.values() for m in REFERENCE.findall(str(v))]
 
 
 def _model(value: str) -> str:
