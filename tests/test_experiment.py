@@ -94,3 +94,22 @@ def test_a_step_that_names_another_in_a_setting_depends_on_it():
     assert needs(values) == ["sft_gguf"]
     one, other = ({n: fp for n in needs(values)} for fp in ("a" * 64, "b" * 64))
     assert fingerprint(pairs, values, one, None) != fingerprint(pairs, values, other, None)
+
+
+def test_a_suite_whose_items_were_all_decontaminated_away_reports_no_score(tmp_path):
+    from pipelines.eval.__main__ import report as eval_report, summarize as eval_summary
+    from pipelines.eval.models import resolve
+    from pipelines.eval.suites import load_suite
+    from pipelines.experiment.report import markdown, summarize
+
+    suite = load_suite("gsm8k")
+    summary = eval_summary(suite, [], None)  # every item was in the training data
+    assert summary["items"] == 0 and summary["score"] == [None, None, None]
+    model = resolve("smollm2-135m")
+    assert "| gsm8k | 0/0 | - | - | - |" in eval_report(model, None, None, {"gsm8k": {
+        "summary": summary, "about": suite.ABOUT, "seconds": 0.0}})
+    (tmp_path / "ev").mkdir()
+    (tmp_path / "ev" / "gsm8k.json").write_text(json.dumps({"items": [], "summary": summary}))
+    rows = summarize({"control": [{"eval": str(tmp_path / "ev")}]}, {"eval": ("gsm8k",)})
+    assert rows[0]["items"] == 0 and rows[0]["score"] == [None, None, None] and rows[0]["vs_baseline"] is None
+    assert "| eval | gsm8k | control | 1 | 0 | - | - | - |" in markdown("x", "x", rows, {}, [])
