@@ -176,14 +176,7 @@ def git_blob_oid(path: Path) -> str:
     """The git blob id the Hub reports for a file stored in git (not LFS)."""
     import hashlib
 
-    data = path.read_bytes()
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
+    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
             digest.update(chunk)
@@ -196,6 +189,7 @@ def publish_model(model_dir: Path, repo: str, private: bool, gguf: bool, dry: bo
     holds with the same content are not sent again; nothing changed exits 0 without a commit."""
     from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
 
+    from pipelines.release.lineage import sha256_file
     from pipelines.train.card import write_card
     from pipelines.train.export import check_checkpoint
 
@@ -212,13 +206,12 @@ def publish_model(model_dir: Path, repo: str, private: bool, gguf: bool, dry: bo
         return 0
     api = HfApi()
     api.create_repo(repo, repo_type="model", exist_ok=True, private=True if private else None)
-    there = {}
+    there = {}  # path in repo -> how to tell the local file is the same: (hash function, the Hub's hash)
     if any(ref.name == "main" for ref in api.list_repo_refs(repo).branches):
-        there = {f.path: (f.lfs.sha256 if getattr(f, "lfs", None) else f.blob_id)
+        there = {f.path: (sha256_file, f.lfs.sha256) if getattr(f, "lfs", None) else (git_blob_oid, f.blob_id)
                  for f in api.list_repo_tree(repo, recursive=True) if hasattr(f, "blob_id")}
     todo = [(local, in_repo) for local, in_repo in files
-            if there.get(in_repo) not in (git_blob_oid(local) if local.stat().st_size < 10 << 20 else None,
-                                          file_sha256(local))]
+            if in_repo not in there or there[in_repo][0](local) != there[in_repo][1]]
     if not todo:
         print(f"nothing new: {repo} already holds these {len(files)} files")
         return 0

@@ -22,7 +22,7 @@ from pipelines.core.files import write_json, write_text
 from pipelines.core.locks import DirLock
 from pipelines.eval.lineage import decontaminate, training_exports, training_index
 from pipelines.eval.models import Model, resolve
-from pipelines.eval.stats import beyond, mean_ci, paired_ci, rounded
+from pipelines.eval.stats import beyond, ci_text, mean_ci, paired_ci, rounded
 from pipelines.eval.suites import SuiteContext, load_suite, names
 from pipelines.teacher.weights import DEFAULT_JUDGE
 from pipelines.train.card import record_eval
@@ -69,12 +69,6 @@ def summarize(suite, rows: list[dict], baseline: Model | None) -> dict:
     return out
 
 
-def _ci(values) -> str:
-    if not values or values[0] is None:
-        return "-"
-    return f"{values[0]:.3f} ({values[1]:.3f}-{values[2]:.3f})"
-
-
 def report(model: Model, baseline: Model | None, judge: str | None, results: dict[str, dict]) -> str:
     lines = [f"# Evaluation of `{model.spec}`" + (f" against `{baseline.spec}`" if baseline else ""), "",
              "| suite | items | model (95% CI) | baseline (95% CI) | difference (paired 95% CI) | this run (s) "
@@ -84,15 +78,16 @@ def report(model: Model, baseline: Model | None, judge: str | None, results: dic
         s = found["summary"]
         more = []
         if s.get("length_controlled"):
-            more.append(f"length-controlled {_ci(s['length_controlled'])}")
-        more += [f"{what} {_ci(ci)}" for what, ci in s.get("also", {}).items()]
+            more.append(f"length-controlled {ci_text(s['length_controlled'])}")
+        more += [f"{what} {ci_text(ci)}" for what, ci in s.get("also", {}).items()]
         if s.get("order_agreement") is not None:
             more.append(f"judge's orders agree {s['order_agreement']:.2f}")
         more.append(", ".join(f"{k}: {v}" for k, v in sorted(s["verdicts"].items())))
         if s.get("decontamination", {}).get("removed"):
             more.append(f"{s['decontamination']['removed']} items removed: in the training data")
-        diff = _ci(s.get("difference")) + (" **beyond the CI**" if s.get("beyond_ci") else "")
-        lines.append(f"| {name} | {s['scored']}/{s['items']} | {_ci(s['score'])} | {_ci(s.get('baseline_score'))} | "
+        diff = ci_text(s.get("difference")) + (" **beyond the CI**" if s.get("beyond_ci") else "")
+        lines.append(f"| {name} | {s['scored']}/{s['items']} | {ci_text(s['score'])} | "
+                     f"{ci_text(s.get('baseline_score'))} | "
                      f"{diff if s.get('difference') else '-'} | {found['seconds']:.0f} | {'; '.join(more)} |")
     lines += ["", *(f"- `{n}`: {found['about']}" for n, found in results.items())]
     if judge is not None:

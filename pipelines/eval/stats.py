@@ -42,6 +42,11 @@ def rounded(ci: tuple[float, float, float]) -> list[float | None]:
     return [None if v != v else round(v, 4) for v in ci]
 
 
+def ci_text(ci) -> str:
+    """`0.300 (0.225-0.375)`, or `-` for no value."""
+    return "-" if not ci or ci[0] is None else f"{ci[0]:.3f} ({ci[1]:.3f}-{ci[2]:.3f})"
+
+
 def beyond(ci: tuple[float, float, float]) -> bool:
     """Whether a difference's CI excludes zero."""
     return ci[1] > 0 or ci[2] < 0

@@ -8,23 +8,17 @@ Build, Train, Export and Eval), found in `pipelines/experiments/` and in the fol
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import os
 import pkgutil
-import sys
 from pathlib import Path
 
 from pipelines.core.errors import ConfigError
+from pipelines.core.plugins import import_file, user_modules
 
 
 def _modules() -> dict[str, str | Path]:
     import pipelines.experiments as shipped
 
-    found: dict[str, str | Path] = {}
-    for folder in filter(None, os.environ.get("PIPELINES_EXPERIMENT_PATH", "").split(os.pathsep)):
-        for path in sorted(Path(folder).glob("*.py")):
-            if not path.name.startswith("_"):
-                found.setdefault(path.stem, path)
+    found: dict[str, str | Path] = dict(user_modules("PIPELINES_EXPERIMENT_PATH"))
     for module in pkgutil.iter_modules(shipped.__path__):
         if not module.name.startswith("_"):
             found[module.name] = f"pipelines.experiments.{module.name}"
@@ -39,13 +33,10 @@ def load_experiment(name: str):
     if isinstance(where, str):
         module = importlib.import_module(where)
     else:
-        spec = importlib.util.spec_from_file_location(f"pipelines_experiment_{name}", where)
-        module = importlib.util.module_from_spec(spec)
         try:
-            spec.loader.exec_module(module)
+            module = import_file(f"pipelines_experiment_{name}", where)
         except Exception as exc:  # noqa: BLE001 - a user's module failing in any way is one line
             raise ConfigError(f"experiment {name} ({where}) does not load: {type(exc).__name__}: {exc}") from None
-        sys.modules[module.__name__] = module
     if not isinstance(getattr(module, "STEPS", None), tuple) or not hasattr(module, "ABOUT"):
         raise ConfigError(f"experiment {name} ({getattr(module, '__file__', where)}) must define ABOUT and STEPS")
     names = [s.name for s in module.STEPS]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.eval.stats import beyond, mean_ci, paired_ci, rounded
+from pipelines.eval.stats import beyond, ci_text, mean_ci, paired_ci, rounded
 
 
 def item_scores(eval_dir: Path, suite: str) -> dict[str, tuple[float | None, float | None]]:
@@ -57,21 +57,17 @@ def _seed_means(found: list[dict]) -> dict[str, tuple[float | None, float | None
     return out
 
 
-def _ci(ci) -> str:
-    return "-" if not ci or ci[0] is None else f"{ci[0]:.3f} ({ci[1]:.3f}-{ci[2]:.3f})"
-
-
 def markdown(name: str, about: str, rows: list[dict], failed: dict[str, str], steps: list[dict]) -> str:
     lines = [f"# Experiment `{name}`", "", about, "", "![scores](report.png)", "",
              "| eval | suite | variant | seeds | items | score (95% CI) | baseline (95% CI) "
              "| vs baseline (paired 95% CI) | vs control (paired 95% CI) | seed spread (sd) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        diff = _ci(r.get("difference")) + (" **beyond the CI**" if r.get("beyond_ci") else "")
-        gain = _ci(r.get("vs_baseline")) + (" **beyond the CI**" if r.get("vs_baseline") and r["vs_baseline"][0]
+        diff = ci_text(r.get("difference")) + (" **beyond the CI**" if r.get("beyond_ci") else "")
+        gain = ci_text(r.get("vs_baseline")) + (" **beyond the CI**" if r.get("vs_baseline") and r["vs_baseline"][0]
                                             is not None and beyond(r["vs_baseline"]) else "")
         lines.append(f"| {r['step']} | {r['suite']} | {r['variant']} | {r['seeds']} | {r['items']} | "
-                     f"{_ci(r['score'])} | {_ci(r['baseline'])} | {gain} | "
+                     f"{ci_text(r['score'])} | {ci_text(r['baseline'])} | {gain} | "
                      f"{diff if r.get('difference') else '-'} | "
                      f"{r['seed_spread'] if r['seed_spread'] is not None else '-'} |")
     lines += [f"- variant `{v}` did not finish: {why}" for v, why in failed.items()]

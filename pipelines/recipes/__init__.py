@@ -9,23 +9,17 @@ for a teacher stage, a prompt file (docs/architecture.md); nothing else lists re
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import os
 import pkgutil
-import sys
 from pathlib import Path
 
 from pipelines.core.errors import ConfigError
+from pipelines.core.plugins import import_file, user_modules
 from pipelines.core.recipe import Recipe
 
 
 def _modules() -> dict[str, str | Path]:
     """name -> module name (built in) or file (from PIPELINES_RECIPE_PATH); a built-in name cannot be shadowed."""
-    found: dict[str, str | Path] = {}
-    for folder in filter(None, os.environ.get("PIPELINES_RECIPE_PATH", "").split(os.pathsep)):
-        for path in sorted(Path(folder).glob("*.py")):
-            if not path.name.startswith("_"):
-                found.setdefault(path.stem, path)
+    found: dict[str, str | Path] = dict(user_modules("PIPELINES_RECIPE_PATH"))
     for module in pkgutil.iter_modules(__path__):
         if not module.name.startswith("_"):
             found[module.name] = f"{__name__}.{module.name}"
@@ -40,22 +34,9 @@ def load_recipe(name: str) -> Recipe:
     where = _modules().get(name)
     if where is None:
         raise ConfigError(f"unknown recipe {name!r}; available recipes: {', '.join(names())}")
-    module = importlib.import_module(where) if isinstance(where, str) else _import_file(name, where)
+    module = (importlib.import_module(where) if isinstance(where, str)
+              else import_file(f"pipelines_recipe_{name}", where))
     recipe = getattr(module, "RECIPE", None)
     if not isinstance(recipe, Recipe) or recipe.name != name:
         raise ConfigError(f"{getattr(module, '__file__', where)} must define RECIPE = Recipe(name={name!r}, ...)")
     return recipe
-
-
-def _import_file(name: str, path: Path):
-    module_name = f"pipelines_recipe_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[module_name]
-            raise
-    return sys.modules[module_name]

@@ -85,6 +85,7 @@ class CheckSample(Asks, MapStage):
         requests = [Request(r["messages"], self.sampling.request_params(self.sampling.max_tokens,
                                                                        f"{r['prompt_id']}/s{k}")) for r, k in asks]
         results = iter(self.ask(ctx, requests))
+        model = self.client(ctx).models()[0]
         completions, reasons = [], []
         for row in rows:
             item = {"prompt": row["prompt"], **json.loads(row["meta"])}
@@ -100,7 +101,7 @@ class CheckSample(Asks, MapStage):
                     ctx.count(f"tries|{instruction}")
                     ctx.count(f"follows|{instruction}", ok)
                 passed += all(strict)
-                done.append({"model": self.client(ctx).models()[0], "principle": f"sample {k}",
+                done.append({"model": model, "principle": f"sample {k}",
                              "content": result.text.strip(), "overall": sum(strict) / len(strict),
                              "ratings": [{"aspect": i, "rating": float(ok), "rationale": "IFEval checker, strict"}
                                          for i, ok in zip(item["instruction_id_list"], strict)]})

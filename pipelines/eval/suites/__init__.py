@@ -12,16 +12,14 @@ shadowed). `read_jsonl(path)` reads a suite's items file, naming the file and li
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
-import os
-import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Callable
 
 from pipelines.core.errors import ConfigError
+from pipelines.core.plugins import import_file, user_modules
 from pipelines.dedup.decontam import SUITES as SHIPPED
 
 SUITES = ("ifbench", "ifeval_dev", "gsm8k", "judged", "prefs")  # built in
@@ -39,12 +37,7 @@ class SuiteContext:
 
 
 def user_suites() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for folder in filter(None, os.environ.get("PIPELINES_SUITE_PATH", "").split(os.pathsep)):
-        for path in sorted(Path(folder).glob("*.py")):
-            if not path.name.startswith("_") and path.stem not in SUITES:
-                found.setdefault(path.stem, path)
-    return found
+    return {name: path for name, path in user_modules("PIPELINES_SUITE_PATH").items() if name not in SUITES}
 
 
 def names() -> tuple[str, ...]:
@@ -58,16 +51,10 @@ def load_suite(name: str):
     if path is None:
         raise ConfigError(f"suite {name!r}: choose among {', '.join(names())} (or add NAME.py to a folder named "
                           "by PIPELINES_SUITE_PATH)")
-    module_name = f"pipelines_suite_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:  # noqa: BLE001 - a user's module failing in any way is one line
-            raise ConfigError(f"suite {name} ({path}) does not load: {type(exc).__name__}: {exc}") from None
-        sys.modules[module_name] = module
-    module = sys.modules[module_name]
+    try:
+        module = import_file(f"pipelines_suite_{name}", path)
+    except Exception as exc:  # noqa: BLE001 - a user's module failing in any way is one line
+        raise ConfigError(f"suite {name} ({path}) does not load: {type(exc).__name__}: {exc}") from None
     missing = [a for a in ("ABOUT", "DEFAULT_LIMIT", "items", "prompt_of", "run") if not hasattr(module, a)]
     if missing:
         raise ConfigError(f"suite {name} ({path}) lacks {', '.join(missing)} (see pipelines/eval/suites/__init__.py)")

@@ -15,8 +15,8 @@ import random
 from importlib import resources
 
 from pipelines.eval import following
-from pipelines.prompts.constraints import constrain
 from pipelines.eval.suites import shipped
+from pipelines.prompts.constraints import constrain
 
 NAME = "ifeval_dev"
 ABOUT = ("the project's IFEval-type dev set (its own seed instructions), prompt-level strict accuracy by IFEval's "
