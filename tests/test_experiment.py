@@ -27,11 +27,12 @@ def test_an_experiment_runs_its_steps_compares_variants_and_resumes(tmp_path):
     folder = tmp_path / "experiments"
     folder.mkdir()
     (folder / "tiny.py").write_text(textwrap.dedent(f'''
-        from pipelines.experiment.steps import Build, Eval, Train
+        from pipelines.experiment.steps import Build, Eval, Export, Train
         ABOUT = "a tiny SFT on arithmetic pairs"
         STEPS = (
             Build("rows", recipe="ingest", settings={{"kind": "preference", "sources": {str(pairs)!r}}}),
             Train("sft", kind="sft", data="rows", settings={{"max_steps": 2, "max_length": 128, "batch_size": 2}}),
+            Export("sft_gguf", model="sft"),
             Eval("eval", model="sft", baseline="base:smollm2-135m", suites=("gsm8k",), settings={{"limit": 2}}),
         )
     '''))
@@ -40,8 +41,12 @@ def test_an_experiment_runs_its_steps_compares_variants_and_resumes(tmp_path):
             "--vary", f"rows.sources={nothing}", "--vary", "eval.limit=3"]
     run = lambda *extra: subprocess.run(args + list(extra), cwd=ROOT, env=env, capture_output=True, text=True,  # noqa
                                         timeout=900)
+    for step in ("sft", "sft_gguf"):  # SIGKILL while training, then while exporting: no orphan goes on writing
+        kill_during(args, env, tmp_path / "ex", step)
     first = run()
     assert first.returncode == 0, first.stderr[-3000:]
+    ran = [line.split(":")[0] for line in first.stderr.splitlines() if ": pipelines." in line]
+    assert "sft" not in ran and ran.count("sft_gguf") == 1  # trained (again) during the second start, kept
     found = json.loads((tmp_path / "ex" / "report.json").read_text())
     rows = {r["variant"]: r for r in found["rows"]}
     assert set(rows) == {"control", "eval.limit=3"}
@@ -84,6 +89,53 @@ def test_an_experiment_runs_its_steps_compares_variants_and_resumes(tmp_path):
     bad = subprocess.run(args[:6] + ["--vary", "sft.colour=red"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
         "error: --vary 'sft.colour=red': step sft has no setting 'colour'; valid keys: batch_size,")
+
+
+def kill_during(args: list[str], env: dict, root, step: str) -> None:
+    """Start the experiment, SIGKILL it once `step` has run for a moment, and check that the step's command and its
+    own children died with it and left no `_DONE.json`."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while not (logs := list(root.glob(f"steps/{step}-*/step.log"))) or not logs[0].stat().st_size:
+        assert proc.poll() is None and time.monotonic() < deadline, f"the experiment ended before {step} started"
+        time.sleep(0.2)
+    time.sleep(1.5)
+    family = descendants(proc.pid)
+    assert family, f"{step} has no running command"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for _ in range(100):
+        if not (alive := [p for p in family if os.path.exists(f"/proc/{p}") and _state(p) != "Z"]):
+            break
+        time.sleep(0.1)
+    assert not alive, f"{step}'s commands {alive} outlived the killed experiment"
+    assert not (logs[0].parent / "_DONE.json").exists()
+
+
+def descendants(pid: int) -> list[int]:
+    parents = {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parents[int(p)] = int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    found, todo = [], [pid]
+    while todo:
+        pid = todo.pop()
+        children = [c for c, parent in parents.items() if parent == pid]
+        found += children
+        todo += children
+    return found
+
+
+def _state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
 
 
 def test_a_step_that_names_another_in_a_setting_depends_on_it():

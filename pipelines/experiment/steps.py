@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pipelines.core.errors import ConfigError, PipelineError
 from pipelines.core.files import write_json
+from pipelines.teacher.server import die_with_parent
 
 REFERENCE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -93,7 +94,7 @@ class Train(Step):
             if key in ("kind", "data", "model"):
                 continue
             flag = "--" + key.replace("_", "-")
-            flags += [flag] if value is True else [] if value is False else [flag, _text(value)]
+            flags += [flag] if value is True else ["--no-" + flag[2:]] if value is False else [flag, _text(value)]
         return ["pipelines.train", self.kind, values["data"], *(["--model", values["model"]] if "model" in values
                                                                else []),
                 "--output-dir", str(self.product(step_dir)), "--seed", str(seed), *flags]
@@ -170,7 +171,9 @@ def run_step(step: Step, step_dir: Path, values: dict, seed: int, log) -> dict:
     log(f"{step.name}: {' '.join(argv[2:])}")
     started = time.monotonic()
     with open(step_dir / "step.log", "a") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # killed with us, even by SIGKILL: a rerun must not find the step's last command still writing in its dir
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=die_with_parent)
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:

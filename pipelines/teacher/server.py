@@ -118,9 +118,10 @@ class PortTaken(Exception):
     pass
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL the server when the pipeline process dies, even by SIGKILL. Not SIGTERM: uvicorn takes
-    that as a graceful shutdown and goes on serving the requests in flight, for minutes on a busy CPU (seen)."""
+def die_with_parent() -> None:
+    """`preexec_fn` of a child process: ask Linux to SIGKILL it when the process that started it dies, even by
+    SIGKILL, so no orphan goes on writing where a rerun works. Not SIGTERM: uvicorn takes that as a graceful shutdown
+    and goes on serving the requests in flight, for minutes on a busy CPU (seen)."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
@@ -216,7 +217,7 @@ class EmbeddedServer:
         self.log(f"starting embedded {self.model} on {engine} at 127.0.0.1:{port} (log: {self.log_path})")
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env,
-                                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                         stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         self._wait_ready(port)
 
     def _wait_ready(self, port: int) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipelines.core.errors import ConfigError, PipelineError
 from pipelines.teacher import llama
+from pipelines.teacher.server import die_with_parent
 
 QUANTS = ("f16", "q8_0", "q4_k_m")
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -93,7 +94,7 @@ def convert(model_dir: Path, out: Path, outtype: str, log) -> None:
     env = {**os.environ, "PYTHONPATH": str(script.parent / "gguf-py"), "NO_LOCAL_GGUF": ""}
     log(f"converting {model_dir.name} to GGUF ({outtype}) with llama.cpp's convert_hf_to_gguf.py")
     proc = subprocess.run([sys.executable, str(script), str(model_dir), "--outtype", outtype, "--outfile", str(out)],
-                          capture_output=True, text=True, env=env)
+                          capture_output=True, text=True, env=env, preexec_fn=die_with_parent)
     if proc.returncode != 0:
         out.unlink(missing_ok=True)
         raise PipelineError(conversion_error(model_dir, proc.stderr + proc.stdout))
@@ -113,7 +114,8 @@ def quantize(f16: Path, out: Path, kind: str, log) -> None:
     if not binary.is_file():
         log("llama-quantize is not built here yet: compiling it once from the pinned llama.cpp sources")
         binary = llama.build_quantize(log)
-    proc = subprocess.run([str(binary), str(f16), str(out), kind], capture_output=True, text=True)
+    proc = subprocess.run([str(binary), str(f16), str(out), kind], capture_output=True, text=True,
+                          preexec_fn=die_with_parent)
     if proc.returncode != 0:
         out.unlink(missing_ok=True)
         last = next((line for line in reversed(proc.stderr.strip().splitlines()) if line.strip()), "no output")
