@@ -12,6 +12,7 @@ base), plus 2N per token for DPO's reference forward. N = the model's parameters
 from __future__ import annotations
 
 import argparse
+import itertools
 import subprocess
 import sys
 import tempfile
@@ -41,7 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rows", type=int, default=200)
+    parser.add_argument("--precision", default="fp32,bf16", help="fp32, bf16 (autocast) or both")
     args = parser.parse_args()
+    args.precision = [p.strip() == "bf16" for p in args.precision.split(",")]
     from pipelines.teacher.server import checkpoint_dir
     from pipelines.train.dpo import train_dpo
     from pipelines.train.options import DPOOptions, SFTOptions
@@ -57,14 +60,14 @@ def main() -> None:
     params = AutoModelForCausalLM.from_pretrained(checkpoint_dir()).num_parameters()
     rates = {"fp32": matmul_gflops(__import__("torch").float32), "bf16": matmul_gflops(__import__("torch").bfloat16)}
     rows = []
-    for command, lora in (("sft", False), ("sft", True), ("dpo", False), ("dpo", True)):
+    for command, lora, bf16 in itertools.product(("sft", "dpo"), (False, True), args.precision):
         options = (SFTOptions if command == "sft" else DPOOptions)(
-            export, max_steps=args.steps, batch_size=4, max_length=512, lora=lora,
-            output_dir=str(work / f"{command}-{'lora' if lora else 'full'}"))
+            export, max_steps=args.steps, batch_size=4, max_length=512, lora=lora, bf16=bf16,
+            output_dir=str(work / f"{command}-{'lora' if lora else 'full'}-{bf16}"))
         metrics = (train_sft if command == "sft" else train_dpo)(options, log=lambda *_: None)
         flops = (4 if lora else 6) * params + (2 * params if command == "dpo" else 0)
         bound = {k: rate * 1e9 / flops for k, rate in rates.items()}
-        rows.append((command, "LoRA" if lora else "full", "fp32", metrics["tokens_per_second"], bound["fp32"],
+        rows.append((command, "LoRA" if lora else "full", "bf16" if bf16 else "fp32", metrics["tokens_per_second"], bound["fp32"],
                      bound["bf16"]))
     print(f"matmul here: fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s")
     print("| train | weights | precision | tokens/s | fp32 bound | share | bf16 bound | share |")

@@ -43,7 +43,7 @@ METAVARS = {int: "N", float: "F", str: "TEXT"}
 
 
 def add_option_flags(parser: argparse.ArgumentParser, cls: type, positional: tuple[str, ...] = ()) -> None:
-    """One argument per field of the dataclass `cls` (`learning_rate` -> `--learning-rate`, a bool -> a switch),
+    """One argument per field of the dataclass `cls` (`learning_rate` -> `--learning-rate`, a bool -> `--lora` and `--no-lora`),
     its help the field's help, allowed range or choices, and default; the fields in `positional` are positional."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -52,8 +52,8 @@ def add_option_flags(parser: argparse.ArgumentParser, cls: type, positional: tup
             parser.add_argument(f.name, metavar=f.name.upper(), help=help_text)
             continue
         flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
-        if kind is bool:
-            parser.add_argument(flag, action="store_true", help=help_text)
+        if kind is bool:  # --flag and --no-flag
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
             continue
         kind = next(t for t in typing.get_args(kind) if t is not type(None)) if typing.get_args(kind) else kind
         if f.default is not None:

@@ -104,12 +104,12 @@ def changed(out: Path) -> bool:
     return any(not torch.equal(trained[k], base[k]) for k in base)
 
 
-def check_train_metrics(out: Path, command: str, lora: bool) -> dict:
+def check_train_metrics(out: Path, command: str, lora: bool, bf16: bool = False) -> dict:
     metrics = json.loads((out / "train_metrics.json").read_text())
     assert metrics["command"] == command and metrics["steps"] == 2
     assert math.isfinite(metrics["loss"]) and math.isfinite(metrics["mean_loss"])
     assert metrics["tokens"] > 0 and metrics["tokens_per_second"] > 0 and metrics["seconds"] > 0
-    assert metrics["device"] == "cpu" and metrics["bf16"] is False
+    assert metrics["device"] == "cpu" and metrics["bf16"] is bf16
     assert bool(metrics["lora"]) is lora
     return metrics
 
@@ -146,7 +146,7 @@ def test_preference_fixture_is_trl_format(tmp_path):
 def test_dpo_cli_smoke(tmp_path, capsys):
     export = write_prefs_export(tmp_path)
     argv = ["dpo", str(export), "--max-steps", "2", "--max-length", "128", "--batch-size", "2",
-            "--learning-rate", "1e-5"]
+            "--learning-rate", "1e-5", "--no-group-by-length"]
     assert main(argv) == 0
     out = tmp_path / "dpo-model"
     check_train_metrics(out, "dpo", lora=False)
@@ -167,10 +167,11 @@ def test_dpo_lora_without_test_split(tmp_path):
     from safetensors.torch import load_file
 
     export = write_prefs_export(tmp_path, test_split=False)
-    opts = DPOOptions(str(export), **TINY, lora=True, lora_r=4, learning_rate=1e-3)
+    # bf16 on a CPU (autocast), batches grouped by length (the default)
+    opts = DPOOptions(str(export), **TINY, lora=True, lora_r=4, learning_rate=1e-3, bf16=True)
     result = train_dpo(opts, log=lambda *_: None)
     out = Path(result["output_dir"])
-    check_train_metrics(out, "dpo", lora=True)
+    check_train_metrics(out, "dpo", lora=True, bf16=True)
     assert result["preferences"]["split"] == "held-out train_prefs" and result["preferences"]["pairs"] == 1
     assert result["examples"] == 7  # the held-out pair is not trained on
     adapter = load_file(out / "adapter" / "adapter_model.safetensors")

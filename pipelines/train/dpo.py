@@ -16,7 +16,8 @@ What DPOTrainer (trl 1.16, `_prepare_dataset`) does with these columns, and so w
 - It then applies the chat template: prompt with the generation prompt, prompt + chosen, prompt + rejected; the
   completion is what follows their common token prefix (no EOS added: the template closes the turn). Pairs whose
   prompt alone fills `max_length` are dropped; longer sequences are truncated at the end.
-The reference model is the starting model (a frozen copy; with LoRA, the adapter switched off).
+The reference model is the starting model (a frozen copy; with LoRA, the adapter switched off); its log-probs are
+computed once before training (`precompute_ref_log_probs`), not in every step.
 """
 
 from __future__ import annotations
@@ -53,9 +54,12 @@ def train_dpo(opts: DPOOptions, *, log=print) -> dict:
         eval_split = "held-out train_prefs"
         log(f"no test_prefs split: evaluating on {len(test_set)} held-out train_prefs pairs, not trained on")
 
-    config = trl.DPOConfig(**common.config_kwargs(opts, output_dir), beta=opts.beta)
+    # the reference log-probs once, before training, not a reference forward in every step of every epoch
+    config = trl.DPOConfig(**common.config_kwargs(opts, output_dir), beta=opts.beta, precompute_ref_log_probs=True)
     trainer = trl.DPOTrainer(model=model, args=config, train_dataset=train_set, eval_dataset=test_set,
                              peft_config=common.lora_config(opts))
+    if opts.group_by_length:
+        with_lengths(trainer)
     pairs = trainer.eval_dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
     if len(trainer.train_dataset) == 0 or len(pairs) == 0:
         raise ConfigError(f"every pair's prompt fills --max-length {opts.max_length}; raise it")
@@ -76,3 +80,12 @@ def train_dpo(opts: DPOOptions, *, log=print) -> dict:
     log(format_table(before, after))
     log(f"saved the model, train_metrics.json and preference_metrics.json to {output_dir}")
     return {**metrics, "output_dir": str(output_dir), "preferences": prefs}
+
+
+def with_lengths(trainer) -> None:
+    """A `length` column (prompt plus the longer answer: what a batch pads to) for the length-grouped sampler, kept
+    through the trainer's removal of columns the model does not take."""
+    trainer.train_dataset = trainer.train_dataset.map(
+        lambda r: {common.LENGTH: len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"]))})
+    trainer._set_signature_columns_if_needed()
+    trainer._signature_columns = [*trainer._signature_columns, common.LENGTH]
