@@ -13,8 +13,8 @@ ABOUT = ("verified_if data sampled from SmolLM2-135M itself (on-policy), DPO wit
          "base (both served as q8_0) on ifeval_dev (in distribution) and ifbench (unseen constraint types)")
 
 STEPS = (
-    Build("data", recipe="verified_if", settings={"variants": 2, "samples": 4, "sampling.max_tokens": 192}),
-    Train("dpo", kind="dpo", data="data", settings={"lora": True, "learning_rate": 1e-4, "epochs": 2,
-                                                    "max_length": 512, "batch_size": 4}),
-    Eval("eval", model="dpo", baseline="base:smollm2-135m", suites=("ifeval_dev", "ifbench"), settings={"limit": 60}),
+    Build("data", recipe="verified_if", settings={"variants": 4, "samples": 4, "sampling.max_tokens": 192}),
+    Train("dpo", kind="dpo", data="data", settings={"lora": True, "learning_rate": 5e-4, "epochs": 2,
+                                                    "max_length": 384, "batch_size": 4, "bf16": True}),
+    Eval("eval", model="dpo", baseline="base:smollm2-135m", suites=("ifeval_dev", "ifbench"), settings={"limit": 80}),
 )

@@ -7,8 +7,9 @@ the constraint wording is IFEval's own and shared with them by design) -> constr
 `variants` per base) -> check (`samples` answers per prompt, each checked) -> binarize (best against
 worst) -> export
 
-Base instructions come from `sources` (any format ingest reads) or, by default, the project's Orca prompts and
-reasoning problems, which `ifeval_dev`'s seed instructions do not include. The teacher is the student to train,
+Base instructions come from `sources` (any format ingest reads) or, by default, the project's Orca prompts,
+reasoning problems and Self-Instruct seed tasks (90 bases); the seed tasks without input are `ifeval_dev`'s own
+bases, and decontamination drops them (a whole-prompt match) before any constraint is drawn. The teacher is the student to train,
 served as GGUF (`teacher.embedded.model=MODEL_DIR/gguf/model-q8_0.gguf`: on-policy), by default the embedded
 SmolLM2-135M, or any endpoint.
 """
@@ -29,7 +30,7 @@ from pipelines.stages.feedback import Binarize, ToPrompts
 from pipelines.stages.ingest import Ingest
 from pipelines.teacher.client import TeacherConfig
 
-BASES = ("data/orca_prompts.jsonl", "data/reasoning_problems.jsonl")
+BASES = ("data/orca_prompts.jsonl", "data/reasoning_problems.jsonl", "data/seed_tasks.jsonl")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def card_values(cfg: Config, run) -> dict:
     passes = ", ".join(f"{k} {v:.3f}" for k, v in found.items() if k.startswith("pass@") and v is not None)
     return {"pass_rates": f"{passes or 'none measured'} over {found.get('prompts', 0)} prompts",
             "pass_table": pass_table(found),
-            "base_source": ", ".join(cfg.sources) or "the project's Orca prompts and reasoning problems "
+            "base_source": ", ".join(cfg.sources) or "the project's Orca prompts, reasoning problems and seed tasks "
                                                      f"(`{'`, `'.join(BASES)}`)",
             **preference_card.values(run, None, "listwise")}
 
