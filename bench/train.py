@@ -1,7 +1,10 @@
 """Training speed against the machine's bound: tokens/s of `pipelines.train` SFT and DPO, full and LoRA, on
 SmolLM2-135M, beside what this CPU's matmul rate allows.
 
-    python bench/train.py [--steps 10] [--rows 200]
+    python bench/train.py [--steps 10] [--precision fp32,bf16]
+
+tokens/s: the tokens trained on over the trainer's whole time, building included (tokenizing, and DPO's reference
+log-probs, computed once for every pair before training).
 
 The bound: torch's fp32 and bf16 matmul rates here (1024x1024, measured first) divided by the FLOPs a trained
 token costs: 6N for a full fine-tune (forward 2N, backward 4N), 4N with LoRA (no weight gradients of the frozen
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import subprocess
 import sys
 import tempfile
@@ -22,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+BATCH = 4
 HH = ROOT.parent / "shared" / "data" / "real" / "hh_rlhf_harmless_base_test.jsonl.gz"
 
 
@@ -41,10 +46,13 @@ def matmul_gflops(dtype, size: int = 1024, seconds: float = 2.0) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--rows", type=int, default=200)
+    parser.add_argument("--rows", type=int, default=0, help="hh-rlhf rows read (default: enough that DPO trains "
+                                                                 "one epoch of --steps batches, as its reference "
+                                                                 "log-probs are computed for every pair once)")
     parser.add_argument("--precision", default="fp32,bf16", help="fp32, bf16 (autocast) or both")
     args = parser.parse_args()
     args.precision = [p.strip() == "bf16" for p in args.precision.split(",")]
+    args.rows = args.rows or math.ceil(args.steps * BATCH / 0.9)  # the ingest recipe keeps 10% for test_prefs
     from pipelines.teacher.server import checkpoint_dir
     from pipelines.train.dpo import train_dpo
     from pipelines.train.options import DPOOptions, SFTOptions
@@ -62,12 +70,13 @@ def main() -> None:
     rows = []
     for command, lora, bf16 in itertools.product(("sft", "dpo"), (False, True), args.precision):
         options = (SFTOptions if command == "sft" else DPOOptions)(
-            export, max_steps=args.steps, batch_size=4, max_length=512, lora=lora, bf16=bf16,
+            export, max_steps=args.steps, batch_size=BATCH, max_length=512, lora=lora, bf16=bf16,
             output_dir=str(work / f"{command}-{'lora' if lora else 'full'}-{bf16}"))
         metrics = (train_sft if command == "sft" else train_dpo)(options, log=lambda *_: None)
         flops = (4 if lora else 6) * params + (2 * params if command == "dpo" else 0)
         bound = {k: rate * 1e9 / flops for k, rate in rates.items()}
-        rows.append((command, "LoRA" if lora else "full", "bf16" if bf16 else "fp32", metrics["tokens_per_second"], bound["fp32"],
+        speed = metrics["tokens"] / (metrics["seconds"] + metrics["prepare_seconds"])
+        rows.append((command, "LoRA" if lora else "full", "bf16" if bf16 else "fp32", speed, bound["fp32"],
                      bound["bf16"]))
     print(f"matmul here: fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s")
     print("| train | weights | precision | tokens/s | fp32 bound | share | bf16 bound | share |")

@@ -109,6 +109,7 @@ def check_train_metrics(out: Path, command: str, lora: bool, bf16: bool = False)
     assert metrics["command"] == command and metrics["steps"] == 2
     assert math.isfinite(metrics["loss"]) and math.isfinite(metrics["mean_loss"])
     assert metrics["tokens"] > 0 and metrics["tokens_per_second"] > 0 and metrics["seconds"] > 0
+    assert metrics["prepare_seconds"] > 0
     assert metrics["device"] == "cpu" and metrics["bf16"] is bf16
     assert bool(metrics["lora"]) is lora
     return metrics

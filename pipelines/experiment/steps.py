@@ -93,6 +93,8 @@ class Train(Step):
         for key, value in values.items():
             if key in ("kind", "data", "model"):
                 continue
+            if isinstance(value, str) and value.lower() in ("true", "false"):  # as `--set sft.lora=false` gives it
+                value = value.lower() == "true"
             flag = "--" + key.replace("_", "-")
             flags += [flag] if value is True else ["--no-" + flag[2:]] if value is False else [flag, _text(value)]
         return ["pipelines.train", self.kind, values["data"], *(["--model", values["model"]] if "model" in values

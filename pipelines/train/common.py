@@ -103,10 +103,11 @@ def lora_config(opts: TrainOptions):
                       target_modules=opts.target_modules(), task_type="CAUSAL_LM")
 
 
-def train(trainer, opts: TrainOptions, output_dir: Path, *, model: str, examples: int, log) -> dict:
+def train(trainer, opts: TrainOptions, output_dir: Path, *, model: str, examples: int, prepared: float, log) -> dict:
     """Run `trainer.train()`; write and return `train_metrics.json` (the model is saved by `save`).
 
-    Tokens are TRL's `num_tokens`: the non-padding tokens of every sequence the policy was trained on.
+    Tokens are TRL's `num_tokens`: the non-padding tokens of every sequence the policy was trained on. `prepared`:
+    the seconds the trainer took to build (tokenizing; for DPO, the reference log-probs of both splits too).
     """
     import torch
 
@@ -129,6 +130,7 @@ def train(trainer, opts: TrainOptions, output_dir: Path, *, model: str, examples
         "loss": float(losses[-1]) if losses else math.nan,
         "mean_loss": float(result.training_loss),
         "seconds": round(seconds, 2),
+        "prepare_seconds": round(prepared, 2),
         "tokens": tokens,
         "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else 0.0,
         "device": device,

@@ -22,6 +22,7 @@ computed once before training (`precompute_ref_log_probs`), not in every step.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from pipelines.core.errors import ConfigError, SourceError
@@ -56,8 +57,10 @@ def train_dpo(opts: DPOOptions, *, log=print) -> dict:
 
     # the reference log-probs once, before training, not a reference forward in every step of every epoch
     config = trl.DPOConfig(**common.config_kwargs(opts, output_dir), beta=opts.beta, precompute_ref_log_probs=True)
+    started = time.perf_counter()
     trainer = trl.DPOTrainer(model=model, args=config, train_dataset=train_set, eval_dataset=test_set,
                              peft_config=common.lora_config(opts))
+    prepared = time.perf_counter() - started
     if opts.group_by_length:
         with_lengths(trainer)
     pairs = trainer.eval_dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
@@ -71,7 +74,8 @@ def train_dpo(opts: DPOOptions, *, log=print) -> dict:
     log(f"DPO of {Path(model).name} on {len(trainer.train_dataset)} pairs ({'LoRA' if opts.lora else 'all weights'}, "
         f"{config.device}); evaluating on {len(pairs)} {eval_split} pairs")
     before, ref_logps = evaluate()
-    metrics = common.train(trainer, opts, output_dir, model=model, examples=len(trainer.train_dataset), log=log)
+    metrics = common.train(trainer, opts, output_dir, model=model, examples=len(trainer.train_dataset),
+                           prepared=prepared, log=log)
     after, _ = evaluate(reference=ref_logps)
     prefs = {"split": eval_split, "pairs": len(pairs), "beta": opts.beta, "before": before, "after": after}
     common.write_json(output_dir / "preference_metrics.json", prefs)

@@ -9,6 +9,7 @@ template. The `prompt` column must go: next to `messages` TRL would read it as t
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from pipelines.train import common
@@ -26,10 +27,13 @@ def train_sft(opts: SFTOptions, *, log=print) -> dict:
     dataset = common.load_split(files, ["messages"])
 
     config = trl.SFTConfig(**common.config_kwargs(opts, output_dir))
+    started = time.perf_counter()
     trainer = trl.SFTTrainer(model=model, args=config, train_dataset=dataset, peft_config=common.lora_config(opts))
+    prepared = time.perf_counter() - started
     log(f"SFT of {Path(model).name} on {len(dataset)} conversations ({'LoRA' if opts.lora else 'all weights'}, "
         f"{config.device})")
-    metrics = common.train(trainer, opts, output_dir, model=model, examples=len(dataset), log=log)
+    metrics = common.train(trainer, opts, output_dir, model=model, examples=len(dataset), prepared=prepared,
+                           log=log)
     common.save(trainer, output_dir, lora=opts.lora)
     log(f"saved the model and train_metrics.json to {output_dir}")
     return {**metrics, "output_dir": str(output_dir)}
