@@ -18,13 +18,13 @@ SUITES = ("ifeval_dev", "gsm8k", "judged", "prefs")  # prefs: log-likelihood acc
 STEPS = (
     Build("dialogues", recipe="ultrachat", settings={"n_dialogues": 60}),
     Train("sft", kind="sft", data="dialogues", settings={"lora": True, "learning_rate": 1e-4, "epochs": 1,
-                                                         "max_length": 768, "batch_size": 4}),
+                                                         "max_length": 768, "batch_size": 4, "bf16": True}),
     Export("sft_gguf", model="sft"),
     Build("pairs", recipe="ultrafeedback", settings={"n_prompts": 40}),
     Train("dpo", kind="dpo", data="pairs", model="sft", settings={"lora": True, "learning_rate": 5e-5, "epochs": 2,
-                                                                  "max_length": 512, "batch_size": 4}),
+                                                                  "max_length": 512, "batch_size": 4, "bf16": True}),
     Eval("eval_sft", model="sft", baseline="base:smollm2-135m", suites=SUITES,
-         settings={"limit": 40, "prefs_export": "{pairs}"}),
+         settings={"limit": 30, "prefs_export": "{pairs}"}),
     Eval("eval_dpo", model="dpo", baseline="base:smollm2-135m", suites=SUITES,
-         settings={"limit": 40, "prefs_export": "{pairs}"}),
+         settings={"limit": 30, "prefs_export": "{pairs}"}),
 )
