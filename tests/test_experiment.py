@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -89,6 +91,21 @@ def test_an_experiment_runs_its_steps_compares_variants_and_resumes(tmp_path):
     bad = subprocess.run(args[:6] + ["--vary", "sft.colour=red"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
         "error: --vary 'sft.colour=red': step sft has no setting 'colour'; valid keys: batch_size,")
+
+
+def test_shipped_experiments_load_and_a_misspelt_setting_is_one_line(tmp_path, monkeypatch):
+    from pipelines.core.errors import ConfigError
+    from pipelines.experiment import _modules, load_experiment
+
+    shipped = [n for n, where in _modules().items() if isinstance(where, str)]
+    assert {"zephyr", "verified_if"} <= set(shipped)
+    for name in shipped:
+        assert load_experiment(name).STEPS  # every setting of every step is one its command takes
+    (tmp_path / "typo.py").write_text('from pipelines.experiment.steps import Train\nABOUT = "x"\n'
+                                      'STEPS = (Train("sft", kind="sft", data="d", settings={"learning_rat": 1}),)\n')
+    monkeypatch.setenv("PIPELINES_EXPERIMENT_PATH", str(tmp_path))
+    with pytest.raises(ConfigError, match="step sft has no setting 'learning_rat'; valid keys: batch_size,"):
+        load_experiment("typo")
 
 
 def kill_during(args: list[str], env: dict, root, step: str) -> None:

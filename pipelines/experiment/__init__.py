@@ -42,4 +42,8 @@ def load_experiment(name: str):
     names = [s.name for s in module.STEPS]
     if len(set(names)) != len(names) or not all(n.isidentifier() for n in names):
         raise ConfigError(f"experiment {name}: step names must be distinct identifiers, got {names}")
+    for step in module.STEPS:  # a misspelt setting fails now, not after the steps before it have run for an hour
+        if unknown := sorted(set(step.settings) - set(step.valid_keys())):
+            raise ConfigError(f"experiment {name}: step {step.name} has no setting {unknown[0]!r}; valid keys: "
+                              f"{', '.join(step.valid_keys()) or 'none'}")
     return module
