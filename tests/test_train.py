@@ -15,7 +15,7 @@ import torch
 from pipelines.stages.export_prefs import EXPORT_PREFS_SCHEMA
 from pipelines.train import common
 from pipelines.train.__main__ import main
-from pipelines.train.dpo import COLUMNS, train_dpo
+from pipelines.train.dpo import COLUMNS, train_dpo, with_lengths
 from pipelines.train.metrics import evaluate_preferences, preference_metrics
 from pipelines.train.options import DPOOptions, SFTOptions
 from pipelines.train.sft import train_sft
@@ -192,6 +192,7 @@ def test_preference_metrics_match_dpo_trainer(tmp_path):
     config.per_device_eval_batch_size = len(pairs)  # one batch: TRL's mean is the mean over all pairs
     trainer = trl.DPOTrainer(model=common.resolve_model(opts, print), args=config, train_dataset=pairs,
                              eval_dataset=pairs)
+    with_lengths(trainer)  # as train_dpo does: its sampler groups the eval split by length too
     tokenized = trainer.eval_dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
     ours, logps = evaluate_preferences(trainer.model, tokenized, trainer.data_collator, beta=0.1, batch_size=3)
     theirs = trainer.evaluate()

@@ -87,9 +87,11 @@ def train_dpo(opts: DPOOptions, *, log=print) -> dict:
 
 
 def with_lengths(trainer) -> None:
-    """A `length` column (prompt plus the longer answer: what a batch pads to) for the length-grouped sampler, kept
-    through the trainer's removal of columns the model does not take."""
-    trainer.train_dataset = trainer.train_dataset.map(
-        lambda r: {common.LENGTH: len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"]))})
+    """A `length` column (prompt plus the longer answer: what a batch pads to) for the length-grouped sampler (of
+    the train and the eval split), kept through the trainer's removal of columns the model does not take."""
+    length = lambda r: {common.LENGTH: len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"]))}  # noqa: E731
+    trainer.train_dataset = trainer.train_dataset.map(length)
+    if trainer.eval_dataset is not None:
+        trainer.eval_dataset = trainer.eval_dataset.map(length)
     trainer._set_signature_columns_if_needed()
     trainer._signature_columns = [*trainer._signature_columns, common.LENGTH]
