@@ -51,7 +51,9 @@ def main() -> None:
                                                                  "log-probs are computed for every pair once)")
     parser.add_argument("--precision", default="fp32,bf16", help="fp32, bf16 (autocast) or both")
     args = parser.parse_args()
-    args.precision = [p.strip() == "bf16" for p in args.precision.split(",")]
+    if not set(precisions := [p.strip() for p in args.precision.split(",")]) <= {"fp32", "bf16"}:
+        parser.error(f"--precision {args.precision}: fp32, bf16 or both")
+    args.precision = [p == "bf16" for p in precisions]
     args.rows = args.rows or math.ceil(args.steps * BATCH / 0.9)  # the ingest recipe keeps 10% for test_prefs
     from pipelines.teacher.server import checkpoint_dir
     from pipelines.train.dpo import train_dpo

@@ -43,8 +43,9 @@ METAVARS = {int: "N", float: "F", str: "TEXT"}
 
 
 def add_option_flags(parser: argparse.ArgumentParser, cls: type, positional: tuple[str, ...] = ()) -> None:
-    """One argument per field of the dataclass `cls` (`learning_rate` -> `--learning-rate`, a bool -> `--lora` and `--no-lora`),
-    its help the field's help, allowed range or choices, and default; the fields in `positional` are positional."""
+    """One argument per field of the dataclass `cls` (`learning_rate` -> `--learning-rate`, a bool -> `--lora` and
+    `--no-lora`), its help the field's help, allowed range or choices, and default; the fields in `positional` are
+    positional."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         help_text = f.metadata["help"] + (f"; allowed {allowed}" if (allowed := allowed_values(f)) else "")

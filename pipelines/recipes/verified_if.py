@@ -8,10 +8,10 @@ the constraint wording is IFEval's own and shared with them by design) -> constr
 worst) -> export
 
 Base instructions come from `sources` (any format ingest reads) or, by default, the project's Orca prompts,
-reasoning problems and Self-Instruct seed tasks (90 bases); the seed tasks without input are `ifeval_dev`'s own
-bases, and decontamination drops them (a whole-prompt match) before any constraint is drawn. The teacher is the student to train,
-served as GGUF (`teacher.embedded.model=MODEL_DIR/gguf/model-q8_0.gguf`: on-policy), by default the embedded
-SmolLM2-135M, or any endpoint.
+reasoning problems and Self-Instruct seed tasks (105 rows, 89 after dedup); the seed tasks without input are
+`ifeval_dev`'s own bases, and decontamination drops them (a whole-prompt match) before any constraint is drawn.
+The teacher is the student to train, served as GGUF (`teacher.embedded.model=MODEL_DIR/gguf/model-q8_0.gguf`:
+on-policy), by default the embedded SmolLM2-135M, or any endpoint.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ BASES = ("data/orca_prompts.jsonl", "data/reasoning_problems.jsonl", "data/seed_
 class Config:
     name: str = field(default="verified-if-convoforge", metadata={"help": "dataset name in the card"})
     sources: tuple[str, ...] = field(default=(), metadata={
-        "help": "base instruction files (default: the project's Orca prompts and reasoning problems)"})
+        "help": "base instruction files (default: the project's Orca prompts, reasoning problems and seed tasks)"})
     prompt_kind: str = field(default="conversation", metadata={
         "help": "conversation (the turns up to the last user turn are the base) or text (one base per text)",
         "choices": ("conversation", "text")})

@@ -89,7 +89,9 @@ def train_dpo(opts: DPOOptions, *, log=print) -> dict:
 def with_lengths(trainer) -> None:
     """A `length` column (prompt plus the longer answer: what a batch pads to) for the length-grouped sampler (of
     the train and the eval split), kept through the trainer's removal of columns the model does not take."""
-    length = lambda r: {common.LENGTH: len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"]))}  # noqa: E731
+    def length(r):
+        return {common.LENGTH: len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"]))}
+
     trainer.train_dataset = trainer.train_dataset.map(length)
     if trainer.eval_dataset is not None:
         trainer.eval_dataset = trainer.eval_dataset.map(length)

@@ -35,7 +35,8 @@ class TrainOptions:
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input", "range": "[0, 1)"})
     lora_target_modules: str = field(default="all-linear", metadata={
         "help": "comma-separated module names to adapt, e.g. q_proj,v_proj, or all-linear"})
-    bf16: bool = field(default=False, metadata={"help": "bfloat16 mixed precision, on a GPU or a CPU (fast where the CPU has AVX-512 BF16 or AMX)"})
+    bf16: bool = field(default=False, metadata={
+        "help": "bfloat16 mixed precision, on a GPU or a CPU (fast where the CPU has AVX-512 BF16 or AMX)"})
     group_by_length: bool = field(default=True, metadata={
         "help": "batch examples of similar length, so little of a batch is padding (--no-group-by-length: random)"})
     seed: int = field(default=42, metadata={"help": "random seed (data order, LoRA init)", "range": "[0, 4294967295]"})

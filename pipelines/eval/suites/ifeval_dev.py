@@ -6,7 +6,8 @@ Made by `make()` (shipped as `pipelines/data/ifeval_dev.jsonl`; `python -m pipel
 rewrites it): each of the project's own seed instructions (the UltraFeedback prompts, the UltraChat writing tasks and
 topics, the Self-Instruct seed tasks without input; none from IFEval or IFBench) gets one to three constraints
 (`pipelines.prompts.constraints`) drawn by a seeded generator. The `verified_if` recipe draws its constraints the same
-way onto other instructions (the Orca prompts and the Self-Instruct seed tasks with input, by default)."""
+way onto other instructions (the Orca prompts, reasoning problems and Self-Instruct seed tasks with input, by
+default)."""
 
 from __future__ import annotations
 
