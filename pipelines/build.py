@@ -152,7 +152,21 @@ def _build_in(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
     if dedup := {k: v for k, v in sections(rows).items() if k in ("near", "decontamination", "leakage")}:
         print(dedup_markdown(dedup))
     print(f"export: {run_dir / 'export'}   report: {report}   quarantine: {quarantine} ({quarantined} rows)")
+    if empty := empty_export_warning(run_dir, rows):
+        print(empty, file=sys.stderr)
     return 0
+
+
+def empty_export_warning(run_dir: Path, rows: list[dict]) -> str | None:
+    """One line when the export holds no rows, naming the stage that dropped the last of them and why."""
+    from pipelines.release.cards import export_counts
+
+    if export_counts(run_dir / "export"):
+        return None
+    last = next((r for r in rows if r.get("rows_in") and not r.get("rows_out")), None)
+    why = (f" ({last['stage']} dropped all {last['rows_in']}: "
+           + ", ".join(f"{k} {v}" for k, v in (last.get("dropped") or {}).items()) + ")") if last else ""
+    return f"warning: the export holds no rows{why}; there is nothing to train on or publish"
 
 
 def rebuild_command(args: argparse.Namespace, run_dir: Path) -> list[str]:
