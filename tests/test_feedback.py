@@ -21,7 +21,8 @@ from conftest import run_build
 
 from pipelines.core.stage import Context
 from pipelines.prompts import feedback as F
-from pipelines.stages.feedback import COMPLETIONS, JUDGED, Binarize, Complete, Judge, agreement, orders, pair_scores
+from pipelines.stages.feedback import COMPLETIONS, Binarize, Complete
+from pipelines.stages.judge import JUDGED, Judge, agreement, orders, pair_scores
 from pipelines.teacher.client import Teacher, TeacherConfig
 from pipelines.teacher.server import EmbeddedConfig
 from pipelines.teacher.weights import DEFAULT_JUDGE

@@ -16,6 +16,9 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+from pipelines.prompts import fill, load
+from pipelines.teacher.client import Request
+
 NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|-?\.\d+")
 HASHES = re.compile(r"####\s*([^\n]+)")
 ANSWER_IS = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*:?\s*\**\s*([^\n]+)", re.I)
@@ -103,3 +106,10 @@ def agrees(got: str | None, reference: Reference) -> bool:
     if plain.fullmatch(latex(got)) and plain.fullmatch(latex(reference.value)) and a is not None and b is not None:
         return abs(float(a - b)) <= 1e-6
     return latex(got) == latex(reference.value)
+
+
+def solve_request(prompt: str, kind: str, params: dict) -> Request:
+    """A problem asked with the system prompt that names the final-answer form of its `kind` (`reasoning.yaml`)."""
+    text = load("reasoning")
+    return Request([{"role": "system", "content": fill(text["system"], form=text["forms"][kind])},
+                    {"role": "user", "content": prompt}], params)

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import math
 import re
+from functools import partial
 
 from pipelines.prompts import fill, load
+from pipelines.teacher.client import Request
 from pipelines.teacher.structured import check, parse_json
 
 PROMPT_FILE = "prompts/feedback.yaml"
@@ -208,3 +210,47 @@ def digit_distribution(logprobs: list[dict] | None, allowed: range) -> dict[int,
 
 def expected(distribution: dict[int, float]) -> float:
     return sum(d * p for d, p in distribution.items())
+
+
+TOP_LOGPROBS = 10
+POINT_DIGITS = range(POINT_SCALE[0], POINT_SCALE[1] + 1)
+PAIR_DIGITS = range(1, 3)
+
+
+def rating_request(aspect: str, instruction: str, texts: list[str], max_tokens: int) -> Request:
+    """One listwise judge request: every text rated on `aspect`, greedy, as `ratings_schema` JSON."""
+    return Request(rating_messages(aspect, instruction, texts), {"max_tokens": max_tokens, "temperature": 0.0},
+                   schema=ratings_schema(len(texts), aspect),
+                   parse=partial(parse_ratings, n=len(texts), aspect=aspect))
+
+
+def judge_params(max_tokens: int) -> dict:
+    """Sampling of a pointwise or pairwise judge request: greedy, with the top logprobs of every token. 48 tokens:
+    the answer is a few tokens, but a small model pads grammar-enforced JSON with whitespace."""
+    return {"max_tokens": min(max_tokens, 48), "temperature": 0.0, "logprobs": True, "top_logprobs": TOP_LOGPROBS}
+
+
+def point_request(instruction: str, answer: str, max_tokens: int = 48) -> Request:
+    """One pointwise judge request: `answer` rated 1-9 as a reply to `instruction`."""
+    return Request(point_messages(instruction, answer), judge_params(max_tokens), schema=point_schema(),
+                   parse=partial(parse_choice, key="rating", allowed=POINT_DIGITS))
+
+
+def pair_request(instruction: str, first: str, second: str, max_tokens: int = 48) -> Request:
+    """One pairwise judge request: which of two answers to `instruction` is better (1 = the first shown)."""
+    return Request(pair_messages(instruction, first, second), judge_params(max_tokens), schema=pair_schema(),
+                   parse=partial(parse_choice, key="better", allowed=PAIR_DIGITS))
+
+
+def point_score(result) -> tuple[float, bool]:
+    """A pointwise answer's score: the expected digit when the answer carries logprobs (True), else the sampled
+    digit (False)."""
+    distribution = digit_distribution(result.logprobs, POINT_DIGITS)
+    return (expected(distribution), True) if distribution else (float(result.data), False)
+
+
+def pair_first(result) -> tuple[float, bool]:
+    """P(the answer shown first is better): from the logprobs of "1"/"2" when the answer carries them (True), else
+    the sampled verdict (False)."""
+    distribution = digit_distribution(result.logprobs, PAIR_DIGITS)
+    return (distribution.get(1, 0.0), True) if distribution else (float(result.data == 1), False)

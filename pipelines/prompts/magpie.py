@@ -18,6 +18,8 @@ import json
 import re
 from pathlib import Path
 
+from pipelines.prompts import fill, load
+from pipelines.teacher.client import Request
 from pipelines.teacher.guards import AI_TALK, REFUSAL, echoes
 
 SENTINEL = "MAGPIEQUERYSENTINEL7f3a"
@@ -121,3 +123,16 @@ def query_problem(query: str, prefix: str, min_words: int) -> str | None:
     if not REQUEST.search(query):
         return "not_a_request: no question or request"
     return None
+
+
+TAGS = ("input_quality", "difficulty", "task_category", "safety")
+
+
+def tag_request(query: str) -> Request:
+    """The judge's tags of a first query, as JSON limited to Magpie's released values (`magpie.yaml`)."""
+    text = load("magpie")
+    schema = {"type": "object", "required": list(TAGS), "additionalProperties": False,
+              "properties": {tag: {"enum": text[tag]} for tag in TAGS}}
+    return Request([{"role": "system", "content": text["system"]},
+                    {"role": "user", "content": fill(text["request"], query=query)}],
+                   {"max_tokens": 96, "temperature": 0.0}, schema=schema)

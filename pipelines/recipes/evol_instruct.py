@@ -26,7 +26,8 @@ from pipelines.recipes._settings import (embedded_teacher_setting, gen_fraction_
 from pipelines.stages.dedup import ExactDedup, NearDedup
 from pipelines.stages.evol_instruct import LINEAGE, EvolSampling, Evolve
 from pipelines.stages.export import ExportSFT
-from pipelines.stages.score import TOP, Score
+from pipelines.prompts.score import TOP
+from pipelines.stages.score import Score
 from pipelines.stages.select import SelectSettings
 from pipelines.stages.feedback import ToPrompts
 from pipelines.stages.ingest import Ingest

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from pipelines.core.config import max_tokens_setting, temperature_setting
-from pipelines.core.stage import MESSAGES, Context, MapStage, with_drops
+from pipelines.core.stage import MESSAGES, Context, MapStage
 from pipelines.stages.feedback import COMPLETIONS
-from pipelines.teacher.client import Request
-from pipelines.teacher.stage import Asks, Sampling
+from pipelines.teacher.client import Request, Result
+from pipelines.teacher.stage import Sampling, TeacherStage, Verdict
 from schemas import conversation_id, prompt_id
 
 
@@ -60,13 +61,16 @@ class IFSampling(Sampling):
 
 
 @dataclass
-class CheckSample(Asks, MapStage):
+class CheckSample(TeacherStage):
     sampling: IFSampling = field(default_factory=IFSampling)
     samples: int = 4
     name = "check"
     requires = ("messages", "prompt", "prompt_id", "meta")
     provides = ("completions",)
+    dtypes = {"completions": COMPLETIONS}
     batch_size = 16
+    retries = 0
+    sees_failures = True
 
     def summary(self, counters: dict) -> dict:
         prompts, samples = counters.get("prompts", 0), counters.get("samples", 0)
@@ -77,41 +81,37 @@ class CheckSample(Asks, MapStage):
             f"pass@{self.samples}": round(counters.get("solved", 0) / prompts, 4) if prompts else None,
             "by_instruction": {t: round(counters.get(f"follows|{t}", 0) / counters[f"tries|{t}"], 4) for t in types}}}
 
-    def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    def begin(self, ctx: Context) -> None:
+        self._model = self.client(ctx).models()[0]
+
+    def requests(self, row: dict, attempt: int) -> list[Request]:
+        return [Request(row["messages"], self.sampling.request_params(self.sampling.max_tokens,
+                                                                      f"{row['prompt_id']}/s{k}"))
+                for k in range(self.samples)]
+
+    def accept(self, row: dict, results: list[Result]) -> Verdict:
         from pipelines.prompts.following import check
 
-        rows = batch.to_dicts()
-        asks = [(r, k) for r in rows for k in range(self.samples)]
-        requests = [Request(r["messages"], self.sampling.request_params(self.sampling.max_tokens,
-                                                                       f"{r['prompt_id']}/s{k}")) for r, k in asks]
-        results = iter(self.ask(ctx, requests))
-        model = self.client(ctx).models()[0]
-        completions, reasons = [], []
-        for row in rows:
-            item = {"prompt": row["prompt"], **json.loads(row["meta"])}
-            done, passed = [], 0
-            for k in range(self.samples):
-                result = next(results)
-                ctx.count("samples")
-                if result.error or not (result.text or "").strip():
-                    ctx.count("sample_failed")
-                    continue
-                strict, _ = check(result.text, item, "ifeval")
-                for instruction, ok in zip(item["instruction_id_list"], strict):
-                    ctx.count(f"tries|{instruction}")
-                    ctx.count(f"follows|{instruction}", ok)
-                passed += all(strict)
-                done.append({"model": model, "principle": f"sample {k}",
-                             "content": result.text.strip(), "overall": sum(strict) / len(strict),
-                             "ratings": [{"aspect": i, "rating": float(ok), "rationale": "IFEval checker, strict"}
-                                         for i, ok in zip(item["instruction_id_list"], strict)]})
-            ctx.count("passed", passed)
-            ctx.count("solved", passed > 0)
-            completions.append(done)
-            reasons.append(None if passed else f"no_verified_answer: none of {self.samples} answers followed every "
-                                               "instruction")
-        ctx.count("prompts", len(rows))
-        return with_drops(batch.with_columns(pl.Series("completions", completions, dtype=COMPLETIONS)), reasons)
+        item = {"prompt": row["prompt"], **json.loads(row["meta"])}
+        counts = Counter(prompts=1, samples=len(results))
+        done, passed = [], 0
+        for k, result in enumerate(results):
+            if result.error or not (result.text or "").strip():
+                counts["sample_failed"] += 1
+                continue
+            strict, _ = check(result.text, item, "ifeval")
+            for instruction, ok in zip(item["instruction_id_list"], strict):
+                counts[f"tries|{instruction}"] += 1
+                counts[f"follows|{instruction}"] += ok
+            passed += all(strict)
+            done.append({"model": self._model, "principle": f"sample {k}",
+                         "content": result.text.strip(), "overall": sum(strict) / len(strict),
+                         "ratings": [{"aspect": i, "rating": float(ok), "rationale": "IFEval checker, strict"}
+                                     for i, ok in zip(item["instruction_id_list"], strict)]})
+        counts["passed"] += passed
+        counts["solved"] += passed > 0
+        reason = None if passed else f"no_verified_answer: none of {self.samples} answers followed every instruction"
+        return Verdict({"completions": done}, reason, counts=dict(counts))
 
 
 def pass_table(verification: dict) -> str:

@@ -41,12 +41,12 @@ class AskOpening(TeacherStage):
     provides = ("question",)
     prompt_files = (P.PROMPT_FILE,)
 
-    def request(self, row: dict, attempt: int) -> Request:
-        return Request(P.build_opening(row["sector"], row["seed"]),
-                       self.sampling.params("user", f"{row['seed_id']}/open/{attempt}"))
+    def requests(self, row: dict, attempt: int) -> list[Request]:
+        return [Request(P.build_opening(row["sector"], row["seed"]),
+                        self.sampling.params("user", f"{row['seed_id']}/open/{attempt}"))]
 
-    def accept(self, row: dict, result: Result) -> Verdict:
-        turn = P.parse_user_turn(result.text)
+    def accept(self, row: dict, results: list[Result]) -> Verdict:
+        turn = P.parse_user_turn(results[0].text)
         reason = P.check_user_turn(turn, []) or P.check_on_topic(turn, row["seed"])
         return Verdict({"question": None if reason else P.opening_turn(row["sector"], row["seed"], turn)}, reason)
 

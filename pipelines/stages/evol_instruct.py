@@ -106,7 +106,7 @@ class Evolve(Asks, MapStage):
             text, labelled = E.clean_rewrite(result.text or "")
             reason = E.instruction_problem(text, rows[i]["parent_prompt"], self.max_words,
                                            result.finish_reason == "length")
-            return Verdict({"prompt": text}, reason, events=("label_removed",) if labelled else ())
+            return Verdict({"prompt": text}, reason, counts={"label_removed": 1} if labelled else {})
 
         verdicts = self.ask_each(ctx, list(range(len(rows))), request, accept, retries=self.retries,
                                  desc=f"{self.name} round {rows[0]['round']}" if rows else None)

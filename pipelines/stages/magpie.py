@@ -23,11 +23,11 @@ import polars as pl
 from pipelines.core.config import max_tokens_setting, temperature_setting, top_p_setting
 from pipelines.core.errors import ConfigError, TeacherError
 from pipelines.core.stage import MESSAGES, Context, MapStage, Source, with_drops
-from pipelines.prompts import fill, load
+from pipelines.prompts import feedback as F
 from pipelines.prompts import magpie as M
 from pipelines.teacher.client import Request, Result
 from pipelines.teacher.guards import trim_cut_answer
-from pipelines.teacher.stage import Asks, Sampling, Verdict
+from pipelines.teacher.stage import Asks, Sampling, TeacherStage, Verdict
 
 
 @dataclass
@@ -178,11 +178,11 @@ class MagpieDialogue(Asks, MapStage):
         return None if found in self.languages else f"language: {found}, not {', '.join(self.languages)}"
 
 
-TAGS = ("input_quality", "difficulty", "task_category", "safety")
+TAGS = M.TAGS
 
 
 @dataclass
-class TagQueries(Asks, MapStage):
+class TagQueries(TeacherStage):
     """Magpie's tags of each first query (input quality, difficulty, task category, safety), asked of the judge as
     JSON limited to Magpie's released values, and a reward: the judge's 1-9 rating of the first answer (the expected
     digit where the endpoint returns logprobs, as the ultrafeedback judge rates). A row whose tags cannot be read
@@ -191,31 +191,26 @@ class TagQueries(Asks, MapStage):
     name = "tags"
     requires = ("messages",)
     provides = (*TAGS, "reward")
+    dtypes = {"reward": pl.Float64}
     batch_size = 32
+    retries = 0
+    sees_failures = True
     teacher_role = "judge"
     prompt_files = ("prompts/magpie.yaml",)
 
-    def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        from pipelines.stages.feedback import point_request, point_score
+    def requests(self, row: dict, attempt: int) -> list[Request]:
+        query, answer = first_exchange(row["messages"])
+        return [M.tag_request(query), F.point_request(query, answer)]
 
-        text = load("magpie")
-        schema = {"type": "object", "required": list(TAGS), "additionalProperties": False,
-                  "properties": {tag: {"enum": text[tag]} for tag in TAGS}}
-        dialogues = batch["messages"].to_list()
-        query = [next(m["content"] for m in d if m["role"] == "user") for d in dialogues]
-        answer = [next(m["content"] for m in d if m["role"] == "assistant") for d in dialogues]
-        asks = [Request([{"role": "system", "content": text["system"]},
-                         {"role": "user", "content": fill(text["request"], query=q)}],
-                        {"max_tokens": 96, "temperature": 0.0}, schema=schema) for q in query]
-        results = self.ask(ctx, asks + [point_request(q, a) for q, a in zip(query, answer)])
-        tags, rewards = results[: len(asks)], results[len(asks):]
-        columns = {tag: [] for tag in TAGS}
-        for result in tags:
-            ok = result.error is None and isinstance(result.data, dict)
-            ctx.count("tags_unreadable", not ok)
-            for tag in TAGS:
-                columns[tag].append(result.data.get(tag) if ok else None)
-        reward = [None if r.error else round(point_score(r)[0], 3) for r in rewards]
-        ctx.count("reward_unreadable", sum(r is None for r in reward))
-        return batch.with_columns(*(pl.Series(tag, values, dtype=pl.String) for tag, values in columns.items()),
-                                  pl.Series("reward", reward, dtype=pl.Float64))
+    def accept(self, row: dict, results: list[Result]) -> Verdict:
+        tags, reward = results
+        ok = tags.error is None and isinstance(tags.data, dict)
+        values = {tag: tags.data.get(tag) if ok else None for tag in TAGS}
+        values["reward"] = None if reward.error else round(F.point_score(reward)[0], 3)
+        return Verdict(values, counts={"tags_unreadable": int(not ok), "reward_unreadable": int(bool(reward.error))})
+
+
+def first_exchange(messages: list[dict]) -> tuple[str, str]:
+    """The first user turn and the first assistant turn of a dialogue."""
+    return (next(m["content"] for m in messages if m["role"] == "user"),
+            next(m["content"] for m in messages if m["role"] == "assistant"))

@@ -232,10 +232,12 @@ class ExplainAnswers(TeacherStage):
     dtypes = {"messages": MESSAGES, "meta": pl.String}
     prompt_files = (SYSTEM_MESSAGES,)
 
-    def request(self, row: dict, attempt: int) -> Request:
-        return Request(prompt_messages(row), self.sampling.params(f"{row['prompt_id']}/{row['system_id']}/{attempt}"))
+    def requests(self, row: dict, attempt: int) -> list[Request]:
+        return [Request(prompt_messages(row),
+                        self.sampling.params(f"{row['prompt_id']}/{row['system_id']}/{attempt}"))]
 
-    def accept(self, row: dict, result: Result) -> Verdict:
+    def accept(self, row: dict, results: list[Result]) -> Verdict:
+        result = results[0]
         answer = parse_answer(result.text, result.finish_reason, self.keep_truncated)
         reason = check_answer(answer, row["prompt"], result.finish_reason, self.keep_truncated)
         meta = json.loads(row["meta"])
@@ -248,7 +250,7 @@ class ExplainAnswers(TeacherStage):
         messages = prompt_messages(row) + ([{"role": "assistant", "content": answer}] if answer else [])
         return Verdict({"messages": messages, "meta": json.dumps(meta, ensure_ascii=False)}, reason,
                        final=bool(reason and reason.startswith("truncated")),
-                       events=("answer_trimmed",) if trimmed else ())
+                       counts={"answer_trimmed": 1} if trimmed else {})
 
 
 def prompt_messages(row: dict) -> list[dict]:

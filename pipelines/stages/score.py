@@ -19,30 +19,20 @@ from dataclasses import dataclass
 import polars as pl
 
 from pipelines.core.stage import Context, MapStage
-from pipelines.prompts import fill, load
-from pipelines.teacher.client import Request
+from pipelines.prompts import score as S
+from pipelines.prompts.feedback import point_request, point_score
 from pipelines.teacher.stage import Asks
 
-PROMPT_FILE = "prompts/score.yaml"
 COMPLEXITY = ("complexity", "complexity_rationale")
 QUALITY = ("quality", "quality_rationale", "deita_score")
 SCORES = (*COMPLEXITY, *QUALITY, "reward")  # the columns it adds with every score on
 NUMBERS = ("complexity", "quality", "deita_score", "reward")
-TOP = 6
-RATED = {"type": "object", "required": ["rationale", "score"], "additionalProperties": False,
-         "properties": {"rationale": {"type": "string", "minLength": 1, "maxLength": 300}, "score": {"enum": list(range(1, TOP + 1))}}}
-
-
-def ranked_schema(n: int) -> dict:
-    keys = [str(k) for k in range(1, n + 1)]
-    return {"type": "object", "required": ["rationale", "scores"], "additionalProperties": False,
-            "properties": {"rationale": {"type": "string", "minLength": 1, "maxLength": 300},
-                           "scores": {"type": "object", "required": keys, "additionalProperties": False,
-                                      "properties": {k: {"enum": list(range(1, TOP + 1))} for k in keys}}}}
 
 
 @dataclass
 class Score(Asks, MapStage):
+    """Not a `TeacherStage`: with `group`, one complexity request ranks the variants of several rows at once."""
+
     group: str = ""
     anchor: str = ""
     quality: bool = True
@@ -51,7 +41,7 @@ class Score(Asks, MapStage):
     requires = ("messages",)
     teacher_role = "judge"
     batch_size = 32
-    prompt_files = (PROMPT_FILE, "prompts/feedback.yaml")
+    prompt_files = (S.PROMPT_FILE, "prompts/feedback.yaml")
 
     def __post_init__(self):
         self.group_by = self.group or None
@@ -59,20 +49,14 @@ class Score(Asks, MapStage):
         self.provides = (*COMPLEXITY, *(QUALITY if self.quality else ()), *(("reward",) if self.reward else ()))
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        from pipelines.stages.feedback import point_request, point_score
-
-        text = load("score")
         turns = batch["messages"].to_list()
         instruction = [next((m["content"] for m in t if m["role"] == "user"), "") for t in turns]
         answer = [next((m["content"] for m in t if m["role"] == "assistant"), "") for t in turns]
-        params = {"max_tokens": 128, "temperature": 0.0}
-        system = {"role": "system", "content": text["system"]}
-        qualities = [Request([system, {"role": "user", "content": fill(text["quality"], instruction=q, answer=a)}],
-                             params, schema=RATED) for q, a in zip(instruction, answer)] if self.quality else []
+        qualities = [S.quality_request(q, a) for q, a in zip(instruction, answer)] if self.quality else []
         groups = self._groups(batch)
         anchors = batch[self.anchor].to_list() if self.anchor else []
-        complexity = [self._complexity_request(text, system, [instruction[i] for i in rows], params,
-                                               anchors[rows[0]] if self.anchor else None) for rows in groups]
+        complexity = [S.complexity_request([instruction[i] for i in rows], anchors[rows[0]] if self.anchor else None)
+                      for rows in groups]
         rewards = [point_request(q, a) for q, a in zip(instruction, answer)] if self.reward else []
         results = self.ask(ctx, qualities + complexity + rewards)
         columns = {name: [None] * batch.height for name in self.provides}
@@ -112,18 +96,6 @@ class Score(Asks, MapStage):
         for i, key in enumerate(batch[self.group].to_list()):
             groups.setdefault(key, []).append(i)
         return list(groups.values())
-
-    @staticmethod
-    def _complexity_request(text: dict, system: dict, instructions: list[str], params: dict,
-                            anchor: str | None = None) -> Request:
-        if len(instructions) == 1 and anchor is None:  # pointwise
-            return Request([system, {"role": "user", "content": fill(text["complexity"], instruction=instructions[0])}],
-                           params, schema=RATED)
-        if anchor is not None:
-            instructions = [f"(the original the others were rewritten from) {anchor}", *instructions]
-        listing = "\n\n".join(f"[{k}] {q}" for k, q in enumerate(instructions, 1))
-        return Request([system, {"role": "user", "content": fill(text["rank_complexity"], top=TOP, listing=listing)}],
-                       {**params, "max_tokens": 64 + 12 * len(instructions)}, schema=ranked_schema(len(instructions)))
 
     @staticmethod
     def _rated(result, ctx: Context, what: str) -> tuple[float | None, str | None]:

@@ -136,14 +136,14 @@ class AskInputs(TeacherStage):
     retries = 0  # as Alpaca: one input per instruction
     prompt_files = (P.PROMPT_FILE,)
 
-    def request(self, row: dict, attempt: int) -> Request:
-        return Request(P.build_input(row["instruction"], self.shots),
-                       self.sampling.params("input", f"{row['instruction_id']}/input"))
+    def requests(self, row: dict, attempt: int) -> list[Request]:
+        return [Request(P.build_input(row["instruction"], self.shots),
+                        self.sampling.params("input", f"{row['instruction_id']}/input"))]
 
-    def accept(self, row: dict, result: Result) -> Verdict:
-        given, emptied = P.parse_input(result.text, row["instruction"])
-        events = (emptied,) if emptied else () if given else ("no_input",)
-        return Verdict({"input": given}, "repeated: the input loops" if loops(given) else None, events=events)
+    def accept(self, row: dict, results: list[Result]) -> Verdict:
+        given, emptied = P.parse_input(results[0].text, row["instruction"])
+        counts = {emptied: 1} if emptied else {} if given else {"no_input": 1}
+        return Verdict({"input": given}, "repeated: the input loops" if loops(given) else None, counts=counts)
 
 
 @dataclass
@@ -156,13 +156,13 @@ class AnswerTasks(TeacherStage):
     retries = 0
     prompt_files = (P.PROMPT_FILE,)
 
-    def request(self, row: dict, attempt: int) -> Request:
+    def requests(self, row: dict, attempt: int) -> list[Request]:
         prompt = P.user_turn(row["instruction"], row["input"])
-        return Request([{"role": "user", "content": prompt}],
-                       self.sampling.params("output", f"{row['instruction_id']}/output"))
+        return [Request([{"role": "user", "content": prompt}],
+                        self.sampling.params("output", f"{row['instruction_id']}/output"))]
 
-    def accept(self, row: dict, result: Result) -> Verdict:
-        output = trim_cut_answer(result.text or "", result.finish_reason)
+    def accept(self, row: dict, results: list[Result]) -> Verdict:
+        output = trim_cut_answer(results[0].text or "", results[0].finish_reason)
         messages = [{"role": "user", "content": P.user_turn(row["instruction"], row["input"])},
                     {"role": "assistant", "content": output}]
         meta = json.dumps({"instruction_id": row["instruction_id"], **json.loads(row["generation"])})

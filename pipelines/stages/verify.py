@@ -18,9 +18,7 @@ import polars as pl
 
 from pipelines.core.config import max_tokens_setting
 from pipelines.core.stage import MESSAGES, Context, MapStage, with_drops
-from pipelines.prompts import fill, load
-from pipelines.prompts.answers import Reference, agrees, final_answer, reference_of
-from pipelines.teacher.client import Request
+from pipelines.prompts.answers import Reference, agrees, final_answer, reference_of, solve_request
 from pipelines.teacher.guards import trim_cut_answer
 from pipelines.teacher.stage import Asks, Sampling
 from schemas import conversation_id, prompt_id
@@ -62,6 +60,8 @@ class ReasoningSampling(Sampling):
 
 @dataclass
 class Verify(Asks, MapStage):
+    """Not a `TeacherStage`: each sampled answer becomes a row of its own."""
+
     sampling: ReasoningSampling = field(default_factory=ReasoningSampling)
     samples: int = 4
     keep: int = 1
@@ -79,12 +79,10 @@ class Verify(Asks, MapStage):
                                  if prompts else None}}
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        text = load("reasoning")
         rows = batch.to_dicts()
         asks = [(r, k) for r in rows for k in range(self.samples)]
-        requests = [Request([{"role": "system", "content": fill(text["system"], form=text["forms"][r["answer_kind"]])},
-                             {"role": "user", "content": r["prompt"]}],
-                            self.sampling.request_params(self.sampling.max_tokens, f"{r['prompt_id']}/s{k}"))
+        requests = [solve_request(r["prompt"], r["answer_kind"],
+                                  self.sampling.request_params(self.sampling.max_tokens, f"{r['prompt_id']}/s{k}"))
                     for r, k in asks]
         out, reasons, taken = [], [], {}
         for (row, k), result in zip(asks, self.ask(ctx, requests)):

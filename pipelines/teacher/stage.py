@@ -1,29 +1,37 @@
-"""The teacher-stage contract: a stage that asks a teacher, accepts an answer or says why not, and asks again.
+"""The teacher-stage contract: a stage that asks a teacher k requests per row, accepts the answers or says why not,
+and asks again.
 
-A per-row teacher stage is a `TeacherStage` with two methods (see docs/architecture.md for a whole one):
+A per-row teacher stage is a `TeacherStage` with two methods; this one runs as it is (`tests/test_teacher_stage.py`
+executes it, and docs/architecture.md has a whole recipe around it):
 
     @dataclass
     class Summarize(TeacherStage):
         sampling: Sampling = field(default_factory=Sampling)
+        max_tokens: int = 64
         retries: int = 1
         name = "summary"
-        requires = ("text",)
+        requires = ("text", "id")
         provides = ("summary",)
-        prompts = ("summarize.yaml",)
 
-        def request(self, row, attempt):
-            return Request(render("summarize", text=row["text"]), self.sampling.params(f"{row['id']}/{attempt}"))
+        def requests(self, row, attempt):
+            messages = [{"role": "user", "content": f"Summarize in one sentence: {row['text']}"}]
+            return [Request(messages, self.sampling.request_params(self.max_tokens, f"{row['id']}/{attempt}"))]
 
-        def accept(self, row, result):
-            summary = result.text.strip()
-            return Verdict({"summary": summary}, refusal(summary))
+        def accept(self, row, results):
+            summary = results[0].text.strip()
+            return Verdict({"summary": summary}, None if summary else "empty: no summary")
 
-The base owns what every teacher stage repeats: which teacher it talks to (`teacher_role`), the re-ask loop (an
-answer refused by `accept` is asked again, with the attempt number in its seed, up to `retries` times; a failed
-request is not), the `<name>_reasked` counter, and the drop reason of a row whose last answer was refused. Stages
-that ask several requests per row (completions, judge ratings) or make rows from answers (instruction generation)
-use `ask` and `ask_each` directly. `Sampling` turns a seed text into request params, so each attempt is its own
-cache entry and a reproducible one where the endpoint honours `seed`.
+The base owns what every teacher stage repeats: which teacher it talks to (`teacher_role`), sending every row's
+requests of a batch at once, the re-ask loop (a row whose answers `accept` refuses is asked again, with the attempt
+number in its seeds, up to `retries` times; failed requests are not), the `<name>_reasked` counter, the verdict's
+counters, and the drop reason of a row whose last answers were refused. A row whose every request failed is dropped
+as `request_failed` without `accept`, unless the stage sets `sees_failures` (sampling stages that keep the answers
+that came back). `begin(ctx)` runs before each batch, for what a stage learns from its teacher (its models).
+
+Multi-round stages (a dialogue's turns, Evol-Instruct's generations, Magpie's turns) call the same loop per round
+through `ask_rows` / `ask_each`, with a request and accept function over the rows still going. `Sampling` turns a
+seed text into request params, so each attempt is its own cache entry and a reproducible one where the endpoint
+honours `seed`.
 """
 
 from __future__ import annotations
@@ -58,13 +66,13 @@ class Sampling:
 
 @dataclass(frozen=True)
 class Verdict:
-    """What `accept` makes of an answer: the row's new column values (kept on a dropped row too, so the quarantine
+    """What `accept` makes of a row's answers: its new column values (kept on a dropped row too, so the quarantine
     shows what was refused) and why it is refused (None accepts it); `final` refuses it without asking again."""
 
     values: dict = field(default_factory=dict)
     reason: str | None = None
     final: bool = False
-    events: tuple[str, ...] = ()  # counted in the report when this verdict is the row's last
+    counts: dict = field(default_factory=dict)  # counters added to the report when this verdict is the row's last
 
 
 class Asks:
@@ -83,52 +91,70 @@ class Asks:
             role: str | None = None) -> list[Result]:
         return self.client(ctx, role).chat_many(requests, desc=desc or self.name)
 
-    def ask_each(self, ctx: Context, todo: list[int], request: Callable[[int, int], Request],
-                 accept: Callable[[int, Result], Verdict], *, retries: int, desc: str | None = None,
-                 counter: str | None = None, role: str | None = None) -> dict[int, Verdict]:
-        """Ask for each item of `todo` (`request(i, attempt)`), re-asking those whose verdict is a non-final refusal
-        up to `retries` times (counted as `counter`); the last verdict of each item, its events counted."""
+    def ask_rows(self, ctx: Context, todo: list[int], requests: Callable[[int, int], list[Request]],
+                 accept: Callable[[int, list[Result]], Verdict], *, retries: int, desc: str | None = None,
+                 counter: str | None = None, role: str | None = None, sees_failures: bool = False
+                 ) -> dict[int, Verdict]:
+        """Ask each item of `todo` its requests (`requests(i, attempt)`, all items' at once), re-asking the items
+        whose verdict is a non-final refusal up to `retries` times (counted as `counter`); the last verdict of each
+        item, its counts added. An item whose every request failed is dropped as `request_failed` unless
+        `sees_failures`."""
         verdicts: dict[int, Verdict] = {}
         for attempt in range(retries + 1):
             if not todo:
                 break
             if attempt:
                 ctx.count(counter or f"{self.name}_reasked", len(todo))
-            results = self.ask(ctx, [request(i, attempt) for i in todo], desc, role)
+            asked = [requests(i, attempt) for i in todo]
+            answers = iter(self.ask(ctx, [r for rs in asked for r in rs], desc, role))
             retry = []
-            for i, result in zip(todo, results):
-                if result.error:
-                    verdicts[i] = Verdict(reason=f"request_failed: {result.error}", final=True)
+            for i, sent in zip(todo, asked):
+                results = [next(answers) for _ in sent]
+                failed = [r.error for r in results if r.error]
+                if results and len(failed) == len(results) and not sees_failures:
+                    verdicts[i] = Verdict(reason=f"request_failed: {failed[0]}", final=True)
                     continue
-                verdicts[i] = accept(i, result)
+                verdicts[i] = accept(i, results)
                 if verdicts[i].reason and not verdicts[i].final:
                     retry.append(i)
             todo = retry
         for verdict in verdicts.values():
-            for event in verdict.events:
-                ctx.count(event)
+            for key, n in verdict.counts.items():
+                ctx.count(key, n)
         return verdicts
+
+    def ask_each(self, ctx: Context, todo: list[int], request: Callable[[int, int], Request],
+                 accept: Callable[[int, Result], Verdict], **options) -> dict[int, Verdict]:
+        """`ask_rows` with one request per item."""
+        return self.ask_rows(ctx, todo, lambda i, attempt: [request(i, attempt)],
+                             lambda i, results: accept(i, results[0]), **options)
 
 
 class TeacherStage(Asks, MapStage):
-    """One request per row: `request(row, attempt)` and `accept(row, result) -> Verdict`; the verdict's values
-    become the columns named in `provides` (typed by `dtypes`, else strings); a column the verdict leaves out (a
-    failed request) keeps its input value, or null."""
+    """k requests per row: `requests(row, attempt) -> list[Request]` and `accept(row, results) -> Verdict`; the
+    verdict's values become the columns named in `provides` (typed by `dtypes`, else strings); a column the verdict
+    leaves out (a failed request) keeps its input value, or null."""
 
     retries: int = 1
     batch_size = 64
     dtypes: dict = {}
+    sees_failures = False  # True: `accept` also gets a row whose every request failed
 
-    def request(self, row: dict, attempt: int) -> Request:
+    def begin(self, ctx: Context) -> None:
+        """Before each batch: learn what the requests need from the teacher (its models)."""
+
+    def requests(self, row: dict, attempt: int) -> list[Request]:
         raise NotImplementedError
 
-    def accept(self, row: dict, result: Result) -> Verdict:
+    def accept(self, row: dict, results: list[Result]) -> Verdict:
         raise NotImplementedError
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        self.begin(ctx)
         rows = batch.to_dicts()
-        verdicts = self.ask_each(ctx, list(range(len(rows))), lambda i, attempt: self.request(rows[i], attempt),
-                                 lambda i, result: self.accept(rows[i], result), retries=self.retries)
+        verdicts = self.ask_rows(ctx, list(range(len(rows))), lambda i, attempt: self.requests(rows[i], attempt),
+                                 lambda i, results: self.accept(rows[i], results), retries=self.retries,
+                                 sees_failures=self.sees_failures)
         new = [verdicts[i] for i in range(len(rows))]
         columns = [pl.Series(name, [v.values.get(name, row.get(name)) for v, row in zip(new, rows)],
                              dtype=self.dtypes.get(name, pl.String)) for name in self.provides]
