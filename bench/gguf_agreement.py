@@ -28,7 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines.teacher.server import EmbeddedConfig, EmbeddedServer, ensure_checkpoint  # noqa: E402
+from pipelines.teacher.server import EmbeddedConfig, EmbeddedServer  # noqa: E402
+from pipelines.teacher.weights import ensure_checkpoint  # noqa: E402
 from pipelines.train.export import export_gguf  # noqa: E402
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 PEERS_PYTHON = HERE / ".peers-venv" / "bin" / "python"  # bench/README.md says how to make it
+MAKE_PEERS = ("python3 -m venv bench/.peers-venv && bench/.peers-venv/bin/pip install -r bench/requirements-peers.txt "
+              "(or --peer-python PATH)")
 
 SERVER = r"""
 import asyncio, json, sys
@@ -116,6 +119,8 @@ for i in range(0, len(inputs), {concurrency}):
     llm.generate(inputs=inputs[i:i + {concurrency}], max_new_tokens=8)
 print(time.perf_counter() - started)
 """
+    if shutil.which(python) is None:  # no peers venv: skipped like a missing module, with how to add it
+        return f"no peers python at {python}; make it with {MAKE_PEERS}"
     proc = subprocess.run([python, "-c", code], capture_output=True, text=True)
     if proc.returncode != 0:
         return (proc.stderr.strip().splitlines() or ["failed"])[-1][:120]

@@ -55,7 +55,7 @@ def main() -> None:
         parser.error(f"--precision {args.precision}: fp32, bf16 or both")
     args.precision = [p == "bf16" for p in precisions]
     args.rows = args.rows or math.ceil(args.steps * BATCH / 0.9)  # the ingest recipe keeps 10% for test_prefs
-    from pipelines.teacher.server import checkpoint_dir
+    from pipelines.teacher.weights import checkpoint_dir
     from pipelines.train.dpo import train_dpo
     from pipelines.train.options import DPOOptions, SFTOptions
     from pipelines.train.sft import train_sft

@@ -6,13 +6,13 @@ from __future__ import annotations
 import sys
 
 from pipelines.cli import main_guard
-from pipelines.teacher import llama
+from pipelines.teacher import llama, server
 
 
 def main(argv: list[str]) -> int:
     def run(args: list[str]) -> int:
         if args[:1] == ["install"]:
-            print(llama.install())
+            print(server.install_llama())
         elif args[:1] == ["build"]:
             print(llama.build())
         elif args[:1] == ["quantize"]:

@@ -19,7 +19,8 @@ from pipelines.core.errors import TeacherError
 from pipelines.teacher import weights
 from pipelines.teacher.client import Request, Teacher, TeacherConfig
 from pipelines.teacher.fetch import cache_root
-from pipelines.teacher.server import EmbeddedConfig, EmbeddedServer, ensure_checkpoint
+from pipelines.teacher.server import EmbeddedConfig, EmbeddedServer
+from pipelines.teacher.weights import ensure_checkpoint
 
 
 def test_the_default_embedded_server_is_llama_server(teacher_server):

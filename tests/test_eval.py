@@ -170,7 +170,7 @@ def test_prefs_scores_each_pair_by_the_answers_log_probabilities(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pipelines.teacher.server import ensure_checkpoint
+    from pipelines.teacher.weights import ensure_checkpoint
 
     export = write_prefs_export(tmp_path)
     proc = run_eval("smollm2-135m", "--suites", "prefs", "--prefs-export", str(export), "--eval-dir",

@@ -223,7 +223,7 @@ def tiny_model_dir(path: Path) -> Path:
 
     import transformers
 
-    from pipelines.teacher.server import checkpoint_dir
+    from pipelines.teacher.weights import checkpoint_dir
     from pipelines.train.card import record_eval
 
     config = transformers.LlamaConfig(vocab_size=49152, hidden_size=16, intermediate_size=32, num_hidden_layers=1,

@@ -286,7 +286,7 @@ def test_a_failing_pool_endpoint_rests_while_the_others_answer(fault_server, tmp
 
 def test_cost_and_counted_tokens(fault_server, tmp_path, teacher_server):
     server = fault_server(usage=False)
-    from pipelines.teacher.server import ensure_checkpoint
+    from pipelines.teacher.weights import ensure_checkpoint
     teacher = teacher_for(server, tmp_path, price_in=2.0, price_out=10.0, tokenizer=str(ensure_checkpoint()))
     [result] = teacher.chat_many([ask("How many legs does a spider have?")])
     assert result.prompt_tokens > 8 and result.completion_tokens >= 3  # counted with the SmolLM2 tokenizer

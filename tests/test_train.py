@@ -97,7 +97,7 @@ def changed(out: Path) -> bool:
     """Whether the checkpoint in `out` differs from the embedded one it was trained from."""
     from safetensors.torch import load_file
 
-    from pipelines.teacher.server import ensure_checkpoint
+    from pipelines.teacher.weights import ensure_checkpoint
 
     trained, base = load_file(out / "model.safetensors"), load_file(ensure_checkpoint() / "model.safetensors")
     assert trained.keys() == base.keys()

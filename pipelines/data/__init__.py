@@ -1,0 +1,5 @@
+"""Bundled data files (seed topics, personas, prompts, benchmark items; README.md says where each comes from) and
+`materials.py`, which cuts passages from the standard library's documentation.
+
+A layer beside `pipelines.core`: it may import `schemas` and `connectors`, and imports nothing else of `pipelines`.
+"""

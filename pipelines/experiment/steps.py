@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pipelines.core.errors import ConfigError, PipelineError
 from pipelines.core.files import write_json
-from pipelines.teacher.server import die_with_parent
+from pipelines.core.processes import die_with_parent
 
 REFERENCE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -148,7 +148,7 @@ def needs(values: dict) -> list[str]:
 def _model(value: str) -> str:
     """`base:NAME` is an embedded model's transformers checkpoint, served the way trained models are (q8_0)."""
     if value.startswith("base:"):
-        from pipelines.teacher.server import checkpoint_dir
+        from pipelines.teacher.weights import checkpoint_dir
 
         return str(checkpoint_dir(value[5:]))
     return value

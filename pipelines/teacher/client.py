@@ -730,7 +730,7 @@ class Teacher:
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
-            from pipelines.teacher.server import checkpoint_dir
+            from pipelines.teacher.weights import checkpoint_dir
 
             embedded = checkpoint_dir(self.config.embedded.model) if self._server is not None else None
             name = self.config.tokenizer or (str(embedded) if embedded and embedded.is_dir() else "")

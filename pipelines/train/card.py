@@ -34,8 +34,7 @@ def lineage(model_dir: Path) -> list[dict]:
 
 def root_model(runs: list[dict], model_dir: Path) -> str:
     """The base model at the root of the lineage: a Hub-style name when the checkpoint names one."""
-    from pipelines.teacher.server import checkpoint_dir
-    from pipelines.teacher.weights import MODELS
+    from pipelines.teacher.weights import MODELS, checkpoint_dir
 
     start = Path(runs[-1]["model"]) if runs and runs[-1].get("model") else Path(model_dir)
     for key, model in MODELS.items():  # an embedded model's checkpoint: its upstream repository (first in its note)

@@ -57,7 +57,7 @@ def import_trl(opts: TrainOptions):
 def resolve_model(opts: TrainOptions, log) -> str:
     """`--model` if it is a directory, else the embedded checkpoint (converted on first use)."""
     if opts.model is None:
-        from pipelines.teacher.server import ensure_checkpoint
+        from pipelines.teacher.weights import ensure_checkpoint
 
         return str(ensure_checkpoint(log=log))
     if not Path(opts.model).is_dir():

@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 
 from pipelines.core.errors import ConfigError, PipelineError
+from pipelines.core.processes import die_with_parent
 from pipelines.teacher import llama
-from pipelines.teacher.server import die_with_parent
 
 QUANTS = ("f16", "q8_0", "q4_k_m")
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")

@@ -61,8 +61,7 @@ def scores(checkpoint: Path, rows: list[dict]) -> list[dict]:
 
 def checkpoint(model) -> Path:
     """The model's transformers checkpoint: its directory, or an embedded model's converted one."""
-    from pipelines.teacher.server import ensure_checkpoint
-    from pipelines.teacher.weights import MODELS
+    from pipelines.teacher.weights import MODELS, ensure_checkpoint
 
     if model.checkpoint is not None:
         return model.checkpoint
