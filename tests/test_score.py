@@ -5,7 +5,8 @@ from __future__ import annotations
 import polars as pl
 
 from pipelines.core.stage import MESSAGES, Context
-from pipelines.stages.score import TOP, Score
+from pipelines.prompts.score import TOP
+from pipelines.stages.score import Score
 from pipelines.teacher.client import Teacher, TeacherConfig
 
 
@@ -43,11 +44,31 @@ def test_scores_are_on_their_scales_with_rationales_or_counted_unreadable(tmp_pa
         anchored = Score(group="root_id", anchor="root_prompt", quality=False, reward=False)
         assert anchored.provides == ("complexity", "complexity_rationale")
         assert "root_prompt" in anchored.requires
+        asked, answers = [], []
+
+        def recorded(context, requests, *args, ask=anchored.ask, **kwargs):  # the judge's answers, to check the stage
+            asked.extend(requests)
+            answers.extend(ask(context, requests, *args, **kwargs))
+            return answers[-len(requests):]
+
+        anchored.ask = recorded
         out = anchored.process(rows(), ctx)
         assert set(out.columns) == {"messages", "root_id", "root_prompt", "complexity", "complexity_rationale"}
         readable = out["complexity"].drop_nulls().to_list()
         assert all(1 <= v <= TOP for v in readable)
         assert out.height - len(readable) == ctx.counters["complexity_unreadable"]
-        assert 0 <= ctx.counters["groups_above_anchor"] <= 3  # each root's variants ranked against it, one ask a root
+        groups = {"colour": [0, 1], "sum": [2], "sky": [3]}  # one ask a root, its variants listed after its root prompt
+        assert len(asked) == len(answers) == 3
+        above = 0
+        for (root, members), request, answer in zip(groups.items(), asked, answers):
+            listing = request.messages[-1]["content"]
+            assert f"[1] (the original the others were rewritten from) {rows()['root_prompt'][members[0]]}" in listing
+            assert f"[{len(members) + 2}]" not in listing
+            scores = answer.data["scores"] if answer.error is None and isinstance(answer.data, dict) else {}
+            for k, i in enumerate(members, 2):  # a variant's score is the one at its place in the listing
+                assert out["complexity"][i] == (float(scores[str(k)]) if str(k) in scores else None), (root, scores)
+            above += "1" in scores and all(str(k) in scores and scores[str(k)] > scores["1"]
+                                           for k in range(2, len(members) + 2))
+        assert ctx.counters["groups_above_anchor"] == above  # groups whose every variant outscored the root
     finally:
         judge.close()

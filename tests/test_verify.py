@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import datasets
@@ -59,16 +60,25 @@ def test_every_gsm8k_reference_is_read_and_agrees_with_itself():
     assert not agrees(final_answer(rows[0]["answer"], "number"), wrong)
 
 
+# SmolLM2-135M answers 7 of these 15 samples right here (each of the 5 at least once); GSM8K's problems it may never
+# solve, which left nothing exported to check.
+EASY = [("What is 2 + 3?", 5), ("What is 4 + 4?", 8), ("What is 10 - 3?", 7), ("What is 2 times 3?", 6),
+        ("What is 1 + 1?", 2)]
+
+
 def test_the_reasoning_build_keeps_only_verified_answers(tmp_path, teacher_server):
     run_dir = tmp_path / "reasoning"
-    source = f"{GSM8K}?max_rows=6"
-    run_build(run_dir, f"sources={source}", "samples=3", "keep=2", "sampling.max_tokens=96", server=teacher_server,
-              recipe="reasoning")
-    verify = report(run_dir)["verify"]
+    easy = tmp_path / "easy.jsonl"
+    easy.write_text("".join(json.dumps({"question": q, "answer": f"So the answer is {a}.\n#### {a}"}) + "\n"
+                            for q, a in EASY))
+    run_build(run_dir, f"sources={easy},{GSM8K}?max_rows=1", "samples=3", "keep=2", "sampling.max_tokens=96",
+              server=teacher_server, recipe="reasoning")
+    stages = report(run_dir)
+    verify = stages["verify"]
     assert verify["rows_in"] == 6 and verify["rows_out"] + sum(verify["dropped"].values()) == 18
     summary = json.loads((run_dir / "report.json").read_text())
     found = next(s["summary"]["verification"] for s in summary["stages"] if s["stage"].endswith("verify"))
-    assert found["prompts"] == 6 and 0 <= found["pass@1"] <= found["pass@3"] <= 1
+    assert found["prompts"] == 6 and 0 < found["pass@1"] <= found["pass@3"] <= 1  # it solves some: rows to check
     quarantine = pl.read_parquet(run_dir / "quarantine.parquet").filter(pl.col("stage").str.contains("verify"))
     for reason, raw in zip(quarantine["reason"], quarantine["raw"]):
         row = json.loads(raw)
@@ -77,11 +87,15 @@ def test_the_reasoning_build_keeps_only_verified_answers(tmp_path, teacher_serve
             assert not row["verified"] and f"expected {row['reference_answer']}" in reason
     card = (run_dir / "export" / "README.md").read_text()
     assert "over 6 prompts" in card
-    if verify["rows_out"]:  # SmolLM2 may solve none: then nothing is exported, and that is the point
-        rows = datasets.load_dataset(str(run_dir / "export"), cache_dir=str(tmp_path / "hf"))
-        for row in (r for split in rows.values() for r in split):
-            assert row["verified"] and agrees(final_answer(row["messages"][1]["content"], "number"),
-                                              Reference("number", row["reference_answer"]))
+    rows = datasets.load_dataset(str(run_dir / "export"), cache_dir=str(tmp_path / "hf"))
+    exported = [r for split in rows.values() for r in split]
+    assert len(exported) == verify["rows_out"] == stages["validate"]["rows_out"] > 0
+    for row in exported:
+        assert row["verified"] and agrees(final_answer(row["messages"][1]["content"], "number"),
+                                          Reference("number", row["reference_answer"]))
+    per_prompt = Counter(row["messages"][0]["content"] for row in exported)
+    assert max(per_prompt.values()) <= 2  # keep=2
+    assert len(per_prompt) == round(found["pass@3"] * 6)  # every solved prompt exported, no other
 
 
 def test_orca_answers_are_checked_against_the_reference_in_meta(tmp_path, teacher_server):
