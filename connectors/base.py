@@ -1,10 +1,12 @@
 """What a format module is, and the items it yields.
 
 A format module under `connectors/` has:
-- `NAME` (used in `source` and in `?format=`), `KIND`: "conversation", "preference" or "text";
+- `NAME` (used in `source` and in `?format=`), and the kind of item it yields: `KIND` ("conversation",
+  "preference" or "text"), or `KINDS` for a format that can yield several (`connectors.detect.kinds` reads either);
+- optionally `CHAT_LOG = True` when real users wrote it (redacted by default);
 - `matches(record) -> bool`: does a record look like this format (used by `connectors.detect`);
 - `convert(record) -> list[item]`, raising `RecordError(reason)` for a record it cannot use;
-- optionally `convert_all(raws) -> Iterator[(Raw, list[item] | RecordError)]` when records must be seen together
+- optionally `convert_all(raws, kind) -> Iterator[(Raw, list[item] | RecordError)]` when records must be seen together
   (OpenAssistant trees, HelpSteer responses to the same prompt).
 
 Items are plain dicts: a conversation `{"messages": [...], "meta": {...}}`; a pair `{"prompt": [messages ending

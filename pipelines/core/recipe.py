@@ -5,8 +5,9 @@ registry (`pipelines.recipes`) finds it by module name. Nothing else in the tree
 
 - `config`: the frozen dataclass of its settings (`--set key=val`, `--show-config`; see `pipelines.core.config`).
 - `stages(cfg)`: its stages in order, each a `pipelines.core.stage.Stage`.
-- `roles`: the config fields holding a `TeacherConfig`, as `"teacher"` and, for a judging recipe, `"judge"`
-  (a stage talks to the client of its `teacher_role`; an unset judge falls back to the teacher).
+- `roles`: the config fields holding a `TeacherConfig`: `"teacher"`, `"judge"` for a judging recipe and
+  `"embedder"` for one that embeds (a stage talks to the client of its `teacher_role`; an unset judge falls back
+  to the teacher).
 - `inputs(cfg)`: the files it reads, as `Inputs` (listed with hashes and licenses in the card; refresh compares
   `sources` between versions).
 - `card`: the template under `data_cards/` (or the path of one) and `card_values(cfg, run)`, the values only this
