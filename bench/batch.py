@@ -23,7 +23,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from batch_server import BatchServer  # noqa: E402
-from pipelines.teacher.client import Request, Teacher, TeacherConfig  # noqa: E402
+from pipelines.teacher.client import Teacher  # noqa: E402
+from pipelines.teacher.config import TeacherConfig  # noqa: E402
+from pipelines.teacher.wire import Request  # noqa: E402
 
 PRICES = {"price_in": 2.5, "price_out": 10.0}
 

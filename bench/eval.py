@@ -20,7 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.eval.suites import gsm8k  # noqa: E402
-from pipelines.teacher.client import Request, Teacher, TeacherConfig  # noqa: E402
+from pipelines.teacher.client import Teacher  # noqa: E402
+from pipelines.teacher.config import TeacherConfig  # noqa: E402
+from pipelines.teacher.wire import Request  # noqa: E402
 from pipelines.teacher.server import EmbeddedConfig, EmbeddedServer  # noqa: E402
 
 

@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipelines.prompts import evol_instruct as E  # noqa: E402
-from pipelines.teacher.client import Request, Teacher, TeacherConfig  # noqa: E402
+from pipelines.teacher.client import Teacher  # noqa: E402
+from pipelines.teacher.config import TeacherConfig  # noqa: E402
+from pipelines.teacher.wire import Request  # noqa: E402
 from pipelines.teacher.server import EmbeddedConfig  # noqa: E402
 
 ADDED = ("Answer in at most 50 words and give one concrete example.",

@@ -35,7 +35,8 @@ from pipelines.core.stage import Context  # noqa: E402
 from pipelines.stages.feedback import COMPLETIONS  # noqa: E402
 from pipelines.stages.judge import Judge  # noqa: E402
 from pipelines.stages.ingest import Ingest  # noqa: E402
-from pipelines.teacher.client import Teacher, TeacherConfig  # noqa: E402
+from pipelines.teacher.client import Teacher  # noqa: E402
+from pipelines.teacher.config import TeacherConfig  # noqa: E402
 from pipelines.teacher.server import EmbeddedConfig  # noqa: E402
 
 HH = ROOT.parent / "shared" / "data" / "real" / "hh_rlhf_harmless_base_test.jsonl.gz"

@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 from pipelines.dedup.diverse import semantic_clusters, semantic_dedup  # noqa: E402
 from pipelines.dedup.lsh import pairs_of_texts  # noqa: E402
 from pipelines.dedup.minhash import MinHashParams  # noqa: E402
-from pipelines.teacher.client import Teacher, TeacherConfig  # noqa: E402
+from pipelines.teacher.client import Teacher  # noqa: E402
+from pipelines.teacher.config import TeacherConfig  # noqa: E402
 from pipelines.teacher.server import EmbeddedConfig  # noqa: E402
 
 PAIRS = ROOT / "tests" / "data" / "semantic" / "paraphrase_pairs.jsonl"

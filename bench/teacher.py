@@ -67,13 +67,14 @@ def loopback(latency: float) -> tuple[subprocess.Popen, str]:
 
 
 def requests(n: int, tag: str, max_tokens: int = 8):
-    from pipelines.teacher.client import Request
+    from pipelines.teacher.wire import Request
     return [Request([{"role": "user", "content": f"{tag} {i}: name a colour."}], {"max_tokens": max_tokens})
             for i in range(n)]
 
 
 def run_ours(base_url: str, model: str, reqs, concurrency: int) -> tuple[float, int]:
-    from pipelines.teacher.client import Teacher, TeacherConfig
+    from pipelines.teacher.client import Teacher
+    from pipelines.teacher.config import TeacherConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         teacher = Teacher(TeacherConfig(base_url=base_url, model=model, max_concurrency=concurrency),

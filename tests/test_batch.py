@@ -16,7 +16,9 @@ from batch_server import BatchServer
 from conftest import ROOT
 from pipelines.core.errors import ConfigError, TeacherError
 from pipelines.teacher.budget import BudgetError
-from pipelines.teacher.client import Request, Teacher, TeacherConfig
+from pipelines.teacher.client import Teacher
+from pipelines.teacher.config import TeacherConfig
+from pipelines.teacher.wire import Request
 
 FAST = {"batch_poll_s": 0.05, "batch_poll_max_s": 0.2, "backoff_s": 0.01}
 SCHEMA = {"type": "object", "required": ["answer"], "properties": {"answer": {"type": "string"}}}
@@ -106,7 +108,9 @@ POLLER = """
 import sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
-from pipelines.teacher.client import Request, Teacher, TeacherConfig
+from pipelines.teacher.client import Teacher
+from pipelines.teacher.config import TeacherConfig
+from pipelines.teacher.wire import Request
 config = TeacherConfig(base_url={url!r}, model="m", mode="batch", batch_poll_s=0.05, batch_poll_max_s=0.1)
 client = Teacher(config, Path({cache!r}), Path({log!r}), log=print)
 results = client.chat_many([Request([{{"role": "user", "content": f"question {{i}}"}}], {{"max_tokens": 4}})

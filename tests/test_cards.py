@@ -13,7 +13,7 @@ from connectors.licenses import combined_license, hub_license, license_of
 from pipelines.recipes import load_recipe
 from pipelines.release.cards import endpoint, size_category, validate_card
 from pipelines.release.lineage import describe, input_files, prompt_hashes
-from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.config import TeacherConfig
 
 CARD = """---
 license: {license}

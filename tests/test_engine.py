@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +16,9 @@ from pipelines.teacher import llama
 
 from pipelines.core.errors import TeacherError
 from pipelines.teacher import weights
-from pipelines.teacher.client import Request, Teacher, TeacherConfig
+from pipelines.teacher.client import Teacher
+from pipelines.teacher.config import TeacherConfig
+from pipelines.teacher.wire import Request
 from pipelines.teacher.fetch import cache_root
 from pipelines.teacher.server import EmbeddedConfig, EmbeddedServer
 from pipelines.teacher.weights import ensure_checkpoint

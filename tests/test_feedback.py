@@ -23,7 +23,8 @@ from pipelines.core.stage import Context
 from pipelines.prompts import feedback as F
 from pipelines.stages.feedback import COMPLETIONS, Binarize, Complete
 from pipelines.stages.judge import JUDGED, Judge, agreement, orders, pair_scores
-from pipelines.teacher.client import Teacher, TeacherConfig
+from pipelines.teacher.client import Teacher
+from pipelines.teacher.config import TeacherConfig
 from pipelines.teacher.server import EmbeddedConfig
 from pipelines.teacher.weights import DEFAULT_JUDGE
 from test_teacher import fault_server  # noqa: F401,F811  (a pytest fixture)

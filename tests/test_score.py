@@ -7,7 +7,8 @@ import polars as pl
 from pipelines.core.stage import MESSAGES, Context
 from pipelines.prompts.score import TOP
 from pipelines.stages.score import Score
-from pipelines.teacher.client import Teacher, TeacherConfig
+from pipelines.teacher.client import Teacher
+from pipelines.teacher.config import TeacherConfig
 
 
 def rows() -> pl.DataFrame:

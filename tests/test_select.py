@@ -13,7 +13,8 @@ import pytest
 from pipelines.core.stage import MESSAGES, Context
 from pipelines.dedup.diverse import KEPT, TOO_CLOSE, select_diverse, select_loop
 from pipelines.stages.select import Embed, Select
-from pipelines.teacher.client import Teacher, TeacherConfig
+from pipelines.teacher.client import Teacher
+from pipelines.teacher.config import TeacherConfig
 from pipelines.teacher.server import EmbeddedConfig
 
 DATA = Path(__file__).parent / "data"

@@ -21,7 +21,7 @@ from pipelines.recipes.self_instruct import Config, seeds_path, stages
 from pipelines.stages.self_instruct import GenerateInstructions, Sampling, check_output
 from pipelines.prompts.self_instruct import (build_generation, check_instruction, input_shots,
                                                     load_seed_tasks, parse_input, parse_tasks)
-from pipelines.teacher.client import Result
+from pipelines.teacher.wire import Result
 
 DATA = Path(__file__).parent / "data" / "self_instruct"
 REAL_SEEDS = ROOT.parent / "shared" / "data" / "real" / "self_instruct_seed_tasks.jsonl"

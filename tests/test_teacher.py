@@ -20,7 +20,10 @@ import pytest
 
 from pipelines.core.errors import TeacherError
 from pipelines.teacher.cache import RequestCache
-from pipelines.teacher.client import Request, Teacher, TeacherConfig, header_wait
+from pipelines.teacher.client import Teacher
+from pipelines.teacher.config import TeacherConfig
+from pipelines.teacher.limits import header_wait
+from pipelines.teacher.wire import Request
 
 class FaultServer(ThreadingHTTPServer):
     """Answers `echo <prompt>`; `script` gives the first behaviours in order, then `rates` draws one per request."""

@@ -16,7 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import error_endpoint  # noqa: E402
 from pipelines.core.stage import DROP, Context  # noqa: E402
 from pipelines.teacher import stage as contract  # noqa: E402
-from pipelines.teacher.client import Request, Teacher, TeacherConfig  # noqa: E402
+from pipelines.teacher.client import Teacher  # noqa: E402
+from pipelines.teacher.config import TeacherConfig  # noqa: E402
+from pipelines.teacher.wire import Request  # noqa: E402
 from pipelines.teacher.stage import Sampling, TeacherStage, Verdict  # noqa: E402
 
 

@@ -9,7 +9,7 @@ from pipelines.prompts.following import check
 
 def run(rows: list[dict], ctx, kind: str, params: dict, suite: str) -> list[dict]:
     """Ask MODEL (and the baseline) every prompt; score each answer. `score` is prompt-level strict accuracy."""
-    from pipelines.teacher.client import Request
+    from pipelines.teacher.wire import Request
 
     requests = [Request([{"role": "user", "content": r["prompt"]}], params) for r in rows]
     out = [dict(r) for r in rows]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipelines.core.errors import ConfigError
-from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.config import TeacherConfig
 from pipelines.teacher.server import EmbeddedConfig
 from pipelines.teacher.weights import MODELS, file_digest
 from pipelines.train.export import WEIGHTS, export_gguf, gguf_path

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from pipelines.prompts import fill, load
-from pipelines.teacher.client import Request
+from pipelines.teacher.wire import Request
 
 NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|-?\.\d+")
 HASHES = re.compile(r"####\s*([^\n]+)")

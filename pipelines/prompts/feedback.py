@@ -19,7 +19,7 @@ import re
 from functools import partial
 
 from pipelines.prompts import fill, load
-from pipelines.teacher.client import Request
+from pipelines.teacher.wire import Request
 from pipelines.teacher.structured import check, parse_json
 
 PROMPT_FILE = "prompts/feedback.yaml"

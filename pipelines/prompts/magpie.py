@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from pipelines.prompts import fill, load
-from pipelines.teacher.client import Request
+from pipelines.teacher.wire import Request
 from pipelines.teacher.guards import AI_TALK, REFUSAL, echoes
 
 SENTINEL = "MAGPIEQUERYSENTINEL7f3a"

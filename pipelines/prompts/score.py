@@ -4,7 +4,7 @@ or several instructions ranked together on one scale, as JSON with a rationale f
 from __future__ import annotations
 
 from pipelines.prompts import fill, load
-from pipelines.teacher.client import Request
+from pipelines.teacher.wire import Request
 
 PROMPT_FILE = "prompts/score.yaml"
 TOP = 6

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import field
 
-from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.config import TeacherConfig
 from pipelines.teacher.server import EmbeddedConfig
 
 from pipelines.dedup.index import index_dir_problem

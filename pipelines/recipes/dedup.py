@@ -24,7 +24,7 @@ from pipelines.stages.export import ExportRows
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.redact import redact_setting
 from pipelines.stages.select import Embed, SemanticDedup
-from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.config import TeacherConfig
 from pipelines.teacher.weights import EMBEDDER_KEY
 
 

@@ -33,7 +33,7 @@ from pipelines.stages.feedback import ToPrompts
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.redact import redact_setting
 from pipelines.stages.validate import Validate
-from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.config import TeacherConfig
 from pipelines.teacher.weights import EMBEDDER_KEY
 
 DEFAULT_EVOL_MODEL = "qwen2.5-coder-1.5b"

@@ -26,7 +26,7 @@ from pipelines.stages.export import ExportSFT
 from pipelines.stages.select import SelectSettings
 from pipelines.stages.magpie import TAGS, MagpieDialogue, MagpieSampling, MagpieSeeds, TagQueries, Template
 from pipelines.stages.validate import Validate
-from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.config import TeacherConfig
 from pipelines.teacher.weights import EMBEDDER_KEY
 
 DEFAULT_MAGPIE_TEACHER = "qwen2.5-coder-1.5b"

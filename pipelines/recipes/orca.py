@@ -28,7 +28,7 @@ from pipelines.stages.orca import DEFAULT_PROMPTS, AnswerSampling, ExplainAnswer
 from pipelines.stages.redact import redact_setting
 from pipelines.stages.validate import Validate
 from pipelines.stages.verify import CheckAnswers
-from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.config import TeacherConfig
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pipelines.stages.export import ExportSFT
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.validate import Validate
 from pipelines.stages.verify import ReasoningSampling, SplitReference, Verify
-from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.config import TeacherConfig
 
 PROBLEMS = "data/reasoning_problems.jsonl"
 

@@ -23,7 +23,7 @@ from pipelines.stages.score import SCORES, Score
 from pipelines.stages.select import SelectSettings
 from pipelines.stages.self_instruct import AnswerTasks, AskInputs, GenerateInstructions, Sampling
 from pipelines.stages.validate import Validate
-from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.config import TeacherConfig
 from pipelines.teacher.weights import EMBEDDER_KEY
 
 

@@ -20,7 +20,7 @@ from pipelines.stages.dialogue import AskOpening, Sampling, SimulateDialogue
 from pipelines.stages.export import ExportSFT
 from pipelines.stages.seeds import SeedUltraChat
 from pipelines.stages.validate import Validate
-from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.config import TeacherConfig
 from pipelines.teacher.server import EmbeddedConfig
 
 DEFAULT_ULTRACHAT_TEACHER = "qwen2.5-coder-1.5b"

@@ -26,7 +26,7 @@ from pipelines.stages.feedback import Binarize, Complete, ToPrompts
 from pipelines.stages.judge import MODES, Judge
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.redact import redact_setting
-from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.config import TeacherConfig
 from pipelines.teacher.server import EmbeddedConfig
 from pipelines.teacher.weights import DEFAULT_JUDGE
 

@@ -28,7 +28,7 @@ from pipelines.stages.dedup import Decontaminate, ExactDedup
 from pipelines.stages.export_prefs import ExportPrefs
 from pipelines.stages.feedback import Binarize, ToPrompts
 from pipelines.stages.ingest import Ingest
-from pipelines.teacher.client import TeacherConfig
+from pipelines.teacher.config import TeacherConfig
 
 BASES = ("data/orca_prompts.jsonl", "data/reasoning_problems.jsonl", "data/seed_tasks.jsonl")
 

@@ -24,7 +24,7 @@ import polars as pl
 from pipelines.core.config import max_tokens_setting, temperature_setting
 from pipelines.core.stage import MESSAGES, Context, MapStage
 from pipelines.stages.feedback import COMPLETIONS
-from pipelines.teacher.client import Request, Result
+from pipelines.teacher.wire import Request, Result
 from pipelines.teacher.stage import Sampling, TeacherStage, Verdict
 from schemas import conversation_id, prompt_id
 

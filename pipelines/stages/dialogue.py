@@ -19,7 +19,7 @@ import polars as pl
 from pipelines.core.config import max_tokens_setting
 from pipelines.core.stage import MESSAGES, Context, MapStage, with_drops
 from pipelines.prompts import ultrachat as P
-from pipelines.teacher.client import Request, Result
+from pipelines.teacher.wire import Request, Result
 from pipelines.teacher.stage import Asks, Sampling as BaseSampling, TeacherStage, Verdict
 
 

@@ -23,7 +23,7 @@ import polars as pl
 from pipelines.core.config import max_tokens_setting, temperature_setting
 from pipelines.core.stage import MESSAGES, Context, MapStage, with_drops
 from pipelines.prompts import evol_instruct as E
-from pipelines.teacher.client import Request, Result
+from pipelines.teacher.wire import Request, Result
 from pipelines.teacher.guards import trim_cut_answer
 from pipelines.teacher.stage import Asks, Sampling, Verdict
 from schemas import prompt_id

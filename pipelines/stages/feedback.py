@@ -19,7 +19,7 @@ import pyarrow as pa
 from pipelines.core.errors import ConfigError
 from pipelines.core.stage import DROP, MESSAGES, Context, MapStage, with_drops
 from pipelines.prompts import feedback as F
-from pipelines.teacher.client import Request, Result
+from pipelines.teacher.wire import Request, Result
 from pipelines.teacher.stage import TeacherStage, Verdict
 from schemas import PREFERENCE, check_preference, conversation_id, preference_id, prompt_id
 

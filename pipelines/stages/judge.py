@@ -29,7 +29,7 @@ import polars as pl
 
 from pipelines.core.errors import ConfigError
 from pipelines.prompts import feedback as F
-from pipelines.teacher.client import Request, Result
+from pipelines.teacher.wire import Request, Result
 from pipelines.teacher.stage import TeacherStage, Verdict
 from pipelines.stages.feedback import COMPLETIONS
 

@@ -25,7 +25,7 @@ from pipelines.core.errors import ConfigError, TeacherError
 from pipelines.core.stage import MESSAGES, Context, MapStage, Source, with_drops
 from pipelines.prompts import feedback as F
 from pipelines.prompts import magpie as M
-from pipelines.teacher.client import Request, Result
+from pipelines.teacher.wire import Request, Result
 from pipelines.teacher.guards import trim_cut_answer
 from pipelines.teacher.stage import Asks, Sampling, TeacherStage, Verdict
 

@@ -40,7 +40,7 @@ import polars as pl
 from pipelines.core.config import max_tokens_setting
 from pipelines.core.stage import DROP, MESSAGES, Context, Source
 from pipelines.stages.ingest import Ingest
-from pipelines.teacher.client import Request, Result
+from pipelines.teacher.wire import Request, Result
 from pipelines.teacher.guards import REFUSAL, echoes_prompt, is_looping, trim_cut_answer, unit_hash
 from pipelines.teacher.stage import Sampling, TeacherStage, Verdict
 from schemas import prompt_id as hash_prompt

@@ -28,7 +28,7 @@ from pipelines.core.config import max_tokens_setting
 from pipelines.core.stage import MESSAGES, Context, Source
 from pipelines.dedup.rouge import RougePool, tokenize
 from pipelines.prompts import self_instruct as P
-from pipelines.teacher.client import Request, Result
+from pipelines.teacher.wire import Request, Result
 from pipelines.teacher.guards import AI_TALK, is_looping, repeats_words, trim_cut_answer
 from pipelines.teacher.stage import Asks, Sampling as BaseSampling, TeacherStage, Verdict
 

@@ -38,12 +38,12 @@ def answer_in_batches(teacher, requests: list, desc: str) -> None:
     """Fill the cache with the answers `requests` need, through batches; the online pass then reads them."""
     for _ in range(teacher.config.reasks + 2):
         saved = teacher.stats.copy()  # the collecting pass answers from the cache: not counted twice
-        teacher._collect = {}
+        teacher.collect = {}
         try:
             asyncio.run(_collect(teacher, requests))
-            pending = teacher._collect
+            pending = teacher.collect
         finally:
-            teacher._collect = None
+            teacher.collect = None
             teacher.stats = saved
         if not pending:
             return
@@ -54,7 +54,7 @@ def answer_in_batches(teacher, requests: list, desc: str) -> None:
 
 
 async def _collect(teacher, requests: list) -> None:
-    await asyncio.gather(*(teacher._answer(r) for r in requests))
+    await asyncio.gather(*(teacher.answer(r) for r in requests))
 
 
 class Batches:
@@ -64,7 +64,7 @@ class Batches:
         self.teacher, self.config, self.desc = teacher, teacher.config, desc
         self.endpoint = teacher.endpoints[0]
         self._held: dict = {}  # key -> its budget reservation, until its answer is read back
-        self.client = openai.OpenAI(base_url=self.endpoint.base_url, api_key=teacher._api_key(self.endpoint),
+        self.client = openai.OpenAI(base_url=self.endpoint.base_url, api_key=teacher.api_key(self.endpoint),
                                     max_retries=self.config.max_retries, timeout=self.config.timeout_s)
 
     def answer(self, pending: dict) -> None:
@@ -77,14 +77,14 @@ class Batches:
             self.teacher.stats["batches_resumed"] += len(resumed)
             self.teacher.log(f"{self.desc}: polling {len(resumed)} batch(es) a killed run submitted")
             self._settle(resumed, pending)
-        left = [k for k in pending if cache.get(k) is None and k not in self.teacher._batch_failed]
+        left = [k for k in pending if cache.get(k) is None and k not in self.teacher.batch_failed]
         status = "completed"
         for attempt in range(self.config.batch_resubmits + 1):
             if not left:
                 return
             if attempt:
                 if self.config.batch_fallback == "online":
-                    self.teacher._online_only.update(left)
+                    self.teacher.online_only.update(left)
                     self.teacher.stats["batch_to_online"] += len(left)
                     return
                 self.teacher.stats["batch_resubmitted"] += len(left)
@@ -93,7 +93,7 @@ class Batches:
             if self.teacher.budget.refused:
                 return
         for key in left:
-            self.teacher._batch_failed[key] = f"batch {status}: no answer after {self.config.batch_resubmits + 1} " \
+            self.teacher.batch_failed[key] = f"batch {status}: no answer after {self.config.batch_resubmits + 1} " \
                                               f"submissions"
             self.teacher.stats["failures"] += 1
 
@@ -113,7 +113,7 @@ class Batches:
         for key in keys:
             if budget.on:
                 _, messages, params = pending[key]
-                held = budget.worst_case(self.teacher._prompt_tokens(messages), params, batch=True)
+                held = budget.worst_case(self.teacher.prompt_tokens(messages), params, batch=True)
                 if budget.reserve(held) != "held":  # what is submitted is held until read back: no waiting
                     continue
                 self._held[key] = held
@@ -239,7 +239,7 @@ class Batches:
                         continue
                     teacher.store(key, endpoint, messages, params, answer)
                 else:
-                    teacher._batch_failed[key] = _error_text(line)
+                    teacher.batch_failed[key] = _error_text(line)
                     teacher.stats["failures"] += 1
                     teacher.stats["errors_batch_request"] += 1
                 teacher.budget.release(self._held.pop(key, None), answer)

@@ -19,23 +19,24 @@ order. What it does for each request:
   tokens (from `usage`, else counted with the tokenizer) and cost from `price_in`/`price_out` per million tokens.
 - The embedded server (no `base_url`, server.py) starts on the first cache miss; if it dies mid-run it is restarted
   once, and a second death is a `TeacherError`.
+
+Its parts live beside it: the settings in `config.py`, `Request`/`Result` and the answer readers in `wire.py`, the
+limits, waits and the pool's router in `limits.py`, the Batch API in `batch.py` (through the public `collect`,
+`answer`, `batch_failed`, `online_only`, `api_key` and `prompt_tokens`). What is left (about 500 lines) is one
+class on purpose: online sending, the dry run and the batch collector share one event loop's state (the limit, the
+router, the open connections, the embedded server), and splitting that state across objects would pass it around
+on every request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
-import hashlib
 import os
-import random
-import re
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlparse
 
 import orjson
 
@@ -48,216 +49,12 @@ from pipelines.core import progress
 from pipelines.core.errors import ConfigError, TeacherError
 from pipelines.teacher.budget import Budget, estimate_tokens
 from pipelines.teacher.cache import RequestCache, request_key
-from pipelines.teacher.server import EmbeddedConfig
+from pipelines.teacher.config import MAX_WAIT_S, Endpoint, TeacherConfig
+from pipelines.teacher.limits import RETRYABLE_STATUS, AdaptiveLimit, Router, backoff, header_wait, http_status
 from pipelines.teacher.structured import check, parse_json, reask_message
-from pipelines.teacher.weights import display_name
+from pipelines.teacher.wire import EMBED_PARAMS, Request, Result, choice_text, logprobs_of, result_of, vector_of
 
-EMBEDDED = "embedded"
-RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
-MAX_WAIT_S = 300.0
 PENDING = "pending: sent in the next batch"  # batch mode's placeholder while collecting
-EMBED_PARAMS = {"embedding": True}  # in the cache key: an embedding is never mistaken for a completion of the text
-COOL_AFTER, COOL_DOWN_S = 3, 30.0  # a pool endpoint failing 3 times in a row rests for 30 s
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    base_url: str | None  # None: the embedded server
-    model: str
-    weight: float = 1.0
-    key_env: str = "OPENAI_API_KEY"
-
-    @property
-    def name(self) -> str:
-        return self.base_url or EMBEDDED
-
-
-def _pool_problem(pool: tuple[str, ...]) -> str | None:
-    """Checked when the config is resolved: a malformed entry raises ConfigError, a weight must be > 0."""
-    for spec in pool:
-        if not 0 < _parse_endpoint(spec, "").weight < float("inf"):
-            return f"the weight of {spec!r} must be greater than 0"
-    return None
-
-
-@dataclass(frozen=True)
-class TeacherConfig:
-    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible URL; empty = the embedded server"})
-    model: str = field(default="SmolLM2-135M-Instruct", metadata={"help": "model name sent to base_url"})
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "environment variable holding the key"})
-    pool: tuple[str, ...] = field(default=(), metadata={"help": "more endpoints: URL?model=M&weight=W&key_env=VAR",
-                                                        "check": _pool_problem})
-    max_concurrency: int = field(default=8, metadata={"help": "requests in flight at most (lowered on 429)",
-                                                      "range": "[1, 4096]"})
-    max_retries: int = field(default=4, metadata={"help": "retries per request on 429/5xx/timeouts/drops",
-                                                  "range": "[0, 100]"})
-    timeout_s: float = field(default=300.0, metadata={"help": "per-request timeout in seconds", "range": "(0, 86400]"})
-    backoff_s: float = field(default=0.5, metadata={"help": "first retry wait; doubles per attempt, with jitter",
-                                                    "range": f"[0, {MAX_WAIT_S:g}]"})
-    down_after_s: float = field(default=120.0, metadata={"help": "stop when nothing answers for this long",
-                                                         "range": "(0, 86400]"})
-    reasks: int = field(default=2, metadata={"help": "re-asks of an answer that fails its JSON Schema",
-                                             "range": "[0, 20]"})
-    response_format: bool = field(default=True, metadata={"help": "send response_format for structured outputs"})
-    price_in: float = field(default=0.0, metadata={"help": "price per million prompt tokens", "range": "[0, inf)"})
-    price_out: float = field(default=0.0, metadata={"help": "price per million completion tokens",
-                                                    "range": "[0, inf)"})
-    tokenizer: str = field(default="", metadata={"help": "tokenizer for counting when usage is missing"})
-    max_cost: float = field(default=0.0, metadata={"help": "budget: the most its answers in this run may cost "
-                                                           "(price_in/out units; 0 = no limit)", "range": "[0, inf)"})
-    max_tokens: int = field(default=0, metadata={"help": "budget: the most prompt + completion tokens its answers in "
-                                                         "this run may take (0 = no limit)", "range": "[0, 1000000000000]"})
-    mode: str = field(default="online", metadata={"help": "online, or batch: the provider's Batch API (OpenAI's "
-                                                           "/v1/files + /v1/batches; half the price, within 24 h)",
-                                                   "choices": ("online", "batch")})
-    batch_discount: float = field(default=0.5, metadata={"help": "batch price as a share of the online price",
-                                                         "range": "[0, 1]"})
-    batch_fallback: str = field(default="batch", metadata={
-        "help": "requests an expired or failed batch left unanswered: batch (submit again) or online",
-        "choices": ("batch", "online")})
-    batch_resubmits: int = field(default=2, metadata={"help": "times unanswered requests are submitted again",
-                                                      "range": "[0, 100]"})
-    batch_max_requests: int = field(default=50_000, metadata={"help": "requests per batch file at most",
-                                                              "range": "[1, 50000]"})
-    batch_max_bytes: int = field(default=190_000_000, metadata={"help": "bytes per batch file at most",
-                                                                "range": "[1000, 200000000]"})
-    batch_poll_s: float = field(default=10.0, metadata={"help": "first wait between polls of a batch (grows to "
-                                                                "batch_poll_max_s)", "range": "(0, 3600]"})
-    batch_poll_max_s: float = field(default=120.0, metadata={"help": "longest wait between polls",
-                                                             "range": "(0, 3600]"})
-    embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)  # the server started when base_url is empty
-
-    def endpoints(self) -> list[Endpoint]:
-        model = self.model if self.base_url else display_name(self.embedded.model)
-        first = Endpoint(self.base_url or None, model, 1.0, self.api_key_env)
-        return [first, *(_parse_endpoint(spec, self.api_key_env) for spec in self.pool)]
-
-    def identity(self) -> dict:
-        """What the answers depend on (fingerprints and cache keys); never the key itself."""
-        ident = {"base_url": self.base_url or EMBEDDED, "model": self.endpoints()[0].model}
-        if self.pool:
-            ident["pool"] = [[e.name, e.model, e.weight] for e in self.endpoints()[1:]]
-        return ident
-
-
-def _parse_endpoint(spec: str, default_key_env: str) -> Endpoint:
-    url, _, query = spec.partition("?")
-    options = {k: v[-1] for k, v in parse_qs(query).items()}
-    unknown = set(options) - {"model", "weight", "key_env"}
-    if unknown or "model" not in options:
-        raise ConfigError(f"teacher.pool entry {spec!r}: write URL?model=NAME[&weight=W&key_env=VAR]"
-                          + (f" (unknown {sorted(unknown)})" if unknown else ""))
-    try:
-        weight = float(options.get("weight", 1))
-    except ValueError:
-        raise ConfigError(f"teacher.pool entry {spec!r}: weight must be a number") from None
-    return Endpoint(url, options["model"], weight, options.get("key_env", default_key_env))
-
-
-@dataclass(frozen=True)
-class Request:
-    """A chat request (`messages`), or with `prompt` a raw text completion on `/v1/completions` (no chat template:
-    the caller writes the template, as Magpie does). `params` go into the body as they are: max_tokens,
-    temperature, top_p, seed, stop, n (more choices: `Result.texts`), logprobs and top_logprobs (`Result.logprobs`);
-    all of them are in the cache key."""
-
-    messages: list[dict]
-    params: dict
-    schema: dict | None = None  # ask for JSON matching this JSON Schema
-    parse: Callable[[str], tuple[object, str | None]] | None = None  # text -> (value, error); replaces JSON+schema
-    model: str | None = None  # only the pool's endpoints serving this model may answer
-    prompt: str | None = None  # a raw completion of this text instead of a chat
-
-    @property
-    def body(self) -> list[dict] | str:
-        """What is completed: the messages, or the raw prompt."""
-        return self.prompt if self.prompt is not None else self.messages
-
-
-@dataclass
-class Result:
-    text: str | None
-    error: str | None = None
-    finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached: bool = False
-    data: object = None  # the parsed JSON of a structured request
-    texts: list[str] = field(default_factory=list)  # every choice's text (one unless the request asked for `n`)
-    logprobs: list[dict] | None = None  # first choice: [{"token", "logprob", "top": {token: logprob}}] per token
-
-
-class AdaptiveLimit:
-    """At most `limit` requests in flight; 429s halve it and pause everyone, successes raise it back (AIMD)."""
-
-    def __init__(self, maximum: int):
-        self.maximum = maximum
-        self.limit = float(maximum)
-        self.active = 0
-        self.resume_at = 0.0
-        self.changed = asyncio.Condition()
-
-    async def acquire(self) -> None:
-        async with self.changed:
-            await self.changed.wait_for(lambda: self.active < max(1, int(self.limit)))
-            self.active += 1
-        while (delay := self.resume_at - time.monotonic()) > 0:
-            await asyncio.sleep(delay)
-
-    async def release(self, ok: bool) -> None:
-        async with self.changed:
-            self.active -= 1
-            if ok:
-                self.limit = min(self.maximum, self.limit + 1 / max(1.0, self.limit))
-            self.changed.notify(max(1, int(self.limit) - self.active))  # wake only as many as may start
-
-    def throttle(self, wait_s: float) -> None:
-        self.limit = max(1.0, self.limit / 2)
-        self.pause(wait_s)
-
-    def pause(self, wait_s: float) -> None:
-        self.resume_at = max(self.resume_at, time.monotonic() + wait_s)
-
-
-DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def header_wait(headers, limited: bool) -> float | None:
-    """Seconds the server asks us to wait: Retry-After (seconds or a date), retry-after-ms, or, when a limit is hit
-    (`limited`, or `x-ratelimit-remaining-*` is 0), the matching `x-ratelimit-reset-*` (`1s`, `6m0s`, `120ms`)."""
-    if value := headers.get("retry-after-ms"):
-        try:
-            return float(value) / 1000
-        except ValueError:
-            pass
-    if value := headers.get("retry-after"):
-        try:
-            return float(value)
-        except ValueError:
-            when = email.utils.parsedate_to_datetime(value) if value else None
-            if when is not None:
-                return max(0.0, when.timestamp() - time.time())
-    waits = []
-    for kind in ("requests", "tokens"):
-        remaining = headers.get(f"x-ratelimit-remaining-{kind}")
-        reset = headers.get(f"x-ratelimit-reset-{kind}")
-        if reset and (limited or remaining == "0"):
-            try:
-                waits.append(float(reset))
-            except ValueError:
-                waits.append(sum(float(n) * UNITS[u] for n, u in DURATION.findall(reset)))
-    return max(waits) if waits else None
-
-
-def http_status(error: str) -> int | None:
-    """`"http 503: Service Unavailable"` -> 503; None for an error that is not an HTTP status."""
-    return int(error.split()[1].rstrip(":")) if error.startswith("http ") else None
-
-
-def backoff(attempt: int, base: float = 0.5) -> float:
-    """base * 2^attempt, jittered between half and all of it, at most 30 s."""
-    return min(30.0, base * 2 ** attempt) * (0.5 + random.random() / 2)
 
 
 class Teacher:
@@ -273,9 +70,9 @@ class Teacher:
         self._keys: dict[str, str] = {}
         self._tokenizer = None
         self.budget = Budget(config, self.cache, self.models(), role)
-        self._collect: dict | None = None  # batch mode: requests met on a cache miss, to be sent in a batch
-        self._batch_failed: dict[str, str] = {}  # batch mode: cache key -> the error its batch gave
-        self._online_only: set[str] = set()  # batch mode: keys a failed batch left to the online path
+        self.collect: dict | None = None  # batch mode: requests met on a cache miss, to be sent in a batch
+        self.batch_failed: dict[str, str] = {}  # batch mode: cache key -> the error its batch gave
+        self.online_only: set[str] = set()  # batch mode: keys a failed batch left to the online path
         self.estimate: dict | None = None  # --dry-run: stage -> what it would send, instead of sending it
         self._desc = "teacher"
         if config.mode == "batch" and (config.base_url is None or config.pool):
@@ -324,7 +121,7 @@ class Teacher:
                 todo.append(i)
             else:
                 self.stats["cache_hits"] += 1
-                vectors[i] = _vector(hit["text"])  # the cache keeps a vector as its base64 bytes
+                vectors[i] = vector_of(hit["text"])  # the cache keeps a vector as its base64 bytes
         groups = [todo[j:j + batch] for j in range(0, len(todo), batch)]
         if groups and self._server is None and any(e.base_url is None for e in self.endpoints):
             self._start_embedded()
@@ -381,12 +178,11 @@ class Teacher:
         self._restart_lock = asyncio.Lock()
         self._last_answer = time.monotonic()
         self._sent_any = False
-        self._failing: Counter = Counter()
-        self._cooling: dict[Endpoint, float] = {}
+        self._router = Router(self.endpoints, self.stats)
         task = progress.add(f"{desc}: requests", total=len(requests))
 
         async def one(i: int) -> None:
-            results[i] = await (answer or self._answer)(requests[i])
+            results[i] = await (answer or self.answer)(requests[i])
             progress.advance(task)
 
         try:
@@ -406,7 +202,7 @@ class Teacher:
             raise TeacherError(f"the teacher at {where} did not answer any of {len(results)} requests ({errors[0]}); "
                                "check that it is running, then rerun: answered requests are cached")
 
-    async def _answer(self, request: Request) -> Result:
+    async def answer(self, request: Request) -> Result:
         params = self._params(request)
         endpoints = self._serving(request.model)
         if request.schema is None and request.parse is None:
@@ -436,32 +232,6 @@ class Teacher:
 
     # --- one HTTP answer -----------------------------------------------------------------------------------------
 
-    def _route(self, seed: str, attempt: int, endpoints: list[Endpoint]) -> Endpoint:
-        """A weighted pick among the endpoints not cooling down (all of them when every one is)."""
-        if len(endpoints) == 1:
-            return endpoints[0]
-        now = time.monotonic()
-        healthy = [e for e in endpoints if self._cooling.get(e, 0.0) <= now] or endpoints
-        point = int(hashlib.sha256(f"{seed}:{attempt}".encode()).hexdigest()[:12], 16) / 16**12
-        total = sum(e.weight for e in healthy)
-        for endpoint in healthy:
-            point -= endpoint.weight / total
-            if point < 0:
-                return endpoint
-        return healthy[-1]
-
-    def _note(self, endpoint: Endpoint, ok: bool, error: str) -> None:
-        """Track an endpoint's health: COOL_AFTER failures in a row (not 429s) rest it for COOL_DOWN_S."""
-        status = http_status(error)
-        if ok or status == 429 or (status is not None and status not in RETRYABLE_STATUS):  # the request's fault
-            self._failing[endpoint] = 0
-            return
-        self._failing[endpoint] += 1
-        if self._failing[endpoint] >= COOL_AFTER and len(self.endpoints) > 1:
-            self._cooling[endpoint] = time.monotonic() + COOL_DOWN_S
-            self._failing[endpoint] = 0
-            self.stats["endpoint_cooldowns"] += 1
-
     async def _complete(self, messages: list[dict] | str, params: dict, endpoints: list[Endpoint]) -> Result:
         keys = {e: request_key(e.model, e.name, messages, params) for e in endpoints}
         for key in keys.values():
@@ -469,24 +239,24 @@ class Teacher:
                 self.stats["cache_hits"] += 1
                 if self.estimate is not None:
                     self.estimate.setdefault(self._desc, Counter())["cached"] += 1
-                return _result(hit, cached=True)
+                return result_of(hit, cached=True)
         first = next(iter(keys.values()))
         if self.estimate is not None:
             return self._estimate(messages, params)
-        if first in self._batch_failed:  # its batch answered with an error: the row's drop reason
-            return Result(None, error=self._batch_failed[first])
-        if self._collect is not None:  # batch mode, collecting: sent in the next batch (or left to the online pass)
-            if first not in self._online_only:
-                self._collect[first] = (endpoints[0], messages, params)
+        if first in self.batch_failed:  # its batch answered with an error: the row's drop reason
+            return Result(None, error=self.batch_failed[first])
+        if self.collect is not None:  # batch mode, collecting: sent in the next batch (or left to the online pass)
+            if first not in self.online_only:
+                self.collect[first] = (endpoints[0], messages, params)
             return Result(None, error=PENDING)
-        if self.config.mode == "batch" and first not in self._online_only:  # batch mode answers nothing online
+        if self.config.mode == "batch" and first not in self.online_only:  # batch mode answers nothing online
             if not self.budget.on:
                 return Result(None, error="batch: no answer")
             self.budget.refused += 1  # its batch was not sent: the budget had no room
             return Result(None, error="budget: not sent")
         held = None
         if self.budget.on:
-            held = self.budget.worst_case(self._prompt_tokens(messages), params)
+            held = self.budget.worst_case(self.prompt_tokens(messages), params)
             while (verdict := self.budget.reserve(held)) == "wait":  # requests in flight may leave room
                 await asyncio.sleep(0.02)
             if verdict == "never":
@@ -500,11 +270,11 @@ class Teacher:
         if answer is None:
             return Result(None, error=error)
         self.store(keys[endpoint], endpoint, messages, params, answer)
-        return _result(answer)
+        return result_of(answer)
 
     def _estimate(self, messages, params: dict) -> Result:
         """--dry-run: count what this request would take at most (its worst case, online and batch)."""
-        prompt = self._prompt_tokens(messages)
+        prompt = self.prompt_tokens(messages)
         worst = self.budget.worst_case(prompt, params)
         row = self.estimate.setdefault(self._desc, Counter())
         row["requests"] += 1
@@ -541,7 +311,7 @@ class Teacher:
         data = sorted(data, key=lambda d: d["index"] if isinstance(d.get("index"), int) else 0)
         try:
             vectors = [np.asarray(d["embedding"], dtype=np.float32) if isinstance(d.get("embedding"), list)
-                       else _vector(d["embedding"]) for d in data]
+                       else vector_of(d["embedding"]) for d in data]
         except (KeyError, TypeError, ValueError):
             return None, None, "malformed: an embedding that is not a list of numbers"
         if len({v.shape for v in vectors}) != 1 or vectors[0].ndim != 1 or not vectors[0].size:
@@ -558,14 +328,14 @@ class Teacher:
             if attempt:
                 self.stats["retries"] += 1
             await self._limit.acquire()
-            endpoint = self._route(seed, attempt, endpoints)  # after the wait, so it sees the endpoints' health as it is now
+            endpoint = self._router.pick(seed, attempt, endpoints)  # after the wait, so it sees the endpoints' health as it is now
             ok, wait = False, None
             try:
                 answer, wait, last = await post(endpoint)
                 ok = answer is not None
             finally:
                 await self._limit.release(ok)
-            self._note(endpoint, ok, last)
+            self._router.note(endpoint, ok, last)
             if ok:
                 return endpoint, answer, ""
             self.stats["errors_" + last.split(":")[0].replace(" ", "_")] += 1
@@ -628,7 +398,7 @@ class Teacher:
             return None, "malformed: response without message content"
         # servers may send the `n` choices in any order
         choices = sorted(choices, key=lambda c: c["index"] if isinstance(c.get("index"), int) else 0)
-        texts = [_choice_text(c, raw_text) for c in choices]
+        texts = [choice_text(c, raw_text) for c in choices]
         if not all(isinstance(t, str) for t in texts):
             return None, "malformed: response without message content"
         usage = body.get("usage") or {}
@@ -647,7 +417,7 @@ class Teacher:
                   "completion_tokens": completion, "cost": cost}
         if len(texts) > 1:
             answer["texts"] = texts
-        if (logprobs := _logprobs(choices[0])) is not None:
+        if (logprobs := logprobs_of(choices[0])) is not None:
             answer["logprobs"] = logprobs
         return answer, ""
 
@@ -662,7 +432,7 @@ class Teacher:
                     self._start_embedded()  # blocks the loop on purpose: see _start_embedded
             base_url, key = self._server.base_url, "unused"
         else:
-            base_url, key = endpoint.base_url, self._api_key(endpoint)
+            base_url, key = endpoint.base_url, self.api_key(endpoint)
         if base_url not in self._clients:
             pool = httpx.Limits(max_connections=self.config.max_concurrency,
                                 max_keepalive_connections=self.config.max_concurrency)
@@ -702,7 +472,7 @@ class Teacher:
             raise TeacherError(f"the teacher at {endpoint.name} has answered nothing for {silent:.0f}s (last error: "
                                f"{error}); check that it is running, then rerun: answered requests are cached")
 
-    def _api_key(self, endpoint: Endpoint) -> str:
+    def api_key(self, endpoint: Endpoint) -> str:
         if endpoint.key_env in self._keys:
             return self._keys[endpoint.key_env]
         key = os.environ.get(endpoint.key_env)
@@ -715,7 +485,7 @@ class Teacher:
         self._keys[endpoint.key_env] = key
         return key
 
-    def _prompt_tokens(self, messages: list[dict] | str) -> int:
+    def prompt_tokens(self, messages: list[dict] | str) -> int:
         """A request's prompt tokens for its budget reservation: counted when a tokenizer is known, else over-
         estimated from its characters."""
         if self.config.tokenizer or self._server is not None:
@@ -745,42 +515,3 @@ class Teacher:
                                                          return_dict=True)["input_ids"]
         self.stats["tokens_counted"] += 1
         return len(prompt), sum(len(self._tokenizer.encode(t, add_special_tokens=False)) for t in completions)
-
-
-def _vector(value: str):
-    """A float32 vector from its base64 bytes (how the cache stores embeddings, and `encoding_format=base64`)."""
-    import numpy as np
-
-    return np.frombuffer(base64.b64decode(value), dtype=np.float32).copy()
-
-
-def _choice_text(choice: dict, raw_text: bool) -> str | None:
-    """A choice's text: `text` of a raw completion, `message.content` of a chat answer."""
-    if raw_text:
-        return choice.get("text")
-    message = choice.get("message")
-    return message.get("content") if isinstance(message, dict) else None
-
-
-def _logprobs(choice: dict) -> list[dict] | None:
-    """A choice's token logprobs as [{"token", "logprob", "top": {token: logprob}}], from the chat format
-    (`logprobs.content`) or the legacy completions format (`tokens`, `token_logprobs`, `top_logprobs`)."""
-    found = choice.get("logprobs")
-    if not isinstance(found, dict):
-        return None
-    if isinstance(found.get("content"), list):
-        return [{"token": t.get("token"), "logprob": t.get("logprob"),
-                 "top": {x.get("token"): x.get("logprob") for x in t.get("top_logprobs") or [] if isinstance(x, dict)}}
-                for t in found["content"] if isinstance(t, dict)]
-    if isinstance(found.get("tokens"), list):
-        tops = found.get("top_logprobs") or [None] * len(found["tokens"])
-        return [{"token": t, "logprob": lp, "top": dict(top or {})}
-                for t, lp, top in zip(found["tokens"], found.get("token_logprobs") or [], tops)]
-    return None
-
-
-def _result(answer: dict, cached: bool = False) -> Result:
-    """A Result from an answer as `_post` makes it and the cache stores it."""
-    return Result(answer["text"], None, answer.get("finish_reason"), answer.get("prompt_tokens") or 0,
-                  answer.get("completion_tokens") or 0, cached=cached, texts=answer.get("texts") or [answer["text"]],
-                  logprobs=answer.get("logprobs"))

@@ -44,7 +44,7 @@ import polars as pl
 
 from pipelines.core.config import temperature_setting, top_p_setting
 from pipelines.core.stage import Context, MapStage, teacher_for, with_drops
-from pipelines.teacher.client import Request, Result
+from pipelines.teacher.wire import Request, Result
 
 
 def seed_number(text: str) -> int:

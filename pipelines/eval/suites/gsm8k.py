@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pipelines.eval.suites import shipped
 from pipelines.prompts.answers import agrees, final_answer, reference_of
-from pipelines.teacher.client import Request
+from pipelines.teacher.wire import Request
 
 NAME = "gsm8k"
 ABOUT = "GSM8K test problems, exact match of the final number (accuracy)"

@@ -14,7 +14,7 @@ from scipy.special import expit
 from pipelines.core.errors import ConfigError
 from pipelines.eval.suites import shipped
 from pipelines.prompts.feedback import pair_first, pair_request
-from pipelines.teacher.client import Request
+from pipelines.teacher.wire import Request
 
 NAME = "judged"
 ABOUT = ("win rate against the baseline on AlpacaEval instructions, judged in both orders (a tie = 1/2), and "
