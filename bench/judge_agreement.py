@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from graded_pairs import graded_pairs  # noqa: E402
 
 from pipelines.core.stage import Context  # noqa: E402
-from pipelines.stages.feedback import COMPLETIONS  # noqa: E402
+from pipelines.stages.pairs import COMPLETIONS  # noqa: E402
 from pipelines.stages.judge import Judge  # noqa: E402
 from pipelines.stages.ingest import Ingest  # noqa: E402
 from pipelines.teacher.client import Teacher  # noqa: E402

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from judge_agreement import interval  # noqa: E402
 
-from pipelines.prompts.feedback import point_request, point_score  # noqa: E402
+from pipelines.prompts.ultrafeedback import point_request, point_score  # noqa: E402
 from pipelines.teacher.client import Teacher  # noqa: E402
 from pipelines.teacher.config import TeacherConfig  # noqa: E402
 from pipelines.teacher.server import EmbeddedConfig  # noqa: E402

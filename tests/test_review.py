@@ -24,7 +24,7 @@ from starlette.testclient import TestClient
 from conftest import ROOT, report, run_build
 from pipelines.core import labels as L
 from pipelines.review.app import create_app
-from test_feedback import scripted_judge
+from test_ultrafeedback import scripted_judge
 from test_teacher import FaultServer
 
 DATA = Path(__file__).parent / "data" / "review"

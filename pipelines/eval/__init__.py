@@ -6,7 +6,7 @@ trained model can do, measured.
 - `suites/`: one small module per suite, each turning items into requests through the one teacher client and
   scoring the answers per item; a user's own in `PIPELINES_SUITE_PATH` folders.
 - `following.py`: the instruction-following suites (their checks: `pipelines.prompts.following`; IFEval's
-  constraints drawn onto an instruction: `pipelines.prompts.constraints`; IFBench's prompts and the NLTK data from
+  constraints drawn onto an instruction: `pipelines.prompts.verified_if`; IFBench's prompts and the NLTK data from
   pinned wheels: `pipelines.teacher.eval_data`).
 - `stats.py`: bootstrap confidence intervals, paired differences against a baseline.
 - `lineage.py`: the training data of a model, found through its lineage, removed from the suites' items.

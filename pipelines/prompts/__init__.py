@@ -2,7 +2,7 @@
 
 `load("ultrachat")` returns `ultrachat.yaml` parsed (cached); `fill(template, **values)` fills its `{name}` fields
 (`str.format`: a value is never parsed again, so a `{` in a user's text is safe). The modules beside the files
-(`ultrachat.py`, `feedback.py`, `self_instruct.py`) build requests from them and parse the answers; they hold no
+(`ultrachat.py`, `ultrafeedback.py`, `self_instruct.py`) build requests from them and parse the answers; they hold no
 prose. A stage names its files in `prompt_files` (`"prompts/ultrachat.yaml"`, relative to `pipelines/`), and cards
 hash those files, so a card's prompt hash changes when what the teacher reads changes, not when code does.
 A recipe outside this tree may name a file by absolute path.

@@ -29,7 +29,7 @@ from pipelines.stages.export import ExportSFT
 from pipelines.prompts.score import TOP
 from pipelines.stages.score import Score
 from pipelines.stages.select import SelectSettings
-from pipelines.stages.feedback import ToPrompts
+from pipelines.stages.pairs import ToPrompts
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.redact import redact_setting
 from pipelines.stages.validate import Validate

@@ -27,7 +27,7 @@ from pipelines.stages.export import ExportSFT
 from pipelines.stages.orca import DEFAULT_PROMPTS, AnswerSampling, ExplainAnswers, SeedOrca, system_messages
 from pipelines.stages.redact import redact_setting
 from pipelines.stages.validate import Validate
-from pipelines.stages.verify import CheckAnswers
+from pipelines.stages.reasoning import CheckAnswers
 from pipelines.teacher.config import TeacherConfig
 
 

@@ -22,7 +22,7 @@ from pipelines.stages.dedup import Decontaminate, ExactDedup
 from pipelines.stages.export import ExportSFT
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.validate import Validate
-from pipelines.stages.verify import ReasoningSampling, SplitReference, Verify
+from pipelines.stages.reasoning import ReasoningSampling, SplitReference, Verify
 from pipelines.teacher.config import TeacherConfig
 
 PROBLEMS = "data/reasoning_problems.jsonl"

@@ -16,9 +16,9 @@ from pipelines.core.recipe import Inputs, Recipe, Refresh
 from pipelines.core.stage import Stage
 from pipelines.recipes._settings import benchmarks_setting, gen_fraction_setting, index_setting, test_fraction_setting, threshold_setting
 from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
-from pipelines.stages.dialogue import AskOpening, Sampling, SimulateDialogue
+from pipelines.stages.ultrachat import AskOpening, Sampling, SimulateDialogue
 from pipelines.stages.export import ExportSFT
-from pipelines.stages.seeds import SeedUltraChat
+from pipelines.stages.ultrachat import SeedUltraChat
 from pipelines.stages.validate import Validate
 from pipelines.teacher.config import TeacherConfig
 from pipelines.teacher.server import EmbeddedConfig

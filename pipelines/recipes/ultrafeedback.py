@@ -22,7 +22,8 @@ from pipelines.recipes._settings import benchmarks_setting, index_setting, test_
 from pipelines.release import preference_card
 from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
 from pipelines.stages.export_prefs import ExportPrefs
-from pipelines.stages.feedback import Binarize, Complete, ToPrompts
+from pipelines.stages.pairs import Binarize, ToPrompts
+from pipelines.stages.ultrafeedback import Complete
 from pipelines.stages.judge import MODES, Judge
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.redact import redact_setting

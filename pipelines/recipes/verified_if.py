@@ -23,10 +23,10 @@ from pipelines.core.recipe import Inputs, Recipe
 from pipelines.core.stage import Stage
 from pipelines.recipes._settings import benchmarks_setting, test_fraction_setting
 from pipelines.release import preference_card
-from pipelines.stages.constraints import CheckSample, Constrain, IFSampling, pass_table
+from pipelines.stages.verified_if import CheckSample, Constrain, IFSampling, pass_table
 from pipelines.stages.dedup import Decontaminate, ExactDedup
 from pipelines.stages.export_prefs import ExportPrefs
-from pipelines.stages.feedback import Binarize, ToPrompts
+from pipelines.stages.pairs import Binarize, ToPrompts
 from pipelines.stages.ingest import Ingest
 from pipelines.teacher.config import TeacherConfig
 

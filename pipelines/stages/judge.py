@@ -16,7 +16,8 @@ Judge: prompt, completions -> completions rated (ratings per aspect, overall), o
 Pointwise and pairwise rate `overall` only (binarize with score=overall). A judge answer that is neither valid JSON
 nor the `Rating: X` text format is asked again (`teacher.reasks`), then counted as a parse failure; a completion
 missing a rating is left out, and a prompt left with fewer than two rated completions is dropped with the judge's
-error (`judge_failed`): no pair ever carries a null rating. The requests are built in `pipelines/prompts/feedback.py`.
+error (`judge_failed`): no pair ever carries a null rating. The requests are built in
+`pipelines/prompts/ultrafeedback.py`.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from statistics import mean
 import polars as pl
 
 from pipelines.core.errors import ConfigError
-from pipelines.prompts import feedback as F
+from pipelines.prompts import ultrafeedback as F
 from pipelines.teacher.wire import Request, Result
 from pipelines.teacher.stage import TeacherStage, Verdict
-from pipelines.stages.feedback import COMPLETIONS
+from pipelines.stages.pairs import COMPLETIONS
 
 MODES = ("listwise", "pointwise", "pairwise")
 JUDGED = (*F.ASPECTS, F.OVERALL)

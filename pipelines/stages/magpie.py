@@ -23,7 +23,7 @@ import polars as pl
 from pipelines.core.config import max_tokens_setting, temperature_setting, top_p_setting
 from pipelines.core.errors import ConfigError, TeacherError
 from pipelines.core.stage import MESSAGES, Context, MapStage, Source, with_drops
-from pipelines.prompts import feedback as F
+from pipelines.prompts import ultrafeedback as F
 from pipelines.prompts import magpie as M
 from pipelines.teacher.wire import Request, Result
 from pipelines.teacher.guards import trim_cut_answer

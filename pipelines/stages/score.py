@@ -20,7 +20,7 @@ import polars as pl
 
 from pipelines.core.stage import Context, MapStage
 from pipelines.prompts import score as S
-from pipelines.prompts.feedback import point_request, point_score
+from pipelines.prompts.ultrafeedback import point_request, point_score
 from pipelines.teacher.stage import Asks
 
 COMPLEXITY = ("complexity", "complexity_rationale")
@@ -41,7 +41,7 @@ class Score(Asks, MapStage):
     requires = ("messages",)
     teacher_role = "judge"
     batch_size = 32
-    prompt_files = (S.PROMPT_FILE, "prompts/feedback.yaml")
+    prompt_files = (S.PROMPT_FILE, "prompts/ultrafeedback.yaml")
 
     def __post_init__(self):
         self.group_by = self.group or None

@@ -1,10 +1,10 @@
 """GSM8K test problems (the shipped MIT-licensed set), greedy, scored by exact match of the final number with the
-project's answer extraction (`pipelines.prompts.answers`: `#### N`, "the answer is N", else the last number)."""
+project's answer extraction (`pipelines.prompts.reasoning`: `#### N`, "the answer is N", else the last number)."""
 
 from __future__ import annotations
 
 from pipelines.eval.suites import shipped
-from pipelines.prompts.answers import agrees, final_answer, reference_of
+from pipelines.prompts.reasoning import agrees, final_answer, reference_of
 from pipelines.teacher.wire import Request
 
 NAME = "gsm8k"

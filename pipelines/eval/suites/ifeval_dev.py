@@ -5,7 +5,7 @@ distribution.
 Made by `make()` (shipped as `pipelines/data/ifeval_dev.jsonl`; `python -m pipelines.eval.suites.ifeval_dev`
 rewrites it): each of the project's own seed instructions (the UltraFeedback prompts, the UltraChat writing tasks and
 topics, the Self-Instruct seed tasks without input; none from IFEval or IFBench) gets one to three constraints
-(`pipelines.prompts.constraints`) drawn by a seeded generator. The `verified_if` recipe draws its constraints the same
+(`pipelines.prompts.verified_if`) drawn by a seeded generator. The `verified_if` recipe draws its constraints the same
 way onto other instructions (the Orca prompts, reasoning problems and Self-Instruct seed tasks with input, by
 default)."""
 
@@ -17,7 +17,7 @@ from importlib import resources
 
 from pipelines.eval import following
 from pipelines.eval.suites import shipped
-from pipelines.prompts.constraints import constrain
+from pipelines.prompts.verified_if import constrain
 
 NAME = "ifeval_dev"
 ABOUT = ("the project's IFEval-type dev set (its own seed instructions), prompt-level strict accuracy by IFEval's "

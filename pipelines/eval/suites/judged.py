@@ -13,7 +13,7 @@ from scipy.special import expit
 
 from pipelines.core.errors import ConfigError
 from pipelines.eval.suites import shipped
-from pipelines.prompts.feedback import pair_first, pair_request
+from pipelines.prompts.ultrafeedback import pair_first, pair_request
 from pipelines.teacher.wire import Request
 
 NAME = "judged"

@@ -2,7 +2,7 @@
 checkers.
 
 Constrain:   messages, prompt -> `variants` rows per prompt, each the prompt with one to three constraints drawn onto
-             it (`pipelines.prompts.constraints`, seeded by the prompt and the variant); `meta` keeps the base prompt,
+             it (`pipelines.prompts.verified_if`, seeded by the prompt and the variant); `meta` keeps the base prompt,
              the instruction ids and their kwargs.
 CheckSample: messages, meta -> completions: `samples` answers per prompt from the teacher (the student served as
              GGUF, or any endpoint), each checked strictly (`pipelines.prompts.following.check`); a completion's
@@ -23,7 +23,7 @@ import polars as pl
 
 from pipelines.core.config import max_tokens_setting, temperature_setting
 from pipelines.core.stage import MESSAGES, Context, MapStage
-from pipelines.stages.feedback import COMPLETIONS
+from pipelines.stages.pairs import COMPLETIONS
 from pipelines.teacher.wire import Request, Result
 from pipelines.teacher.stage import Sampling, TeacherStage, Verdict
 from schemas import conversation_id, prompt_id
@@ -39,7 +39,7 @@ class Constrain(MapStage):
     batch_size = 256
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        from pipelines.prompts.constraints import constrain
+        from pipelines.prompts.verified_if import constrain
 
         out = []
         for row in batch.to_dicts():

@@ -9,7 +9,7 @@ following, honesty (N/A allowed), truthfulness and helpfulness on 1-5, with a ra
     Rating: 4
     Rationale: ...
 
-and `parse_ratings` reads each. All the wording (`feedback.yaml`) was written for this project.
+and `parse_ratings` reads each. All the wording (`ultrafeedback.yaml`) was written for this project.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pipelines.prompts import fill, load
 from pipelines.teacher.wire import Request
 from pipelines.teacher.structured import check, parse_json
 
-PROMPT_FILE = "prompts/feedback.yaml"
-TEXT = load("feedback")
+PROMPT_FILE = "prompts/ultrafeedback.yaml"
+TEXT = load("ultrafeedback")
 PRINCIPLES: dict[str, tuple[str, ...]] = {name: tuple(options) for name, options in TEXT["principles"].items()}
 ASPECTS: dict[str, str] = TEXT["aspects"]
 OVERALL = "overall"

@@ -1,5 +1,5 @@
 """Verified answers by rejection sampling: sample k answers per prompt, keep those whose final answer agrees with the
-reference (rules in `pipelines.prompts.answers`).
+reference (rules in `pipelines.prompts.reasoning`).
 
 SplitReference: messages -> id, prompt, prompt_id, reference, answer_kind, reference_answer (the last assistant turn
                 is the reference; a record without a final answer the rules read is dropped as `no_reference`)
@@ -18,7 +18,7 @@ import polars as pl
 
 from pipelines.core.config import max_tokens_setting
 from pipelines.core.stage import MESSAGES, Context, MapStage, with_drops
-from pipelines.prompts.answers import Reference, agrees, final_answer, reference_of, solve_request
+from pipelines.prompts.reasoning import Reference, agrees, final_answer, reference_of, solve_request
 from pipelines.teacher.guards import trim_cut_answer
 from pipelines.teacher.stage import Asks, Sampling
 from schemas import conversation_id, prompt_id

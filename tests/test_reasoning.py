@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import ROOT, report, run_build  # noqa: E402
-from pipelines.prompts.answers import Reference, agrees, final_answer, reference_of  # noqa: E402
+from pipelines.prompts.reasoning import Reference, agrees, final_answer, reference_of  # noqa: E402
 
 GSM8K = ROOT.parent / "shared" / "data" / "real" / "gsm8k_test.jsonl"
 

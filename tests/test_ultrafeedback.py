@@ -20,8 +20,9 @@ from trl.data_utils import is_conversational, maybe_extract_prompt
 from conftest import run_build
 
 from pipelines.core.stage import Context
-from pipelines.prompts import feedback as F
-from pipelines.stages.feedback import COMPLETIONS, Binarize, Complete
+from pipelines.prompts import ultrafeedback as F
+from pipelines.stages.pairs import COMPLETIONS, Binarize
+from pipelines.stages.ultrafeedback import Complete
 from pipelines.stages.judge import JUDGED, Judge, agreement, orders, pair_scores
 from pipelines.teacher.client import Teacher
 from pipelines.teacher.config import TeacherConfig
