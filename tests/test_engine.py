@@ -88,8 +88,9 @@ def bare_cache(tmp_path, monkeypatch):
     os.symlink(real / "smollm2-135m-instruct", cache / "smollm2-135m-instruct")
     monkeypatch.setenv("PIPELINES_CACHE", str(cache))
     monkeypatch.delenv("PIPELINES_LLAMA_SERVER", raising=False)
-    llama.prebuilt_binary().parent.mkdir(parents=True)
-    (llama.prebuilt_binary().parent / llama.UNUSABLE).write_text("not here\n")
+    for binary in (llama.prebuilt_binary(), llama.debian_binary()):  # no prebuilt one runs here
+        binary.parent.mkdir(parents=True)
+        (binary.parent / llama.UNUSABLE).write_text("not here\n")
     return cache
 
 

