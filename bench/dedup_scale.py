@@ -93,7 +93,7 @@ def run_engine(engine: str, parts: Path, run_dir: Path, object_store_mb: int, sp
 
     from pipelines.core.runner import Runner
     from pipelines.core.stage import Context
-    from pipelines.engines import RayEngine
+    from pipelines.engines.ray import RayEngine
     from pipelines.stages.dedup import NearDedup
 
     spilling = {"type": "filesystem", "params": {"directory_path": str(spill)}}

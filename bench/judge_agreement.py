@@ -77,7 +77,7 @@ def outcome(a: float | None, b: float | None) -> float | None:
 
 
 def measure(judge: Judge, frame: pl.DataFrame, teacher: Teacher, pairs: list[dict]) -> dict:
-    ctx = Context(run_dir=Path(tempfile.mkdtemp()), config=None, teacher=teacher)
+    ctx = Context(run_dir=Path(tempfile.mkdtemp()), config=None, clients={"teacher": teacher})
     started = time.monotonic()
     out = judge.process(frame, ctx)
     seconds = time.monotonic() - started

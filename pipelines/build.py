@@ -88,7 +88,7 @@ def estimate_table(stages, clients: dict) -> str:
     for stage in stages:
         asked = [(role, desc, row) for role, client in clients.items() for desc, row in client.estimate.items()
                  if desc == stage.name or desc.startswith(stage.name + ":")]  # a stage may name its asks `name: ...`
-        if unknown and stage.uses_teacher and not asked:
+        if unknown and getattr(stage, "uses_teacher", False) and not asked:
             lines.append(f"| {stage.name} | {stage.teacher_role} | not known: its rows come from answers not yet "
                          f"given | - | - | - | - | - |")
         bound = "at least " if unknown else ""
@@ -111,8 +111,8 @@ def _clients_and_context(recipe, cfg, stages, run_dir: Path, work_dir: Path, lim
     logs = {"teacher": "server.log", "judge": "judge-server.log", "embedder": "embedder-server.log"}
     clients = {role: Teacher(config, run_dir / "requests.sqlite", work_dir / logs[role], log=log, role=role)
                for role, config in recipe.clients(cfg).items()}  # none (ingest): no server ever starts
-    ctx = Context(run_dir=work_dir, config=cfg, teacher=clients.get("teacher"), judge=clients.get("judge"),
-                  embedder=clients.get("embedder"), log=logging.getLogger("pipelines"), limit=limit, stages=stages)
+    ctx = Context(run_dir=work_dir, config=cfg, clients=clients, log=logging.getLogger("pipelines"), limit=limit,
+                  stages=stages)
     return clients, ctx
 
 
@@ -122,7 +122,8 @@ def _build_in(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
     from pipelines.engines import engine_named
     from pipelines.release.report import judge_summary, print_table, write_report
     from pipelines.core.files import write_text
-    from pipelines.core.runner import TEACHER_STATS, Runner, write_quarantine
+    from pipelines.core.quarantine import write_quarantine
+    from pipelines.core.runner import TEACHER_STATS, Runner
     from pipelines.release.cards import write_card
 
     if args.fresh:

@@ -17,11 +17,12 @@ import pytest
 import ray  # noqa: F401  (the dev extra installs it: a missing Ray fails here, it is not skipped)
 
 from pipelines.core.config import apply_overrides
-from pipelines.core.runner import Runner, read_parts, rebatch
+from pipelines.core.parts import read_parts
+from pipelines.core.runner import Runner, rebatch
 from pipelines.core.stage import Context
 from pipelines.dedup.lsh import band_keys, candidate_pairs, components, large_star, min_equal, similar_pairs, small_star
 from pipelines.dedup.minhash import MinHashParams, signatures
-from pipelines.engines import RayEngine, batch_plan, read_batch
+from pipelines.engines.ray import RayEngine, batch_plan, read_batch
 from pipelines.recipes import load_recipe, names
 from pipelines.stages.dedup import NearDedup
 from tests.conftest import ROOT
@@ -33,7 +34,7 @@ ray.init(address="local", num_cpus=2, object_store_memory=300 * 2**20, include_d
 from pathlib import Path
 from pipelines.core.runner import Runner
 from pipelines.core.stage import Context
-from pipelines.engines import RayEngine
+from pipelines.engines.ray import RayEngine
 from pipelines.stages.dedup import NearDedup
 stage = NearDedup(index=sys.argv[4] if len(sys.argv) > 4 else "")
 stage.batch_size = int(sys.argv[3])
@@ -377,4 +378,4 @@ def test_the_stages_ray_runs_can_be_shipped_to_workers(name):
     for stage in shipped:
         copy = pickle.loads(pickle.dumps(stage))
         assert type(copy) is type(stage) and copy.settings() == stage.settings()
-    assert not any(stage.uses_teacher for stage in shipped)
+    assert not any(getattr(stage, "uses_teacher", False) for stage in shipped)

@@ -300,7 +300,7 @@ def test_a_part_holding_invalid_utf8_is_never_written(tmp_path):
     import pyarrow as pa
 
     from pipelines.core.errors import PipelineError
-    from pipelines.core.runner import _write_atomic
+    from pipelines.core.parts import write_atomic
 
     content = pa.Array.from_buffers(pa.string(), 2, [None, pa.py_buffer(np.array([0, 2, 4], np.int32)),
                                                      pa.py_buffer(b"ok\xff\xfe")])
@@ -308,5 +308,5 @@ def test_a_part_holding_invalid_utf8_is_never_written(tmp_path):
                                         pa.StructArray.from_arrays([content, content], names=["role", "content"]))
     frame = pl.from_arrow(pa.table({"messages": messages}))
     with pytest.raises(PipelineError, match="invalid data"):
-        _write_atomic(frame, tmp_path / "part-00000.parquet")
+        write_atomic(frame, tmp_path / "part-00000.parquet")
     assert list(tmp_path.iterdir()) == []

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from conftest import ROOT, report
-from pipelines.core.runner import write_quarantine
+from pipelines.core.quarantine import write_quarantine
 from pipelines.core.stage import DROP, Context
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.redact import Redact

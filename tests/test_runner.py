@@ -6,7 +6,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines.core.runner import Runner, read_output
+from pipelines.core.parts import read_output
+from pipelines.core.runner import Runner
 from pipelines.core.stage import Context, MapStage, Source, with_drops
 
 

@@ -25,7 +25,7 @@ def rows() -> pl.DataFrame:
 def test_scores_are_on_their_scales_with_rationales_or_counted_unreadable(tmp_path, teacher_server):
     judge = Teacher(TeacherConfig(base_url=teacher_server.base_url, model=teacher_server.model, reasks=1),
                     tmp_path / "requests.sqlite", tmp_path / "server.log", log=lambda m: None)
-    ctx = Context(run_dir=tmp_path, config=None, teacher=judge)
+    ctx = Context(run_dir=tmp_path, config=None, clients={"teacher": judge})
     try:
         for stage in (Score(), Score(group="root_id")):
             ctx.counters.clear()

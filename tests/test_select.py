@@ -102,7 +102,7 @@ def test_embed_then_select_keeps_the_best_of_each_paraphrase_group(embedder, tmp
     texts = ["How do I bake sourdough bread at home?", "How can I bake sourdough bread at home?",
              "Explain how photosynthesis works in plants.", "Explain how plants do photosynthesis.",
              "Write a haiku about the first snow of winter."]
-    ctx = Context(run_dir=tmp_path, config=None, embedder=embedder)
+    ctx = Context(run_dir=tmp_path, config=None, clients={"embedder": embedder})
     embedded = Embed().process(rows(texts, [5.0, 7.0, 6.0, None, 4.0]), ctx)
     assert embedded["embedding"].dtype == pl.Array(pl.Float32, 384)
     stage = Select(score="reward", min_distance=0.05)
@@ -121,7 +121,7 @@ def test_embed_then_select_keeps_the_best_of_each_paraphrase_group(embedder, tmp
 def test_a_failed_embedding_drops_its_row_with_the_reason(tmp_path):
     client = Teacher(TeacherConfig(base_url="http://127.0.0.1:9/v1", model="none", max_retries=0,
                                    down_after_s=0.5), Path(tmp_path) / "r.sqlite", Path(tmp_path) / "s.log")
-    ctx = Context(run_dir=tmp_path, config=None, embedder=client)
+    ctx = Context(run_dir=tmp_path, config=None, clients={"embedder": client})
     with pytest.raises(Exception, match="did not answer|answered nothing"):  # nothing listens there: the run stops
         Embed().process(rows(["a question"], [1.0]), ctx)
     client.close()
@@ -140,7 +140,7 @@ def test_semantic_dedup_drops_planted_paraphrases_that_minhash_keeps(embedder, t
               "Who painted the Mona Lisa?", "Summarise the plot of Hamlet in two sentences."]
     texts = [t for pair in pairs for t in pair] + others
     assert not len(pairs_of_texts(pl.Series(texts), MinHashParams(), 0.5))  # MinHash sees no pair at all
-    ctx = Context(run_dir=tmp_path, config=None, embedder=embedder)
+    ctx = Context(run_dir=tmp_path, config=None, clients={"embedder": embedder})
     embedded = Embed().process(rows(texts, [1.0] * len(texts)), ctx)
     stage = SemanticDedup(eps=0.1, clusters=2)
     out = list(stage.run(iter([embedded]), ctx))[0]
@@ -185,7 +185,7 @@ def test_refused_embeddings_drop_their_rows_with_the_reason(tmp_path):
     with error_endpoint(lambda path: 400, "model does not support embeddings") as url:  # as an API answers
         client = Teacher(TeacherConfig(base_url=url, model="chat-only"), tmp_path / "r.sqlite", tmp_path / "s.log",
                          log=lambda m: None)
-        ctx = Context(run_dir=tmp_path, config=None, embedder=client)
+        ctx = Context(run_dir=tmp_path, config=None, clients={"embedder": client})
         try:
             out = Embed().process(rows(["a question", "another"], [1.0, 2.0]), ctx)
         finally:

@@ -200,7 +200,7 @@ def test_generation_rounds_filters_and_counts_on_the_original_seeds(tmp_path):
     stage = GenerateInstructions(seed_tasks=tuple((t["id"], t["instruction"]) for t in tasks), sampling=Sampling(),
                                  n_instructions=15, max_rounds=5, requests_per_round=4)
     teacher = CannedTeacher(answers)
-    ctx = Context(run_dir=tmp_path, config=None, teacher=teacher)
+    ctx = Context(run_dir=tmp_path, config=None, clients={"teacher": teacher})
     rows = pl.concat(list(stage.read(ctx)))
     kept = rows.filter(pl.col(DROP).is_null())
     # Round 1: 7 of 9 candidates kept (two repeats), one answer without tasks; round 2: 7 of 8 kept, one answer

@@ -25,7 +25,7 @@ from pipelines.teacher.stage import Sampling, TeacherStage, Verdict  # noqa: E40
 def context(tmp_path: Path, base_url: str, model: str) -> Context:
     teacher = Teacher(TeacherConfig(base_url=base_url, model=model, max_retries=0), tmp_path / "requests.sqlite",
                       tmp_path / "server.log", log=lambda m: None)
-    return Context(run_dir=tmp_path, config=None, teacher=teacher)
+    return Context(run_dir=tmp_path, config=None, clients={"teacher": teacher})
 
 
 def docstring_example() -> type:
@@ -42,7 +42,7 @@ def test_the_docstring_example_runs_as_written(tmp_path, teacher_server):
     ctx = context(tmp_path, teacher_server.base_url, teacher_server.model)
     texts = ["Bees dance to show where flowers are.", "Copper carries electricity well, so wires use it."]
     out = summarize.process(pl.DataFrame({"id": ["a", "b"], "text": texts}), ctx)
-    ctx.teacher.close()
+    ctx.clients["teacher"].close()
     assert out.columns == ["id", "text", "summary", DROP] and out.height == 2
     assert all(s.strip() for s in out["summary"]) and out[DROP].null_count() == 2
 
@@ -70,7 +70,7 @@ def test_refused_rows_are_asked_again_with_their_attempt_and_counted_once(tmp_pa
     stage.asked = []
     ctx = context(tmp_path, teacher_server.base_url, teacher_server.model)
     out = stage.process(pl.DataFrame({"id": ["a", "b"]}), ctx)
-    ctx.teacher.close()
+    ctx.clients["teacher"].close()
     assert stage.asked == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
     assert ctx.counters["never_reasked"] == 4 and ctx.counters["verdicts"] == 2  # the last verdicts only
     assert out["got"].to_list() == ["2", "2"] and out[DROP].to_list() == ["refused: never good enough"] * 2
@@ -95,6 +95,6 @@ def test_a_row_whose_every_request_failed_is_dropped_unless_the_stage_sees_failu
         assert "no such model" in out[DROP][0]
         stage.sees_failures = True
         seen = stage.process(pl.DataFrame({"id": ["a"]}), ctx)
-        ctx.teacher.close()
+        ctx.clients["teacher"].close()
     assert seen[DROP].to_list() == [None]
     assert [x.startswith("http_400") or "no such model" in x for x in seen["got"][0].split(",")] == [True, True]

@@ -144,7 +144,7 @@ def scripted_judge(favour_first: bool):
 def run_judge(tmp_path: Path, base_url: str, model: str, rows: pl.DataFrame, max_tokens: int = 200):
     teacher = Teacher(TeacherConfig(base_url=base_url, model=model, max_concurrency=8, reasks=1),
                       tmp_path / "requests.sqlite", tmp_path / "server.log", log=lambda m: None)
-    ctx = Context(run_dir=tmp_path, config=None, teacher=teacher)
+    ctx = Context(run_dir=tmp_path, config=None, clients={"teacher": teacher})
     try:
         return Judge(orderings=2, max_tokens=max_tokens).process(rows, ctx), ctx, teacher
     finally:
@@ -215,7 +215,7 @@ def test_completions_go_to_each_model_of_the_pool_in_turn_with_sampled_principle
     first, second = fault_server(answer=answer), fault_server(answer=answer)
     config = TeacherConfig(base_url=first.url, model="model-a", pool=(f"{second.url}?model=model-b",))
     teacher = Teacher(config, tmp_path / "requests.sqlite", tmp_path / "server.log", log=lambda m: None)
-    ctx = Context(run_dir=tmp_path, config=None, teacher=teacher)
+    ctx = Context(run_dir=tmp_path, config=None, clients={"teacher": teacher})
     rows = pl.DataFrame({"messages": [PROMPT, [{"role": "user", "content": "Name a star."}]],
                          "prompt_id": ["a" * 64, "b" * 64]})
     try:
@@ -368,7 +368,7 @@ def test_the_embedded_judge_tells_a_good_answer_from_a_bad_one_in_both_modes(tmp
     rows = rated_rows(unrated(bad, good)).with_columns(pl.Series("prompt", [question]))
     config = TeacherConfig(max_concurrency=4, embedded=EmbeddedConfig(model=DEFAULT_JUDGE))
     teacher = Teacher(config, tmp_path / "requests.sqlite", tmp_path / "judge.log", log=lambda m: None)
-    ctx = Context(run_dir=tmp_path, config=None, teacher=teacher)
+    ctx = Context(run_dir=tmp_path, config=None, clients={"teacher": teacher})
     try:
         for mode in ("pointwise", "pairwise"):
             out = Judge(mode=mode).process(rows, ctx)

@@ -11,12 +11,13 @@
 A stage marks rows to remove by setting `drop_reason` (null keeps the row). Reasons read `"category: detail"`;
 the report counts them by category. A dropped row may also carry `locator` (`file.jsonl:17`) and `raw` (the record
 as read); those two columns are removed from kept rows, and every drop ends up in `runs/<recipe>/quarantine.parquet`.
-Stages are dataclasses: their fields are their config and fingerprint.
+Stages are dataclasses: their fields are their config and, with what `identity(ctx)` adds, their fingerprint.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import random
 from collections import Counter
@@ -31,17 +32,16 @@ from pipelines.core.errors import SchemaError
 DROP = "drop_reason"
 QUARANTINE_ONLY = ("locator", "raw")  # columns a stage may set on dropped rows only: where a record was, as read
 MESSAGES = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))  # schemas.MESSAGE in polars
+PACKAGE = Path(__file__).resolve().parents[1]  # pipelines/: stages name their prompt files from here
 
 
 @dataclass
 class Context:
-    """What a stage may use besides its input: where to write, the teacher, a seeded rng, the config."""
+    """What a stage may use besides its input: where to write, the clients it talks to, a seeded rng, the config."""
 
     run_dir: Path
     config: Any
-    teacher: Any = None
-    judge: Any = None  # the teacher of stages with teacher_role "judge" (None: the teacher judges)
-    embedder: Any = None  # the client of stages with teacher_role "embedder" (`/v1/embeddings`)
+    clients: dict[str, Any] = field(default_factory=dict)  # by role, as the recipe names them (`Recipe.roles`)
     limit: int | None = None  # --limit: rows a Source may produce
     stages: list = field(default_factory=list)  # the recipe's stages (cards list their teachers and prompts)
     fingerprint: str = ""  # of the stage being run (set by the runner)
@@ -58,12 +58,8 @@ class Stage:
     name: str = "stage"
     requires: tuple[str, ...] = ()
     provides: tuple[str, ...] = ()
-    reads_labels: bool = False  # an export stage that applies human labels (labels.sqlite is in its fingerprint)
     batch_size: int = 256
     group_by: str | None = None  # a column whose equal values (contiguous in the input) a batch never splits
-    uses_teacher: bool = False
-    teacher_role: str = "teacher"  # or "judge": which of the context's teachers the stage talks to
-    other_roles: tuple[str, ...] = ()  # roles it also asks now and then (Evolve asks the judge about its rewrites)
     prompt_files: tuple[str, ...] = ()  # files (under pipelines/) holding a teacher stage's prompts: hashed in cards
     # how an engine may spread the stage over workers: "rows" (any batch anywhere: a map stage with no teacher),
     # "signatures" (a two-pass stage with `sign` and `resolve`: near-dedup), or None (here only)
@@ -84,19 +80,25 @@ class Stage:
             return dataclasses.asdict(self)
         return {}
 
+    def identity(self, ctx: Context) -> dict:
+        """What else its output depends on, as `{key: JSON value}`, for its fingerprint beside its name, settings
+        and input: the sha256 of its `prompt_files` (an edited prompt runs it again), a Source's `--limit`, the
+        identity of the teachers it asks (`pipelines.teacher.stage.Asks`), the human labels an export applies. An
+        override extends `super().identity(ctx)`."""
+        if not self.prompt_files:
+            return {}
+        return {"prompts": {name: hashlib.sha256((PACKAGE / name).read_bytes()).hexdigest()
+                            for name in self.prompt_files}}
+
+    def records(self, ctx: Context) -> dict:
+        """What the stage records in its `_SUCCESS.json` about what it applied, taken when it starts (an export: the
+        digest of the human labels, which the review tool compares with the labels as they are now)."""
+        return {}
+
     def check_columns(self, columns: list[str]) -> None:
         missing = [c for c in self.requires if c not in columns]
         if missing:
             raise SchemaError(f"stage {self.name} needs columns {missing}, but its input has {columns}")
-
-
-def teacher_for(stage: Stage, ctx: Context, role: str | None = None):
-    """The teacher a stage talks to in `role` (default its `teacher_role`): the judge for "judge" when one is
-    configured, else the teacher."""
-    role = role or stage.teacher_role
-    if role == "embedder":
-        return ctx.embedder
-    return ctx.judge if role == "judge" and ctx.judge is not None else ctx.teacher
 
 
 class MapStage(Stage):
@@ -123,6 +125,9 @@ class TwoPassStage(Stage):
 class Source(Stage):
     def read(self, ctx: Context) -> Iterator[pl.DataFrame]:
         raise NotImplementedError
+
+    def identity(self, ctx: Context) -> dict:
+        return {**super().identity(ctx), "limit": ctx.limit}  # --limit changes what a source produces
 
     def run(self, batches, ctx):
         yield from self.read(ctx)

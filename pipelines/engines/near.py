@@ -43,7 +43,6 @@ import os
 import shutil
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,11 +53,11 @@ import pyarrow.parquet as pq
 
 from pipelines.core import progress
 from pipelines.core.files import replace_with, write_json
-from pipelines.core.runner import Runner
+from pipelines.core.parts import write_part
 from pipelines.core.stage import Context, with_drops
 from pipelines.dedup.index import fixed_list, matrix
 from pipelines.dedup.lsh import candidate_pairs, keepers, large_star, min_equal, small_star
-from pipelines.engines import Pieces, _OnWorkers, _unwrapped, batch_plan, read_batch
+from pipelines.engines.ray import OnWorkers, Pieces, batch_plan, read_batch, unwrapped
 from pipelines.stages.dedup import (PLANTED_SAMPLE, PREVIEW_CHARS, NearDedup, compare_text, near_reason, seen_reason,
                                     sorted_clusters)
 
@@ -122,7 +121,7 @@ class NearPlan:
     # -- the driver --------------------------------------------------------------------------------------------------
 
     def run(self, engine, task) -> None:
-        self._workers = engine._on_workers
+        self._workers = engine.on_workers
         self.stage._lock_index(self.stage._index())  # before reading which shards the index has
         try:
             self._layout()
@@ -185,7 +184,7 @@ class NearPlan:
                     for i in batch["id"].to_pylist():
                         if advance is not None:
                             advance(i)
-            _unwrapped(run)
+            unwrapped(run)
         infos = [json.loads((self.work / name / str(i) / "_task.json").read_text()) for i in ids]
         self.report["steps"].append({
             "step": name, "tasks": len(infos), "ran": len(todo), "wall_seconds": round(time.monotonic() - started, 2),
@@ -374,7 +373,7 @@ class NearPlan:
                 reasons[row] = near_reason(kept_id, kept_indexed)
         seen = {row for path in sorted(self.work.glob(f"buckets/*/seen-s{i}.parquet"))
                 for row in pl.read_parquet(path)["row"].to_list()}
-        writer, cache, row, kept = Runner([], self.ctx), {}, shard.first, []
+        cache, row, kept = {}, shard.first, []
         for k, pieces in shard.batches:
             started = time.monotonic()
             batch = read_batch(pieces, cache)
@@ -385,7 +384,7 @@ class NearPlan:
                 started -= self.seconds_before_apply
             self.ctx.counters.clear()
             self.ctx.counters.update(self.counters if k == 0 else {})
-            writer._write_part(self.stage_dir, k, with_drops(batch, marks), started, Counter())
+            write_part(self.stage_dir, k, with_drops(batch, marks), started, self.ctx.counters)
             row += batch.height
         if self.stage.index:
             table = self.signatures(i).take(np.asarray(kept, dtype=np.int64))
@@ -397,7 +396,7 @@ MEMBER_SCHEMA = {"id": pl.String, "length": pl.Int64, "signature": None, "row": 
                  "indexed": pl.Boolean, "preview": pl.String}  # signature: an array of num_perm uint32
 
 
-class _PlanStep(_OnWorkers):
+class _PlanStep(OnWorkers):
     """Runs tasks `todo[id]` of one step; each writes into a fresh directory that is renamed into place when done."""
 
     def __init__(self, plan: NearPlan, step: str, todo: list[int]):

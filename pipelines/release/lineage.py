@@ -82,7 +82,7 @@ def prompt_hashes(stages) -> list[dict]:
     """One row per teacher stage: its role and the sha256 of each file holding its prompts."""
     rows = []
     for stage in stages:
-        if stage.uses_teacher:
+        if getattr(stage, "uses_teacher", False):  # a stage that asks a teacher (`Asks`)
             files = {name: sha256_file(PACKAGE / name) for name in stage.prompt_files}
             rows += [{"stage": stage.name, "role": role, "prompt_files": files}
                      for role in (stage.teacher_role, *stage.other_roles)]

@@ -85,7 +85,8 @@ class Page:
 
 
 def category(column: str) -> pl.Expr:
-    """A reason's category, as `runner.reason_category` reads it: `"near_duplicate: of 3fa2"` -> `"near_duplicate"`."""
+    """A reason's category, as `pipelines.core.parts.reason_category` reads it: `"near_duplicate: of 3fa2"` ->
+    `"near_duplicate"`."""
     return pl.col(column).str.split(":").list.first().str.strip_chars()
 
 

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from pipelines.core.stage import MESSAGES, Context, Stage, split_drops
 from pipelines.dedup.lsh import components, pairs_of_texts
 from pipelines.dedup.minhash import MinHashParams
-from pipelines.stages.labels import label_rows, row_labels
+from pipelines.stages.labels import ReadsLabels, label_rows, row_labels
 from pipelines.stages.dedup import compare_text
 from pipelines.teacher.guards import unit_hash
 from schemas import ARROW_SCHEMAS, MESSAGE, prompt_id
@@ -81,7 +81,7 @@ def first_user_turn(messages: list[dict]) -> str:
 
 
 @dataclass
-class ExportSFT(Stage):
+class ExportSFT(ReadsLabels, Stage):
     test_fraction: float = 0.1
     gen_fraction: float = 0.25
     leakage_threshold: float = 0.8
@@ -89,7 +89,6 @@ class ExportSFT(Stage):
     name = "export"
     requires = ("id", "messages")
     provides = ("prompt", "prompt_id", "split")
-    reads_labels = True
 
     def summary(self, counters: dict) -> dict:
         return {"leakage": self._leakage, **({"review": self._review} if self._review else {})}
@@ -124,7 +123,7 @@ class ExportSFT(Stage):
 
 
 @dataclass
-class ExportRows(Stage):
+class ExportRows(ReadsLabels, Stage):
     """Write the rows as they are (one schema of `schemas/`) to `export/data/train-NNNNN-of-NNNNN.parquet`.
 
     Streams: each input batch is appended to the current shard, so memory stays flat. Its own checkpoint keeps only
@@ -136,7 +135,6 @@ class ExportRows(Stage):
     name = "export"
     requires = ("id",)
     provides = ("id",)
-    reads_labels = True
 
     def summary(self, counters: dict) -> dict:
         reviewed = {k: counters.get(f"review_{k}", 0) for k in ("rows_reviewed", "rows_dropped")}

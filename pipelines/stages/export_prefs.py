@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.core.stage import Context, Stage, split_drops
-from pipelines.stages.labels import label_pairs
+from pipelines.stages.labels import ReadsLabels, label_pairs
 from pipelines.stages.export import part_of, separate_splits
 from pipelines.teacher.guards import unit_hash
 from schemas import PREFERENCE
@@ -41,13 +41,12 @@ def parts(prompt_ids: list[str], test_fraction: float) -> list[str]:
 
 
 @dataclass
-class ExportPrefs(Stage):
+class ExportPrefs(ReadsLabels, Stage):
     test_fraction: float = 0.05
     leakage_threshold: float = 0.8
     name = "export"
     requires = ("prompt", "prompt_id", "chosen", "rejected")
     provides = ("split",)
-    reads_labels = True
 
     def summary(self, counters: dict) -> dict:
         return {"leakage": self._leakage, **({"review": self._review} if self._review else {})}

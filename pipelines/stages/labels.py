@@ -15,11 +15,25 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.core.stage import DROP, with_drops
-from pipelines.core.labels import latest, pair_key
+from pipelines.core.stage import DROP, Context, with_drops
+from pipelines.core.labels import digest, latest, pair_key
 
 SWAPPED = (("chosen", "rejected"), ("score_chosen", "score_rejected"), ("chosen_model", "rejected_model"))
 PAIR_DROPS = {"tie": "human: tie", "both_bad": "human: both bad"}
+
+
+class ReadsLabels:
+    """Mixed into an export stage that applies the human labels: their digest is in its fingerprint (a changed
+    label exports again) and in its `_SUCCESS.json` (what this export applied, for the review tool)."""
+
+    def identity(self, ctx: Context) -> dict:
+        out = super().identity(ctx)
+        if labels := digest(ctx.run_dir):
+            out["labels"] = labels
+        return out
+
+    def records(self, ctx: Context) -> dict:
+        return {**super().records(ctx), "labels": digest(ctx.run_dir)}
 
 
 def row_labels(run_dir: Path) -> dict:

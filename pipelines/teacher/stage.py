@@ -43,8 +43,18 @@ from typing import Callable
 import polars as pl
 
 from pipelines.core.config import temperature_setting, top_p_setting
-from pipelines.core.stage import Context, MapStage, teacher_for, with_drops
+from pipelines.core.stage import Context, MapStage, Stage, with_drops
 from pipelines.teacher.wire import Request, Result
+
+
+def teacher_for(stage: Stage, ctx: Context, role: str | None = None):
+    """The client a stage talks to in `role` (default its `teacher_role`) from `ctx.clients`: the judge for "judge"
+    when one is configured, else the teacher; the embedder for "embedder"."""
+    role = role or stage.teacher_role
+    if role == "embedder":
+        return ctx.clients.get("embedder")
+    judge = ctx.clients.get("judge")
+    return judge if role == "judge" and judge is not None else ctx.clients.get("teacher")
 
 
 def seed_number(text: str) -> int:
@@ -79,8 +89,18 @@ class Asks:
     """Talking to a teacher: mixed into any stage that does."""
 
     uses_teacher = True
-    teacher_role = "teacher"
+    teacher_role: str = "teacher"  # "judge" or "embedder": which of the context's clients the stage talks to
+    other_roles: tuple[str, ...] = ()  # roles it also asks now and then (Evolve asks the judge about its rewrites)
     parallel = None  # the teacher client is the concurrency: the stage runs where the run runs
+
+    def identity(self, ctx: Context) -> dict:
+        """Its fingerprint covers the identity of each teacher it asks (`"teacher"`: the one of `teacher_role`)."""
+        out = super().identity(ctx)
+        if (teacher := self.client(ctx)) is not None:
+            out["teacher"] = teacher.config.identity()
+            for role in self.other_roles:
+                out[role] = self.client(ctx, role).config.identity()
+        return out
 
     def client(self, ctx: Context, role: str | None = None):
         """The teacher this stage talks to in `role` (default `teacher_role`; "judge" falls back to the teacher
