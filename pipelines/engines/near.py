@@ -34,6 +34,9 @@ Steps (S shards; P partitions of band keys and Q of graph nodes, both fixed by t
    batches, one part per batch as the local engine cuts them, and the kept rows' signatures for the index.
 The driver then writes `dedup/clusters.parquet` one label range at a time, adds the index shards, and deletes the
 plan; `dedup/plan.json` keeps each step's tasks, seconds, rows and bytes written.
+
+Why one module of about 450 lines: the nine steps are one plan whose files each step writes for the next (names,
+partitions, schemas); split across modules, every step would import the plan's layout back from the others.
 """
 
 from __future__ import annotations
