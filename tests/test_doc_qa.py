@@ -4,13 +4,14 @@ them (re-measured here), bad records quarantined with their line, and an export 
 from __future__ import annotations
 
 import json
+import re
 
 import datasets
 import polars as pl
 
 from conftest import ROOT, report, run_build
 from pipelines.prompts.doc_qa import support
-from pipelines.stages.doc_qa import question_problem
+from pipelines.stages.doc_qa import chunks, question_problem
 
 PASSAGES = ROOT / "pipelines" / "data" / "doc_passages.jsonl"
 
@@ -45,3 +46,14 @@ def test_doc_qa_keeps_answers_the_passage_supports(tmp_path, teacher_server):
         assert measured is None or measured >= 0.4
     card = (run_dir / "export" / "README.md").read_text()
     assert "at least 0.4 of its" in card and "doc_passages.jsonl" in card
+
+
+def test_long_documents_are_cut_into_passages_that_lose_no_text():
+    sentences = [f"Sentence {k} says that the mill by the river ground {k} sacks of wheat that day." for k in range(300)]
+    document = " ".join(sentences[:150]) + "\n\n" + "short paragraph.\n\n" + " ".join(sentences[150:])
+    document += "\n\n" + "x" * 4500  # one word longer than a passage
+    passages = chunks(document, 1500)
+    assert all(0 < len(p) <= 1500 for p in passages) and len(passages) >= len(document) // 1500
+    assert re.sub(r"\s+", "", "".join(passages)) == re.sub(r"\s+", "", document)
+    assert any(p.endswith("wheat that day.") for p in passages)  # cut at sentence ends where one is near
+    assert chunks("one short passage.", 1500) == ["one short passage."]

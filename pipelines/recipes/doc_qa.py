@@ -1,7 +1,8 @@
 """Grounded question-answer pairs from your documents (RAG-style SFT data), as SFT splits.
 
-ingest (texts) -> dedup_exact -> [decontaminate] -> question (one question each passage answers) -> answer (from
-the passage alone, kept when the passage supports it) -> validate -> export
+ingest (texts) -> chunk (passages of at most `max_chars`) -> dedup_exact -> [decontaminate] -> question (one
+question each passage answers) -> answer (from the passage alone, kept when the passage supports it) -> validate
+-> export
 
 Sources are any text files ingest reads as texts (`.txt`, JSONL with `text`, Markdown, ...); by default 12
 project-written passages. Each exported row's user turn holds the document and the question, its assistant turn the
@@ -18,7 +19,7 @@ from pipelines.core.stage import Stage
 from pipelines.recipes._settings import (benchmarks_setting, embedded_teacher_setting, gen_fraction_setting,
                                          test_fraction_setting)
 from pipelines.stages.dedup import Decontaminate, ExactDedup
-from pipelines.stages.doc_qa import AnswerFromText, AskQuestion, DocQASampling
+from pipelines.stages.doc_qa import AnswerFromText, AskQuestion, Chunk, DocQASampling
 from pipelines.stages.export import ExportSFT
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.validate import Validate
@@ -32,6 +33,9 @@ class Config:
     name: str = field(default="doc-qa-convoforge", metadata={"help": "dataset name in the card"})
     sources: tuple[str, ...] = field(default=(), metadata={
         "help": "text files, one passage per record (default: 12 shipped passages); PATH?max_rows=N takes N"})
+    max_chars: int = field(default=2000, metadata={
+        "help": "longest passage asked about; a longer document is cut at paragraph and sentence ends",
+        "range": "[200, 100000]"})
     min_support: float = field(default=0.6, metadata={
         "help": "share of an answer's content words that must occur in its passage", "range": "[0, 1]"})
     benchmarks: tuple[str, ...] = benchmarks_setting()
@@ -49,6 +53,7 @@ def stages(cfg: Config) -> list[Stage]:
     shipped = str(resources.files("pipelines").joinpath(PASSAGES))
     return [
         Ingest(sources=cfg.sources or (shipped,), kind="text"),
+        Chunk(max_chars=cfg.max_chars),
         ExactDedup(),
         *([Decontaminate(benchmarks=cfg.benchmarks)] if cfg.benchmarks else []),
         AskQuestion(sampling=cfg.sampling),

@@ -1,5 +1,7 @@
 """Grounded question-answer pairs from documents, as RAG-style SFT data is made.
 
+Chunk:          id, text -> id, text, meta (a document longer than `max_chars` cut into passages at paragraph,
+                then sentence, then word boundaries; `meta` keeps the document's id and the passage's number)
 AskQuestion:    id, text -> question (one question the passage answers)
 AnswerFromText: id, text, question -> messages (the document and question as the user turn, the answer), support
 
@@ -11,19 +13,77 @@ dropped when it refuses, loops, repeats the question, or says the document does 
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from pipelines.core.config import max_tokens_setting
-from pipelines.core.stage import MESSAGES
+from pipelines.core.stage import MESSAGES, Context, MapStage
 from pipelines.prompts import doc_qa as D
 from pipelines.teacher.guards import AI_TALK, echoes_prompt, is_looping, trim_cut_answer
 from pipelines.teacher.stage import Sampling, TeacherStage, Verdict
 from pipelines.teacher.wire import Request, Result
+from schemas import text_id
 
 NOT_ANSWERED = ("does not answer", "doesn't answer", "does not say", "doesn't say", "not mentioned",
                 "does not mention", "no information")
+
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def pieces(text: str, max_chars: int) -> list[str]:
+    """`text` as consecutive pieces of at most `max_chars`: whole paragraphs where they fit, else sentences, else
+    runs of words (a word longer than `max_chars` is cut)."""
+    out = []
+    for para in (p.strip() for p in text.split("\n\n")):
+        if len(para) <= max_chars:
+            out += [para] if para else []
+            continue
+        for sentence in SENTENCE_END.split(para):
+            while len(sentence) > max_chars:
+                cut = sentence.rfind(" ", 0, max_chars)
+                cut = cut if cut > 0 else max_chars
+                out.append(sentence[:cut])
+                sentence = sentence[cut:].strip()
+            out += [sentence] if sentence else []
+    return out
+
+
+def chunks(text: str, max_chars: int) -> list[str]:
+    """`text` packed into passages of at most `max_chars` from its `pieces`, in order, none empty; nothing is lost
+    but the whitespace between pieces."""
+    out, current = [], ""
+    for piece in pieces(text, max_chars):
+        joined = f"{current}\n\n{piece}" if current else piece
+        if len(joined) <= max_chars:
+            current = joined
+        else:
+            out.append(current)
+            current = piece
+    return out + ([current] if current else [])
+
+
+@dataclass
+class Chunk(MapStage):
+    max_chars: int = 2000
+    name = "chunk"
+    requires = ("id", "text", "meta")
+    provides = ("id", "text", "meta")
+
+    def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        rows = []
+        for row in batch.to_dicts():
+            parts = chunks(row["text"], self.max_chars) if len(row["text"]) > self.max_chars else [row["text"]]
+            ctx.count("documents_cut", len(parts) > 1)
+            for k, part in enumerate(parts):
+                meta = {**json.loads(row["meta"] or "{}"), **({"document": row["id"], "passage": k} if k or
+                                                               len(parts) > 1 else {})}
+                rows.append({**row, "id": text_id(part) if len(parts) > 1 else row["id"], "text": part,
+                             "meta": json.dumps(meta, ensure_ascii=False)})
+        return pl.DataFrame(rows, schema=batch.schema)
 
 
 @dataclass
