@@ -74,12 +74,13 @@ def test_the_reasoning_build_keeps_only_verified_answers(tmp_path, teacher_serve
     run_build(run_dir, f"sources={easy},{GSM8K}?max_rows=1", "samples=3", "keep=2", "sampling.max_tokens=96",
               server=teacher_server, recipe="reasoning")
     stages = report(run_dir)
-    verify = stages["verify"]
-    assert verify["rows_in"] == 6 and verify["rows_out"] + sum(verify["dropped"].values()) == 18
+    verify, kept = stages["verify"], stages["keep_verified"]
+    assert verify["rows_in"] == verify["rows_out"] == kept["rows_in"] == 6 and not verify["dropped"]
+    assert kept["rows_out"] + sum(kept["dropped"].values()) == 18  # every sampled answer, kept or quarantined
     summary = json.loads((run_dir / "report.json").read_text())
     found = next(s["summary"]["verification"] for s in summary["stages"] if s["stage"].endswith("verify"))
     assert found["prompts"] == 6 and 0 < found["pass@1"] <= found["pass@3"] <= 1  # it solves some: rows to check
-    quarantine = pl.read_parquet(run_dir / "quarantine.parquet").filter(pl.col("stage").str.contains("verify"))
+    quarantine = pl.read_parquet(run_dir / "quarantine.parquet").filter(pl.col("stage").str.ends_with("keep_verified"))
     for reason, raw in zip(quarantine["reason"], quarantine["raw"]):
         row = json.loads(raw)
         assert reason.split(":")[0] in ("wrong_answer", "no_answer", "surplus_correct", "request_failed")
@@ -89,7 +90,7 @@ def test_the_reasoning_build_keeps_only_verified_answers(tmp_path, teacher_serve
     assert "over 6 prompts" in card
     rows = datasets.load_dataset(str(run_dir / "export"), cache_dir=str(tmp_path / "hf"))
     exported = [r for split in rows.values() for r in split]
-    assert len(exported) == verify["rows_out"] == stages["validate"]["rows_out"] > 0
+    assert len(exported) == kept["rows_out"] == stages["validate"]["rows_out"] > 0
     for row in exported:
         assert row["verified"] and agrees(final_answer(row["messages"][1]["content"], "number"),
                                           Reference("number", row["reference_answer"]))

@@ -1,7 +1,7 @@
 """Verified step-by-step answers by rejection sampling, on any question-answer source, as SFT splits.
 
 ingest -> references -> dedup_exact -> [decontaminate] -> verify (k samples per prompt, final answers checked
-against the reference by rule) -> validate -> export
+against the reference by rule) -> keep_verified (a row per answer, wrong ones dropped) -> validate -> export
 
 Sources are any format ingest reads whose last assistant turn holds a final answer these rules read: GSM8K's
 `#### 42`, a `\\boxed{...}` answer (MATH), a multiple-choice letter; by default 12 project-written word problems.
@@ -22,7 +22,7 @@ from pipelines.stages.dedup import Decontaminate, ExactDedup
 from pipelines.stages.export import ExportSFT
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.validate import Validate
-from pipelines.stages.reasoning import ReasoningSampling, SplitReference, Verify
+from pipelines.stages.reasoning import KeepVerified, ReasoningSampling, SplitReference, Verify
 from pipelines.teacher.config import TeacherConfig
 
 PROBLEMS = "data/reasoning_problems.jsonl"
@@ -53,7 +53,8 @@ def stages(cfg: Config) -> list[Stage]:
         SplitReference(),
         ExactDedup(),
         *([Decontaminate(benchmarks=cfg.benchmarks)] if cfg.benchmarks else []),
-        Verify(sampling=cfg.sampling, samples=cfg.samples, keep=cfg.keep),
+        Verify(sampling=cfg.sampling, samples=cfg.samples),
+        KeepVerified(keep=cfg.keep),
         Validate(),
         ExportSFT(test_fraction=cfg.test_fraction, gen_fraction=cfg.gen_fraction,
                   extra_columns=("reference_answer", "verified")),

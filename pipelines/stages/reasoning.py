@@ -3,10 +3,12 @@ reference (rules in `pipelines.prompts.reasoning`).
 
 SplitReference: messages -> id, prompt, prompt_id, reference, answer_kind, reference_answer (the last assistant turn
                 is the reference; a record without a final answer the rules read is dropped as `no_reference`)
-Verify:         prompt, answer_kind, reference_answer -> one row per sampled answer: messages, source, meta,
-                verified; a wrong one is dropped as `wrong_answer: got 41, expected 42`, one without a final answer
-                as `no_answer`, correct ones past `keep` per prompt as `surplus_correct`. Its summary has pass@1
-                (correct samples / samples) and pass@k (prompts with a correct sample / prompts).
+Verify:         prompt, answer_kind, reference_answer -> samples: k sampled answers, each with the final answer
+                read from it and whether it agrees with the reference. Its summary has pass@1 (correct samples /
+                samples) and pass@k (prompts with a correct sample / prompts).
+KeepVerified:   samples -> one row per sampled answer: messages, source, meta, verified; a wrong one is dropped as
+                `wrong_answer: got 41, expected 42`, one without a final answer as `no_answer`, correct ones past
+                `keep` per prompt as `surplus_correct`, so the quarantine keeps every refused answer.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pipelines.core.config import max_tokens_setting
 from pipelines.core.stage import MESSAGES, Context, MapStage, with_drops
 from pipelines.prompts.reasoning import Reference, agrees, final_answer, reference_of, solve_request
 from pipelines.teacher.guards import trim_cut_answer
-from pipelines.teacher.stage import Asks, Sampling
+from pipelines.teacher.stage import Sampling, TeacherStage, Verdict
+from pipelines.teacher.wire import Request, Result
 from schemas import conversation_id, prompt_id
 
 PROMPT_FILE = "prompts/reasoning.yaml"
@@ -58,17 +61,20 @@ class ReasoningSampling(Sampling):
     max_tokens: int = max_tokens_setting(256, "tokens per sampled answer")
 
 
-@dataclass
-class Verify(Asks, MapStage):
-    """Not a `TeacherStage`: each sampled answer becomes a row of its own."""
+SAMPLES = pl.List(pl.Struct({"content": pl.String, "got": pl.String, "verified": pl.Boolean, "error": pl.String}))
 
+
+@dataclass
+class Verify(TeacherStage):
     sampling: ReasoningSampling = field(default_factory=ReasoningSampling)
     samples: int = 4
-    keep: int = 1
     name = "verify"
     requires = ("prompt", "prompt_id", "answer_kind", "reference_answer")
-    provides = ("messages", "source", "meta", "verified")
+    provides = ("samples",)
+    dtypes = {"samples": SAMPLES}
     batch_size = 16
+    retries = 0
+    sees_failures = True
     prompt_files = (PROMPT_FILE,)
 
     def summary(self, counters: dict) -> dict:
@@ -78,43 +84,56 @@ class Verify(Asks, MapStage):
                                  f"pass@{self.samples}": round(counters.get("solved", 0) / prompts, 4)
                                  if prompts else None}}
 
-    def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        rows = batch.to_dicts()
-        asks = [(r, k) for r in rows for k in range(self.samples)]
-        requests = [solve_request(r["prompt"], r["answer_kind"],
-                                  self.sampling.request_params(self.sampling.max_tokens, f"{r['prompt_id']}/s{k}"))
-                    for r, k in asks]
-        out, reasons, taken = [], [], {}
-        for (row, k), result in zip(asks, self.ask(ctx, requests)):
-            reference = Reference(row["answer_kind"], row["reference_answer"])
+    def requests(self, row: dict, attempt: int) -> list[Request]:
+        return [solve_request(row["prompt"], row["answer_kind"],
+                              self.sampling.request_params(self.sampling.max_tokens, f"{row['prompt_id']}/s{k}"))
+                for k in range(self.samples)]
+
+    def accept(self, row: dict, results: list[Result]) -> Verdict:
+        reference = Reference(row["answer_kind"], row["reference_answer"])
+        samples = []
+        for result in results:
             answer = trim_cut_answer(result.text or "", result.finish_reason)
             got = final_answer(answer, reference.kind) if not result.error else None
-            right = agrees(got, reference)
-            if result.error:
-                reason = f"request_failed: {result.error}"
-            elif got is None:
-                reason = "no_answer: no final answer found"
-            elif not right:
-                reason = f"wrong_answer: got {got[:40]}, expected {reference.value[:40]}"
-            elif taken.get(row["prompt_id"], 0) >= self.keep:
-                reason = f"surplus_correct: {self.keep} verified answer(s) already kept for this prompt"
-            else:
-                reason = None
-                taken[row["prompt_id"]] = taken.get(row["prompt_id"], 0) + 1
-            ctx.count("samples")
-            ctx.count("correct", right)
-            reasons.append(reason)
-            out.append({**row, "messages": [{"role": "user", "content": row["prompt"]},
-                                            {"role": "assistant", "content": answer}],
-                        "source": "reasoning:verified",
-                        "meta": json.dumps({"sample": k, "got": got, "expected": reference.value}),
-                        "verified": right})
-        ctx.count("prompts", len(rows))
-        solved = {row["prompt_id"] for (row, _), sample in zip(asks, out) if sample["verified"]}
-        ctx.count("solved", len(solved))
-        frame = pl.DataFrame(out, schema={**batch.schema, "messages": MESSAGES, "source": pl.String,
-                                          "meta": pl.String, "verified": pl.Boolean})
-        return with_drops(frame, reasons)
+            samples.append({"content": answer, "got": got, "verified": agrees(got, reference), "error": result.error})
+        right = sum(s["verified"] for s in samples)
+        return Verdict({"samples": samples},
+                       counts={"prompts": 1, "samples": len(samples), "correct": right, "solved": int(right > 0)})
+
+
+@dataclass
+class KeepVerified(MapStage):
+    keep: int = 1
+    name = "keep_verified"
+    requires = ("prompt", "reference_answer", "samples")
+    provides = ("messages", "source", "meta", "verified")
+    batch_size = 64
+
+    def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        out, reasons = [], []
+        for row in batch.to_dicts():
+            samples, taken = row.pop("samples") or [], 0
+            for k, sample in enumerate(samples):
+                if sample["error"]:
+                    reason = f"request_failed: {sample['error']}"
+                elif sample["got"] is None:
+                    reason = "no_answer: no final answer found"
+                elif not sample["verified"]:
+                    reason = f"wrong_answer: got {sample['got'][:40]}, expected {row['reference_answer'][:40]}"
+                elif taken >= self.keep:
+                    reason = f"surplus_correct: {self.keep} verified answer(s) already kept for this prompt"
+                else:
+                    reason, taken = None, taken + 1
+                reasons.append(reason)
+                out.append({**row, "messages": [{"role": "user", "content": row["prompt"]},
+                                                {"role": "assistant", "content": sample["content"]}],
+                            "source": "reasoning:verified",
+                            "meta": json.dumps({"sample": k, "got": sample["got"],
+                                                "expected": row["reference_answer"]}),
+                            "verified": sample["verified"]})
+        schema = {**{c: t for c, t in batch.schema.items() if c != "samples"}, "messages": MESSAGES,
+                  "source": pl.String, "meta": pl.String, "verified": pl.Boolean}
+        return with_drops(pl.DataFrame(out, schema=schema), reasons)
 
 
 @dataclass

@@ -26,6 +26,8 @@ from schemas import prompt_id
 
 @dataclass
 class Embed(Asks, MapStage):
+    """Not a `TeacherStage`: it asks `/v1/embeddings` for vectors (`embed_many`), not chat answers."""
+
     compare: str = "prompt"
     name = "embed"
     requires = ()  # messages, or text: `compare_text` embeds either

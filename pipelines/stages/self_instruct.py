@@ -51,6 +51,8 @@ class Sampling(BaseSampling):
 
 @dataclass
 class GenerateInstructions(Asks, Source):
+    """Not a `TeacherStage`: a source with no input rows, whose every round of requests shows the pool grown so far."""
+
     seed_tasks: tuple[tuple[str, str], ...]  # (id, instruction) of every seed task
     sampling: Sampling
     n_instructions: int = 32
