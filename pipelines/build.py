@@ -63,13 +63,14 @@ def _dry_run(run_dir: Path, recipe, cfg, args: argparse.Namespace) -> int:
 
     from pipelines.core.runner import Runner
     from pipelines.engines import engine_named
+    from pipelines.teacher.senders import DryRun
 
     stages = recipe.stages(cfg)
     check_chain(stages)
     scratch = Path(tempfile.mkdtemp(prefix=".dry-run-", dir=run_dir))
     clients, ctx = _clients_and_context(recipe, cfg, stages, run_dir, scratch, args.limit, log=lambda m: None)
     for client in clients.values():
-        client.estimate = {}
+        client.sender = DryRun()
     try:
         Runner(stages, ctx, engine_named("local")).run()
     finally:
@@ -86,7 +87,7 @@ def estimate_table(stages, clients: dict) -> str:
              "cost online (at most) | cost batch (at most) |", "|---|---|---|---|---|---|---|---|"]
     unknown = False
     for stage in stages:
-        asked = [(role, desc, row) for role, client in clients.items() for desc, row in client.estimate.items()
+        asked = [(role, desc, row) for role, client in clients.items() for desc, row in client.sender.rows.items()
                  if desc == stage.name or desc.startswith(stage.name + ":")]  # a stage may name its asks `name: ...`
         if unknown and getattr(stage, "uses_teacher", False) and not asked:
             lines.append(f"| {stage.name} | {stage.teacher_role} | not known: its rows come from answers not yet "

@@ -2,7 +2,7 @@
 `/v1/files` and `/v1/batches`, through the `openai` client) instead of one HTTP request each.
 
 `answer_in_batches(teacher, requests)` works in rounds. In each, the teacher's own answering logic runs with the
-network replaced by a collector (`Teacher._collect`): every request it would send is gathered, with its cache key.
+network replaced by a collector (`senders.Collect`): every request it would send is gathered, with its cache key.
 Those requests are written as JSONL (`custom_id` = the cache key), split under `batch_max_requests` and
 `batch_max_bytes`, uploaded and submitted. Each batch id is recorded in the request cache before polling starts.
 Polling backs off from `batch_poll_s` to `batch_poll_max_s` and shows a progress line. The output and error files
@@ -29,6 +29,7 @@ import time
 
 from pipelines.core import progress
 from pipelines.core.errors import TeacherError
+from pipelines.teacher.senders import Collect
 
 TERMINAL = ("completed", "expired", "failed", "cancelled")
 PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
@@ -36,18 +37,19 @@ PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
 
 def answer_in_batches(teacher, requests: list, desc: str) -> None:
     """Fill the cache with the answers `requests` need, through batches; the online pass then reads them."""
+    answering = teacher.sender  # senders.AfterBatch: what the online pass may send
     for _ in range(teacher.config.reasks + 2):
         saved = teacher.stats.copy()  # the collecting pass answers from the cache: not counted twice
-        teacher.collect = {}
+        collect = teacher.sender = Collect(answering.online_only)
         try:
             asyncio.run(_collect(teacher, requests))
-            pending = teacher.collect
         finally:
-            teacher.collect = None
+            teacher.sender = answering
             teacher.stats = saved
+        pending = collect.pending
         if not pending:
             return
-        Batches(teacher, desc).answer(pending)
+        Batches(teacher, desc, answering.online_only).answer(pending)
         if teacher.budget.refused:  # the online pass counts what is left unsent; chat_many says how to go on
             teacher.budget.refused = 0
             return
@@ -58,10 +60,10 @@ async def _collect(teacher, requests: list) -> None:
 
 
 class Batches:
-    def __init__(self, teacher, desc: str):
+    def __init__(self, teacher, desc: str, online_only: set[str]):
         import openai
 
-        self.teacher, self.config, self.desc = teacher, teacher.config, desc
+        self.teacher, self.config, self.desc, self.online_only = teacher, teacher.config, desc, online_only
         self.endpoint = teacher.endpoints[0]
         self._held: dict = {}  # key -> its budget reservation, until its answer is read back
         self.client = openai.OpenAI(base_url=self.endpoint.base_url, api_key=teacher.api_key(self.endpoint),
@@ -84,7 +86,7 @@ class Batches:
                 return
             if attempt:
                 if self.config.batch_fallback == "online":
-                    self.teacher.online_only.update(left)
+                    self.online_only.update(left)
                     self.teacher.stats["batch_to_online"] += len(left)
                     return
                 self.teacher.stats["batch_resubmitted"] += len(left)

@@ -21,11 +21,12 @@ order. What it does for each request:
   once, and a second death is a `TeacherError`.
 
 Its parts live beside it: the settings in `config.py`, `Request`/`Result` and the answer readers in `wire.py`, the
-limits, waits and the pool's router in `limits.py`, the Batch API in `batch.py` (through the public `collect`,
-`answer`, `batch_failed`, `online_only`, `api_key` and `prompt_tokens`). What is left (about 500 lines) is one
-class on purpose: online sending, the dry run and the batch collector share one event loop's state (the limit, the
-router, the open connections, the embedded server), and splitting that state across objects would pass it around
-on every request.
+limits, waits and the pool's router in `limits.py`, the Batch API in `batch.py` (through the public `sender`,
+`answer`, `batch_failed`, `api_key` and `prompt_tokens`), and what happens to a request the cache cannot answer when
+it is not sent online in `senders.py` (a dry run, batch mode's collecting and answering passes). What is left
+(about 500 lines) is one class on purpose: online sending shares one event loop's state (the limit, the router, the
+open connections, the embedded server), and splitting that state across objects would pass it around on every
+request.
 """
 
 from __future__ import annotations
@@ -51,10 +52,10 @@ from pipelines.teacher.budget import Budget, estimate_tokens
 from pipelines.teacher.cache import RequestCache, request_key
 from pipelines.teacher.config import MAX_WAIT_S, Endpoint, TeacherConfig
 from pipelines.teacher.limits import RETRYABLE_STATUS, AdaptiveLimit, Router, backoff, header_wait, http_status
+from pipelines.teacher.senders import AfterBatch, DryRun
 from pipelines.teacher.structured import check, parse_json, reask_message
 from pipelines.teacher.wire import EMBED_PARAMS, Request, Result, choice_text, logprobs_of, result_of, vector_of
 
-PENDING = "pending: sent in the next batch"  # batch mode's placeholder while collecting
 
 
 class Teacher:
@@ -70,11 +71,11 @@ class Teacher:
         self._keys: dict[str, str] = {}
         self._tokenizer = None
         self.budget = Budget(config, self.cache, self.models(), role)
-        self.collect: dict | None = None  # batch mode: requests met on a cache miss, to be sent in a batch
+        # what takes a request the cache cannot answer instead of sending it online (`senders.py`); batch mode
+        # answers online only what a failed batch left to it
+        self.sender = AfterBatch(set()) if config.mode == "batch" else None
         self.batch_failed: dict[str, str] = {}  # batch mode: cache key -> the error its batch gave
-        self.online_only: set[str] = set()  # batch mode: keys a failed batch left to the online path
-        self.estimate: dict | None = None  # --dry-run: stage -> what it would send, instead of sending it
-        self._desc = "teacher"
+        self.desc = "teacher"  # the stage asking now (a dry run counts per stage)
         if config.mode == "batch" and (config.base_url is None or config.pool):
             raise ConfigError(f"{role}.mode=batch sends one provider's Batch API: set {role}.base_url to it and no "
                               f"{role}.pool (the embedded server answers online)")
@@ -89,8 +90,8 @@ class Teacher:
         the provider's Batch API first (`pipelines.teacher.batch`), so the pass below finds them in the cache."""
         results: list[Result | None] = [None] * len(requests)
         self.budget.refresh()
-        self._desc = desc
-        if self.estimate is not None:  # a dry run: nothing is sent, no server starts
+        self.desc = desc
+        if isinstance(self.sender, DryRun):  # nothing is sent, no server starts
             asyncio.run(self._run(requests, results, desc))
             return results
         if self.config.mode == "batch" and requests:
@@ -237,23 +238,14 @@ class Teacher:
         for key in keys.values():
             if (hit := self.cache.get(key)) is not None:
                 self.stats["cache_hits"] += 1
-                if self.estimate is not None:
-                    self.estimate.setdefault(self._desc, Counter())["cached"] += 1
+                if self.sender is not None:
+                    self.sender.cached(self.desc)
                 return result_of(hit, cached=True)
         first = next(iter(keys.values()))
-        if self.estimate is not None:
-            return self._estimate(messages, params)
         if first in self.batch_failed:  # its batch answered with an error: the row's drop reason
             return Result(None, error=self.batch_failed[first])
-        if self.collect is not None:  # batch mode, collecting: sent in the next batch (or left to the online pass)
-            if first not in self.online_only:
-                self.collect[first] = (endpoints[0], messages, params)
-            return Result(None, error=PENDING)
-        if self.config.mode == "batch" and first not in self.online_only:  # batch mode answers nothing online
-            if not self.budget.on:
-                return Result(None, error="batch: no answer")
-            self.budget.refused += 1  # its batch was not sent: the budget had no room
-            return Result(None, error="budget: not sent")
+        if self.sender is not None and (taken := self.sender.take(self, first, endpoints[0], messages, params)):
+            return taken
         held = None
         if self.budget.on:
             held = self.budget.worst_case(self.prompt_tokens(messages), params)
@@ -271,18 +263,6 @@ class Teacher:
             return Result(None, error=error)
         self.store(keys[endpoint], endpoint, messages, params, answer)
         return result_of(answer)
-
-    def _estimate(self, messages, params: dict) -> Result:
-        """--dry-run: count what this request would take at most (its worst case, online and batch)."""
-        prompt = self.prompt_tokens(messages)
-        worst = self.budget.worst_case(prompt, params)
-        row = self.estimate.setdefault(self._desc, Counter())
-        row["requests"] += 1
-        row["prompt_tokens"] += prompt
-        row["completion_tokens"] += worst.tokens - prompt
-        row["cost"] += worst.cost
-        row["cost_batch"] += self.budget.worst_case(prompt, params, batch=True).cost
-        return Result(None, error="dry run: not sent")
 
     def store(self, key: str, endpoint: Endpoint, messages, params: dict, answer: dict) -> None:
         """Cache an answer with what it cost (online or batch: the same key either way)."""
