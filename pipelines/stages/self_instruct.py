@@ -51,7 +51,9 @@ class Sampling(BaseSampling):
 
 @dataclass
 class GenerateInstructions(Asks, Source):
-    """Not a `TeacherStage`: a source with no input rows, whose every round of requests shows the pool grown so far."""
+    """A source with no input rows, so not a per-row `TeacherStage`: each round asks the contract's loop
+    (`ask_each`) for `requests_per_round` answers, each showing the pool grown so far, then filters their tasks in
+    order against that pool."""
 
     seed_tasks: tuple[tuple[str, str], ...]  # (id, instruction) of every seed task
     sampling: Sampling
@@ -79,25 +81,32 @@ class GenerateInstructions(Asks, Source):
             if len(accepted) >= target:
                 return
             prompts = [self._examples(rng, accepted) for _ in range(self.requests_per_round)]
-            requests = [Request(P.build_generation([text for _, text in shown], self.new_per_request),
-                                self.sampling.params("tasks", f"{self.seed}/r{round_no}/q{q}"))
-                        for q, shown in enumerate(prompts)]
-            results = self.ask(ctx, requests, desc=f"{self.name} round {round_no}")
+
+            def request(q: int, attempt: int) -> Request:
+                return Request(P.build_generation([text for _, text in prompts[q]], self.new_per_request),
+                               self.sampling.params("tasks", f"{self.seed}/r{round_no}/q{q}"))
+
+            def accept(q: int, result: Result) -> Verdict:
+                tasks = P.parse_tasks(result.text)
+                return Verdict({"tasks": tasks, "cut": result.finish_reason == "length"},
+                               None if tasks else "parse_failed: no task in the answer", final=True,
+                               counts={"candidates": len(tasks)} if tasks else {"parse_failed": 1})
+
+            verdicts = self.ask_each(ctx, list(range(len(prompts))), request, accept, retries=0,
+                                     desc=f"{self.name} round {round_no}")
             ctx.count("rounds")
             rows = []
-            for q, (shown, result) in enumerate(zip(prompts, results)):
-                if result.error:
+            for q, shown in enumerate(prompts):
+                verdict = verdicts[q]
+                if verdict.reason and verdict.reason.startswith("request_failed"):
                     ctx.count("request_failed")
+                if verdict.reason:
                     continue
-                tasks = P.parse_tasks(result.text)
-                if not tasks:
-                    ctx.count("parse_failed")
-                    continue
-                ctx.count("candidates", len(tasks))
+                tasks = verdict.values["tasks"]
                 for k, text in enumerate(tasks):
                     key = f"gen_r{round_no}_q{q}_{k}"
                     reason = self._check(text, pool)
-                    if k == len(tasks) - 1 and result.finish_reason == "length":
+                    if k == len(tasks) - 1 and verdict.values["cut"]:
                         reason = reason or "truncated: the answer was cut by max_tokens"  # as Self-Instruct does
                     if reason is None and len(accepted) >= target:
                         reason = f"surplus: {target} instructions already accepted"
