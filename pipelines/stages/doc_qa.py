@@ -76,13 +76,15 @@ class Chunk(MapStage):
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         rows = []
         for row in batch.to_dicts():
-            parts = chunks(row["text"], self.max_chars) if len(row["text"]) > self.max_chars else [row["text"]]
+            parts = chunks(row["text"], self.max_chars) if len(row["text"]) > self.max_chars else []
             ctx.count("documents_cut", len(parts) > 1)
-            for k, part in enumerate(parts):
-                meta = {**json.loads(row["meta"] or "{}"), **({"document": row["id"], "passage": k} if k or
-                                                               len(parts) > 1 else {})}
-                rows.append({**row, "id": text_id(part) if len(parts) > 1 else row["id"], "text": part,
-                             "meta": json.dumps(meta, ensure_ascii=False)})
+            if len(parts) <= 1:
+                rows.append(row)
+                continue
+            meta = json.loads(row["meta"] or "{}")
+            rows += [{**row, "id": text_id(part), "text": part,
+                      "meta": json.dumps({**meta, "document": row["id"], "passage": k}, ensure_ascii=False)}
+                     for k, part in enumerate(parts)]
         return pl.DataFrame(rows, schema=batch.schema)
 
 

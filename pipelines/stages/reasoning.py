@@ -22,7 +22,7 @@ from pipelines.core.config import max_tokens_setting
 from pipelines.core.stage import MESSAGES, Context, MapStage, with_drops
 from pipelines.prompts.reasoning import Reference, agrees, final_answer, reference_of, solve_request
 from pipelines.teacher.guards import trim_cut_answer
-from pipelines.teacher.stage import Sampling, TeacherStage, Verdict
+from pipelines.teacher.stage import Sampling, TeacherStage, Verdict, pass_rates
 from pipelines.teacher.wire import Request, Result
 from schemas import conversation_id, prompt_id
 
@@ -61,6 +61,16 @@ class ReasoningSampling(Sampling):
     max_tokens: int = max_tokens_setting(256, "tokens per sampled answer")
 
 
+def answer_problem(got: str | None, right: bool, expected: str) -> str | None:
+    """Why an answer fails its reference: `no_answer` (no final answer read) or `wrong_answer: got 41, expected 42`;
+    None when it agrees."""
+    if right:
+        return None
+    if got is None:
+        return "no_answer: no final answer found"
+    return f"wrong_answer: got {got[:40]}, expected {expected[:40]}"
+
+
 SAMPLES = pl.List(pl.Struct({"content": pl.String, "got": pl.String, "verified": pl.Boolean, "error": pl.String}))
 
 
@@ -78,11 +88,7 @@ class Verify(TeacherStage):
     prompt_files = (PROMPT_FILE,)
 
     def summary(self, counters: dict) -> dict:
-        prompts, samples = counters.get("prompts", 0), counters.get("samples", 0)
-        return {"verification": {"prompts": prompts, "samples_per_prompt": self.samples,
-                                 "pass@1": round(counters.get("correct", 0) / samples, 4) if samples else None,
-                                 f"pass@{self.samples}": round(counters.get("solved", 0) / prompts, 4)
-                                 if prompts else None}}
+        return {"verification": pass_rates(counters, self.samples, "correct")}
 
     def requests(self, row: dict, attempt: int) -> list[Request]:
         return [solve_request(row["prompt"], row["answer_kind"],
@@ -116,10 +122,8 @@ class KeepVerified(MapStage):
             for k, sample in enumerate(samples):
                 if sample["error"]:
                     reason = f"request_failed: {sample['error']}"
-                elif sample["got"] is None:
-                    reason = "no_answer: no final answer found"
-                elif not sample["verified"]:
-                    reason = f"wrong_answer: got {sample['got'][:40]}, expected {row['reference_answer'][:40]}"
+                elif problem := answer_problem(sample["got"], sample["verified"], row["reference_answer"]):
+                    reason = problem
                 elif taken >= self.keep:
                     reason = f"surplus_correct: {self.keep} verified answer(s) already kept for this prompt"
                 else:
@@ -160,6 +164,5 @@ class CheckAnswers(MapStage):
             got = final_answer(answer, reference.kind)
             right = agrees(got, reference)
             verified.append(right)
-            reasons.append(None if right else "no_answer: no final answer found" if got is None else
-                           f"wrong_answer: got {got[:40]}, expected {reference.value[:40]}")
+            reasons.append(answer_problem(got, right, reference.value))
         return with_drops(batch.with_columns(pl.Series("verified", verified, dtype=pl.Boolean)), reasons)

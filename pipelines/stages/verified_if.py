@@ -25,7 +25,7 @@ from pipelines.core.config import max_tokens_setting, temperature_setting
 from pipelines.core.stage import MESSAGES, Context, MapStage
 from pipelines.stages.pairs import COMPLETIONS
 from pipelines.teacher.wire import Request, Result
-from pipelines.teacher.stage import Sampling, TeacherStage, Verdict
+from pipelines.teacher.stage import Sampling, TeacherStage, Verdict, pass_rates
 from schemas import conversation_id, prompt_id
 
 
@@ -73,12 +73,9 @@ class CheckSample(TeacherStage):
     sees_failures = True
 
     def summary(self, counters: dict) -> dict:
-        prompts, samples = counters.get("prompts", 0), counters.get("samples", 0)
         types = sorted({k.split("|", 1)[1] for k in counters if k.startswith("tries|")})
         return {"verification": {
-            "prompts": prompts, "samples_per_prompt": self.samples,
-            "pass@1": round(counters.get("passed", 0) / samples, 4) if samples else None,
-            f"pass@{self.samples}": round(counters.get("solved", 0) / prompts, 4) if prompts else None,
+            **pass_rates(counters, self.samples, "passed"),
             "by_instruction": {t: round(counters.get(f"follows|{t}", 0) / counters[f"tries|{t}"], 4) for t in types}}}
 
     def begin(self, ctx: Context) -> None:

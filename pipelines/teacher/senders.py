@@ -16,7 +16,18 @@ from pipelines.teacher.wire import Result
 PENDING = "pending: sent in the next batch"  # Collect's placeholder answer
 
 
-class DryRun:
+class Sender:
+    """Takes a request the cache cannot answer: a `Result` to return instead of sending it, or None to send it
+    online; told of each request the cache did answer (`cached`)."""
+
+    def cached(self, desc: str) -> None:
+        pass
+
+    def take(self, teacher, key: str, endpoint, messages, params: dict) -> Result | None:
+        raise NotImplementedError
+
+
+class DryRun(Sender):
     """Counts, per stage (`desc`), the requests the cache cannot answer and their worst-case tokens and cost."""
 
     def __init__(self):
@@ -37,7 +48,7 @@ class DryRun:
         return Result(None, error="dry run: not sent")
 
 
-class Collect:
+class Collect(Sender):
     """Gathers `key -> (endpoint, messages, params)` of every request to send in the next batch; a key in
     `online_only` (a failed batch left it to the online path) is not gathered."""
 
@@ -45,24 +56,18 @@ class Collect:
         self.pending: dict[str, tuple] = {}
         self.online_only = online_only
 
-    def cached(self, desc: str) -> None:
-        pass
-
     def take(self, teacher, key: str, endpoint, messages, params: dict) -> Result:
         if key not in self.online_only:
             self.pending[key] = (endpoint, messages, params)
         return Result(None, error=PENDING)
 
 
-class AfterBatch:
+class AfterBatch(Sender):
     """Batch mode answers nothing online but what `online_only` names; a request its batch could not take for the
     budget is counted as refused, so the run stops with the budget's message."""
 
     def __init__(self, online_only: set[str]):
         self.online_only = online_only
-
-    def cached(self, desc: str) -> None:
-        pass
 
     def take(self, teacher, key: str, endpoint, messages, params: dict) -> Result | None:
         if key in self.online_only:

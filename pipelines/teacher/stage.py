@@ -57,6 +57,15 @@ def teacher_for(stage: Stage, ctx: Context, role: str | None = None):
     return judge if role == "judge" and judge is not None else ctx.clients.get("teacher")
 
 
+def pass_rates(counters: dict, k: int, correct: str) -> dict:
+    """A k-sample stage's summary from its counters `prompts`, `samples`, `solved` and `correct` (the name of its
+    count of right answers): pass@1 (right answers / answers) and pass@k (prompts with a right answer / prompts)."""
+    prompts, samples = counters.get("prompts", 0), counters.get("samples", 0)
+    return {"prompts": prompts, "samples_per_prompt": k,
+            "pass@1": round(counters.get(correct, 0) / samples, 4) if samples else None,
+            f"pass@{k}": round(counters.get("solved", 0) / prompts, 4) if prompts else None}
+
+
 def seed_number(text: str) -> int:
     """The request seed for a sample named by `text` ("<row id>/<turn>/<attempt>")."""
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
