@@ -1,10 +1,11 @@
 """Training speed against the machine's bound: tokens/s of `pipelines.train` SFT and DPO, full and LoRA, on
 SmolLM2-135M, beside what this CPU's matmul rate allows.
 
-    python bench/train.py [--steps 10] [--precision fp32,bf16]
+    python bench/train.py [--steps 10] [--precision fp32,bf16] [--compare-head]
 
 tokens/s: the tokens trained on over the trainer's whole time, building included (tokenizing, and DPO's reference
-log-probs, computed once for every pair before training).
+log-probs, computed once for every pair before training); loop tokens/s: over the training loop alone.
+`--compare-head` runs every setting with TRL's own fused LM head too, before `pipelines.train.cpu_head`.
 
 The bound: torch's fp32 and bf16 matmul rates here (1024x1024, measured first) divided by the FLOPs a trained
 token costs: 6N for a full fine-tune (forward 2N, backward 4N), 4N with LoRA (no weight gradients of the frozen
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 BATCH = 4
+WEIGHTS = {"full": 0.0, "LoRA": 0.05, "LoRA, dropout 0": 0.0}  # LoRA's dropout: the option's default, and none
 HH = ROOT.parent / "shared" / "data" / "real" / "hh_rlhf_harmless_base_test.jsonl.gz"
 
 
@@ -50,12 +52,15 @@ def main() -> None:
                                                                  "one epoch of --steps batches, as its reference "
                                                                  "log-probs are computed for every pair once)")
     parser.add_argument("--precision", default="fp32,bf16", help="fp32, bf16 (autocast) or both")
+    parser.add_argument("--compare-head", action="store_true", help="also run every setting with TRL's own LM "
+                                                                    "head (the 'before' of pipelines.train.cpu_head)")
     args = parser.parse_args()
     if not set(precisions := [p.strip() for p in args.precision.split(",")]) <= {"fp32", "bf16"}:
         parser.error(f"--precision {args.precision}: fp32, bf16 or both")
     args.precision = [p == "bf16" for p in precisions]
     args.rows = args.rows or math.ceil(args.steps * BATCH / 0.9)  # the ingest recipe keeps 10% for test_prefs
     from pipelines.teacher.weights import checkpoint_dir
+    from pipelines.train import cpu_head
     from pipelines.train.dpo import train_dpo
     from pipelines.train.options import DPOOptions, SFTOptions
     from pipelines.train.sft import train_sft
@@ -67,26 +72,31 @@ def main() -> None:
     export = str(work / "run" / "export")
     from transformers import AutoModelForCausalLM
 
+    install = cpu_head.install
     params = AutoModelForCausalLM.from_pretrained(checkpoint_dir()).num_parameters()
     rates = {"fp32": matmul_gflops(__import__("torch").float32), "bf16": matmul_gflops(__import__("torch").bfloat16)}
     rows = []
-    for command, lora, bf16 in itertools.product(("sft", "dpo"), (False, True), args.precision):
+    for head, command, kind, bf16 in itertools.product(("TRL's", "ours"), ("sft", "dpo"), WEIGHTS, args.precision):
+        if head == "TRL's" and not args.compare_head:
+            continue
+        lora = kind != "full"
         options = (SFTOptions if command == "sft" else DPOOptions)(
             export, max_steps=args.steps, batch_size=BATCH, max_length=512, lora=lora, bf16=bf16,
-            output_dir=str(work / f"{command}-{'lora' if lora else 'full'}-{bf16}"))
+            lora_dropout=WEIGHTS[kind], output_dir=str(work / f"run-{len(rows)}"))
+        # TRL's own LM head runs first, before anything installs ours (it stays installed in this process)
+        cpu_head.install = (lambda: False) if head == "TRL's" else install
         metrics = (train_sft if command == "sft" else train_dpo)(options, log=lambda *_: None)
         flops = (4 if lora else 6) * params + (2 * params if command == "dpo" else 0)
         bound = {k: rate * 1e9 / flops for k, rate in rates.items()}
+        loop = metrics["tokens"] / metrics["seconds"]
         speed = metrics["tokens"] / (metrics["seconds"] + metrics["prepare_seconds"])
-        rows.append((command, "LoRA" if lora else "full", "bf16" if bf16 else "fp32", speed, bound["fp32"],
-                     bound["bf16"]))
+        rows.append((head, command, kind, "bf16" if bf16 else "fp32", loop, speed, bound["fp32"], bound["bf16"]))
     print(f"matmul here: fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s")
-    print("| train | weights | precision | tokens/s | fp32 bound | share | bf16 bound | share |")
-    print("|---|---|---|---|---|---|---|---|")
-    for command, kind, precision, speed, fp32, bf16 in rows:
-        print(f"| {command} | {kind} | {precision} | {speed:.0f} | {fp32:.0f} | {speed / fp32:.2f} | {bf16:.0f} | "
-              f"{speed / bf16:.2f} |")
-
+    print("| LM head | train | weights | precision | loop tokens/s | tokens/s | fp32 bound | share | bf16 bound | share |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for head, command, kind, precision, loop, speed, fp32, bf16 in rows:
+        print(f"| {head} | {command} | {kind} | {precision} | {loop:.0f} | {speed:.0f} | {fp32:.0f} | "
+              f"{speed / fp32:.2f} | {bf16:.0f} | {speed / bf16:.2f} |")
 
 if __name__ == "__main__":
     main()

@@ -51,6 +51,9 @@ def import_trl(opts: TrainOptions):
             import peft  # noqa: F401
     except ImportError as exc:
         raise ConfigError(f"training needs the optional '{exc.name}' package; install it with {INSTALL_HINT}") from exc
+    from pipelines.train.cpu_head import install
+
+    install()  # CPU tensors only; CUDA keeps TRL's own head
     return trl
 
 
