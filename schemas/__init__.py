@@ -19,6 +19,14 @@ SCHEMA_DIR = Path(__file__).parent
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
+# The tool-use export's message (OpenAI's shape, as chat templates and TRL take it): an assistant turn's `tool_calls`
+# (arguments as a JSON string) and a tool turn's `tool_call_id`; null where a turn has none. Export only: the
+# canonical `messages` keep role and content, a tool call written as `<tool_call>` text (`pipelines.tools.chat`).
+TOOL_CALL = pa.struct([("id", pa.string()), ("type", pa.string()),
+                       ("function", pa.struct([("name", pa.string()), ("arguments", pa.string())]))])
+TOOL_MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string()), ("tool_calls", pa.list_(TOOL_CALL)),
+                          ("tool_call_id", pa.string())])
+
 CONVERSATION = pa.schema([
     ("id", pa.string()),
     ("messages", pa.list_(MESSAGE)),
@@ -103,6 +111,6 @@ def text_id(text: str) -> str:
 
 from schemas.validate import check_conversation, check_preference, check_text  # noqa: E402  (re-export)
 
-__all__ = ["MESSAGE", "CONVERSATION", "PREFERENCE", "QUARANTINE", "json_schema", "conversation_id", "preference_id",
+__all__ = ["MESSAGE", "TOOL_MESSAGE", "CONVERSATION", "PREFERENCE", "QUARANTINE", "json_schema", "conversation_id", "preference_id",
            "prompt_id",
            "check_conversation", "check_preference", "check_text"]

@@ -21,7 +21,6 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass
-from importlib import resources
 
 import polars as pl
 
@@ -29,16 +28,13 @@ from connectors.text import read_passages
 from pipelines.core.config import max_tokens_setting
 from pipelines.core.errors import ConfigError, SourceError
 from pipelines.core.stage import MESSAGES, Context, MapStage, Source, with_drops
+from pipelines.data import load_list
 from pipelines.data.materials import passages_from_pydoc
 from pipelines.prompts import ultrachat as P
 from pipelines.teacher.stage import Asks, Sampling as BaseSampling, TeacherStage, Verdict
 from pipelines.teacher.wire import Request, Result
 
 SECTORS = ("world", "writing", "materials")
-
-
-def load_list(name: str) -> list[str]:
-    return json.loads(resources.files("pipelines.data").joinpath(name).read_text())
 
 
 @dataclass

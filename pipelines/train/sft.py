@@ -5,12 +5,18 @@ provides: the model in the output dir (with --lora: merged there, adapter in `ad
 
 The split is reduced to `messages`, which TRL takes as a conversational dataset and renders with the model's chat
 template. The `prompt` column must go: next to `messages` TRL would read it as the prompt-completion format.
+A tool-use export (a `tools` column; messages with `tool_calls`) is rendered here instead, one text per row
+(`pipelines.tools.chat.training_texts`): with the template's own tool format where it has one, else Hermes'
+`<tool_call>` convention, since templates print a call's `arguments` with `tojson` and the export keeps them as
+JSON strings.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+
+import pyarrow.parquet as pq
 
 from pipelines.train import common
 from pipelines.train.options import SFTOptions
@@ -25,6 +31,8 @@ def train_sft(opts: SFTOptions, *, log=print) -> dict:
     model = common.resolve_model(opts, log)
     output_dir = Path(opts.output_dir) if opts.output_dir else export_dir.parent / "sft-model"
     dataset = common.load_split(files, ["messages"])
+    if "tools" in pq.read_schema(files[0]).names:
+        dataset = tool_texts(files, model)
 
     config = trl.SFTConfig(**common.config_kwargs(opts, output_dir))
     started = time.perf_counter()
@@ -37,3 +45,18 @@ def train_sft(opts: SFTOptions, *, log=print) -> dict:
     common.save(trainer, output_dir, lora=opts.lora)
     log(f"saved the model and train_metrics.json to {output_dir}")
     return {**metrics, "output_dir": str(output_dir)}
+
+
+def tool_texts(files: list[Path], model: str):
+    """A tool-use split as a `text` dataset, rendered with the model's tokenizer (see the module docstring)."""
+    import json
+
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from pipelines.tools.chat import training_texts
+
+    rows = common.load_split(files, ["messages", "tools"]).to_list()
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    texts = training_texts(tokenizer, [(r["messages"], json.loads(r["tools"] or "[]")) for r in rows])
+    return Dataset.from_dict({"text": texts})

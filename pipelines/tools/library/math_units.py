@@ -36,6 +36,8 @@ def _value(node):
         if isinstance(node.op, ast.Pow) and (abs(right) > 100 or abs(left) > 1e6):
             raise ValueError("exponent or base too large")
         return OPERATORS[type(node.op)](left, right)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitXor):
+        raise ValueError("^ is not a power here: write ** (2 ** 10)")
     raise ValueError(f"unsupported element {type(node).__name__}: only numbers, + - * / // % ** and parentheses")
 
 

@@ -53,11 +53,12 @@ TOOLS = [
         "parameters": {"type": "object", "properties": {"sql": {"type": "string", "maxLength": 2000}},
                        "required": ["sql"], "additionalProperties": False}}},
     {"type": "function", "function": {
-        "name": "get_product", "description": "A product's name, category, price and stock, by its id (e.g. P003).",
+        "name": "get_product", "description": "A product's name, category, price and stock, by its id (P001 to P012).",
         "parameters": {"type": "object", "properties": {"product_id": {"type": "string", "pattern": "^P[0-9]{3}$"}},
                        "required": ["product_id"], "additionalProperties": False}}},
     {"type": "function", "function": {
-        "name": "order_total", "description": "The total price of an order (quantity times the product's price).",
+        "name": "order_total", "description": "The total price of an order (quantity times the product's price), by its id "
+                                       "(O1001 to O1012).",
         "parameters": {"type": "object", "properties": {"order_id": {"type": "string", "pattern": "^O[0-9]{4}$"}},
                        "required": ["order_id"], "additionalProperties": False}}},
 ]

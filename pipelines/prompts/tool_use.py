@@ -1,0 +1,98 @@
+"""Requests and readers of the tool_use recipe (`tool_use.yaml`): a user request of a kind, the next calls as
+grammar-enforced JSON, and the final answer from the results."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from pipelines.prompts import fill, load
+
+PROMPT_FILE = "prompts/tool_use.yaml"
+KINDS = ("single", "parallel", "sequential", "no_tool", "unserviceable")
+NEEDS_TOOLS = ("single", "parallel", "sequential")
+LOOSE = ("maxLength", "minLength", "pattern", "maximum", "minimum", "description", "format")
+MAX_CALLS_PER_ROUND = 4
+PREAMBLE = re.compile(r"^\s*(sure|certainly|of course|here is|here's|i'd be happy|i would be happy|absolutely)\b",
+                      re.I)
+IDENTIFIER = re.compile(r"_|[a-z][A-Z]")  # a tool name no request says by chance (`weekday` is a word)
+
+
+def listed(tools: list[dict]) -> str:
+    return "\n".join(json.dumps(t["function"], ensure_ascii=False) for t in tools)
+
+
+def request_messages(tools: list[dict], kind: str, persona: str) -> list[dict]:
+    text = load("tool_use")
+    return [{"role": "system", "content": text["request"]["system"]},
+            {"role": "user", "content": fill(text["request"]["request"], tools=listed(tools), persona=persona,
+                                             kind=text["kinds"][kind])}]
+
+
+def clean_request(text: str | None) -> str:
+    """The request alone: without a `Request:` label, quotes, or a "Sure, here's a request ...:" line before it."""
+    text = (text or "").strip()
+    lines = text.splitlines()
+    if len(lines) > 1 and PREAMBLE.match(lines[0]) and lines[0].rstrip().endswith(":"):
+        text = "\n".join(lines[1:]).strip()
+    text = re.sub(r"^\s*(\*\*)?(user )?request(\*\*)?\s*:\s*", "", text, flags=re.I)
+    return text.strip().strip('"').strip()
+
+
+def request_problem(request: str, tools: list[dict]) -> str | None:
+    if not request:
+        return "empty_request: no text"
+    if PREAMBLE.match(request):
+        return "not_a_request: it answers the instruction instead of being a user's request"
+    if len(request.split()) > 80:
+        return "too_long: more than 80 words"
+    named = [name for name in (t["function"]["name"] for t in tools) if IDENTIFIER.search(name) and name in request]
+    if named:
+        return f"names_the_tool: the request says {named[0]!r}"
+    return None
+
+
+def loose(schema):
+    """A tool's parameters for the grammar: types, properties, enums and required keys, without the bounds that
+    blow up llama.cpp's grammar (a maxLength of 2000 is 2000 repeated rules); the bounds are checked after."""
+    if isinstance(schema, dict):
+        return {k: loose(v) for k, v in schema.items() if k not in LOOSE}
+    if isinstance(schema, list):
+        return [loose(v) for v in schema]
+    return schema
+
+
+def calls_schema(tools: list[dict]) -> dict:
+    """JSON Schema of a decision: `tool_calls`, each one of the tools with its (loosened) parameters."""
+    options = [{"type": "object", "properties": {"name": {"const": t["function"]["name"]},
+                                                 "arguments": loose(t["function"].get("parameters") or {})},
+                "required": ["name", "arguments"], "additionalProperties": False} for t in tools]
+    return {"type": "object", "properties": {
+        "needs_tools": {"type": "boolean"},
+        "tool_calls": {"type": "array", "maxItems": MAX_CALLS_PER_ROUND, "items": {"anyOf": options}}},
+        "required": ["needs_tools", "tool_calls"], "additionalProperties": False}
+
+
+def calls_of(decision) -> list | None:
+    """The calls a decision asks for: none when it says no tool is needed (whatever it listed), None when it is
+    not a decision."""
+    if not isinstance(decision, dict) or not isinstance(decision.get("tool_calls"), list):
+        return None
+    return decision["tool_calls"] if decision.get("needs_tools", True) else []
+
+
+def results_text(done: list[dict]) -> str:
+    """Calls made so far and what each returned: [{"name", "arguments", "result" | "error"}]."""
+    return json.dumps(done, ensure_ascii=False, indent=1)
+
+
+def decide_messages(tools: list[dict], request: str, done: list[dict]) -> list[dict]:
+    text = load("tool_use")["decide"]
+    user = f"{request}\n\n{fill(text['results'], results=results_text(done))}" if done else request
+    return [{"role": "system", "content": fill(text["system"], tools=listed(tools))}, {"role": "user", "content": user}]
+
+
+def answer_messages(request: str, done: list[dict]) -> list[dict]:
+    text = load("tool_use")["answer"]
+    user = fill(text["with_results"], request=request, results=results_text(done)) if done else request
+    return [{"role": "system", "content": text["system"]}, {"role": "user", "content": user}]

@@ -1,0 +1,409 @@
+"""Tool-use conversations whose calls were executed and checked (APIGen's format, execution and semantic checks).
+
+SeedToolUse:  -> seed_id, domain, tools, kind, persona (a tools file of the library or the user's, 1-4 of its tools,
+              a kind of request, a persona)
+AskToolRequest: seed_id, tools, kind, persona -> id, text (a user request of that kind, which names no tool)
+UseTools:     id, text, tools, kind, domain -> messages, tool_messages, rejected_tool_messages, failed_check, calls
+              (`samples` trajectories per request: rounds of grammar-enforced calls, run in the sandbox, then the
+              final answer; each trajectory checked; the first that passes every check is the row, the first that
+              fails one its rejected side)
+
+The checks, each a drop reason naming the call: `unknown_tool`, `bad_arguments` (the schema errors), `execution_error`
+(the tool's exception), `timeout`, `killed`, `output_too_large`, `over_call_cap` (more than `max_calls` calls),
+`missed_call` (a request that needs a tool got none), `needless_call` (a request that needs none got one),
+`answer_ignores_result` (the final answer holds none of a result's values). A row is kept when one of its
+trajectories passes every check; else it is dropped with its first trajectory's failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.core.config import max_tokens_setting
+from pipelines.core.errors import ConfigError
+from pipelines.data import load_list
+from pipelines.core.stage import MESSAGES, Context, MapStage, Source, Stage, split_drops, with_drops
+from pipelines.prompts import tool_use as T
+from pipelines.stages.export import separate_splits
+from pipelines.stages.export_prefs import parts
+from pipelines.stages.labels import ReadsLabels, label_rows, row_labels
+from pipelines.teacher.guards import is_looping, trim_cut_answer
+from pipelines.teacher.stage import Asks, Sampling, TeacherStage, Verdict
+from pipelines.teacher.wire import Request, Result
+from pipelines.tools import chat, library_files
+from pipelines.tools.sandbox import Limits, Sandbox
+from pipelines.tools.validate import CallError, check_arguments, find_tool
+from schemas import TOOL_MESSAGE, prompt_id, text_id
+
+KIND_WEIGHTS = {"single": 0.35, "parallel": 0.2, "sequential": 0.15, "no_tool": 0.15, "unserviceable": 0.15}
+
+
+@dataclass
+class ToolUseSampling(Sampling):
+    max_tokens_request: int = max_tokens_setting(96, "tokens per user request")
+    max_tokens_calls: int = max_tokens_setting(256, "tokens per decision (the JSON of the next calls)")
+    max_tokens_answer: int = max_tokens_setting(200, "tokens per final answer")
+
+
+def tools_files(names: tuple[str, ...]) -> dict[str, Path]:
+    """Tools files by domain: a shipped one by name (`shop`) or a user's Python file by path."""
+    shipped = library_files()
+    chosen = {}
+    for name in names or tuple(shipped):
+        if name in shipped:
+            chosen[name] = shipped[name]
+        elif Path(name).suffix == ".py":
+            chosen[Path(name).stem] = Path(name).resolve()
+        else:
+            raise ConfigError(f"tools {name!r}: name a shipped tools file ({', '.join(shipped)}) or a .py file")
+    return chosen
+
+
+@dataclass
+class SeedToolUse(Source):
+    n_requests: int
+    tools: tuple[str, ...] = ()
+    seed: int = 0
+    name = "seeds"
+    provides = ("seed_id", "domain", "tools", "kind", "persona")
+
+    def read(self, ctx: Context):
+        files = tools_files(self.tools)
+        rng = random.Random(self.seed)
+        personas = load_list("personas.json")
+        described = {}
+        for domain, path in files.items():
+            with Sandbox(path) as box:  # a tools file is imported in the sandbox only, never here
+                described[domain] = box.describe()
+            if not described[domain]:
+                raise ConfigError(f"tools file {path} defines no TOOLS")
+        kinds, weights = list(KIND_WEIGHTS), list(KIND_WEIGHTS.values())
+        rows = []
+        for n in range(min(self.n_requests, ctx.limit or self.n_requests)):
+            domain = list(files)[n % len(files)]
+            offered = described[domain]
+            chosen = rng.sample(offered, rng.randint(1, min(4, len(offered))))
+            kind = rng.choices(kinds, weights)[0]
+            rows.append({"seed_id": hashlib.sha256(f"{self.seed}/{n}/{domain}".encode()).hexdigest()[:16],
+                         "domain": domain, "tools": json.dumps(chosen, ensure_ascii=False), "kind": kind,
+                         "persona": rng.choice(personas)})
+        yield pl.DataFrame(rows, schema={c: pl.String for c in self.provides})
+
+
+@dataclass
+class AskToolRequest(TeacherStage):
+    sampling: ToolUseSampling = field(default_factory=ToolUseSampling)
+    retries: int = 1
+    name = "request"
+    requires = ("seed_id", "tools", "kind", "persona")
+    provides = ("id", "text")
+    prompt_files = (T.PROMPT_FILE,)
+
+    def requests(self, row: dict, attempt: int) -> list[Request]:
+        return [Request(T.request_messages(json.loads(row["tools"]), row["kind"], row["persona"]),
+                        self.sampling.request_params(self.sampling.max_tokens_request,
+                                                     f"{row['seed_id']}/r/{attempt}"))]
+
+    def accept(self, row: dict, results: list[Result]) -> Verdict:
+        request = T.clean_request(trim_cut_answer(results[0].text or "", results[0].finish_reason))
+        return Verdict({"id": text_id(request), "text": request},
+                       T.request_problem(request, json.loads(row["tools"])))
+
+
+@dataclass
+class Trajectory:
+    """One attempt at a request: the OpenAI turns so far, the calls made with what they returned, the first check
+    it failed."""
+
+    turns: list[dict]
+    done: list[dict] = field(default_factory=list)
+    failure: str | None = None
+    finished: bool = False  # no more calls (it answers next, or it failed)
+
+
+@dataclass
+class UseTools(Asks, MapStage):
+    sampling: ToolUseSampling = field(default_factory=ToolUseSampling)
+    samples: int = 2
+    max_rounds: int = 3
+    max_calls: int = 8
+    timeout: float = 5.0
+    tools: tuple[str, ...] = ()
+    name = "use_tools"
+    requires = ("id", "text", "tools", "kind", "domain")
+    provides = ("messages", "tool_messages", "rejected_tool_messages", "failed_check", "calls", "source", "meta")
+    batch_size = 16
+    prompt_files = (T.PROMPT_FILE,)
+
+    def summary(self, counters: dict) -> dict:
+        """Pass rates per check (of every trajectory tried), calls per kept row, and the tools called."""
+        tried = counters.get("trajectories", 0)
+        checks = {k.removeprefix("check_"): n for k, n in counters.items() if k.startswith("check_")}
+        return {"tool_checks": {
+            "trajectories": tried, "samples_per_request": self.samples,
+            "passed": round(checks.get("passed", 0) / tried, 4) if tried else None,
+            "failed_by_check": {k: n for k, n in sorted(checks.items(), key=lambda x: -x[1]) if k != "passed"},
+            "requests_verified": counters.get("requests_verified", 0),
+            "calls_by_tool": {k.removeprefix("called|"): n for k, n in sorted(counters.items())
+                              if k.startswith("called|")},
+            "simulated": 0}}
+
+    def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        rows = batch.to_dicts()
+        tools = [json.loads(r["tools"]) for r in rows]
+        items = [(r, s) for r in range(len(rows)) for s in range(self.samples)]
+        paths = tools_files(self.tools)
+        states = [Trajectory([chat.turn("user", rows[r]["text"])]) for r, _ in items]
+        boxes: dict[str, Sandbox] = {}
+        try:
+            for round_ in range(self.max_rounds):
+                active = [i for i, t in enumerate(states) if not t.finished]
+                if not active:
+                    break
+                self._decide(ctx, rows, tools, items, states, active, round_, boxes, paths)
+            self._answer(ctx, rows, items, states)
+        finally:
+            for box in boxes.values():
+                box.close()
+        return self._rows(batch, rows, items, states, ctx)
+
+    def _decide(self, ctx, rows, tools, items, states, active, round_, boxes, paths) -> None:
+        def request(i: int, attempt: int) -> Request:
+            r, s = items[i]
+            return Request(T.decide_messages(tools[r], rows[r]["text"], states[i].done),
+                           self.sampling.request_params(self.sampling.max_tokens_calls,
+                                                        f"{rows[r]['id']}/{s}/c{round_}"),
+                           schema=T.calls_schema(tools[r]))
+
+        def accept(i: int, result: Result) -> Verdict:
+            calls = T.calls_of(result.data)
+            if calls is None:
+                return Verdict(reason=f"unparsed_calls: {(result.error or 'no JSON with tool_calls')[:200]}")
+            wanted[i] = calls
+            return Verdict()
+
+        wanted: dict[int, list] = {}
+        verdicts = self.ask_each(ctx, active, request, accept, retries=0, desc=f"{self.name} calls {round_ + 1}")
+        for i in active:
+            state = states[i]
+            if verdicts[i].reason:
+                state.failure, state.finished = verdicts[i].reason, True
+                continue
+            calls = wanted[i]
+            if not calls:
+                state.finished = True
+                continue
+            r, _ = items[i]
+            self._run_calls(state, calls, tools[r], rows[r], round_, boxes, paths)
+            state.finished = state.finished or round_ + 1 == self.max_rounds
+
+    def _run_calls(self, state: Trajectory, calls: list, tools: list[dict], row: dict, round_: int, boxes,
+                   paths) -> None:
+        """Check the calls as data, run the good ones, append the assistant's call turn and the tool turns. The first
+        failed check ends the trajectory: its last turn is then the call that failed."""
+        if len(state.done) + len(calls) > self.max_calls:
+            state.failure = f"over_call_cap: {len(state.done) + len(calls)} calls (max {self.max_calls})"
+            state.finished = True
+            return
+        named = [(chat.call_id(row["id"], round_, k), c.get("name"), c.get("arguments")) for k, c in enumerate(calls)]
+        state.turns.append(chat.assistant_calls(
+            [(cid, str(name), arguments if isinstance(arguments, dict) else {}) for cid, name, arguments in named]))
+        checked = []
+        for cid, name, arguments in named:
+            try:
+                checked.append((cid, name, check_arguments(find_tool(tools, name), arguments)))
+            except CallError as error:
+                state.failure = f"{error.reason}: {error.detail} (call {name}({json.dumps(arguments)[:200]}))"
+                state.finished = True
+                return
+        domain = row["domain"]
+        if domain not in boxes:
+            boxes[domain] = Sandbox(paths[domain], Limits(timeout=self.timeout, max_calls=self.max_calls))
+        outcomes = boxes[domain].run([(name, arguments) for _, name, arguments in checked])
+        for (cid, name, arguments), outcome in zip(checked, outcomes):
+            if not outcome.ok:
+                state.failure = f"{outcome.status}: {outcome.error[:300]} (call {name}({json.dumps(arguments)[:200]}))"
+                state.finished = True
+                return
+            state.done.append({"name": name, "arguments": arguments, "result": outcome.result})
+            state.turns.append(chat.tool_result(cid, outcome.result))
+
+    def _answer(self, ctx, rows, items, states) -> None:
+        todo = [i for i, t in enumerate(states) if t.failure is None]
+
+        def request(i: int, attempt: int) -> Request:
+            r, s = items[i]
+            return Request(T.answer_messages(rows[r]["text"], states[i].done),
+                           self.sampling.request_params(self.sampling.max_tokens_answer, f"{rows[r]['id']}/{s}/a"))
+
+        def accept(i: int, result: Result) -> Verdict:
+            answer = trim_cut_answer(result.text or "", result.finish_reason).strip()
+            states[i].turns.append(chat.turn("assistant", answer))
+            r, _ = items[i]
+            return Verdict(reason=answer_problem(answer, rows[r]["kind"], states[i].done))
+
+        for i, verdict in self.ask_each(ctx, todo, request, accept, retries=0, desc=f"{self.name} answers").items():
+            states[i].failure = verdict.reason
+
+    def _rows(self, batch, rows, items, states, ctx) -> pl.DataFrame:
+        values = {c: [] for c in ("messages", "tool_messages", "rejected_tool_messages", "failed_check", "calls")}
+        reasons = []
+        for r, row in enumerate(rows):
+            mine = [states[i] for i, (rr, _) in enumerate(items) if rr == r]
+            for state in mine:
+                ctx.count("trajectories")
+                ctx.count(f"check_{(state.failure or 'passed').split(':')[0]}")
+            good = [t for t in mine if t.failure is None]
+            bad = [t for t in mine if t.failure is not None]
+            shown = good[0] if good else mine[0]
+            values["messages"].append(chat.canonical(shown.turns))
+            values["tool_messages"].append(json.dumps(shown.turns, ensure_ascii=False))
+            values["rejected_tool_messages"].append(json.dumps(bad[0].turns, ensure_ascii=False) if good and bad
+                                                    else None)
+            values["failed_check"].append(bad[0].failure if good and bad else None)
+            values["calls"].append(len(shown.done))
+            for call in shown.done if good else []:
+                ctx.count(f"called|{call['name']}")
+            reasons.append(None if good else shown.failure)
+            ctx.count("requests_verified", bool(good))
+        return with_drops(batch.with_columns(
+            pl.Series("messages", values["messages"], dtype=MESSAGES),
+            *(pl.Series(k, values[k], dtype=pl.String) for k in ("tool_messages", "rejected_tool_messages",
+                                                                 "failed_check")),
+            pl.Series("calls", values["calls"], dtype=pl.Int64),
+            pl.Series("source", [f"tool_use:{r['domain']}" for r in rows], dtype=pl.String),
+            pl.Series("meta", [json.dumps({k: r.get(k) for k in ("seed_id", "domain", "kind", "persona")})
+                               for r in rows], dtype=pl.String)), reasons)
+
+
+def answer_problem(answer: str, kind: str, done: list[dict]) -> str | None:
+    """Why a final answer fails its checks, or None."""
+    if not answer:
+        return "empty_answer: no text"
+    if is_looping(answer):
+        return "repeated: the answer loops"
+    if kind in T.NEEDS_TOOLS and not done:
+        return f"missed_call: a {kind} request answered without calling a tool"
+    if kind not in T.NEEDS_TOOLS and done:
+        return f"needless_call: a {kind} request got {len(done)} call(s) ({done[0]['name']})"
+    for call in done:
+        values = result_values(call["result"], call["arguments"])
+        if values and not any(mentions(answer, v) for v in values):
+            return f"answer_ignores_result: none of {call['name']}'s values ({', '.join(map(str, values[:4]))}) " \
+                   "is in the answer"
+    return None
+
+
+def result_values(result, arguments: dict, limit: int = 40) -> list:
+    """A result's scalar values an answer could quote: numbers and short strings, not the call's own arguments."""
+    given = {json.dumps(v) for v in arguments.values()}
+    out, stack = [], [result]
+    while stack and len(out) < limit:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, (int, float)) and math.isfinite(item) and json.dumps(item) not in given:
+            out.append(item)
+        elif isinstance(item, str) and 0 < len(item) <= 60 and json.dumps(item) not in given \
+                and not IDENTIFIER.match(item):  # a column name or a status word would match by chance
+            out.append(item)
+    return out
+
+
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+IDENTIFIER = re.compile(r"^[a-z_]{1,20}$")
+
+
+def mentions(answer: str, value) -> bool:
+    """Whether `answer` states `value`: a string case-insensitively, a number as written with or without thousands
+    separators and to the decimals it is given in (59.97 in "$59.97", 1000 in "1,000", 16.09344 in "16.09")."""
+    if isinstance(value, str):
+        return value.lower() in answer.lower()
+    numbers = [float(n) for n in NUMBER.findall(re.sub(r"(?<=\d),(?=\d{3}\b)", "", answer))]
+    return any(abs(n - value) <= 0.5 * 10 ** -decimals(n) + 1e-9 for n in numbers)
+
+
+def decimals(number: float) -> int:
+    text = repr(number)
+    return len(text.split(".")[1]) if "." in text and not text.endswith(".0") else 0
+
+
+@dataclass
+class ExportToolUse(ReadsLabels, Stage):
+    """Write `train_sft`/`test_sft` (the verified conversations) and `train_prefs`/`test_prefs` (a verified
+    trajectory chosen over one that failed a check, for the same request) with `messages` in OpenAI's tool shape
+    and a `tools` column (the JSON Schemas, a JSON string as TRL reads it). A request's part comes from a hash of its
+    prompt_id; near-duplicate requests that straddle train and test move to train."""
+
+    test_fraction: float = 0.1
+    leakage_threshold: float = 0.8
+    name = "export"
+    requires = ("id", "text", "messages", "tool_messages", "tools")
+    provides = ("prompt", "prompt_id", "split")
+
+    def summary(self, counters: dict) -> dict:
+        return {"leakage": self._leakage, "rows": self._counts, **({"review": self._review} if self._review else {})}
+
+    def run(self, batches, ctx: Context):
+        frames = [b for b in batches if b.height]
+        data = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={
+            "id": pl.String, "text": pl.String, "messages": MESSAGES, "tool_messages": pl.String, "tools": pl.String,
+            "rejected_tool_messages": pl.String, "failed_check": pl.String, "kind": pl.String, "domain": pl.String,
+            "calls": pl.Int64})
+        data, self._review = label_rows(data, row_labels(ctx.run_dir))
+        data, reviewed_out = split_drops(data)
+        prompt_ids = [prompt_id(t) for t in data["text"].to_list()]
+        splits, self._leakage = separate_splits(data["text"].fill_null(""), [f"{p}_sft" for p in parts(
+            prompt_ids, self.test_fraction)], self.leakage_threshold, ctx)
+        data = data.with_columns(pl.Series("prompt", data["text"], dtype=pl.String),
+                                 pl.Series("prompt_id", prompt_ids, dtype=pl.String),
+                                 pl.Series("split", [s.split("_")[0] for s in splits], dtype=pl.String))
+        out_dir = ctx.run_dir / "export"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        (out_dir / "data").mkdir(parents=True)
+        self._counts = {}
+        for part in ("train", "test"):
+            rows = data.filter(pl.col("split") == part).to_dicts()
+            self._write(out_dir, f"{part}_sft", SFT_SCHEMA, [sft_row(r) for r in rows])
+            self._write(out_dir, f"{part}_prefs", PREFS_SCHEMA,
+                        [pref_row(r) for r in rows if r.get("rejected_tool_messages")])
+        yield data if reviewed_out is None else pl.concat([data, reviewed_out], how="diagonal_relaxed")
+
+    def _write(self, out_dir: Path, split: str, schema: pa.Schema, rows: list[dict]) -> None:
+        if rows:
+            pq.write_table(pa.Table.from_pylist(rows, schema=schema), out_dir / "data" / f"{split}-00000-of-00001.parquet")
+            self._counts[split] = len(rows)
+
+
+COMMON = [("prompt", pa.string()), ("prompt_id", pa.string()), ("tools", pa.string()), ("kind", pa.string()),
+          ("domain", pa.string())]
+SFT_SCHEMA = pa.schema([*COMMON, ("messages", pa.list_(TOOL_MESSAGE)), ("calls", pa.int64()),
+                        ("simulated", pa.bool_())])
+PREFS_SCHEMA = pa.schema([*COMMON, ("chosen", pa.list_(TOOL_MESSAGE)), ("rejected", pa.list_(TOOL_MESSAGE)),
+                          ("messages", pa.list_(TOOL_MESSAGE)), ("failed_check", pa.string())])
+
+
+def sft_row(row: dict) -> dict:
+    return {**{k: row[k] for k, _ in COMMON}, "messages": json.loads(row["tool_messages"]), "calls": row["calls"],
+            "simulated": False}
+
+
+def pref_row(row: dict) -> dict:
+    chosen = json.loads(row["tool_messages"])
+    return {**{k: row[k] for k, _ in COMMON}, "chosen": chosen, "rejected": json.loads(row["rejected_tool_messages"]),
+            "messages": chosen, "failed_check": row["failed_check"]}

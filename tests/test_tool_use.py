@@ -1,0 +1,125 @@
+"""The tool_use recipe's parts: the checks, the three forms of a conversation, and exported rows rendered by the
+Qwen2.5 and Llama 3.1 chat templates (the originals TRL ships in `trl/chat_templates/`)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines.prompts import tool_use as T
+from pipelines.stages.tool_use import answer_problem, mentions, result_values
+from pipelines.tools import chat
+
+TEMPLATES = Path(pytest.importorskip("trl").__file__).parent / "chat_templates"
+SHOP_TOOL = {"type": "function", "function": {"name": "order_total", "description": "an order's total",
+                                              "parameters": {"type": "object", "properties": {
+                                                  "order_id": {"type": "string", "pattern": "^O[0-9]{4}$"}}}}}
+TOTAL = {"order_id": "O1005", "product": "Insulated water bottle 750 ml", "quantity": 3, "unit_price": 19.99,
+         "total": 59.97}
+
+
+def conversation(parallel: bool = False) -> list[dict]:
+    calls = [("call_1", "order_total", {"order_id": "O1005"})]
+    if parallel:
+        calls.append(("call_2", "order_total", {"order_id": "O1001"}))
+    turns = [chat.turn("user", "What did orders O1005 and O1001 cost?"), chat.assistant_calls(calls)]
+    turns += [chat.tool_result(cid, {**TOTAL, "order_id": args["order_id"]}) for cid, _, args in calls]
+    return turns + [chat.turn("assistant", "Order O1005 cost $59.97.")]
+
+
+@pytest.mark.parametrize("answer, value, found", [
+    ("It costs $59.97 in total.", 59.97, True),
+    ("That is 16.09 km.", 16.09344, True),
+    ("About 1,000 people.", 1000, True),
+    ("It costs $59.", 59.97, False),
+    ("The capital is nairobi.", "Nairobi", True),
+    ("No number here.", 3, False),
+])
+def test_mentions(answer, value, found):
+    assert mentions(answer, value) is found
+
+
+def test_result_values_leave_out_the_arguments_and_identifiers():
+    values = result_values(TOTAL, {"order_id": "O1005"})
+    assert "O1005" not in values and 59.97 in values and "Insulated water bottle 750 ml" in values
+    assert result_values({"columns": ["name", "price"], "rows": [[45.0]]}, {}) == [45.0]
+
+
+@pytest.mark.parametrize("answer, kind, done, reason", [
+    ("Order O1005 cost $59.97.", "single", [{"name": "order_total", "arguments": {}, "result": TOTAL}], None),
+    ("I think it was about fifty dollars.", "single", [{"name": "order_total", "arguments": {}, "result": TOTAL}],
+     "answer_ignores_result"),
+    ("Order totals are computed from prices.", "single", [], "missed_call"),
+    ("Haiku: leaves fall", "no_tool", [{"name": "order_total", "arguments": {}, "result": TOTAL}], "needless_call"),
+    ("I cannot track a parcel; I can look up an order's total.", "unserviceable", [], None),
+    ("", "no_tool", [], "empty_answer"),
+])
+def test_answer_checks(answer, kind, done, reason):
+    found = answer_problem(answer, kind, done)
+    assert (found or "").split(":")[0] == (reason or "")
+
+
+def test_a_request_naming_a_tool_identifier_is_refused_but_a_plain_word_is_not():
+    weekday = {"type": "function", "function": {"name": "weekday"}}
+    assert T.request_problem("What weekday was 4 July 2024?", [weekday]) is None
+    assert T.request_problem("Use order_total for O1005", [SHOP_TOOL]).startswith("names_the_tool")
+
+
+def test_the_grammar_schema_keeps_names_and_types_and_drops_bounds():
+    schema = T.calls_schema([SHOP_TOOL])
+    option = schema["properties"]["tool_calls"]["items"]["anyOf"][0]
+    assert option["properties"]["name"] == {"const": "order_total"}
+    assert option["properties"]["arguments"] == {"type": "object", "properties": {"order_id": {"type": "string"}}}
+
+
+def test_canonical_form_writes_calls_as_ingest_does():
+    messages = chat.canonical(conversation())
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"]
+    assert messages[1]["content"] == '<tool_call>\n{"name": "order_total", "arguments": {"order_id": "O1005"}}\n' \
+                                     "</tool_call>"
+    assert json.loads(messages[2]["content"])["total"] == 59.97
+
+
+def test_one_call_per_turn_keeps_each_result_after_its_call():
+    turns = chat.one_call_per_turn(conversation(parallel=True))
+    assert [t["role"] for t in turns] == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
+    assert [t["tool_call_id"] for t in turns if t["role"] == "tool"] == ["call_1", "call_2"]
+    assert turns[1]["tool_calls"][0]["id"] == "call_1" and turns[3]["tool_calls"][0]["id"] == "call_2"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from pipelines.teacher.weights import ensure_checkpoint
+
+    return AutoTokenizer.from_pretrained(ensure_checkpoint(log=lambda *_: None))
+
+
+def render(tokenizer, template: str, turns: list[dict], tools: list[dict]) -> str:
+    return tokenizer.apply_chat_template(chat.template_turns(turns), tools=tools, chat_template=template,
+                                         tokenize=False)
+
+
+def test_qwen25_template_renders_calls_results_and_tools(tokenizer):
+    text = render(tokenizer, (TEMPLATES / "qwen2_5.jinja").read_text(), conversation(parallel=True), [SHOP_TOOL])
+    assert '{"name": "order_total", "arguments": {"order_id": "O1005"}}' in text  # parsed, not a quoted string
+    assert text.count("<tool_response>") == 2 and '"total": 59.97' in text
+    assert '"name": "order_total", "description": "an order\'s total"' in text  # the tools in the system turn
+
+
+def test_llama31_template_renders_calls_one_per_turn(tokenizer):
+    template = (TEMPLATES / "llama3_1.jinja").read_text()
+    with pytest.raises(Exception, match="single tool-calls"):
+        render(tokenizer, template, conversation(parallel=True), [SHOP_TOOL])
+    text = render(tokenizer, template, chat.one_call_per_turn(conversation(parallel=True)), [SHOP_TOOL])
+    assert '{"name": "order_total", "parameters": {"order_id": "O1005"}}' in text
+    assert text.count("<|start_header_id|>ipython<|end_header_id|>") == 2
+
+
+def test_a_template_without_tools_gets_hermes_text(tokenizer):
+    """SmolLM2's template prints neither calls nor tools: training text then carries them as Hermes text."""
+    assert not chat.renders_calls(tokenizer)
+    [text] = chat.training_texts(tokenizer, [(conversation(parallel=True), [SHOP_TOOL])])
+    assert "<tools>" in text and '"name": "order_total", "arguments": {"order_id": "O1001"}' in text
+    assert text.count("<tool_response>") == 2 and text.count("<|im_start|>user") == 2  # both results, one turn
