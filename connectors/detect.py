@@ -10,13 +10,13 @@ import itertools
 from types import ModuleType
 from typing import Iterator
 
-from connectors import (alpaca, dolly, helpsteer, hh_rlhf, lmsys, oasst, openai_messages, openorca, preference,
-                        prompt_completion, qa, self_instruct, sharegpt, text, ultrachat, ultrafeedback)
+from connectors import (alpaca, dolly, glaive, helpsteer, hh_rlhf, lmsys, oasst, openai_messages, openorca, preference,
+                        prompt_completion, qa, self_instruct, sharegpt, text, ultrachat, ultrafeedback, xlam)
 from connectors.errors import SourceError
 from connectors.streams import Raw
 
 FORMATS: tuple[ModuleType, ...] = (
-    oasst, ultrafeedback, helpsteer, hh_rlhf, preference, openai_messages, sharegpt, lmsys, ultrachat,
+    oasst, ultrafeedback, helpsteer, hh_rlhf, preference, openai_messages, sharegpt, glaive, xlam, lmsys, ultrachat,
     openorca, self_instruct, dolly, alpaca, prompt_completion, qa, text,
 )
 BY_NAME = {f.NAME: f for f in FORMATS}

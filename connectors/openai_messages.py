@@ -4,13 +4,14 @@ Roles system, user, assistant, tool (and `developer`, read as system). Content g
 text parts; any other part (an image) makes the record unusable here. An assistant turn's `tool_calls` are kept in
 `meta.tool_calls` by message index and, when the turn has no text, written into its content as
 `<tool_call>{"name": ..., "arguments": ...}</tool_call>` lines (the Hermes convention chat templates use); a tool
-turn's `tool_call_id`/`name` go to `meta.tool_results`, and the record's `tools` to `meta.tools`.
+turn's `tool_call_id`/`name` go to `meta.tool_results`, and the record's `tools` become the row's `tools`. A call
+without a function name, or whose arguments are not a JSON object, quarantines the record naming its turn.
 """
 
 from __future__ import annotations
 
-import json
 
+from connectors import tool_calls
 from connectors.base import RecordError, extras
 
 NAME = "messages"
@@ -37,19 +38,11 @@ def text_of(content, where: str) -> str:
     raise RecordError(f"bad_field: {where} content is {type(content).__name__}")
 
 
-def render_tool_calls(calls: list) -> str:
-    lines = []
-    for call in calls:
-        function = call.get("function", call) if isinstance(call, dict) else {}
-        arguments = function.get("arguments")
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments)
-            except json.JSONDecodeError:
-                pass
-        lines.append("<tool_call>\n" + json.dumps({"name": function.get("name"), "arguments": arguments},
-                                                  ensure_ascii=False) + "\n</tool_call>")
-    return "\n".join(lines)
+def render_tool_calls(calls: list, where: str = "tool_calls") -> str:
+    """OpenAI tool calls as `<tool_call>` lines, each checked (`connectors.tool_calls.call`)."""
+    if not isinstance(calls, list):
+        raise RecordError(f"bad_tool_call: {where} is a {type(calls).__name__}, not a list")
+    return tool_calls.render([tool_calls.call(c, f"{where}[{k}]") for k, c in enumerate(calls)])
 
 
 def to_messages(turns: list, meta: dict, field: str = "messages") -> list[dict]:
@@ -66,8 +59,9 @@ def to_messages(turns: list, meta: dict, field: str = "messages") -> list[dict]:
         content = text_of(turn.get("content"), f"{field}[{i}]")
         if turn.get("tool_calls"):
             meta.setdefault("tool_calls", {})[str(i)] = turn["tool_calls"]
+            calls = render_tool_calls(turn["tool_calls"], f"{field}[{i}].tool_calls")
             if not content.strip():
-                content = render_tool_calls(turn["tool_calls"])
+                content = calls
         if role == "tool" and (turn.get("tool_call_id") or turn.get("name")):
             meta.setdefault("tool_results", {})[str(i)] = {k: turn[k] for k in ("tool_call_id", "name") if k in turn}
         out.append({"role": role, "content": content})
@@ -76,4 +70,6 @@ def to_messages(turns: list, meta: dict, field: str = "messages") -> list[dict]:
 
 def convert(record: dict) -> list[dict]:
     meta = extras(record, ("messages",))
-    return [{"messages": to_messages(record["messages"], meta), "meta": meta}]
+    messages = to_messages(record["messages"], meta)
+    tools = tool_calls.definitions(meta.pop("tools")) if meta.get("tools") else []
+    return [{"messages": messages, "meta": meta, **({"tools": tools} if tools else {})}]

@@ -3,10 +3,15 @@
 Speaker names seen in the wild are mapped: human, user, prompter -> user; gpt, assistant, chatgpt, bing, bard,
 model, bot, claude -> assistant; system -> system; function_call -> assistant; observation, function, tool ->
 tool. Turns given as `{"role", "content"}` are read too. Any other speaker makes the record unusable, with its name.
+
+Tool use (LLaMA-Factory's `function_call`/`observation` turns, Hermes function calling's `<tool_call>` blocks): a
+call is checked and written as a `<tool_call>` line (`connectors.tool_calls`), one that is not a call quarantines
+the record naming its turn; the record's `tools` (a list or a JSON string) become the row's `tools`.
 """
 
 from __future__ import annotations
 
+from connectors import tool_calls
 from connectors.base import RecordError
 
 NAME = "sharegpt"
@@ -42,10 +47,15 @@ def convert(record: dict) -> list[dict]:
             raise RecordError(f"unknown_role: {speaker!r} at conversations[{i}]")
         if type(content) is not str:
             raise RecordError(f"bad_field: conversations[{i}] value is {type(content).__name__}, not text")
+        if speaker == "function_call":
+            content = tool_calls.render([tool_calls.call(content, f"conversations[{i}]")])
+        elif role == "assistant":
+            content = tool_calls.normalize_calls_text(content, f"conversations[{i}]")
         messages.append({"role": role, "content": content})
     meta = record.copy()
     del meta["conversations"]
-    return [{"messages": messages, "meta": meta}]
+    tools = tool_calls.definitions(meta.pop("tools")) if meta.get("tools") else []
+    return [{"messages": messages, "meta": meta, **({"tools": tools} if tools else {})}]
 
 
 def _speaker_and_text(turn, i: int):

@@ -458,14 +458,14 @@ def check_pair(row: dict, expected: Pair) -> None:
 # ---------------------------------------------------------------------------------------------------- format details
 
 
-def test_openai_tool_call_is_written_hermes_style_and_kept_in_meta():
+def test_openai_tool_call_is_written_hermes_style_and_its_tools_kept_as_a_column():
     row = rows_of("messages.jsonl", "conversation")["messages.jsonl:2"]
     assert row["messages"][2:4] == [assistant(TOOL_CALL), tool('{"temp_c": 18, "sky": "clear"}')]
     details = meta(row)
     assert details["tool_calls"] == {"2": [{"id": "call_abc123", "type": "function", "function": {
         "name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}
     assert details["tool_results"] == {"3": {"tool_call_id": "call_abc123"}}
-    assert [t["function"]["name"] for t in details["tools"]] == ["get_weather"]
+    assert "tools" not in details and [t["function"]["name"] for t in json.loads(row["tools"])] == ["get_weather"]
 
 
 def test_lmsys_keeps_model_language_and_moderation_in_meta():

@@ -111,7 +111,7 @@ def test_ingest_recipe_quarantines_redacts_exports_and_resumes(tmp_path):
     assert stages["ingest"]["rows_out"] == 4 and stages["ingest"]["dropped"] == {"not_json": 1, "turn_order": 1}
     assert stages["ingest"]["counters"]["redacted_email"] == 1  # the chat log only: alpaca rows are not a chat log
     ds = datasets.load_dataset(str(run_dir / "export"), cache_dir=str(tmp_path / "hf"))
-    assert ds["train"].num_rows == 4 and set(ds["train"].column_names) == {"id", "messages", "source", "meta"}
+    assert ds["train"].num_rows == 4 and set(ds["train"].column_names) == {"id", "messages", "source", "meta", "tools"}
     assert ds["train"]["source"] == ["sharegpt:chat_log.jsonl"] * 2 + ["alpaca:instructions.json"] * 2
     assert ds["train"][2]["messages"] == [  # not a chat log: left as it is
         {"role": "user", "content": "Write to support@example.org and ask for a refund."},

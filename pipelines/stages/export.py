@@ -142,6 +142,8 @@ class ExportRows(ReadsLabels, Stage):
 
     def run(self, batches, ctx: Context):
         schema = ARROW_SCHEMAS[self.kind]
+        if self.kind == "conversation":  # the tools a conversation offered, null when none (`stages.ingest`)
+            schema = schema.append(pa.field("tools", pa.string()))
         out_dir = ctx.run_dir / "export"
         shutil.rmtree(out_dir, ignore_errors=True)
         (out_dir / "data").mkdir(parents=True)
@@ -161,6 +163,8 @@ class ExportRows(ReadsLabels, Stage):
                     writer.close()
                 shards.append(out_dir / "data" / f"train-{len(shards):05d}.parquet.tmp")
                 writer, in_shard = pq.ParquetWriter(shards[-1], schema), 0
+            if "tools" in schema.names and "tools" not in batch.columns:
+                batch = batch.with_columns(pl.lit(None, dtype=pl.String).alias("tools"))
             writer.write_table(batch.select(schema.names).to_arrow().cast(schema))
             in_shard += batch.height
             yield batch.select("id")

@@ -47,6 +47,9 @@ from schemas.limits import messages_problem, text_problem
 KINDS = {"conversation": CONVERSATION, "preference": PREFERENCE, "text": TEXT}
 BLOCK_BYTES = 4 << 20  # JSONL converted at once
 QUARANTINE_COLUMNS = {"locator": pa.string(), "raw": pa.string(), DROP: pa.string()}
+# beside a kind's schema: the tools a conversation offered (OpenAI function definitions as a JSON string; null when
+# none), from the formats that carry them (OpenAI messages, ShareGPT/Hermes, Glaive, xLAM)
+EXTRA_COLUMNS = {"conversation": [pa.field("tools", pa.string())], "preference": [], "text": []}
 
 
 def _json(value: dict) -> str:
@@ -71,7 +74,7 @@ class Ingest(Source):
             raise ConfigError("no sources given; name files with --set sources=PATH[,PATH...]")
         self.specs = [SourceSpec.parse(s) for s in self.sources]
         self._redactor = Redact(scope=self.redact)
-        self.provides = tuple(KINDS[self.kind].names)
+        self.provides = (*KINDS[self.kind].names, *(f.name for f in EXTRA_COLUMNS[self.kind]))
 
     def settings(self) -> dict:
         # The files' sizes and times are part of the fingerprint: a changed input is read again.
@@ -188,6 +191,7 @@ def conversation_row(item: dict, source: str) -> dict:
         messages = item["messages"]
     row = {"id": conversation_id(messages), "messages": messages, "source": source, "meta": _json(item["meta"])}
     row[DROP] = messages_problem(messages) or check_conversation(row)
+    row["tools"] = _json(item["tools"]) if item.get("tools") else None
     return row
 
 
@@ -220,7 +224,8 @@ class _Batch:
     """Rows collected as dicts, turned into one Arrow table (or polars frame) column by column."""
 
     def __init__(self, kind: str):
-        self.schema = pa.schema(list(KINDS[kind]) + [pa.field(k, t) for k, t in QUARANTINE_COLUMNS.items()])
+        self.schema = pa.schema(list(KINDS[kind]) + EXTRA_COLUMNS[kind] +
+                                [pa.field(k, t) for k, t in QUARANTINE_COLUMNS.items()])
         self.rows: list[dict] = []
 
     def __len__(self) -> int:

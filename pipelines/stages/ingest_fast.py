@@ -41,6 +41,9 @@ def _messages_from(column: str, speaker: str, text: str, roles: dict) -> Callabl
         fields = {f.name: f.dtype for f in dtype.inner.fields}
         if fields.get(speaker) != pl.String or fields.get(text) != pl.String or "tool_calls" in fields:
             return None
+        turns = frame.select(pl.col(column).explode().struct.unnest())
+        if turns[speaker].eq("function_call").any() or turns[text].str.contains("<tool_call>", literal=True).any():
+            return None  # tool calls are checked and rewritten record by record
         turn = pl.element().struct
         return pl.col(column).list.eval(pl.struct(
             turn.field(speaker).replace_strict(roles, default=None, return_dtype=pl.String).alias("role"),
@@ -83,6 +86,8 @@ def fast_frame(fmt_name: str, kind: str, source: str, name: str, chunk, schema: 
         table = pj.read_json(io.BytesIO(body), read_options=pj.ReadOptions(use_threads=True, block_size=1 << 20))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
+    if "tools" in table.column_names:
+        return None  # tool definitions are read (and checked) record by record
     lines = body.count(b"\n") + 1  # a blank line makes the reader's row count differ: the slow path takes it
     column, convert = CONVERTERS[fmt_name]
     frame = pl.from_arrow(table)
