@@ -123,3 +123,80 @@ def test_a_template_without_tools_gets_hermes_text(tokenizer):
     [text] = chat.training_texts(tokenizer, [(conversation(parallel=True), [SHOP_TOOL])])
     assert "<tools>" in text and '"name": "order_total", "arguments": {"order_id": "O1001"}' in text
     assert text.count("<tool_response>") == 2 and text.count("<|im_start|>user") == 2  # both results, one turn
+
+
+def test_a_thousand_calls_in_one_turn_are_refused_before_any_runs():
+    from pipelines.stages.tool_use import Trajectory, UseTools
+
+    state = Trajectory([chat.turn("user", "add these")])
+    UseTools(max_calls=8)._run_calls(state, [{"name": "calculate", "arguments": {"expression": "1"}}] * 1000,
+                                     [], {"id": "0" * 64, "domain": "math_units"}, 0, {}, {})
+    assert state.failure == "over_call_cap: 1000 calls (max 8)" and state.finished and not state.done
+
+
+def test_calls_are_checked_then_run_in_the_sandbox():
+    from pipelines.stages.tool_use import Trajectory, UseTools, tools_files
+    from pipelines.tools.sandbox import Sandbox
+
+    paths = tools_files(("math_units",))
+    with Sandbox(paths["math_units"]) as box:
+        tools = box.describe()
+    stage, boxes, row = UseTools(), {}, {"id": "ab" * 32, "domain": "math_units"}
+    try:
+        good = Trajectory([chat.turn("user", "7 * 6?")])
+        stage._run_calls(good, [{"name": "calculate", "arguments": {"expression": "7 * 6"}}], tools, row, 0, boxes,
+                         paths)
+        assert good.failure is None and good.done[0]["result"]["result"] == 42
+        assert good.turns[1]["tool_calls"][0]["id"] == "call_abababab_0_0" and good.turns[2]["tool_call_id"] == \
+            "call_abababab_0_0"
+        cases = [({"name": "rm", "arguments": {}}, "unknown_tool"),
+                 ({"name": "calculate", "arguments": {"expression": 7}}, "bad_arguments: expression: 7 is not"),
+                 ({"name": "calculate", "arguments": {"expression": "__import__('os')"}}, "execution_error"),
+                 ({"name": "convert_units", "arguments": {"value": 1, "from_unit": "kg", "to_unit": "km"}},
+                  "execution_error: ValueError: cannot convert")]
+        for call, reason in cases:
+            bad = Trajectory([chat.turn("user", "x")])
+            stage._run_calls(bad, [call], tools, row, 0, boxes, paths)
+            assert bad.failure.startswith(reason) and "(call " in bad.failure, bad.failure
+            assert bad.turns[-1]["role"] == "assistant"  # a failed trajectory ends at the call that failed
+        stage._run_calls(good, [{"name": "calculate", "arguments": {"expression": "7 * 6"}}], tools, row, 1, boxes,
+                         paths)
+        assert good.failure.startswith("repeated_call: calculate") and len(good.done) == 1
+        assert len(boxes) == 1  # one worker for the domain, kept for the stage's batch
+    finally:
+        for box in boxes.values():
+            box.close()
+
+
+def test_tool_use_build_on_the_embedded_teacher(tmp_path, teacher_server):
+    """The whole recipe on the session's SmolLM2 teacher: every request accounted for, every drop a named check,
+    every exported row in OpenAI's tool shape and rendered by Qwen2.5's template; a rerun redoes nothing."""
+    import polars as pl
+    from transformers import AutoTokenizer
+
+    from conftest import report, run_build
+    from pipelines.teacher.weights import ensure_checkpoint
+
+    run_dir = tmp_path / "run"
+    settings = ("n_requests=6", "samples=2", "max_rounds=2", "tools=math_units,dates")
+    run_build(run_dir, *settings, server=teacher_server, recipe="tool_use")
+    stages = report(run_dir)
+    used = stages["use_tools"]
+    assert used["rows_in"] == used["rows_out"] + sum(used["dropped"].values())
+    known = {"unknown_tool", "bad_arguments", "execution_error", "timeout", "killed", "output_too_large",
+             "over_call_cap", "repeated_call", "missed_call", "needless_call", "answer_ignores_result", "empty_answer", "repeated",
+             "unparsed_calls", "request_failed"}
+    assert set(used["dropped"]) <= known, used["dropped"]
+    export = run_dir / "export" / "data"
+    tokenizer = AutoTokenizer.from_pretrained(ensure_checkpoint(log=lambda *_: None))
+    template = (TEMPLATES / "qwen2_5.jinja").read_text()
+    for split in sorted(export.glob("*_sft-*.parquet")):
+        for row in pl.read_parquet(split).to_dicts():
+            tools = json.loads(row["tools"])
+            assert row["messages"][0]["role"] == "user" and row["messages"][-1]["role"] == "assistant"
+            assert render(tokenizer, template, row["messages"], tools)
+            assert row["calls"] == sum(len(m["tool_calls"] or []) for m in row["messages"])
+    for split in sorted(export.glob("*_prefs-*.parquet")):
+        assert pl.read_parquet(split)["failed_check"].null_count() == 0
+    run_build(run_dir, *settings, server=teacher_server, recipe="tool_use")
+    assert {row["status"] for row in report(run_dir).values()} == {"skipped"}

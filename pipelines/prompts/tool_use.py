@@ -63,14 +63,16 @@ def loose(schema):
 
 
 def calls_schema(tools: list[dict]) -> dict:
-    """JSON Schema of a decision: `tool_calls`, each one of the tools with its (loosened) parameters."""
+    """JSON Schema of a decision: a thought, whether tools are needed, then `tool_calls`, each one of the tools with
+    its (loosened) parameters."""
     options = [{"type": "object", "properties": {"name": {"const": t["function"]["name"]},
                                                  "arguments": loose(t["function"].get("parameters") or {})},
                 "required": ["name", "arguments"], "additionalProperties": False} for t in tools]
     return {"type": "object", "properties": {
-        "needs_tools": {"type": "boolean"},
+        "thought": {"type": "string"},  # before the decision: the embedded 1.5B said needs_tools for every request
+        "needs_tools": {"type": "boolean"},  # without it, and for 2 of 3 no-tool requests with it
         "tool_calls": {"type": "array", "maxItems": MAX_CALLS_PER_ROUND, "items": {"anyOf": options}}},
-        "required": ["needs_tools", "tool_calls"], "additionalProperties": False}
+        "required": ["thought", "needs_tools", "tool_calls"], "additionalProperties": False}
 
 
 def calls_of(decision) -> list | None:

@@ -27,7 +27,7 @@ from pipelines.tools import library_files
 @dataclass(frozen=True)
 class Config:
     name: str = field(default="tool-use-convoforge", metadata={"help": "dataset name in the card"})
-    n_requests: int = field(default=24, metadata={"help": "user requests to write (before dedup)",
+    n_requests: int = field(default=20, metadata={"help": "user requests to write (before dedup)",
                                                   "range": "[1, 10000000]"})
     tools: tuple[str, ...] = field(default=(), metadata={
         "help": "tools files: shipped ones by name (" + ", ".join(library_files()) + ") or your .py files "

@@ -9,7 +9,8 @@ UseTools:     id, text, tools, kind, domain -> messages, tool_messages, rejected
               fails one its rejected side)
 
 The checks, each a drop reason naming the call: `unknown_tool`, `bad_arguments` (the schema errors), `execution_error`
-(the tool's exception), `timeout`, `killed`, `output_too_large`, `over_call_cap` (more than `max_calls` calls),
+(the tool's exception), `timeout`, `killed`, `output_too_large`, `over_call_cap` (more than `max_calls` calls), `repeated_call` (a call made
+before, with the same arguments),
 `missed_call` (a request that needs a tool got none), `needless_call` (a request that needs none got one),
 `answer_ignores_result` (the final answer holds none of a result's values). A row is kept when one of its
 trajectories passes every check; else it is dropped with its first trajectory's failure.
@@ -219,7 +220,7 @@ class UseTools(Asks, MapStage):
         named = [(chat.call_id(row["id"], round_, k), c.get("name"), c.get("arguments")) for k, c in enumerate(calls)]
         state.turns.append(chat.assistant_calls(
             [(cid, str(name), arguments if isinstance(arguments, dict) else {}) for cid, name, arguments in named]))
-        checked = []
+        checked, made = [], {(d["name"], json.dumps(d["arguments"], sort_keys=True)) for d in state.done}
         for cid, name, arguments in named:
             try:
                 checked.append((cid, name, check_arguments(find_tool(tools, name), arguments)))
@@ -227,6 +228,12 @@ class UseTools(Asks, MapStage):
                 state.failure = f"{error.reason}: {error.detail} (call {name}({json.dumps(arguments)[:200]}))"
                 state.finished = True
                 return
+            key = (name, json.dumps(arguments, sort_keys=True))
+            if key in made:
+                state.failure = f"repeated_call: {name}({json.dumps(arguments)[:200]}) was already called"
+                state.finished = True
+                return
+            made.add(key)
         domain = row["domain"]
         if domain not in boxes:
             boxes[domain] = Sandbox(paths[domain], Limits(timeout=self.timeout, max_calls=self.max_calls))
