@@ -200,3 +200,27 @@ def test_tool_use_build_on_the_embedded_teacher(tmp_path, teacher_server):
         assert pl.read_parquet(split)["failed_check"].null_count() == 0
     run_build(run_dir, *settings, server=teacher_server, recipe="tool_use")
     assert {row["status"] for row in report(run_dir).values()} == {"skipped"}
+
+
+def test_sft_trains_on_a_tool_export(tmp_path):
+    """A tool-use export (OpenAI-shaped messages, a tools column) as ExportToolUse writes it: `pipelines.train sft`
+    renders it for SmolLM2's template (no tool format: Hermes text) and trains."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.stages.tool_use import SFT_SCHEMA, sft_row
+    from pipelines.train.options import SFTOptions
+    from pipelines.train.sft import tool_texts, train_sft
+    from pipelines.teacher.weights import ensure_checkpoint
+
+    rows = [sft_row({"prompt": "What did orders O1005 and O1001 cost?", "prompt_id": str(k), "kind": "parallel",
+                     "domain": "shop", "tools": json.dumps([SHOP_TOOL]), "calls": 2,
+                     "tool_messages": json.dumps(conversation(parallel=True))}) for k in range(2)]
+    data = tmp_path / "export" / "data"
+    data.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=SFT_SCHEMA), data / "train_sft-00000-of-00001.parquet")
+    texts = tool_texts([data / "train_sft-00000-of-00001.parquet"], str(ensure_checkpoint(log=lambda *_: None)))
+    assert texts.num_rows == 2 and '"arguments": {"order_id": "O1001"}' in texts[0]["text"]
+    metrics = train_sft(SFTOptions(str(tmp_path / "export"), max_steps=1, batch_size=2, max_length=256,
+                                   output_dir=str(tmp_path / "model")), log=lambda *_: None)
+    assert metrics["steps"] == 1 and metrics["tokens"] > 100 and metrics["loss"] > 0
