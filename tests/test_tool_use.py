@@ -161,7 +161,8 @@ def test_calls_are_checked_then_run_in_the_sandbox():
             assert bad.turns[-1]["role"] == "assistant"  # a failed trajectory ends at the call that failed
         stage._run_calls(good, [{"name": "calculate", "arguments": {"expression": "7 * 6"}}], tools, row, 1, boxes,
                          paths)
-        assert good.failure.startswith("repeated_call: calculate") and len(good.done) == 1
+        assert good.failure is None and good.finished and good.repeats == 1 and len(good.done) == 1
+        assert len(good.turns) == 3  # the repeated call is left out of the conversation
         assert len(boxes) == 1  # one worker for the domain, kept for the stage's batch
     finally:
         for box in boxes.values():
@@ -184,7 +185,7 @@ def test_tool_use_build_on_the_embedded_teacher(tmp_path, teacher_server):
     used = stages["use_tools"]
     assert used["rows_in"] == used["rows_out"] + sum(used["dropped"].values())
     known = {"unknown_tool", "bad_arguments", "execution_error", "timeout", "killed", "output_too_large",
-             "over_call_cap", "repeated_call", "missed_call", "needless_call", "answer_ignores_result", "empty_answer", "repeated",
+             "over_call_cap", "missed_call", "needless_call", "answer_ignores_result", "empty_answer", "repeated",
              "unparsed_calls", "request_failed"}
     assert set(used["dropped"]) <= known, used["dropped"]
     export = run_dir / "export" / "data"

@@ -5,12 +5,12 @@ SeedToolUse:  -> seed_id, domain, tools, kind, persona (a tools file of the libr
 AskToolRequest: seed_id, tools, kind, persona -> id, text (a user request of that kind, which names no tool)
 UseTools:     id, text, tools, kind, domain -> messages, tool_messages, rejected_tool_messages, failed_check, calls
               (`samples` trajectories per request: rounds of grammar-enforced calls, run in the sandbox, then the
-              final answer; each trajectory checked; the first that passes every check is the row, the first that
+              final answer; a call asked for again with the same arguments is left out, and a round of only such
+              calls ends the calling; each trajectory checked; the first that passes every check is the row, the first that
               fails one its rejected side)
 
 The checks, each a drop reason naming the call: `unknown_tool`, `bad_arguments` (the schema errors), `execution_error`
-(the tool's exception), `timeout`, `killed`, `output_too_large`, `over_call_cap` (more than `max_calls` calls), `repeated_call` (a call made
-before, with the same arguments),
+(the tool's exception), `timeout`, `killed`, `output_too_large`, `over_call_cap` (more than `max_calls` calls),
 `missed_call` (a request that needs a tool got none), `needless_call` (a request that needs none got one),
 `answer_ignores_result` (the final answer holds none of a result's values). A row is kept when one of its
 trajectories passes every check; else it is dropped with its first trajectory's failure.
@@ -131,6 +131,7 @@ class Trajectory:
     done: list[dict] = field(default_factory=list)
     failure: str | None = None
     finished: bool = False  # no more calls (it answers next, or it failed)
+    repeats: int = 0  # calls asked for again with the same arguments, left out of the turns
 
 
 @dataclass
@@ -217,10 +218,16 @@ class UseTools(Asks, MapStage):
             state.failure = f"over_call_cap: {len(state.done) + len(calls)} calls (max {self.max_calls})"
             state.finished = True
             return
-        named = [(chat.call_id(row["id"], round_, k), c.get("name"), c.get("arguments")) for k, c in enumerate(calls)]
+        made = {(d["name"], json.dumps(d["arguments"], sort_keys=True)) for d in state.done}
+        fresh = [c for c in calls if (c.get("name"), json.dumps(c.get("arguments"), sort_keys=True)) not in made]
+        state.repeats += len(calls) - len(fresh)
+        if not fresh:  # only calls already made, with the same arguments: the calling is over, it answers next
+            state.finished = True
+            return
+        named = [(chat.call_id(row["id"], round_, k), c.get("name"), c.get("arguments")) for k, c in enumerate(fresh)]
         state.turns.append(chat.assistant_calls(
             [(cid, str(name), arguments if isinstance(arguments, dict) else {}) for cid, name, arguments in named]))
-        checked, made = [], {(d["name"], json.dumps(d["arguments"], sort_keys=True)) for d in state.done}
+        checked = []
         for cid, name, arguments in named:
             try:
                 checked.append((cid, name, check_arguments(find_tool(tools, name), arguments)))
@@ -228,12 +235,6 @@ class UseTools(Asks, MapStage):
                 state.failure = f"{error.reason}: {error.detail} (call {name}({json.dumps(arguments)[:200]}))"
                 state.finished = True
                 return
-            key = (name, json.dumps(arguments, sort_keys=True))
-            if key in made:
-                state.failure = f"repeated_call: {name}({json.dumps(arguments)[:200]}) was already called"
-                state.finished = True
-                return
-            made.add(key)
         domain = row["domain"]
         if domain not in boxes:
             boxes[domain] = Sandbox(paths[domain], Limits(timeout=self.timeout, max_calls=self.max_calls))
@@ -270,6 +271,7 @@ class UseTools(Asks, MapStage):
             mine = [states[i] for i, (rr, _) in enumerate(items) if rr == r]
             for state in mine:
                 ctx.count("trajectories")
+                ctx.count("repeated_calls_left_out", state.repeats)
                 ctx.count(f"check_{(state.failure or 'passed').split(':')[0]}")
             good = [t for t in mine if t.failure is None]
             bad = [t for t in mine if t.failure is not None]
