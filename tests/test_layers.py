@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [  # (module prefix, rank): the longest matching prefix decides
     ("schemas", 0), ("connectors", 1), ("pipelines.core", 2), ("pipelines.data", 2), ("pipelines.dedup", 3),
-    ("pipelines.teacher", 3), ("pipelines.prompts", 4), ("pipelines.stages", 5), ("pipelines.release", 6),
+    ("pipelines.teacher", 3), ("pipelines.tools", 3), ("pipelines.prompts", 4), ("pipelines.stages", 5), ("pipelines.release", 6),
     ("pipelines.engines", 6),
     ("pipelines.recipes", 7), ("pipelines", 8),
 ]
