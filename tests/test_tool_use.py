@@ -225,3 +225,53 @@ def test_sft_trains_on_a_tool_export(tmp_path):
     metrics = train_sft(SFTOptions(str(tmp_path / "export"), max_steps=1, batch_size=2, max_length=256,
                                    output_dir=str(tmp_path / "model")), log=lambda *_: None)
     assert metrics["steps"] == 1 and metrics["tokens"] > 100 and metrics["loss"] > 0
+
+
+def test_ast_match_is_order_free_and_exact_on_arguments():
+    from pipelines.eval.suites.tool_calls import ast_match, first_calls
+
+    reference = first_calls(conversation(parallel=True))
+    assert reference == [{"name": "order_total", "arguments": {"order_id": "O1005"}},
+                         {"name": "order_total", "arguments": {"order_id": "O1001"}}]
+    assert ast_match(list(reversed(reference)), reference)
+    assert not ast_match(reference[:1], reference)
+    assert not ast_match([{"name": "order_total", "arguments": {"order_id": "O1005 "}}], reference[:1])
+    assert ast_match([], first_calls([chat.turn("user", "hi"), chat.turn("assistant", "hello")]))
+
+
+def test_tool_calls_suite_scores_a_model_on_a_tool_export(tmp_path):
+    """`pipelines.eval --suites tool_calls` on a tool export's test_sft, with the embedded SmolLM2: every item
+    scored by AST match of its calls (checked here again) and, for the shipped tools, by execution."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import subprocess
+    import sys
+
+    from pipelines.eval.suites.tool_calls import ast_match
+    from pipelines.stages.tool_use import SFT_SCHEMA, sft_row
+    from pipelines.tools import library_files
+    from pipelines.tools.sandbox import Sandbox
+
+    with Sandbox(library_files()["shop"]) as box:
+        shop = box.describe()
+    single = [chat.turn("user", "What did order O1005 cost?"),
+              chat.assistant_calls([("c1", "order_total", {"order_id": "O1005"})]),
+              chat.tool_result("c1", TOTAL), chat.turn("assistant", "It cost $59.97.")]
+    direct = [chat.turn("user", "Write a haiku about hiking."), chat.turn("assistant", "Boots on the trail...")]
+    rows = [sft_row({"prompt": t[0]["content"], "prompt_id": str(k), "kind": kind, "domain": "shop",
+                     "tools": json.dumps(shop), "calls": calls, "tool_messages": json.dumps(t)})
+            for k, (t, kind, calls) in enumerate([(single, "single", 1), (direct, "no_tool", 0)])]
+    data = tmp_path / "export" / "data"
+    data.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=SFT_SCHEMA), data / "test_sft-00000-of-00001.parquet")
+    proc = subprocess.run([sys.executable, "-m", "pipelines.eval", "smollm2-135m", "--suites", "tool_calls",
+                           "--tools-export", str(tmp_path / "export"), "--eval-dir", str(tmp_path / "ev")],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = json.loads((tmp_path / "ev" / "tool_calls.json").read_text())
+    assert found["summary"]["items"] == 2 and found["summary"]["execution_accuracy"] is not None
+    for item in found["items"]:
+        assert item["score"] == float(ast_match(item["calls"], item["reference"]))
+        assert item["exec_score"] in (0.0, 1.0)
+        if item["kind"] == "no_tool":
+            assert item["exec_score"] == float(item["calls"] == [])

@@ -1,6 +1,6 @@
-"""`python -m pipelines.eval MODEL [--baseline MODEL] [--suites ifbench,ifeval_dev,gsm8k,judged,prefs] [--limit N]
-[--eval-dir DIR] [--judge MODEL] [--prefs-export DIR]`: evaluate a model (and a baseline, on the same items) and
-write what it found.
+"""`python -m pipelines.eval MODEL [--baseline MODEL] [--suites ifbench,ifeval_dev,gsm8k,judged,prefs,tool_calls]
+[--limit N] [--eval-dir DIR] [--judge MODEL] [--prefs-export DIR] [--tools-export DIR]`: evaluate a model (and a
+baseline, on the same items) and write what it found.
 
 Generation goes through the one teacher client at fixed, seeded greedy sampling, with the request cache in
 `EVAL_DIR/requests.sqlite`: a rerun replays every answer (the same numbers, 0 requests) and a killed eval resumes
@@ -45,6 +45,8 @@ def make_parser() -> Parser:
     p.add_argument("--judge", default=DEFAULT_JUDGE, metavar="MODEL", help="the judge of the judged suite")
     p.add_argument("--prefs-export", type=Path, default=None, metavar="DIR",
                    help="the prefs suite's export (an ultrafeedback-style export with test_prefs)")
+    p.add_argument("--tools-export", type=Path, default=None, metavar="DIR",
+                   help="the tool_calls suite's export (a tool_use export with test_sft)")
     p.add_argument("--cache", type=Path, default=None, metavar="FILE",
                    help="the request cache (default EVAL_DIR/requests.sqlite); evals sharing one replay each other's "
                         "answers of the same model to the same items")
@@ -101,7 +103,7 @@ def evaluate(args) -> int:
 
     wanted = args.suites or DEFAULT_SUITES + (",judged" if args.baseline else "")
     suites = {name: load_suite(name) for name in (s.strip() for s in wanted.split(",")) if name}
-    options = {"prefs_export": args.prefs_export}
+    options = {"prefs_export": args.prefs_export, "tools_export": args.tools_export}
     if args.limit is not None and args.limit < 1:
         raise ConfigError("--limit must be at least 1")
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731

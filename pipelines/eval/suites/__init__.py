@@ -1,6 +1,6 @@
 """Evaluation suites. A suite is a module with `NAME`, `DEFAULT_LIMIT`, `ABOUT` (one line for the report),
 `items(limit, options)` (its items, in a fixed order; `options` holds the command's suite options, such as
-`prefs_export`), `prompt_of(item)` (the text the model is asked, which is decontaminated against its training
+`prefs_export`, `tools_export`), `prompt_of(item)` (the text the model is asked, which is decontaminated against its training
 data) and `run(items, ctx)` (one row per item: what was asked, what each model
 answered, and `score` in [0, 1] for MODEL, plus `baseline_score` when the suite scores the baseline on its own);
 optionally `summary(rows)` for numbers beyond the mean score (an `also` dict of name -> CI is shown in the report).
@@ -22,7 +22,7 @@ from pipelines.core.errors import ConfigError
 from pipelines.core.plugins import import_file, user_modules
 from pipelines.dedup.decontam import SUITES as SHIPPED
 
-SUITES = ("ifbench", "ifeval_dev", "gsm8k", "judged", "prefs")  # built in
+SUITES = ("ifbench", "ifeval_dev", "gsm8k", "judged", "prefs", "tool_calls")  # built in
 
 
 @dataclass
