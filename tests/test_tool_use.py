@@ -275,3 +275,40 @@ def test_tool_calls_suite_scores_a_model_on_a_tool_export(tmp_path):
         assert item["exec_score"] in (0.0, 1.0)
         if item["kind"] == "no_tool":
             assert item["exec_score"] == float(item["calls"] == [])
+
+
+def test_a_simulated_tool_is_played_by_the_teacher(tmp_path, teacher_server):
+    """A call of a tool marked `simulated` is not run: the teacher writes its JSON result (grammar-enforced), the
+    trajectory counts it, and the exported `tools` lose the flag."""
+    from pipelines.core.stage import Context
+    from pipelines.stages.tool_use import Trajectory, UseTools, common, tools_files
+    from pipelines.teacher.client import Teacher
+    from pipelines.teacher.config import TeacherConfig
+    from pipelines.tools.sandbox import Sandbox
+
+    tools_file = str(Path(__file__).parent / "data" / "tools_simulated.py")
+    paths = tools_files((tools_file,))
+    with Sandbox(paths["tools_simulated"]) as box:
+        tools = box.describe()
+        assert box.implemented == ["add"]
+    teacher = Teacher(TeacherConfig(base_url=teacher_server.base_url, model=teacher_server.model, max_retries=0),
+                      tmp_path / "requests.sqlite", tmp_path / "server.log", log=lambda m: None)
+    ctx = Context(run_dir=tmp_path, config=None, clients={"teacher": teacher})
+    stage, boxes, row = UseTools(tools=(tools_file,)), {}, {"id": "cd" * 32, "domain": "tools_simulated"}
+    state = Trajectory([chat.turn("user", "Add 2 and 3, and tell me the weather in Oslo.")])
+    try:
+        stage._run_calls(state, [{"name": "add", "arguments": {"a": 2, "b": 3}},
+                                 {"name": "get_weather", "arguments": {"city": "Oslo"}}], tools, row, 0, boxes, paths)
+        assert state.done == [{"name": "add", "arguments": {"a": 2, "b": 3}, "result": {"sum": 5}}]
+        assert [p[0] for p in state.pending] == ["call_cdcdcdcd_0_1"]
+        stage._simulate(ctx, [row], [(0, 0)], [state], 0)
+    finally:
+        teacher.close()
+        for box in boxes.values():
+            box.close()
+    assert state.failure is None and state.simulated == 1 and not state.pending
+    assert state.done[1]["name"] == "get_weather" and isinstance(state.done[1]["result"], dict)
+    assert [t["tool_call_id"] for t in state.turns if t["role"] == "tool"] == ["call_cdcdcdcd_0_0", "call_cdcdcdcd_0_1"]
+    exported = json.loads(common({"prompt": "p", "prompt_id": "i", "kind": "single", "domain": "d",
+                                  "tools": json.dumps(tools)})["tools"])
+    assert all(set(t) == {"type", "function"} for t in exported)

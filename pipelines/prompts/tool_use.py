@@ -98,3 +98,11 @@ def answer_messages(request: str, done: list[dict]) -> list[dict]:
     text = load("tool_use")["answer"]
     user = fill(text["with_results"], request=request, results=results_text(done)) if done else request
     return [{"role": "system", "content": text["system"]}, {"role": "user", "content": user}]
+
+
+def simulate_messages(tool: dict, arguments: dict) -> list[dict]:
+    """The teacher plays a simulated tool: its definition and the call's arguments -> the JSON result."""
+    text = load("tool_use")["simulate"]
+    return [{"role": "system", "content": text["system"]},
+            {"role": "user", "content": fill(text["request"], tool=json.dumps(tool["function"], ensure_ascii=False),
+                                             arguments=json.dumps(arguments, ensure_ascii=False))}]

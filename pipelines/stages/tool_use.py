@@ -132,6 +132,8 @@ class Trajectory:
     failure: str | None = None
     finished: bool = False  # no more calls (it answers next, or it failed)
     repeats: int = 0  # calls asked for again with the same arguments, left out of the turns
+    pending: list = field(default_factory=list)  # calls of simulated tools this round: (id, tool, arguments)
+    simulated: int = 0  # calls whose result the teacher played
 
 
 @dataclass
@@ -144,7 +146,8 @@ class UseTools(Asks, MapStage):
     tools: tuple[str, ...] = ()
     name = "use_tools"
     requires = ("id", "text", "tools", "kind", "domain")
-    provides = ("messages", "tool_messages", "rejected_tool_messages", "failed_check", "calls", "source", "meta")
+    provides = ("messages", "tool_messages", "rejected_tool_messages", "failed_check", "calls", "simulated", "source",
+                "meta")
     batch_size = 16
     prompt_files = (T.PROMPT_FILE,)
 
@@ -159,7 +162,7 @@ class UseTools(Asks, MapStage):
             "requests_verified": counters.get("requests_verified", 0),
             "calls_by_tool": {k.removeprefix("called|"): n for k, n in sorted(counters.items())
                               if k.startswith("called|")},
-            "simulated": 0}}
+            "simulated": counters.get("rows_simulated", 0)}}
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         rows = batch.to_dicts()
@@ -209,6 +212,37 @@ class UseTools(Asks, MapStage):
             r, _ = items[i]
             self._run_calls(state, calls, tools[r], rows[r], round_, boxes, paths)
             state.finished = state.finished or round_ + 1 == self.max_rounds
+        self._simulate(ctx, rows, items, states, round_)
+
+    def _simulate(self, ctx, rows, items, states, round_) -> None:
+        """The teacher plays the simulated tools called this round: a JSON result for each call, all asked at once."""
+        todo = [(i, k) for i, t in enumerate(states) if t.failure is None for k in range(len(t.pending))]
+
+        def request(n: int, attempt: int) -> Request:
+            i, k = todo[n]
+            cid, tool, arguments = states[i].pending[k]
+            return Request(T.simulate_messages(tool, arguments),
+                           self.sampling.request_params(self.sampling.max_tokens_answer, f"{cid}/sim/{round_}"),
+                           schema={"type": "object"})
+
+        def accept(n: int, result: Result) -> Verdict:
+            if not isinstance(result.data, dict):
+                return Verdict(reason=f"simulation_failed: {(result.error or 'no JSON object')[:200]}")
+            i, k = todo[n]
+            cid, tool, arguments = states[i].pending[k]
+            states[i].done.append({"name": tool["function"]["name"], "arguments": arguments, "result": result.data})
+            states[i].turns.append(chat.tool_result(cid, result.data))
+            states[i].simulated += 1
+            return Verdict()
+
+        verdicts = self.ask_each(ctx, list(range(len(todo))), request, accept, retries=0,
+                                 desc=f"{self.name} simulated tools {round_ + 1}") if todo else {}
+        for n, verdict in verdicts.items():
+            state = states[todo[n][0]]
+            if verdict.reason and state.failure is None:
+                state.failure, state.finished = verdict.reason, True
+        for state in states:
+            state.pending = []
 
     def _run_calls(self, state: Trajectory, calls: list, tools: list[dict], row: dict, round_: int, boxes,
                    paths) -> None:
@@ -235,6 +269,11 @@ class UseTools(Asks, MapStage):
                 state.failure = f"{error.reason}: {error.detail} (call {name}({json.dumps(arguments)[:200]}))"
                 state.finished = True
                 return
+        simulated = {t["function"]["name"]: t for t in tools if t.get("simulated")}
+        state.pending = [(cid, simulated[name], arguments) for cid, name, arguments in checked if name in simulated]
+        checked = [c for c in checked if c[1] not in simulated]
+        if not checked:
+            return
         domain = row["domain"]
         if domain not in boxes:
             boxes[domain] = Sandbox(paths[domain], Limits(timeout=self.timeout, max_calls=self.max_calls))
@@ -265,7 +304,8 @@ class UseTools(Asks, MapStage):
             states[i].failure = verdict.reason
 
     def _rows(self, batch, rows, items, states, ctx) -> pl.DataFrame:
-        values = {c: [] for c in ("messages", "tool_messages", "rejected_tool_messages", "failed_check", "calls")}
+        values = {c: [] for c in ("messages", "tool_messages", "rejected_tool_messages", "failed_check", "calls",
+                                  "simulated")}
         reasons = []
         for r, row in enumerate(rows):
             mine = [states[i] for i, (rr, _) in enumerate(items) if rr == r]
@@ -282,6 +322,8 @@ class UseTools(Asks, MapStage):
                                                     else None)
             values["failed_check"].append(bad[0].failure if good and bad else None)
             values["calls"].append(len(shown.done))
+            values["simulated"].append(shown.simulated > 0)
+            ctx.count("rows_simulated", bool(good) and shown.simulated > 0)
             for call in shown.done if good else []:
                 ctx.count(f"called|{call['name']}")
             reasons.append(None if good else shown.failure)
@@ -291,6 +333,7 @@ class UseTools(Asks, MapStage):
             *(pl.Series(k, values[k], dtype=pl.String) for k in ("tool_messages", "rejected_tool_messages",
                                                                  "failed_check")),
             pl.Series("calls", values["calls"], dtype=pl.Int64),
+            pl.Series("simulated", values["simulated"], dtype=pl.Boolean),
             pl.Series("source", [f"tool_use:{r['domain']}" for r in rows], dtype=pl.String),
             pl.Series("meta", [json.dumps({k: r.get(k) for k in ("seed_id", "domain", "kind", "persona")})
                                for r in rows], dtype=pl.String)), reasons)
@@ -408,11 +451,17 @@ PREFS_SCHEMA = pa.schema([*COMMON, ("chosen", pa.list_(TOOL_MESSAGE)), ("rejecte
 
 
 def sft_row(row: dict) -> dict:
-    return {**{k: row[k] for k, _ in COMMON}, "messages": json.loads(row["tool_messages"]), "calls": row["calls"],
-            "simulated": False}
+    return {**common(row), "messages": json.loads(row["tool_messages"]), "calls": row["calls"],
+            "simulated": bool(row.get("simulated"))}
+
+
+def common(row: dict) -> dict:
+    """The columns both splits share, `tools` as OpenAI definitions (without our `simulated` flag)."""
+    tools = [{"type": "function", "function": t["function"]} for t in json.loads(row["tools"])]
+    return {**{k: row[k] for k, _ in COMMON}, "tools": json.dumps(tools, ensure_ascii=False)}
 
 
 def pref_row(row: dict) -> dict:
     chosen = json.loads(row["tool_messages"])
-    return {**{k: row[k] for k, _ in COMMON}, "chosen": chosen, "rejected": json.loads(row["rejected_tool_messages"]),
+    return {**common(row), "chosen": chosen, "rejected": json.loads(row["rejected_tool_messages"]),
             "messages": chosen, "failed_check": row["failed_check"]}

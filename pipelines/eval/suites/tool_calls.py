@@ -26,9 +26,11 @@ def items(limit: int | None, options: dict | None = None) -> list[dict]:
     files = sorted((Path(export) / "data").glob("test_sft-*.parquet"))
     if not files:
         raise ConfigError(f"{export} has no data/test_sft-*.parquet: give a tool_use export")
-    rows = pl.read_parquet(files, columns=["prompt_id", "prompt", "tools", "messages", "kind", "domain"]).to_dicts()
+    rows = pl.read_parquet(files, columns=["prompt_id", "prompt", "tools", "messages", "kind", "domain",
+                                           "simulated"]).to_dicts()
     return [{"id": r["prompt_id"], "request": r["prompt"], "tools": json.loads(r["tools"]), "kind": r["kind"],
-             "domain": r["domain"], "reference": first_calls(r["messages"])} for r in rows[:limit]]
+             "domain": r["domain"], "simulated": r["simulated"], "reference": first_calls(r["messages"])}
+            for r in rows[:limit]]
 
 
 def first_calls(messages: list[dict]) -> list[dict]:
@@ -72,7 +74,7 @@ def run(rows: list[dict], ctx) -> list[dict]:
 
 def execution_scores(rows: list[dict]) -> None:
     """`exec_score` (and `baseline_exec_score`): whether the calls' results equal the reference's, for the shipped
-    tools (a user's tools file is not known here: None)."""
+    tools (a user's tools file is not known here, and a simulated result cannot be run again: None)."""
     from pipelines.tools import library_files
     from pipelines.tools.sandbox import Sandbox
     from pipelines.tools.validate import CallError, check_arguments, find_tool
@@ -87,7 +89,7 @@ def execution_scores(rows: list[dict]) -> None:
                     return None
                 return Counter(json.dumps(o.result if o.ok else o.status, sort_keys=True) for o in box.run(checked))
 
-            for row in (r for r in rows if r["domain"] == domain):
+            for row in (r for r in rows if r["domain"] == domain and not r["simulated"]):
                 expected = results(row["reference"], row["tools"])
                 for prefix in ("", "baseline_"):
                     if f"{prefix}calls" in row:
