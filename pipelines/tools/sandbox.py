@@ -25,6 +25,7 @@ from pathlib import Path
 from pipelines.core.errors import ConfigError
 
 WORKER = Path(__file__).with_name("worker.py")
+TIMED_OUT, DIED = "timed out", "died"  # what `_read` returns instead of a line
 
 
 @dataclass
@@ -93,19 +94,19 @@ class Sandbox:
                                         text=True, encoding="utf-8")
         self.started += 1
         hello = self._read(max(self.limits.timeout, 30.0))
-        if hello is None or "import_error" in hello:
+        if not isinstance(hello, dict) or "import_error" in hello:
             self.close()
-            why = hello["import_error"] if hello else "the worker did not start"
+            why = hello["import_error"] if isinstance(hello, dict) else "the worker did not start"
             raise ConfigError(f"tools file {self.tools_file} failed to import: {why}")
         self.implemented, self.tools = hello["ready"], hello["tools"]
 
-    def _read(self, timeout: float) -> dict | None:
-        """The worker's next line, or None when it did not answer in time or died."""
+    def _read(self, timeout: float) -> dict | str:
+        """The worker's next line; TIMED_OUT when it did not answer in time, DIED when its output ended."""
         ready, _, _ = select.select([self.process.stdout], [], [], timeout)
         if not ready:
-            return None
+            return TIMED_OUT
         line = self.process.stdout.readline()
-        return json.loads(line) if line else None
+        return json.loads(line) if line else DIED
 
     def _kill(self) -> None:
         if self.process is not None:
@@ -142,13 +143,12 @@ class Sandbox:
                 self.process.stdin.flush()
                 reply = self._read(self.limits.timeout)
             except (BrokenPipeError, OSError, ValueError):
-                reply = None
+                reply = DIED
             seconds = time.perf_counter() - started
-            if reply is None:
-                alive = self.process.poll() is None
+            if not isinstance(reply, dict):
                 self._kill()
                 outcomes.append(Outcome("timeout", error=f"no answer in {self.limits.timeout:g} s", seconds=seconds)
-                                if alive else
+                                if reply == TIMED_OUT else
                                 Outcome("killed", error="the tool's process died (CPU or memory limit, or a crash)",
                                         seconds=seconds))
                 continue
