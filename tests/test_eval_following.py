@@ -129,7 +129,7 @@ def test_a_user_suite_is_found_by_its_folder_and_a_bad_items_line_is_one_error(t
         f"error: {folder / 'items.jsonl'}:2: not a JSON line (Expecting value: line 1 column 12 (char 11))"
     unknown = subprocess.run([sys.executable, "-m", "pipelines.eval", "smollm2-135m", "--suites", "theirs"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert unknown.returncode != 0 and "choose among ifbench, ifeval_dev, gsm8k, judged, prefs, mine" in unknown.stderr
+    assert unknown.returncode != 0 and "choose among ifbench, ifeval_dev, gsm8k, judged, prefs, tool_calls, mine" in unknown.stderr
 
 
 def test_an_eval_on_a_full_disk_is_one_line_and_the_rerun_completes(tmp_path):

@@ -131,7 +131,7 @@ def test_publish_commits_and_tags_each_version(hub, tmp_path):
                                    local_dir=tmp_path / "download" / tag)
         loaded = datasets.load_dataset(str(folder), cache_dir=str(tmp_path / "hf" / tag))
         assert list(loaded) == ["train"] and loaded["train"].num_rows == expected
-        assert set(loaded["train"].column_names) == set(ARROW_SCHEMAS["conversation"].names)
+        assert set(loaded["train"].column_names) == {*ARROW_SCHEMAS["conversation"].names, "tools"}
     assert sorted(p.name for p in hub.checkout(REPO, "v1", tmp_path / "v1").rglob("*.parquet")) == [
         "train-v0001-00000-of-00001.parquet"]
 
