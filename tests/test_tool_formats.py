@@ -77,3 +77,30 @@ def test_the_ingest_export_keeps_tools_as_a_column(tmp_path):
     assert offered == ["get_weather"] * 3
     quarantine = pl.read_parquet(run_dir / "quarantine.parquet")
     assert sorted(quarantine["locator"].to_list()) == ["glaive.jsonl:2", "openai_tools.jsonl:2", "xlam.jsonl:2"]
+
+
+def test_the_vectorised_jsonl_path_sends_tool_calls_record_by_record(tmp_path, monkeypatch):
+    """ShareGPT JSONL with `function_call` turns and Hermes `<tool_call>` text: the fast path leaves those records to
+    the record-by-record path (which checks and rewrites the calls), and the block comes out the same either way."""
+    from connectors import sharegpt
+    from connectors.json_text import jsonl_chunks
+    from pipelines.stages import ingest as ingest_stage
+
+    plain = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}
+    called = {"conversations": [{"from": "human", "value": "Weather in Oslo?"},
+                                {"from": "function_call", "value": '{"name": "get_weather", "arguments": '
+                                                                   '{"city": "Oslo"}}'},
+                                {"from": "observation", "value": '{"temperature_c": -3}'},
+                                {"from": "gpt", "value": "-3 degrees."}]}
+    hermes = {"conversations": [{"from": "human", "value": "Weather in Rome?"},
+                                {"from": "gpt", "value": "<tool_call>\n{'arguments': {'city': 'Rome'}, 'name': "
+                                                         "'get_weather'}\n</tool_call>"}]}
+    source = tmp_path / "mixed.jsonl"
+    source.write_text("\n".join(json.dumps(r) for r in (plain, called, hermes, plain)) + "\n")
+    [block] = list(jsonl_chunks(source, 1 << 20))
+    task = (sharegpt, "conversation", "sharegpt:mixed.jsonl", "mixed.jsonl", block)
+    fast = ingest_stage._convert_block(*task)
+    monkeypatch.setattr(ingest_stage, "fast_frame", lambda *a, **k: None)
+    assert fast.equals(ingest_stage._convert_block(*task))
+    contents = [m[1]["content"] for m in fast["messages"].to_list()]
+    assert contents[1] == CALL % "Oslo" and contents[2] == CALL % "Rome"

@@ -34,6 +34,8 @@ NOT_SPACE = r"[^\s\x1c-\x1f]"  # Python's str.isspace also counts \x1c-\x1f as s
 
 
 def _messages_from(column: str, speaker: str, text: str, roles: dict) -> Callable[[pl.DataFrame], pl.Expr | None]:
+    plain_roles = {k: v for k, v in roles.items() if k != "function_call"}
+
     def convert(frame: pl.DataFrame) -> pl.Expr | None:
         dtype = frame.schema.get(column)
         if not isinstance(dtype, pl.List) or not isinstance(dtype.inner, pl.Struct):
@@ -41,13 +43,12 @@ def _messages_from(column: str, speaker: str, text: str, roles: dict) -> Callabl
         fields = {f.name: f.dtype for f in dtype.inner.fields}
         if fields.get(speaker) != pl.String or fields.get(text) != pl.String or "tool_calls" in fields:
             return None
-        turns = frame.select(pl.col(column).explode().struct.unnest())
-        if turns[speaker].eq("function_call").any() or turns[text].str.contains("<tool_call>", literal=True).any():
-            return None  # tool calls are checked and rewritten record by record
         turn = pl.element().struct
-        return pl.col(column).list.eval(pl.struct(
-            turn.field(speaker).replace_strict(roles, default=None, return_dtype=pl.String).alias("role"),
-            turn.field(text).alias("content")))
+        role = turn.field(speaker).replace_strict(plain_roles, default=None, return_dtype=pl.String)
+        # a turn with a tool call has no role here, so its record fails `_valid` and takes the record-by-record
+        # path, which checks the call and rewrites it
+        role = pl.when(turn.field(text).str.contains("<tool_call>", literal=True)).then(None).otherwise(role)
+        return pl.col(column).list.eval(pl.struct(role.alias("role"), turn.field(text).alias("content")))
     return convert
 
 
