@@ -6,8 +6,8 @@ AskToolRequest: seed_id, tools, kind, persona -> id, text (a user request of tha
 UseTools:     id, text, tools, kind, domain -> messages, tool_messages, rejected_tool_messages, failed_check, calls
               (`samples` trajectories per request: rounds of grammar-enforced calls, run in the sandbox, then the
               final answer; a call asked for again with the same arguments is left out, and a round of only such
-              calls ends the calling; each trajectory checked; the first that passes every check is the row, the first that
-              fails one its rejected side)
+              calls ends the calling; each trajectory checked; the first that passes every check is the row, the
+              first that fails one its rejected side)
 
 The checks, each a drop reason naming the call: `unknown_tool`, `bad_arguments` (the schema errors), `execution_error`
 (the tool's exception), `timeout`, `killed`, `output_too_large`, `over_call_cap` (more than `max_calls` calls),
@@ -135,6 +135,9 @@ class Trajectory:
     pending: list = field(default_factory=list)  # calls of simulated tools this round: (id, tool, arguments)
     simulated: int = 0  # calls whose result the teacher played
 
+    def fail(self, reason: str) -> None:
+        self.failure, self.finished = reason, True
+
 
 @dataclass
 class UseTools(Asks, MapStage):
@@ -203,7 +206,7 @@ class UseTools(Asks, MapStage):
         for i in active:
             state = states[i]
             if verdicts[i].reason:
-                state.failure, state.finished = verdicts[i].reason, True
+                state.fail(verdicts[i].reason)
                 continue
             calls = wanted[i]
             if not calls:
@@ -240,7 +243,7 @@ class UseTools(Asks, MapStage):
         for n, verdict in verdicts.items():
             state = states[todo[n][0]]
             if verdict.reason and state.failure is None:
-                state.failure, state.finished = verdict.reason, True
+                state.fail(verdict.reason)
         for state in states:
             state.pending = []
 
@@ -249,11 +252,10 @@ class UseTools(Asks, MapStage):
         """Check the calls as data, run the good ones, append the assistant's call turn and the tool turns. The first
         failed check ends the trajectory: its last turn is then the call that failed."""
         if len(state.done) + len(calls) > self.max_calls:
-            state.failure = f"over_call_cap: {len(state.done) + len(calls)} calls (max {self.max_calls})"
-            state.finished = True
+            state.fail(f"over_call_cap: {len(state.done) + len(calls)} calls (max {self.max_calls})")
             return
-        made = {(d["name"], json.dumps(d["arguments"], sort_keys=True)) for d in state.done}
-        fresh = [c for c in calls if (c.get("name"), json.dumps(c.get("arguments"), sort_keys=True)) not in made]
+        made = {chat.call_key(d["name"], d["arguments"]) for d in state.done}
+        fresh = [c for c in calls if chat.call_key(c.get("name"), c.get("arguments")) not in made]
         state.repeats += len(calls) - len(fresh)
         if not fresh:  # only calls already made, with the same arguments: the calling is over, it answers next
             state.finished = True
@@ -266,8 +268,7 @@ class UseTools(Asks, MapStage):
             try:
                 checked.append((cid, name, check_arguments(find_tool(tools, name), arguments)))
             except CallError as error:
-                state.failure = f"{error.reason}: {error.detail} (call {name}({json.dumps(arguments)[:200]}))"
-                state.finished = True
+                state.fail(f"{error.reason}: {error.detail} (call {name}({json.dumps(arguments)[:200]}))")
                 return
         simulated = {t["function"]["name"]: t for t in tools if t.get("simulated")}
         state.pending = [(cid, simulated[name], arguments) for cid, name, arguments in checked if name in simulated]
@@ -280,8 +281,7 @@ class UseTools(Asks, MapStage):
         outcomes = boxes[domain].run([(name, arguments) for _, name, arguments in checked])
         for (cid, name, arguments), outcome in zip(checked, outcomes):
             if not outcome.ok:
-                state.failure = f"{outcome.status}: {outcome.error[:300]} (call {name}({json.dumps(arguments)[:200]}))"
-                state.finished = True
+                state.fail(f"{outcome.status}: {outcome.error[:300]} (call {name}({json.dumps(arguments)[:200]}))")
                 return
             state.done.append({"name": name, "arguments": arguments, "result": outcome.result})
             state.turns.append(chat.tool_result(cid, outcome.result))
@@ -438,7 +438,8 @@ class ExportToolUse(ReadsLabels, Stage):
 
     def _write(self, out_dir: Path, split: str, schema: pa.Schema, rows: list[dict]) -> None:
         if rows:
-            pq.write_table(pa.Table.from_pylist(rows, schema=schema), out_dir / "data" / f"{split}-00000-of-00001.parquet")
+            table = pa.Table.from_pylist(rows, schema=schema)
+            pq.write_table(table, out_dir / "data" / f"{split}-00000-of-00001.parquet")
             self._counts[split] = len(rows)
 
 

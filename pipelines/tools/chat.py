@@ -22,6 +22,11 @@ def call_id(row_id: str, round_: int, k: int) -> str:
     return f"call_{row_id[:8]}_{round_}_{k}"
 
 
+def call_key(name, arguments) -> str:
+    """A call's identity: its name and arguments, key order aside (a repeated call, an AST match)."""
+    return json.dumps([name, arguments], sort_keys=True)
+
+
 def turn(role: str, content: str = "", tool_calls: list | None = None, tool_call_id: str | None = None) -> dict:
     return {"role": role, "content": content, "tool_calls": tool_calls, "tool_call_id": tool_call_id}
 
@@ -88,8 +93,9 @@ def renders_calls(tokenizer) -> bool:
     return "probe_tool_name" in text and "probe_result" in text
 
 
-PROBE_TOOL = {"type": "function", "function": {"name": "probe_tool_name", "description": "a probe",
-                                               "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}}
+PROBE_TOOL = {"type": "function", "function": {
+    "name": "probe_tool_name", "description": "a probe",
+    "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}}
 
 
 def training_texts(tokenizer, rows: list[tuple[list[dict], list[dict]]]) -> list[str]:

@@ -30,9 +30,8 @@ def train_sft(opts: SFTOptions, *, log=print) -> dict:
     trl = common.import_trl(opts)
     model = common.resolve_model(opts, log)
     output_dir = Path(opts.output_dir) if opts.output_dir else export_dir.parent / "sft-model"
-    dataset = common.load_split(files, ["messages"])
-    if "tools" in pq.read_schema(files[0]).names:
-        dataset = tool_texts(files, model)
+    tool_use = "tools" in pq.read_schema(files[0]).names
+    dataset = tool_texts(files, model) if tool_use else common.load_split(files, ["messages"])
 
     config = trl.SFTConfig(**common.config_kwargs(opts, output_dir))
     started = time.perf_counter()

@@ -40,12 +40,13 @@ def first_calls(messages: list[dict]) -> list[dict]:
             for c in (turn or {}).get("tool_calls") or []]
 
 
-def key(call: dict) -> str:
-    return json.dumps([call.get("name"), call.get("arguments")], sort_keys=True)
-
-
 def ast_match(calls: list[dict], reference: list[dict]) -> bool:
-    return Counter(map(key, calls)) == Counter(map(key, reference))
+    from pipelines.tools.chat import call_key
+
+    def keys(found):
+        return Counter(call_key(c.get("name"), c.get("arguments")) for c in found)
+
+    return keys(calls) == keys(reference)
 
 
 def prompt_of(item: dict) -> str:
