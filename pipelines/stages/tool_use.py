@@ -218,15 +218,18 @@ class UseTools(Asks, MapStage):
         self._simulate(ctx, rows, items, states, round_)
 
     def _simulate(self, ctx, rows, items, states, round_) -> None:
-        """The teacher plays the simulated tools called this round: a JSON result for each call, all asked at once."""
+        """The teacher plays the simulated tools called this round: a JSON result for each call, all asked at once,
+        held to the tool's `returns` schema when it declares one (a bare object schema lets a small teacher run on
+        past its token budget), asked once more with another seed when the answer is not a JSON object."""
         todo = [(i, k) for i, t in enumerate(states) if t.failure is None for k in range(len(t.pending))]
 
         def request(n: int, attempt: int) -> Request:
             i, k = todo[n]
             cid, tool, arguments = states[i].pending[k]
+            seed = f"{cid}/sim/{round_}" + (f"/{attempt}" if attempt else "")
             return Request(T.simulate_messages(tool, arguments),
-                           self.sampling.request_params(self.sampling.max_tokens_answer, f"{cid}/sim/{round_}"),
-                           schema={"type": "object"})
+                           self.sampling.request_params(self.sampling.max_tokens_answer, seed),
+                           schema=tool.get("returns") or {"type": "object"})
 
         def accept(n: int, result: Result) -> Verdict:
             if not isinstance(result.data, dict):
@@ -238,7 +241,7 @@ class UseTools(Asks, MapStage):
             states[i].simulated += 1
             return Verdict()
 
-        verdicts = self.ask_each(ctx, list(range(len(todo))), request, accept, retries=0,
+        verdicts = self.ask_each(ctx, list(range(len(todo))), request, accept, retries=1,
                                  desc=f"{self.name} simulated tools {round_ + 1}") if todo else {}
         for n, verdict in verdicts.items():
             state = states[todo[n][0]]
