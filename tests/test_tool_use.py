@@ -2,6 +2,7 @@
 Qwen2.5 and Llama 3.1 chat templates (the originals TRL ships in `trl/chat_templates/`)."""
 
 import json
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,37 @@ def test_calls_are_checked_then_run_in_the_sandbox():
             box.close()
 
 
+def test_a_follow_up_sees_the_first_exchange_and_a_failed_one_goes_back_to_it():
+    """`ask_next` keeps the first exchange; the decision and the answer then see it (its request, results and
+    answer) and only the follow-up's own calls; a follow-up that fails a check returns to the first exchange, and a
+    preference pair holds the first exchange on both sides."""
+    from pipelines.prompts import tool_use as T
+    from pipelines.stages.tool_use import Trajectory, pref_row
+
+    state = Trajectory([chat.turn("user", "What is 7 * 6?")], "What is 7 * 6?", "single")
+    state.done.append({"name": "calculate", "arguments": {"expression": "7 * 6"}, "result": {"value": 42}})
+    state.turns += [chat.assistant_calls([("c0", "calculate", {"expression": "7 * 6"})]), chat.tool_result("c0", 42),
+                    chat.turn("assistant", "It is 42.")]
+    first = list(state.turns)
+    state.ask_next("And 42 in words?", "no_tool")
+    assert state.calls == [] and state.follow_up == "no_tool" and not state.finished
+    assert [t["role"] for t in state.turns].count("user") == 2
+    decide = T.decide_messages([], state.request, state.calls, state.earlier)[1]["content"]
+    assert decide.index("What is 7 * 6?") < decide.index('"value": 42') < decide.index("It is 42.") < \
+        decide.index("And 42 in words?")
+    answer = T.answer_messages(state.request, state.calls, state.earlier)[1]["content"]
+    assert "It is 42." in answer and answer.endswith("And 42 in words?")
+    assert T.decide_messages([], "What is 7 * 6?", [])[1]["content"] == "What is 7 * 6?"  # no follow-up: as before
+    state.turns.append(chat.turn("assistant", "forty-two"))
+    state.fail("needless_call: x")
+    assert state.keep_first() == "needless_call"
+    assert state.turns == first and state.failure is None and state.follow_up is None and len(state.done) == 1
+    row = {"prompt": "p", "prompt_id": "i", "kind": "single", "follow_up": "no_tool", "domain": "d", "tools": "[]",
+           "tool_messages": json.dumps(first + [chat.turn("user", "more")]), "chosen_tool_messages": json.dumps(first),
+           "rejected_tool_messages": json.dumps(first[:2]), "failed_check": "execution_error"}
+    assert pref_row(row)["chosen"] == first and pref_row(row)["follow_up"] == "no_tool"
+
+
 def test_tool_use_build_on_the_embedded_teacher(tmp_path, teacher_server):
     """The whole recipe on the session's SmolLM2 teacher: every request accounted for, every drop a named check,
     every exported row in OpenAI's tool shape and rendered by Qwen2.5's template; a rerun redoes nothing."""
@@ -179,7 +211,7 @@ def test_tool_use_build_on_the_embedded_teacher(tmp_path, teacher_server):
     from pipelines.teacher.weights import ensure_checkpoint
 
     run_dir = tmp_path / "run"
-    settings = ("n_requests=6", "samples=2", "max_rounds=2", "tools=math_units,dates")
+    settings = ("n_requests=6", "samples=2", "max_rounds=2", "tools=math_units,dates", "follow_ups=1")
     run_build(run_dir, *settings, server=teacher_server, recipe="tool_use")
     stages = report(run_dir)
     used = stages["use_tools"]
@@ -197,6 +229,12 @@ def test_tool_use_build_on_the_embedded_teacher(tmp_path, teacher_server):
             assert row["messages"][0]["role"] == "user" and row["messages"][-1]["role"] == "assistant"
             assert render(tokenizer, template, row["messages"], tools)
             assert row["calls"] == sum(len(m["tool_calls"] or []) for m in row["messages"])
+            users = [m["role"] for m in row["messages"]].count("user")
+            assert users == (2 if row["follow_up"] else 1) and row["follow_up"] in (None, "single", "no_tool")
+    follow = used["summary"]["tool_checks"]["follow_ups"]  # every request was seeded with a follow-up
+    with_follow_up = sum(pl.read_parquet(f)["follow_up"].is_not_null().sum() for f in export.glob("*_sft-*"))
+    assert with_follow_up <= follow["rows"] <= follow["written"] and \
+        sum(follow["failed_by_check"].values()) <= follow["written"]
     for split in sorted(export.glob("*_prefs-*.parquet")):
         assert pl.read_parquet(split)["failed_check"].null_count() == 0
     run_build(run_dir, *settings, server=teacher_server, recipe="tool_use")
@@ -312,3 +350,74 @@ def test_a_simulated_tool_is_played_by_the_teacher(tmp_path, teacher_server):
     exported = json.loads(common({"prompt": "p", "prompt_id": "i", "kind": "single", "domain": "d",
                                   "tools": json.dumps(tools)})["tools"])
     assert all(set(t) == {"type", "function"} for t in exported)
+
+
+class ToolsEndpoint(ThreadingHTTPServer):
+    """An endpoint that parses calls itself, as an API does with `tools` (the embedded llama-server ignores the
+    field for SmolLM2, so no real part here answers with `tool_calls`): it calls `calculate` until a result is in
+    the conversation, answers plainly otherwise, and says a judged answer is faithful."""
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), ToolsHandler)
+        self.bodies = []
+
+
+class ToolsHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        self.server.bodies.append(body)
+        message = {"role": "assistant", "content": "The result is 42."}
+        if "tools" in body and not any(m["role"] == "tool" for m in body["messages"]):
+            message = {"role": "assistant", "content": None, "tool_calls": [{"id": "x", "type": "function", "function": {
+                "name": "calculate", "arguments": json.dumps({"expression": "7 * 6"})}}]}
+        elif "response_format" in body:
+            message["content"] = json.dumps({"reason": "it states 42", "faithful": True})
+        data = json.dumps({"choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+                           "usage": {"prompt_tokens": 10, "completion_tokens": 5}}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_calls_through_the_tools_field_of_an_endpoint_that_parses_them(tmp_path, serve):
+    """`calls_via=tools`: the decision goes out as the conversation with OpenAI's `tools` (without our own keys) and
+    `tool_choice`, the endpoint's parsed `tool_calls` run in the sandbox, their results go back as `tool` turns, and
+    a turn without calls ends the calling; the checks and the export are the same as on the grammar path."""
+    import polars as pl
+
+    from pipelines.core.stage import Context
+    from pipelines.stages.tool_use import UseTools, tools_files
+    from pipelines.teacher.client import Teacher
+    from pipelines.teacher.config import TeacherConfig
+    from pipelines.tools.sandbox import Sandbox
+
+    endpoint = serve(ToolsEndpoint())
+    with Sandbox(tools_files(("math_units",))["math_units"]) as box:
+        tools = [{**t, "returns": {"type": "object"}} for t in box.describe() if t["function"]["name"] == "calculate"]
+    teacher = Teacher(TeacherConfig(base_url=f"http://127.0.0.1:{endpoint.server_port}/v1", model="m", max_retries=0),
+                      tmp_path / "requests.sqlite", tmp_path / "server.log", log=lambda m: None)
+    ctx = Context(run_dir=tmp_path, config=None, clients={"teacher": teacher})
+    batch = pl.DataFrame([{"id": "ab" * 32, "text": "What is 7 times 6?", "tools": json.dumps(tools), "kind": "single",
+                           "domain": "math_units", "follow_up": None}])
+    try:
+        out = UseTools(samples=1, max_rounds=3, tools=("math_units",), calls_via="tools").process(batch, ctx)
+    finally:
+        teacher.close()
+    turns = json.loads(out["tool_messages"][0])
+    assert [t["role"] for t in turns] == ["user", "assistant", "tool", "assistant"]
+    assert turns[1]["tool_calls"][0]["function"] == {"name": "calculate", "arguments": '{"expression": "7 * 6"}'}
+    assert json.loads(turns[2]["content"]) == {"expression": "7 * 6", "result": 42}
+    assert turns[3]["content"] == "The result is 42." and out["calls"][0] == 1
+    native = [b for b in endpoint.bodies if "tools" in b]
+    assert len(native) == 2 and native[0]["tool_choice"] == "auto"
+    assert native[0]["tools"] == [{"type": "function", "function": tools[0]["function"]}]  # no `returns`
+    assert native[0]["messages"][0]["role"] == "system" and native[0]["messages"][1] == {
+        "role": "user", "content": "What is 7 times 6?"}
+    assert native[1]["messages"][-1]["role"] == "tool" and native[1]["messages"][-1]["tool_call_id"] == \
+        turns[1]["tool_calls"][0]["id"]
+    assert any("response_format" in b for b in endpoint.bodies)  # the judge was asked about the answer

@@ -83,21 +83,77 @@ def calls_of(decision) -> list | None:
     return decision["tool_calls"] if decision.get("needs_tools", True) else []
 
 
+def offered(tools: list[dict]) -> list[dict]:
+    """Tools as OpenAI definitions, without our own keys (`simulated`, `returns`)."""
+    return [{"type": "function", "function": t["function"]} for t in tools]
+
+
+def native_messages(turns: list[dict]) -> list[dict]:
+    """The conversation so far as an endpoint that takes `tools` reads it: a system turn, then the OpenAI turns
+    without the keys a turn lacks."""
+    return [{"role": "system", "content": load("tool_use")["decide"]["native_system"]},
+            *({k: v for k, v in t.items() if v is not None} for t in turns)]
+
+
+def native_calls(calls: list[dict] | None) -> list[dict]:
+    """The calls an endpoint parsed (`Result.tool_calls`), arguments as objects: a string that is not JSON stays a
+    string, which the argument check then refuses as `bad_arguments`; none when it answered instead."""
+    out = []
+    for call in calls or []:
+        arguments = call.get("arguments")
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except ValueError:
+                pass
+        out.append({"name": call.get("name"), "arguments": arguments})
+    return out
+
+
 def results_text(done: list[dict]) -> str:
     """Calls made so far and what each returned: [{"name", "arguments", "result" | "error"}]."""
     return json.dumps(done, ensure_ascii=False, indent=1)
 
 
-def decide_messages(tools: list[dict], request: str, done: list[dict]) -> list[dict]:
+def earlier_text(earlier: dict | None) -> str:
+    """The exchange before a follow-up, as the decision and the answer see it ("" when there was none)."""
+    if not earlier:
+        return ""
+    results = f"Tool results:\n{results_text(earlier['done'])}\n" if earlier["done"] else ""
+    return fill(load("tool_use")["earlier"], request=earlier["request"], results=results, answer=earlier["answer"])
+
+
+def decide_messages(tools: list[dict], request: str, done: list[dict], earlier: dict | None = None) -> list[dict]:
     text = load("tool_use")["decide"]
-    user = f"{request}\n\n{fill(text['results'], results=results_text(done))}" if done else request
+    user = earlier_text(earlier) + request
+    user = f"{user}\n\n{fill(text['results'], results=results_text(done))}" if done else user
     return [{"role": "system", "content": fill(text["system"], tools=listed(tools))}, {"role": "user", "content": user}]
 
 
-def answer_messages(request: str, done: list[dict]) -> list[dict]:
+def answer_messages(request: str, done: list[dict], earlier: dict | None = None) -> list[dict]:
     text = load("tool_use")["answer"]
     user = fill(text["with_results"], request=request, results=results_text(done)) if done else request
-    return [{"role": "system", "content": text["system"]}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": text["system"]}, {"role": "user", "content": earlier_text(earlier) + user}]
+
+
+JUDGE_SCHEMA = {"type": "object", "properties": {"reason": {"type": "string"}, "faithful": {"type": "boolean"}},
+                "required": ["reason", "faithful"], "additionalProperties": False}
+
+
+def judge_messages(request: str, done: list[dict], answer: str) -> list[dict]:
+    """Whether an answer states the tool results it had faithfully: JSON {"reason", "faithful"}."""
+    text = load("tool_use")["judge"]
+    return [{"role": "system", "content": fill(text["system"])},
+            {"role": "user", "content": fill(text["request"], request=request, results=results_text(done),
+                                             answer=answer)}]
+
+
+def follow_up_messages(tools: list[dict], request: str, answer: str, kind: str, persona: str) -> list[dict]:
+    """The teacher, as the user, writes the next message of the conversation: a follow-up of `kind`."""
+    text = load("tool_use")
+    return [{"role": "system", "content": text["follow_up"]["system"]},
+            {"role": "user", "content": fill(text["follow_up"]["request"], tools=listed(tools), persona=persona,
+                                             request=request, answer=answer, kind=text["kinds"][kind])}]
 
 
 def simulate_messages(tool: dict, arguments: dict) -> list[dict]:

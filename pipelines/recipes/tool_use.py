@@ -34,10 +34,20 @@ class Config:
                 "(TOOLS plus a function each); default: every shipped one"})
     samples: int = field(default=2, metadata={"help": "trajectories tried per request (the rejected side of a pair "
                                                       "comes from one that failed a check)", "range": "[1, 16]"})
-    max_rounds: int = field(default=3, metadata={"help": "rounds of calls before the final answer",
+    follow_ups: float = field(default=0.3, metadata={"help": "share of requests whose user follows up once (the "
+                                                             "teacher writes it; a call or none is needed)",
+                                                     "range": "[0, 1]"})
+    max_rounds: int = field(default=3, metadata={"help": "rounds of calls before each answer",
                                                  "range": "[1, 16]"})
     max_calls: int = field(default=8, metadata={"help": "calls per conversation; more is `over_call_cap`",
                                                 "range": "[1, 1000]"})
+    calls_via: str = field(default="schema", metadata={
+        "help": "how the teacher is asked for calls: schema (a JSON decision under a grammar built from the "
+                "tools' schemas: the embedded engine, any endpoint with json_schema) or tools (OpenAI's tools and "
+                "tool_choice fields, for an endpoint that parses calls itself)", "choices": ("schema", "tools")})
+    judge_answers: bool = field(default=True, metadata={
+        "help": "the teacher judges each answer to calls against their results (answer_ignores_result), besides "
+                "the string check; the report counts where the two disagree"})
     call_timeout: float = field(default=5.0, metadata={"help": "wall-clock seconds a tool call may take",
                                                        "range": "(0, 600]"})
     seed: int = field(default=0, metadata={"help": "seed of the tools, kinds and personas drawn",
@@ -57,13 +67,13 @@ def inputs(cfg: Config) -> Inputs:
 
 def stages(cfg: Config) -> list[Stage]:
     return [
-        SeedToolUse(n_requests=cfg.n_requests, tools=cfg.tools, seed=cfg.seed),
+        SeedToolUse(n_requests=cfg.n_requests, tools=cfg.tools, seed=cfg.seed, follow_ups=cfg.follow_ups),
         AskToolRequest(sampling=cfg.sampling),
         ExactDedup(),
         NearDedup(threshold=cfg.near_threshold),
         *([Decontaminate(benchmarks=cfg.benchmarks)] if cfg.benchmarks else []),
         UseTools(sampling=cfg.sampling, samples=cfg.samples, max_rounds=cfg.max_rounds, max_calls=cfg.max_calls,
-                 timeout=cfg.call_timeout, tools=cfg.tools),
+                 timeout=cfg.call_timeout, tools=cfg.tools, judge=cfg.judge_answers, calls_via=cfg.calls_via),
         Validate(),
         ExportToolUse(test_fraction=cfg.test_fraction),
     ]
@@ -84,8 +94,28 @@ def card_values(cfg: Config, run) -> dict:
         "failed_checks": ", ".join(f"{k} {n}" for k, n in failed.items()) or "none",
         "calls_per_row": f"{sum(calls) / len(calls):.2f} (0 in {calls.count(0)} of {len(calls)} rows)" if calls
                          else "no rows",
+        "answer_judge": judge_text(checks.get("answer_judge") or {}),
+        "follow_ups": follow_up_text(checks.get("follow_ups") or {}),
         "calls_by_tool": ", ".join(f"{k} {n}" for k, n in (checks.get("calls_by_tool") or {}).items()) or "none",
     }
+
+
+def judge_text(counts: dict) -> str:
+    """The judge against the string check, on the same answers."""
+    if not counts:
+        return "not asked"
+    both = counts.get("fail_fail", 0) + counts.get("pass_fail", 0)
+    return (f"asked about {sum(counts.values())} answers; of the {both} the string check failed, the judge also "
+            f"failed {counts.get('fail_fail', 0)}; of the {counts.get('pass_pass', 0) + counts.get('fail_pass', 0)} "
+            f"it passed, the judge failed {counts.get('fail_pass', 0)}; {counts.get('unparsed', 0)} verdicts "
+            "unreadable. The judge is the teacher itself; no person's labels measure it here")
+
+
+def follow_up_text(counts: dict) -> str:
+    failed = ", ".join(f"{k} {n}" for k, n in (counts.get("failed_by_check") or {}).items()) or "none"
+    return (f"{counts.get('rows', 0)} exported conversations have one; {counts.get('written', 0)} follow-ups were "
+            f"written ({counts.get('unwritten', 0)} could not be), and those that failed a check went back to their "
+            f"first exchange (by check: {failed})")
 
 
 RECIPE = Recipe(

@@ -1,19 +1,24 @@
 """Tool-use conversations whose calls were executed and checked (APIGen's format, execution and semantic checks).
 
-SeedToolUse:  -> seed_id, domain, tools, kind, persona (a tools file of the library or the user's, 1-4 of its tools,
-              a kind of request, a persona)
+SeedToolUse:  -> seed_id, domain, tools, kind, persona, follow_up (a tools file of the library or the user's, 1-4
+              of its tools, a kind of request, a persona, and for a share of rows the kind of a follow-up)
 AskToolRequest: seed_id, tools, kind, persona -> id, text (a user request of that kind, which names no tool)
-UseTools:     id, text, tools, kind, domain -> messages, tool_messages, rejected_tool_messages, failed_check, calls
-              (`samples` trajectories per request: rounds of grammar-enforced calls, run in the sandbox, then the
-              final answer; a call asked for again with the same arguments is left out, and a round of only such
-              calls ends the calling; each trajectory checked; the first that passes every check is the row, the
-              first that fails one its rejected side)
+UseTools:     id, text, tools, kind, domain, follow_up -> messages, tool_messages, rejected_tool_messages,
+              failed_check, calls, follow_up (`samples` trajectories per request: rounds of grammar-enforced calls,
+              run in the sandbox, then the final answer; a call asked for again with the same arguments is left out,
+              and a round of only such calls ends the calling; each trajectory checked; the first that passes every
+              check is the row, the first that fails one its rejected side). A row with a `follow_up` kind goes on:
+              the teacher, as the user, writes a follow-up of that kind to the conversation so far, and the
+              assistant calls and answers again, checked the same way; a trajectory whose follow-up fails a check
+              (or cannot be written) keeps its first exchange, and the report counts why.
 
 The checks, each a drop reason naming the call: `unknown_tool`, `bad_arguments` (the schema errors), `execution_error`
 (the tool's exception), `timeout`, `killed`, `output_too_large`, `over_call_cap` (more than `max_calls` calls),
 `missed_call` (a request that needs a tool got none), `needless_call` (a request that needs none got one),
-`answer_ignores_result` (the final answer holds none of a result's values). A row is kept when one of its
-trajectories passes every check; else it is dropped with its first trajectory's failure.
+`answer_ignores_result` (the final answer states none of a result's values, or, with `judge`, the teacher judges
+that it misstates or ignores them). A row is kept when one of its trajectories passes every check; else it is
+dropped with its first trajectory's failure. The judge is asked about every answer to calls, the ones the string
+check failed too, so the report measures the two against each other.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from pipelines.tools.validate import CallError, check_arguments, find_tool
 from schemas import TOOL_MESSAGE, prompt_id, text_id
 
 KIND_WEIGHTS = {"single": 0.35, "parallel": 0.2, "sequential": 0.15, "no_tool": 0.15, "unserviceable": 0.15}
+FOLLOW_UP_WEIGHTS = {"single": 0.7, "no_tool": 0.3}
 
 
 @dataclass
@@ -76,12 +82,15 @@ class SeedToolUse(Source):
     n_requests: int
     tools: tuple[str, ...] = ()
     seed: int = 0
+    follow_ups: float = 0.0  # the share of rows whose user follows up once
     name = "seeds"
-    provides = ("seed_id", "domain", "tools", "kind", "persona")
+    provides = ("seed_id", "domain", "tools", "kind", "persona", "follow_up")
 
     def read(self, ctx: Context):
         files = tools_files(self.tools)
         rng = random.Random(self.seed)
+        follow_rng = random.Random(f"{self.seed}/follow_up")  # its own draws: the share leaves the other draws as
+        # they were
         personas = load_list("personas.json")
         described = {}
         for domain, path in files.items():
@@ -96,9 +105,11 @@ class SeedToolUse(Source):
             offered = described[domain]
             chosen = rng.sample(offered, rng.randint(1, min(4, len(offered))))
             kind = rng.choices(kinds, weights)[0]
+            follows = follow_rng.random() < self.follow_ups
+            follow_up = follow_rng.choices(list(FOLLOW_UP_WEIGHTS), list(FOLLOW_UP_WEIGHTS.values()))[0]
             rows.append({"seed_id": hashlib.sha256(f"{self.seed}/{n}/{domain}".encode()).hexdigest()[:16],
                          "domain": domain, "tools": json.dumps(chosen, ensure_ascii=False), "kind": kind,
-                         "persona": rng.choice(personas)})
+                         "persona": rng.choice(personas), "follow_up": follow_up if follows else None})
         yield pl.DataFrame(rows, schema={c: pl.String for c in self.provides})
 
 
@@ -125,18 +136,43 @@ class AskToolRequest(TeacherStage):
 @dataclass
 class Trajectory:
     """One attempt at a request: the OpenAI turns so far, the calls made with what they returned, the first check
-    it failed."""
+    it failed; with a follow-up, the exchange before it (`earlier`) and where its calls start in `done`."""
 
     turns: list[dict]
+    request: str = ""  # the user message now answered
+    kind: str = ""  # its kind
+    start: int = 0  # its calls are done[start:]
+    earlier: dict | None = None  # the first exchange: {"request", "done", "answer", "turns"}
+    follow_up: str | None = None  # the follow-up's kind once one was asked
     done: list[dict] = field(default_factory=list)
     failure: str | None = None
     finished: bool = False  # no more calls (it answers next, or it failed)
     repeats: int = 0  # calls asked for again with the same arguments, left out of the turns
     pending: list = field(default_factory=list)  # calls of simulated tools this round: (id, tool, arguments)
     simulated: int = 0  # calls whose result the teacher played
+    string_check: str | None = None  # what the string checks said of the last answer
 
     def fail(self, reason: str) -> None:
         self.failure, self.finished = reason, True
+
+    def ask_next(self, request: str, kind: str) -> None:
+        """The user follows up: the exchange so far is kept in `earlier`, the follow-up is answered next."""
+        self.earlier = {"request": self.request, "done": list(self.done), "answer": self.turns[-1]["content"],
+                        "turns": list(self.turns)}
+        self.turns.append(chat.turn("user", request))
+        self.request, self.kind, self.follow_up, self.start, self.finished = request, kind, kind, len(self.done), False
+
+    def keep_first(self) -> str:
+        """A failed follow-up: back to the first exchange, which passed its checks; returns the follow-up's check."""
+        check = (self.failure or "").split(":")[0]
+        self.turns, self.done = self.earlier["turns"], self.earlier["done"]
+        self.failure, self.follow_up, self.finished = None, None, True
+        return check
+
+    @property
+    def calls(self) -> list[dict]:
+        """The calls made for the user message now answered."""
+        return self.done[self.start:]
 
 
 @dataclass
@@ -147,10 +183,12 @@ class UseTools(Asks, MapStage):
     max_calls: int = 8
     timeout: float = 5.0
     tools: tuple[str, ...] = ()
+    judge: bool = True
+    calls_via: str = "schema"  # or "tools": OpenAI's tools/tool_choice fields, the endpoint parses the calls
     name = "use_tools"
     requires = ("id", "text", "tools", "kind", "domain")
-    provides = ("messages", "tool_messages", "rejected_tool_messages", "failed_check", "calls", "simulated", "source",
-                "meta")
+    provides = ("messages", "tool_messages", "rejected_tool_messages", "chosen_tool_messages", "failed_check",
+                "calls", "simulated", "follow_up", "source", "meta")
     batch_size = 16
     prompt_files = (T.PROMPT_FILE,)
 
@@ -165,22 +203,35 @@ class UseTools(Asks, MapStage):
             "requests_verified": counters.get("requests_verified", 0),
             "calls_by_tool": {k.removeprefix("called|"): n for k, n in sorted(counters.items())
                               if k.startswith("called|")},
-            "simulated": counters.get("rows_simulated", 0)}}
+            "simulated": counters.get("rows_simulated", 0),
+            "answer_judge": {k.removeprefix("judge|"): n for k, n in sorted(counters.items())
+                             if k.startswith("judge|")},
+            "follow_ups": {"written": counters.get("follow_ups_written", 0),
+                           "unwritten": counters.get("follow_ups_unwritten", 0),
+                           "rows": counters.get("rows_with_follow_up", 0),
+                           "failed_by_check": {k.removeprefix("follow_up_failed|"): n for k, n in sorted(
+                               counters.items()) if k.startswith("follow_up_failed|")}}}}
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         rows = batch.to_dicts()
         tools = [json.loads(r["tools"]) for r in rows]
         items = [(r, s) for r in range(len(rows)) for s in range(self.samples)]
         paths = tools_files(self.tools)
-        states = [Trajectory([chat.turn("user", rows[r]["text"])]) for r, _ in items]
+        states = [Trajectory([chat.turn("user", rows[r]["text"])], rows[r]["text"], rows[r]["kind"]) for r, _ in items]
         boxes: dict[str, Sandbox] = {}
         try:
-            for round_ in range(self.max_rounds):
-                active = [i for i, t in enumerate(states) if not t.finished]
-                if not active:
-                    break
-                self._decide(ctx, rows, tools, items, states, active, round_, boxes, paths)
-            self._answer(ctx, rows, items, states)
+            for part in (0, 1):  # the request, then a follow-up where the row has one
+                if part:
+                    self._follow_up(ctx, rows, tools, items, states)
+                for round_ in range(part * self.max_rounds, (part + 1) * self.max_rounds):
+                    active = [i for i, t in enumerate(states) if not t.finished]
+                    if not active:
+                        break
+                    self._decide(ctx, rows, tools, items, states, active, round_, boxes, paths)
+                self._answer(ctx, rows, items, states, part)
+                for state in states:
+                    if part and state.failure and state.follow_up:
+                        ctx.count(f"follow_up_failed|{state.keep_first()}")
         finally:
             for box in boxes.values():
                 box.close()
@@ -189,12 +240,17 @@ class UseTools(Asks, MapStage):
     def _decide(self, ctx, rows, tools, items, states, active, round_, boxes, paths) -> None:
         def request(i: int, attempt: int) -> Request:
             r, s = items[i]
-            return Request(T.decide_messages(tools[r], rows[r]["text"], states[i].done),
-                           self.sampling.request_params(self.sampling.max_tokens_calls,
-                                                        f"{rows[r]['id']}/{s}/c{round_}"),
-                           schema=T.calls_schema(tools[r]))
+            params = self.sampling.request_params(self.sampling.max_tokens_calls, f"{rows[r]['id']}/{s}/c{round_}")
+            if self.calls_via == "tools":
+                return Request(T.native_messages(states[i].turns),
+                               {**params, "tools": T.offered(tools[r]), "tool_choice": "auto"})
+            return Request(T.decide_messages(tools[r], states[i].request, states[i].calls, states[i].earlier),
+                           params, schema=T.calls_schema(tools[r]))
 
         def accept(i: int, result: Result) -> Verdict:
+            if self.calls_via == "tools" and result.error is None:
+                wanted[i] = T.native_calls(result.tool_calls)
+                return Verdict()
             calls = T.calls_of(result.data)
             if calls is None:
                 return Verdict(reason=f"unparsed_calls: {(result.error or 'no JSON with tool_calls')[:200]}")
@@ -214,7 +270,7 @@ class UseTools(Asks, MapStage):
                 continue
             r, _ = items[i]
             self._run_calls(state, calls, tools[r], rows[r], round_, boxes, paths)
-            state.finished = state.finished or round_ + 1 == self.max_rounds
+            state.finished = state.finished or (round_ + 1) % self.max_rounds == 0
         self._simulate(ctx, rows, items, states, round_)
 
     def _simulate(self, ctx, rows, items, states, round_) -> None:
@@ -289,26 +345,77 @@ class UseTools(Asks, MapStage):
             state.done.append({"name": name, "arguments": arguments, "result": outcome.result})
             state.turns.append(chat.tool_result(cid, outcome.result))
 
-    def _answer(self, ctx, rows, items, states) -> None:
-        todo = [i for i, t in enumerate(states) if t.failure is None]
+    def _answer(self, ctx, rows, items, states, part: int) -> None:
+        todo = [i for i, t in enumerate(states) if t.failure is None and (t.follow_up is not None) == bool(part)]
 
         def request(i: int, attempt: int) -> Request:
             r, s = items[i]
-            return Request(T.answer_messages(rows[r]["text"], states[i].done),
-                           self.sampling.request_params(self.sampling.max_tokens_answer, f"{rows[r]['id']}/{s}/a"))
+            return Request(T.answer_messages(states[i].request, states[i].calls, states[i].earlier),
+                           self.sampling.request_params(self.sampling.max_tokens_answer,
+                                                        f"{rows[r]['id']}/{s}/a" + (f"{part}" if part else "")))
 
         def accept(i: int, result: Result) -> Verdict:
             answer = trim_cut_answer(result.text or "", result.finish_reason).strip()
             states[i].turns.append(chat.turn("assistant", answer))
-            r, _ = items[i]
-            return Verdict(reason=answer_problem(answer, rows[r]["kind"], states[i].done))
+            states[i].string_check = answer_problem(answer, states[i].kind, states[i].calls)
+            return Verdict(reason=states[i].string_check)
 
-        for i, verdict in self.ask_each(ctx, todo, request, accept, retries=0, desc=f"{self.name} answers").items():
+        desc = f"{self.name} {'follow-up ' if part else ''}answers"
+        for i, verdict in self.ask_each(ctx, todo, request, accept, retries=0, desc=desc).items():
             states[i].failure = verdict.reason
+        if self.judge:
+            self._judge(ctx, rows, items, states, [i for i in todo if states[i].calls and (
+                states[i].failure is None or states[i].failure.startswith("answer_ignores_result"))], part)
+
+    def _judge(self, ctx, rows, items, states, todo: list[int], part: int) -> None:
+        """The teacher judges whether each answer states the results faithfully; counted against the string
+        check, which it joins: an answer fails when either says it ignores the results."""
+
+        def request(i: int, attempt: int) -> Request:
+            r, s = items[i]
+            return Request(T.judge_messages(states[i].request, states[i].calls, states[i].turns[-1]["content"]),
+                           self.sampling.request_params(self.sampling.max_tokens_calls,
+                                                        f"{rows[r]['id']}/{s}/j{part}"), schema=T.JUDGE_SCHEMA)
+
+        def accept(i: int, result: Result) -> Verdict:
+            if not isinstance(result.data, dict) or not isinstance(result.data.get("faithful"), bool):
+                ctx.count("judge|unparsed")
+                return Verdict()
+            judged, string = result.data["faithful"], states[i].failure is None
+            ctx.count(f"judge|{'pass' if judged else 'fail'}_{'pass' if string else 'fail'}")
+            if string and not judged:
+                states[i].failure = f"answer_ignores_result: the judge: {str(result.data.get('reason'))[:200]}"
+            return Verdict()
+
+        if todo:
+            self.ask_each(ctx, todo, request, accept, retries=0, desc=f"{self.name} judge")
+
+    def _follow_up(self, ctx, rows, tools, items, states) -> None:
+        """The teacher, as the user, writes each passing trajectory's follow-up of the row's `follow_up` kind."""
+        todo = [i for i, t in enumerate(states) if t.failure is None and rows[items[i][0]].get("follow_up")]
+
+        def request(i: int, attempt: int) -> Request:
+            r, s = items[i]
+            return Request(T.follow_up_messages(tools[r], states[i].request, states[i].turns[-1]["content"],
+                                                rows[r]["follow_up"], rows[r].get("persona") or ""),
+                           self.sampling.request_params(self.sampling.max_tokens_request,
+                                                        f"{rows[r]['id']}/{s}/f/{attempt}"))
+
+        def accept(i: int, result: Result) -> Verdict:
+            r, _ = items[i]
+            text = T.clean_request(trim_cut_answer(result.text or "", result.finish_reason))
+            problem = T.request_problem(text, tools[r])
+            if problem is None:
+                states[i].ask_next(text, rows[r]["follow_up"])
+            return Verdict(reason=problem)
+
+        for i, verdict in self.ask_each(ctx, todo, request, accept, retries=1,
+                                        desc=f"{self.name} follow-ups").items():
+            ctx.count("follow_ups_written" if verdict.reason is None else "follow_ups_unwritten")
 
     def _rows(self, batch, rows, items, states, ctx) -> pl.DataFrame:
         values = {c: [] for c in ("messages", "tool_messages", "rejected_tool_messages", "failed_check", "calls",
-                                  "simulated")}
+                                  "simulated", "follow_up", "chosen_tool_messages")}
         reasons = []
         for r, row in enumerate(rows):
             mine = [states[i] for i, (rr, _) in enumerate(items) if rr == r]
@@ -323,9 +430,14 @@ class UseTools(Asks, MapStage):
             values["tool_messages"].append(json.dumps(shown.turns, ensure_ascii=False))
             values["rejected_tool_messages"].append(json.dumps(bad[0].turns, ensure_ascii=False) if good and bad
                                                     else None)
+            # a pair holds the first exchange on both sides (a rejected trajectory failed there)
+            values["chosen_tool_messages"].append(json.dumps(shown.earlier["turns"], ensure_ascii=False)
+                                                  if good and bad and shown.follow_up else None)
             values["failed_check"].append(bad[0].failure if good and bad else None)
             values["calls"].append(len(shown.done))
             values["simulated"].append(shown.simulated > 0)
+            values["follow_up"].append(shown.follow_up if good else None)
+            ctx.count("rows_with_follow_up", bool(good) and shown.follow_up is not None)
             ctx.count("rows_simulated", bool(good) and shown.simulated > 0)
             for call in shown.done if good else []:
                 ctx.count(f"called|{call['name']}")
@@ -334,11 +446,13 @@ class UseTools(Asks, MapStage):
         return with_drops(batch.with_columns(
             pl.Series("messages", values["messages"], dtype=MESSAGES),
             *(pl.Series(k, values[k], dtype=pl.String) for k in ("tool_messages", "rejected_tool_messages",
-                                                                 "failed_check")),
+                                                                 "failed_check", "follow_up",
+                                                                 "chosen_tool_messages")),
             pl.Series("calls", values["calls"], dtype=pl.Int64),
             pl.Series("simulated", values["simulated"], dtype=pl.Boolean),
             pl.Series("source", [f"tool_use:{r['domain']}" for r in rows], dtype=pl.String),
-            pl.Series("meta", [json.dumps({k: r.get(k) for k in ("seed_id", "domain", "kind", "persona")})
+            pl.Series("meta", [json.dumps({k: r.get(k) for k in ("seed_id", "domain", "kind", "persona",
+                                                                   "follow_up")})
                                for r in rows], dtype=pl.String)), reasons)
 
 
@@ -419,7 +533,7 @@ class ExportToolUse(ReadsLabels, Stage):
         data = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={
             "id": pl.String, "text": pl.String, "messages": MESSAGES, "tool_messages": pl.String, "tools": pl.String,
             "rejected_tool_messages": pl.String, "failed_check": pl.String, "kind": pl.String, "domain": pl.String,
-            "calls": pl.Int64})
+            "calls": pl.Int64, "follow_up": pl.String})
         data, self._review = label_rows(data, row_labels(ctx.run_dir))
         data, reviewed_out = split_drops(data)
         prompt_ids = [prompt_id(t) for t in data["text"].to_list()]
@@ -447,7 +561,7 @@ class ExportToolUse(ReadsLabels, Stage):
 
 
 COMMON = [("prompt", pa.string()), ("prompt_id", pa.string()), ("tools", pa.string()), ("kind", pa.string()),
-          ("domain", pa.string())]
+          ("follow_up", pa.string()), ("domain", pa.string())]
 SFT_SCHEMA = pa.schema([*COMMON, ("messages", pa.list_(TOOL_MESSAGE)), ("calls", pa.int64()),
                         ("simulated", pa.bool_())])
 PREFS_SCHEMA = pa.schema([*COMMON, ("chosen", pa.list_(TOOL_MESSAGE)), ("rejected", pa.list_(TOOL_MESSAGE)),
@@ -460,12 +574,12 @@ def sft_row(row: dict) -> dict:
 
 
 def common(row: dict) -> dict:
-    """The columns both splits share, `tools` as OpenAI definitions (without our `simulated` flag)."""
-    tools = [{"type": "function", "function": t["function"]} for t in json.loads(row["tools"])]
-    return {**{k: row[k] for k, _ in COMMON}, "tools": json.dumps(tools, ensure_ascii=False)}
+    """The columns both splits share, `tools` as OpenAI definitions (without our `simulated` and `returns`)."""
+    return {**{k: row.get(k) for k, _ in COMMON}, "tools": json.dumps(T.offered(json.loads(row["tools"])),
+                                                                      ensure_ascii=False)}
 
 
 def pref_row(row: dict) -> dict:
-    chosen = json.loads(row["tool_messages"])
+    chosen = json.loads(row.get("chosen_tool_messages") or row["tool_messages"])
     return {**common(row), "chosen": chosen, "rejected": json.loads(row["rejected_tool_messages"]),
             "messages": chosen, "failed_check": row["failed_check"]}

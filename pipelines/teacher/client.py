@@ -54,7 +54,8 @@ from pipelines.teacher.config import MAX_WAIT_S, Endpoint, TeacherConfig
 from pipelines.teacher.limits import RETRYABLE_STATUS, AdaptiveLimit, Router, backoff, header_wait, http_status
 from pipelines.teacher.senders import AfterBatch, DryRun
 from pipelines.teacher.structured import check, parse_json, reask_message
-from pipelines.teacher.wire import EMBED_PARAMS, Request, Result, choice_text, logprobs_of, result_of, vector_of
+from pipelines.teacher.wire import (EMBED_PARAMS, Request, Result, choice_text, logprobs_of, result_of, tool_calls_of,
+                                   vector_of)
 
 
 
@@ -399,6 +400,8 @@ class Teacher:
             answer["texts"] = texts
         if (logprobs := logprobs_of(choices[0])) is not None:
             answer["logprobs"] = logprobs
+        if not raw_text and (calls := tool_calls_of(choices[0])) is not None:
+            answer["tool_calls"] = calls
         return answer, ""
 
     # --- endpoints -----------------------------------------------------------------------------------------------

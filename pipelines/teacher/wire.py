@@ -14,8 +14,8 @@ EMBED_PARAMS = {"embedding": True}  # in the cache key: an embedding is never mi
 class Request:
     """A chat request (`messages`), or with `prompt` a raw text completion on `/v1/completions` (no chat template:
     the caller writes the template, as Magpie does). `params` go into the body as they are: max_tokens,
-    temperature, top_p, seed, stop, n (more choices: `Result.texts`), logprobs and top_logprobs (`Result.logprobs`);
-    all of them are in the cache key."""
+    temperature, top_p, seed, stop, n (more choices: `Result.texts`), logprobs and top_logprobs (`Result.logprobs`),
+    tools and tool_choice (`Result.tool_calls`); all of them are in the cache key."""
 
     messages: list[dict]
     params: dict
@@ -41,6 +41,7 @@ class Result:
     data: object = None  # the parsed JSON of a structured request
     texts: list[str] = field(default_factory=list)  # every choice's text (one unless the request asked for `n`)
     logprobs: list[dict] | None = None  # first choice: [{"token", "logprob", "top": {token: logprob}}] per token
+    tool_calls: list[dict] | None = None  # first choice's calls, asked with `tools`: [{"name", "arguments"}]
 
 
 def vector_of(value: str):
@@ -55,7 +56,22 @@ def choice_text(choice: dict, raw_text: bool) -> str | None:
     if raw_text:
         return choice.get("text")
     message = choice.get("message")
-    return message.get("content") if isinstance(message, dict) else None
+    if not isinstance(message, dict):
+        return None
+    if message.get("content") is None and message.get("tool_calls"):
+        return ""  # an answer that is calls only
+    return message.get("content")
+
+
+def tool_calls_of(choice: dict) -> list[dict] | None:
+    """A chat answer's tool calls as [{"name", "arguments"}], the arguments as the endpoint sent them (a JSON
+    string in OpenAI's shape); None when it made none."""
+    message = choice.get("message")
+    calls = message.get("tool_calls") if isinstance(message, dict) else None
+    if not isinstance(calls, list) or not calls:
+        return None
+    return [{"name": c["function"].get("name"), "arguments": c["function"].get("arguments")} for c in calls
+            if isinstance(c, dict) and isinstance(c.get("function"), dict)]
 
 
 def logprobs_of(choice: dict) -> list[dict] | None:
@@ -79,4 +95,4 @@ def result_of(answer: dict, cached: bool = False) -> Result:
     """A Result from an answer as `_post` makes it and the cache stores it."""
     return Result(answer["text"], None, answer.get("finish_reason"), answer.get("prompt_tokens") or 0,
                   answer.get("completion_tokens") or 0, cached=cached, texts=answer.get("texts") or [answer["text"]],
-                  logprobs=answer.get("logprobs"))
+                  logprobs=answer.get("logprobs"), tool_calls=answer.get("tool_calls"))
