@@ -54,6 +54,7 @@ def test_result_values_leave_out_the_arguments_and_identifiers():
     ("Haiku: leaves fall", "no_tool", [{"name": "order_total", "arguments": {}, "result": TOTAL}], "needless_call"),
     ("I cannot track a parcel; I can look up an order's total.", "unserviceable", [], None),
     ("", "no_tool", [], "empty_answer"),
+    ("The user now asks for advice on a first novel.", "no_tool", [], "narrates"),
 ])
 def test_answer_checks(answer, kind, done, reason):
     found = answer_problem(answer, kind, done)
@@ -64,6 +65,8 @@ def test_a_request_naming_a_tool_identifier_is_refused_but_a_plain_word_is_not()
     weekday = {"type": "function", "function": {"name": "weekday"}}
     assert T.request_problem("What weekday was 4 July 2024?", [weekday]) is None
     assert T.request_problem("Use order_total for O1005", [SHOP_TOOL]).startswith("names_the_tool")
+    for echoed in ('```json\n{"name": "weekday"}', '{"name": "weekday"}', "The person replies with a related topic."):
+        assert T.request_problem(echoed, [weekday]).startswith("not_a_request"), echoed
 
 
 def test_the_grammar_schema_keeps_names_and_types_and_drops_bounds():
@@ -211,14 +214,14 @@ def test_tool_use_build_on_the_embedded_teacher(tmp_path, teacher_server):
     from pipelines.teacher.weights import ensure_checkpoint
 
     run_dir = tmp_path / "run"
-    settings = ("n_requests=6", "samples=2", "max_rounds=2", "tools=math_units,dates", "follow_ups=1")
+    settings = ("n_requests=4", "samples=2", "max_rounds=1", "tools=math_units,dates", "follow_ups=1")
     run_build(run_dir, *settings, server=teacher_server, recipe="tool_use")
     stages = report(run_dir)
     used = stages["use_tools"]
     assert used["rows_in"] == used["rows_out"] + sum(used["dropped"].values())
     known = {"unknown_tool", "bad_arguments", "execution_error", "timeout", "killed", "output_too_large",
              "over_call_cap", "missed_call", "needless_call", "answer_ignores_result", "empty_answer", "repeated",
-             "unparsed_calls", "request_failed"}
+             "unparsed_calls", "request_failed", "narrates"}
     assert set(used["dropped"]) <= known, used["dropped"]
     export = run_dir / "export" / "data"
     tokenizer = AutoTokenizer.from_pretrained(ensure_checkpoint(log=lambda *_: None))

@@ -16,6 +16,8 @@ MAX_CALLS_PER_ROUND = 4
 PREAMBLE = re.compile(r"^\s*(sure|certainly|of course|here is|here's|i'd be happy|i would be happy|absolutely)\b",
                       re.I)
 IDENTIFIER = re.compile(r"_|[a-z][A-Z]")  # a tool name no request says by chance (`weekday` is a word)
+NARRATES = re.compile(r"^\s*(the|this) (person|user)\b", re.I)  # "The person replies with ...": about the user
+CODE = re.compile(r"^\s*(```|[{\[])")  # a definition or JSON echoed back, not a person's words
 
 
 def listed(tools: list[dict]) -> str:
@@ -44,6 +46,10 @@ def request_problem(request: str, tools: list[dict]) -> str | None:
         return "empty_request: no text"
     if PREAMBLE.match(request):
         return "not_a_request: it answers the instruction instead of being a user's request"
+    if NARRATES.match(request):
+        return "not_a_request: it describes the user instead of speaking as them"
+    if CODE.match(request):
+        return "not_a_request: it is code or JSON, not a person's words"
     if len(request.split()) > 80:
         return "too_long: more than 80 words"
     named = [name for name in (t["function"]["name"] for t in tools) if IDENTIFIER.search(name) and name in request]

@@ -34,7 +34,7 @@ class Config:
                 "(TOOLS plus a function each); default: every shipped one"})
     samples: int = field(default=2, metadata={"help": "trajectories tried per request (the rejected side of a pair "
                                                       "comes from one that failed a check)", "range": "[1, 16]"})
-    follow_ups: float = field(default=0.3, metadata={"help": "share of requests whose user follows up once (the "
+    follow_ups: float = field(default=0.25, metadata={"help": "share of requests whose user follows up once (the "
                                                              "teacher writes it; a call or none is needed)",
                                                      "range": "[0, 1]"})
     max_rounds: int = field(default=3, metadata={"help": "rounds of calls before each answer",

@@ -61,6 +61,7 @@ class ToolUseSampling(Sampling):
     max_tokens_request: int = max_tokens_setting(96, "tokens per user request")
     max_tokens_calls: int = max_tokens_setting(256, "tokens per decision (the JSON of the next calls)")
     max_tokens_answer: int = max_tokens_setting(200, "tokens per final answer")
+    max_tokens_judge: int = max_tokens_setting(128, "tokens per judgement of an answer (a reason and a verdict)")
 
 
 def tools_files(names: tuple[str, ...]) -> dict[str, Path]:
@@ -374,7 +375,7 @@ class UseTools(Asks, MapStage):
         def request(i: int, attempt: int) -> Request:
             r, s = items[i]
             return Request(T.judge_messages(states[i].request, states[i].calls, states[i].turns[-1]["content"]),
-                           self.sampling.request_params(self.sampling.max_tokens_calls,
+                           self.sampling.request_params(self.sampling.max_tokens_judge,
                                                         f"{rows[r]['id']}/{s}/j{part}"), schema=T.JUDGE_SCHEMA)
 
         def accept(i: int, result: Result) -> Verdict:
@@ -462,6 +463,8 @@ def answer_problem(answer: str, kind: str, done: list[dict]) -> str | None:
         return "empty_answer: no text"
     if is_looping(answer):
         return "repeated: the answer loops"
+    if T.NARRATES.match(answer):
+        return "narrates: the answer describes the user instead of answering them"
     if kind in T.NEEDS_TOOLS and not done:
         return f"missed_call: a {kind} request answered without calling a tool"
     if kind not in T.NEEDS_TOOLS and done:
