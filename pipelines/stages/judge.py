@@ -22,8 +22,10 @@ error (`judge_failed`): no pair ever carries a null rating. The requests are bui
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import mean
 
 import polars as pl
@@ -36,6 +38,15 @@ from pipelines.stages.pairs import COMPLETIONS
 
 MODES = ("listwise", "pointwise", "pairwise")
 JUDGED = (*F.ASPECTS, F.OVERALL)
+
+
+def judge_identity(config, mode: str, orderings: int) -> dict:
+    """What a judge's calibration is valid for (`pipelines.core.calibration`): its model and endpoint, the mode, the
+    orders and a digest of its prompts."""
+    prompts = Path(F.__file__).with_name("ultrafeedback.yaml")
+    return {"model": config.model if config.base_url else f"embedded:{config.embedded.model}",
+            "endpoint": config.base_url or "embedded", "mode": mode, "orderings": orderings,
+            "prompts": hashlib.sha256(prompts.read_bytes()).hexdigest()[:16]}
 
 
 def orders(n: int, orderings: int) -> list[list[int]]:

@@ -1,0 +1,144 @@
+"""`python -m pipelines.judge calibrate`: labelled pairs from a run's review labels, an export or a file; the isotonic
+map and ECE; a calibration refused for another judge; the command on the embedded judge."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.core.calibration import (Calibration, apply, expected_calibration_error, fit_isotonic, mean_interval)
+from pipelines.core.errors import ConfigError
+from pipelines.judge.labelled import labelled_pairs
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = Path(__file__).parent / "data" / "judge_labels.jsonl"
+
+
+def test_isotonic_map_pools_violators_and_holds_the_ends():
+    xs, ys = fit_isotonic([1, 2, 3, 4, 4], [0, 1, 0, 1, 1])
+    assert xs == [1, 2, 3, 4] and ys == [0, 0.5, 0.5, 1]
+    assert apply(xs, ys, 2.5) == 0.5 and apply(xs, ys, 3.5) == 0.75
+    assert apply(xs, ys, -10) == 0 and apply(xs, ys, 10) == 1 and apply([], [], 3) == 0.5
+    assert all(a <= b for a, b in zip(ys, ys[1:]))
+
+
+def test_ece_is_zero_when_predictions_are_the_frequencies_and_large_when_not():
+    outcomes = [1.0] * 7 + [0.0] * 3
+    assert expected_calibration_error([0.7] * 10, outcomes) == pytest.approx(0.0)
+    assert expected_calibration_error([0.1] * 10, outcomes) == pytest.approx(0.6)
+    mean, low, high = mean_interval(outcomes)
+    assert mean == pytest.approx(0.7) and low < mean < high
+
+
+def test_a_perfect_judge_calibrates_to_certainty_and_a_coin_stays_at_chance():
+    """`measure` on the same labelled pairs: scores that always side with the person, and scores drawn at random.
+    Fitting on one half and measuring on the other must not leak which answer the person preferred."""
+    import hashlib
+    import random
+
+    from pipelines.judge.calibrate import measure
+
+    pairs, _ = labelled_pairs(str(LABELS))
+    pairs = [{**p, "id": hashlib.sha256(f"{k}/{p['id']}".encode()).hexdigest()[:16]} for k in range(20)
+             for p in pairs]  # 240 pairs
+    perfect = [1.0 + (k % 3) if p["human"] else -1.0 - (k % 3) for k, p in enumerate(pairs)]
+    measured, xs, ys = measure(perfect, pairs)
+    assert measured["agreement"] == 1.0 and measured["calibrated_agreement"] == 1.0
+    assert measured["ece"] < 0.05 and ys[0] == 0.0 and ys[-1] == 1.0
+    rng = random.Random(1)
+    coin = [rng.uniform(-1, 1) for _ in pairs]
+    measured, _, _ = measure(coin, pairs)
+    low, high = measured["calibrated_agreement_ci"]
+    assert low < 0.5 < high and abs(measured["agreement"] - 0.5) < 0.1
+    assert measured["unrated"] == 0 and set(measured["held_out"]) == {"agrees", "surety"}
+
+
+def test_pairs_from_a_file_show_the_preferred_answer_first_or_second_by_a_hash():
+    pairs, info = labelled_pairs(str(LABELS))
+    assert info["pairs"] == 12 and len(info["digest"]) == 16
+    rows = [json.loads(line) for line in LABELS.read_text().splitlines()]
+    for pair, row in zip(pairs, rows):
+        preferred = pair["a"] if pair["human"] == 1.0 else pair["b"]
+        assert preferred == row["chosen"] and {pair["a"], pair["b"]} == {row["chosen"], row["rejected"]}
+        assert pair["slices"]["length"] in ("short", "long") and pair["slices"]["category"] in ("facts", "language")
+    assert 0 < sum(p["human"] for p in pairs) < 12  # both sides shown first
+    assert labelled_pairs(str(LABELS))[0] == pairs  # the same draw every time
+
+
+def test_pairs_from_an_export_and_from_a_runs_review_labels(tmp_path):
+    """An export's chosen is the person's; in a run, the latest review label of each pair counts, chosen_better and
+    rejected_better are used, a tie is counted and left out, an unlabelled pair is not read."""
+    from pipelines.core.labels import pair_key, record
+
+    msgs = lambda text: [{"role": "user", "content": "q"}, {"role": "assistant", "content": text}]  # noqa: E731
+    rows = [{"prompt": f"question {k}", "prompt_id": f"p{k}", "chosen": msgs(f"good {k}"), "rejected": msgs(f"bad {k}")}
+            for k in range(4)]
+    export = tmp_path / "export" / "data"
+    export.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), export / "train_prefs-00000-of-00001.parquet")
+    pairs, _ = labelled_pairs(str(tmp_path / "export"))
+    assert sorted(p["a"] if p["human"] else p["b"] for p in pairs) == [f"good {k}" for k in range(4)]
+
+    run = tmp_path / "run"
+    (run / "04_binarize").mkdir(parents=True)
+    pl.DataFrame(rows).write_parquet(run / "04_binarize" / "part-00000.parquet")
+    key = [pair_key(r["prompt_id"], r["chosen"], r["rejected"]) for r in rows]
+    record(run, "pair", key[0], "rejected_better", reviewer="ann")
+    record(run, "pair", key[0], "chosen_better", reviewer="bob")  # two reviewers disagree: the latest counts
+    record(run, "pair", key[1], "rejected_better")
+    record(run, "pair", key[2], "tie")
+    pairs, info = labelled_pairs(str(run))
+    preferred = sorted(p["a"] if p["human"] else p["b"] for p in pairs)
+    assert preferred == ["bad 1", "good 0"] and info["left_out"] == {"tie": 1}
+    assert "04_binarize" in info["kind"] or "binarize" in info["kind"]
+    with pytest.raises(ConfigError, match="no such run dir"):
+        labelled_pairs(str(tmp_path / "missing"))
+
+
+def test_a_calibration_made_for_another_judge_is_refused(tmp_path):
+    judge = {"model": "embedded:qwen2.5-coder-1.5b", "endpoint": "embedded", "mode": "pairwise", "orderings": 2,
+             "prompts": "abc"}
+    Calibration(judge, [0.0, 1.0], [0.2, 0.9], {"agreement": 0.7}, {"digest": "d"}).save(tmp_path / "c.json")
+    found = Calibration.load(tmp_path / "c.json", judge)
+    assert found.probability(0.5) == pytest.approx(0.55)
+    with pytest.raises(ConfigError, match="another judge .*mode"):
+        Calibration.load(tmp_path / "c.json", {**judge, "mode": "pointwise"})
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not a calibration file"):
+        Calibration.load(tmp_path / "bad.json")
+
+
+def test_calibrate_on_the_embedded_judge_writes_the_report_and_reuses_its_answers(tmp_path, teacher_server):
+    out = tmp_path / "cal"
+    judge = f"{teacher_server.base_url}?model={teacher_server.model}"
+    cmd = [sys.executable, "-m", "pipelines.judge", "calibrate", "--labels", str(LABELS), "--judges", judge,
+           "--modes", "pairwise", "--target", "0.99", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| pairwise | 12 |" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].startswith(("chosen:", "no judge meets agreement 0.99"))
+    found = Calibration.load(out / f"{teacher_server.model}-pairwise.json")
+    m = found.measured
+    assert m["pairs"] == 12 and 0 <= m["agreement"] <= 1 and m["agreement_ci"][0] <= m["agreement"] <= \
+        m["agreement_ci"][1]
+    assert 0 <= m["ece"] <= 1 and set(m["by_slice"]) >= {"length=short", "length=long", "category=facts"}
+    assert all(a <= b for a, b in zip(found.ys, found.ys[1:]))  # the map is monotone
+    assert found.judge["endpoint"] == teacher_server.base_url and found.labels["pairs"] == 12
+    assert (out / "reliability.png").stat().st_size > 1000 and "| judge | mode |" in (out / "report.md").read_text()
+    assert (out / "calibration.json").exists() == proc.stdout.strip().splitlines()[-1].startswith("chosen:")
+    import sqlite3
+
+    count = lambda: sqlite3.connect(out / "requests.sqlite").execute(  # noqa: E731
+        "SELECT count(*) FROM responses").fetchone()[0]
+    before = count()
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and count() == before  # the rerun asked nothing anew
+    bad = subprocess.run([*cmd[:-2], "--modes", "listwise"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --modes listwise")
