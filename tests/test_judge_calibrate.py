@@ -142,3 +142,62 @@ def test_calibrate_on_the_embedded_judge_writes_the_report_and_reuses_its_answer
     assert again.returncode == 0 and count() == before  # the rerun asked nothing anew
     bad = subprocess.run([*cmd[:-2], "--modes", "listwise"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --modes listwise")
+
+
+def write_calibration(path: Path, judge: dict, xs, ys, agreement: float = 0.75) -> Path:
+    Calibration(judge, xs, ys, {"calibrated_agreement": agreement, "calibrated_agreement_ci": [0.6, 0.9],
+                                "pairs": 40, "ece": 0.04, "agreement_at_half_coverage": 0.85},
+                {"pairs": 40, "kind": "review labels", "digest": "d"}).save(path)
+    return path
+
+
+def test_binarize_orders_pairs_by_the_calibrated_probability_and_drops_the_unsure(tmp_path):
+    """A map under which people prefer the lower-rated answer when the gap is small swaps those pairs; pairs whose
+    calibrated probability is below min_confidence leave as `judge: unsure`; the file is in the fingerprint."""
+    from pipelines.core.stage import MESSAGES, Context
+    from pipelines.stages.pairs import COMPLETIONS, Binarize
+    from schemas import prompt_id
+
+    path = write_calibration(tmp_path / "c.json", {"model": "m"}, [0.0, 1.0, 4.0], [0.2, 0.3, 0.95])
+    completion = lambda text, overall: {"model": text, "principle": None, "content": text, "ratings": [],  # noqa
+                                        "overall": overall}
+    rows = [{"messages": [{"role": "user", "content": f"q{k}"}], "prompt": f"q{k}", "prompt_id": prompt_id(f"q{k}"),
+             "completions": [completion(f"hi {k}", high), completion(f"lo {k}", 5.0)]}
+            for k, high in enumerate([9.0, 6.0, 5.5])]  # gaps 4 (p .95), 1 (p .3: swapped, .7), 0.5 (p .25 -> .75)
+    frame = pl.DataFrame(rows, schema={"messages": MESSAGES, "prompt": pl.String, "prompt_id": pl.String,
+                                       "completions": COMPLETIONS})
+    ctx = Context(run_dir=tmp_path, config=None)
+    stage = Binarize(rule="best_vs_worst", calibration=str(path), min_confidence=0.72)
+    out = stage.process(frame, ctx).to_dicts()
+    chosen = {r["prompt"]: (r["chosen"][-1]["content"] if r["chosen"] else None, r["drop_reason"]) for r in out}
+    assert chosen["q0"] == ("hi 0", None)
+    assert chosen["q1"][1] == "judge: unsure (p=0.70)"
+    assert chosen["q2"] == ("lo 2", None)  # swapped: people prefer the lower-rated answer at this gap
+    assert json.loads(next(r for r in out if r["prompt"] == "q2")["meta"])["p_person"] == 0.75
+    assert stage.summary(ctx.counters)["calibration"] == {"file": str(path), "swapped": 2, "unsure": 1,
+                                                          "min_confidence": 0.72}
+    before = stage.identity(ctx)["calibration"]
+    write_calibration(path, {"model": "m"}, [0.0, 1.0], [0.5, 0.9])
+    assert stage.identity(ctx)["calibration"] != before  # a new calibration reruns binarize
+
+
+def test_calibration_settings_are_checked_before_a_build(tmp_path):
+    """Another judge's file, a judge below the required agreement, a mode whose scores the map does not take, and
+    min_confidence without a file: each one line; the build refuses before it starts."""
+    from pipelines.recipes.ultrafeedback import Config, calibration_problem
+    from pipelines.stages.judge import judge_identity
+
+    cfg = Config()
+    mine = write_calibration(tmp_path / "mine.json", judge_identity(cfg.judge, "pointwise", 2), [0.0, 1.0], [0.4, 0.8])
+    assert calibration_problem(Config(judge_calibration=str(mine), judge_require_agreement=0.7)) is None
+    low = calibration_problem(Config(judge_calibration=str(mine), judge_require_agreement=0.8))
+    assert low.startswith("the judge's calibration") and "0.750 (0.600-0.900)" in low and "40 labelled" in low
+    other = write_calibration(tmp_path / "other.json", judge_identity(cfg.judge, "pairwise", 2), [0.0], [0.5])
+    assert "another judge (differs in mode" in calibration_problem(Config(judge_calibration=str(other)))
+    assert "n_completions=4" in calibration_problem(Config(judge_calibration=str(other), judge_mode="pairwise"))
+    assert "need judge_calibration=FILE" in calibration_problem(Config(judge_min_confidence=0.7))
+    proc = subprocess.run([sys.executable, "-m", "pipelines.build", "ultrafeedback", "--run-dir", str(tmp_path / "r"),
+                           "--set", f"judge_calibration={mine}", "--set", "judge_require_agreement=0.9"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "0.750" in proc.stderr
+    assert not (tmp_path / "r" / "00_ingest").exists()

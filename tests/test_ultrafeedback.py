@@ -392,3 +392,26 @@ def test_the_default_ultrafeedback_build_exports_pairs_and_says_what_its_judge_c
     words = " ".join((tmp_path / "uf" / "export" / "README.md").read_text().split())
     assert "mode `pointwise`" in words and "Qwen2.5-Coder-1.5B-Instruct-Q4_K_M" in words
     assert "no better than chance" in words and "Do not mistake these pairs for human-grade preferences" in words
+    assert "The judge's calibration against people's labels: none" in words
+    # a calibration of this judge: the rebuild reruns binarize and export only, and drops the pairs it is unsure of
+    from pipelines.core.calibration import Calibration
+    from pipelines.recipes.ultrafeedback import Config
+    from pipelines.stages.judge import judge_identity
+
+    calibration = tmp_path / "calibration.json"
+    Calibration(judge_identity(Config().judge, "pointwise", 2), [0.0, 2.0, 8.0], [0.5, 0.6, 1.0],
+                {"calibrated_agreement": 0.7, "calibrated_agreement_ci": [0.6, 0.8], "pairs": 50, "ece": 0.05,
+                 "agreement_at_half_coverage": 0.8}, {"pairs": 50, "kind": "review labels"}).save(calibration)
+    run_build(tmp_path / "uf", "n_prompts=3", "n_completions=2", "max_tokens=48", f"judge_calibration={calibration}",
+              "judge_min_confidence=0.55", server=teacher_server, recipe="ultrafeedback")
+    report = json.loads((tmp_path / "uf" / "report.json").read_text())
+    status = {r["stage"].split("_", 1)[1]: r["status"] for r in report["stages"]}
+    assert status["judge"] == "skipped" and status["binarize"] == "ran" and status["export"] == "ran"
+    used = next(r for r in report["stages"] if r["stage"].endswith("binarize"))["summary"]["calibration"]
+    quarantine = pl.read_parquet(tmp_path / "uf" / "quarantine.parquet")
+    assert quarantine["reason"].str.starts_with("judge: unsure").sum() == used["unsure"]
+    kept = [json.loads(m) for f in (tmp_path / "uf").glob("*_binarize/part-*.parquet")
+            for m in pl.read_parquet(f)["meta"]]
+    assert len(kept) + used["unsure"] >= 2 and all(m["p_person"] >= 0.55 for m in kept)
+    words = " ".join((tmp_path / "uf" / "export" / "README.md").read_text().split())
+    assert f"dropped {used['unsure']} as unsure" in words and "calibration.json, fitted on 50 pairs" in words

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
+from pipelines.core.calibration import Calibration
 from pipelines.core.config import max_tokens_setting
+from pipelines.core.errors import ConfigError
 from pipelines.core.recipe import Inputs, Recipe, Refresh
 from pipelines.core.stage import Stage
 from pipelines.recipes._settings import benchmarks_setting, index_setting, test_fraction_setting, threshold_setting
@@ -24,7 +27,7 @@ from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
 from pipelines.stages.export_prefs import ExportPrefs
 from pipelines.stages.pairs import Binarize, ToPrompts
 from pipelines.stages.ultrafeedback import Complete
-from pipelines.stages.judge import MODES, Judge
+from pipelines.stages.judge import MODES, Judge, judge_identity
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.redact import redact_setting
 from pipelines.teacher.config import TeacherConfig
@@ -55,6 +58,15 @@ class Config:
     judge_mode: str = field(default="pointwise", metadata={
         "help": "listwise (UltraFeedback: every completion at once, per aspect), pointwise (each alone, 1-9, "
                 "expected rating from logprobs) or pairwise (every pair in both orders)", "choices": MODES})
+    judge_calibration: str = field(default="", metadata={
+        "help": "a calibration file of this judge and mode (python -m pipelines.judge calibrate): pairs are ordered "
+                "by the calibrated P(a person prefers chosen)"})
+    judge_min_confidence: float = field(default=0.0, metadata={
+        "help": "with judge_calibration: drop a pair whose calibrated P(a person prefers chosen) is below this, "
+                "as `judge: unsure (p=...)`", "range": "[0, 1]"})
+    judge_require_agreement: float = field(default=0.0, metadata={
+        "help": "refuse to build from a judge whose calibration measured a lower agreement with people (0: off)",
+        "range": "[0, 1]"})
     rule: str = field(default="best_vs_random", metadata={"help": "best_vs_random, best_vs_worst or all_pairs",
                                                           "choices": ("best_vs_random", "best_vs_worst", "all_pairs")})
     score: str = field(default="overall", metadata={"help": "rank by overall (1-10) or mean_aspects (1-5)",
@@ -77,7 +89,47 @@ class Config:
         if self.score == "mean_aspects" and self.judge_mode != "listwise":
             return (f"score=mean_aspects needs judge_mode=listwise (judge_mode={self.judge_mode} rates overall only): "
                     "--set score=overall or judge_mode=listwise")
+        return calibration_problem(self)
+
+
+def calibration_problem(cfg: Config) -> str | None:
+    """Why the judge's calibration settings cannot hold, in one line, or None."""
+    if not cfg.judge_calibration:
+        if cfg.judge_min_confidence or cfg.judge_require_agreement:
+            return ("judge_min_confidence and judge_require_agreement need judge_calibration=FILE, made by python -m "
+                    "pipelines.judge calibrate --labels LABELS for this judge and mode")
         return None
+    if cfg.judge_mode == "listwise" or (cfg.judge_mode == "pairwise" and cfg.n_completions != 2):
+        return (f"judge_calibration maps the score difference of two answers; judge_mode={cfg.judge_mode} with "
+                f"n_completions={cfg.n_completions} scores on another scale: use judge_mode=pointwise, or pairwise "
+                "with n_completions=2")
+    try:
+        found = Calibration.load(Path(cfg.judge_calibration), judge_identity(cfg.judge, cfg.judge_mode, cfg.orderings))
+    except ConfigError as error:
+        return str(error)
+    measured = found.measured
+    agreement, (low, high) = measured["calibrated_agreement"], measured["calibrated_agreement_ci"]
+    if agreement < cfg.judge_require_agreement:
+        return (f"the judge's calibration ({cfg.judge_calibration}) measured agreement {agreement:.3f} "
+                f"({low:.3f}-{high:.3f}) with people on {measured['pairs']} labelled pairs, below "
+                f"judge_require_agreement={cfg.judge_require_agreement}: label more pairs in the review app and "
+                "calibrate again, or use another judge")
+    return None
+
+
+def calibration_text(cfg: Config, run) -> str:
+    """The card's line on the judge's calibration, or that it has none."""
+    if not cfg.judge_calibration:
+        return ("none: how far this judge agrees with people on this data was not measured (python -m "
+                "pipelines.judge calibrate --labels LABELS)")
+    found = Calibration.load(Path(cfg.judge_calibration))
+    m, used = found.measured, run.summaries.get("calibration", {})
+    return (f"{Path(cfg.judge_calibration).name}, fitted on {found.labels.get('pairs')} pairs people labelled "
+            f"({found.labels.get('kind')}): agreement {m['calibrated_agreement']:.3f} "
+            f"({m['calibrated_agreement_ci'][0]:.3f}-{m['calibrated_agreement_ci'][1]:.3f}) held out, ECE "
+            f"{m['ece']:.3f}, {m['agreement_at_half_coverage']:.3f} on the surer half; here it swapped "
+            f"{used.get('swapped', 0)} pairs and dropped {used.get('unsure', 0)} as unsure (below "
+            f"{cfg.judge_min_confidence})")
 
 
 def inputs(cfg: Config) -> Inputs:
@@ -87,7 +139,8 @@ def inputs(cfg: Config) -> Inputs:
 
 def card_values(cfg: Config, run) -> dict:
     return {"prompt_source": ", ".join(cfg.sources) or "the project's shipped prompt set (pipelines/data)",
-            **preference_card.values(run, cfg.judge or cfg.teacher, cfg.judge_mode)}
+            **preference_card.values(run, cfg.judge or cfg.teacher, cfg.judge_mode),
+            "judge_calibration": calibration_text(cfg, run)}
 
 
 def stages(cfg: Config) -> list[Stage]:
@@ -102,7 +155,8 @@ def stages(cfg: Config) -> list[Stage]:
         Complete(n_completions=cfg.n_completions, models=cfg.models, temperatures=cfg.temperatures,
                  max_tokens=cfg.max_tokens, seed=cfg.seed),
         Judge(orderings=cfg.orderings, max_tokens=cfg.judge_max_tokens, mode=cfg.judge_mode),
-        Binarize(rule=cfg.rule, min_margin=cfg.min_margin, score=cfg.score, seed=cfg.seed),
+        Binarize(rule=cfg.rule, min_margin=cfg.min_margin, score=cfg.score, seed=cfg.seed,
+                 calibration=cfg.judge_calibration, min_confidence=cfg.judge_min_confidence),
         ExportPrefs(test_fraction=cfg.test_fraction, leakage_threshold=cfg.threshold),
     ]
 

@@ -9,14 +9,17 @@ judge (`stages/judge.py`), or verified_if's checked samples.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import mean
 
 import polars as pl
 import pyarrow as pa
 
+from pipelines.core.calibration import Calibration
 from pipelines.core.errors import ConfigError
 from pipelines.core.stage import DROP, MESSAGES, Context, MapStage, with_drops
 from schemas import PREFERENCE, check_preference, conversation_id, preference_id, prompt_id
@@ -104,12 +107,17 @@ class Binarize(MapStage):
     - `best_vs_worst`: rejected = the lowest score;
     - `all_pairs`: every pair with a higher and a lower score (several rows per prompt).
     A pair of identical texts, a tie or a margin below `min_margin` is dropped with that reason; under `all_pairs` a
-    prompt is dropped only when none of its pairs is left."""
+    prompt is dropped only when none of its pairs is left.
+    With a `calibration` (`python -m pipelines.judge calibrate`), a pair is ordered by the calibrated P(a person
+    prefers it), which swaps a pair the map says people would order the other way, and a pair whose calibrated
+    probability is below `min_confidence` is dropped as `judge: unsure (p=...)`; `p_person` in `meta`."""
 
     rule: str = "best_vs_random"
     min_margin: float = 0.0
     score: str = "overall"
     seed: int = 0
+    calibration: str = ""  # a calibration file of this judge and mode
+    min_confidence: float = 0.0
     name = "binarize"
     requires = ("messages", "prompt", "prompt_id", "completions")
     provides = tuple(PREFERENCE.names)
@@ -121,7 +129,20 @@ class Binarize(MapStage):
         if self.score not in SCORES:
             raise ConfigError(f"binarize score {self.score!r}: expected one of {', '.join(SCORES)}")
 
+    def identity(self, ctx: Context) -> dict:
+        out = super().identity(ctx)
+        if self.calibration:  # a new calibration file reruns binarize and what follows, nothing before
+            out["calibration"] = hashlib.sha256(Path(self.calibration).read_bytes()).hexdigest()
+        return out
+
+    def summary(self, counters: dict) -> dict:
+        if not self.calibration:
+            return {}
+        return {"calibration": {"file": self.calibration, "swapped": counters.get("calibration_swapped", 0),
+                                "unsure": counters.get("calibration_unsure", 0), "min_confidence": self.min_confidence}}
+
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        calibration = Calibration.load(Path(self.calibration)) if self.calibration else None
         out = []
         for row in batch.to_dicts():
             completions = row["completions"]
@@ -129,10 +150,19 @@ class Binarize(MapStage):
             kept, problems = [], []
             for c, r in candidate_pairs(scores, self.rule, seeded(self.seed, row["prompt_id"])):
                 problem = pair_problem(completions[c], completions[r], (scores[c], scores[r]), self.min_margin)
+                p_person = None
+                if calibration is not None and problem is None:
+                    p_person = calibration.probability(scores[c] - scores[r])
+                    if p_person < 0.5:  # people would order this pair the other way
+                        c, r, p_person = r, c, 1 - p_person
+                        ctx.count("calibration_swapped")
+                    if p_person < self.min_confidence:
+                        problem = f"judge: unsure (p={p_person:.2f})"
+                        ctx.count("calibration_unsure")
                 if problem:
                     problems.append(problem)
                 else:
-                    kept.append(self._pair(row, completions, c, r, scores))
+                    kept.append(self._pair(row, completions, c, r, scores, p_person))
             if self.rule == "all_pairs" and kept:
                 ctx.count("pairs_not_formed", len(problems))
             elif problems:
@@ -140,7 +170,8 @@ class Binarize(MapStage):
             out += kept or [self._dropped(row, problems[0] if problems else "no_pairs: fewer than two scores")]
         return pl.from_arrow(pa.Table.from_pylist(out, schema=PAIRS))
 
-    def _pair(self, row: dict, completions: list[dict], c: int, r: int, scores: list[float]) -> dict:
+    def _pair(self, row: dict, completions: list[dict], c: int, r: int, scores: list[float],
+              p_person: float | None = None) -> dict:
         chosen = row["messages"] + [{"role": "assistant", "content": completions[c]["content"]}]
         rejected = row["messages"] + [{"role": "assistant", "content": completions[r]["content"]}]
         pair = {
@@ -149,7 +180,8 @@ class Binarize(MapStage):
             "score_chosen": scores[c], "score_rejected": scores[r],
             "chosen_model": completions[c]["model"], "rejected_model": completions[r]["model"],
             "completions": completions, "source": row.get("source") or "ultrafeedback",
-            "meta": json.dumps({"rule": self.rule, "score": self.score, "chosen_index": c, "rejected_index": r}),
+            "meta": json.dumps({"rule": self.rule, "score": self.score, "chosen_index": c, "rejected_index": r,
+                                **({"p_person": round(p_person, 4)} if p_person is not None else {})}),
             "ordering_agreement": row.get("ordering_agreement"),
         }
         pair[DROP] = check_preference(pair)
