@@ -201,3 +201,33 @@ def test_calibration_settings_are_checked_before_a_build(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "0.750" in proc.stderr
     assert not (tmp_path / "r" / "00_ingest").exists()
+
+
+def test_the_review_app_asks_about_the_judges_least_sure_pairs_first_and_shows_the_running_agreement(tmp_path):
+    """order=unsure: the calibrated probability nearest 0.5 first (else the smallest score margin), with the label
+    filter; the progress line counts the labels and the agreement with the judge's order, with its CI."""
+    from test_review import client
+
+    from pipelines.core.labels import pair_key, record
+    from pipelines.review.data import label_progress, pairs_page
+
+    msgs = lambda text: [{"role": "user", "content": "q"}, {"role": "assistant", "content": text}]  # noqa: E731
+    surety = {"a": 0.95, "b": 0.52, "c": 0.70, "d": 0.60}  # p_person of each pair
+    rows = [{"prompt": f"question {k}", "prompt_id": f"p{k}", "chosen": msgs(f"good {k}"), "rejected": msgs(f"bad {k}"),
+             "score_chosen": 7.0, "score_rejected": 5.0, "meta": json.dumps({"p_person": p}), "ordering_agreement": 1.0}
+            for k, p in surety.items()]
+    run = tmp_path / "run"
+    (run / "04_binarize").mkdir(parents=True)
+    pl.DataFrame(rows).write_parquet(run / "04_binarize" / "part-00000.parquet")
+    stage, page, total = pairs_page(run, 1, size=3, order="unsure")
+    assert stage == "binarize" and total == 4 and [r["prompt_id"] for r in page] == ["pb", "pd", "pc"]
+    record(run, "pair", pair_key("pb", rows[1]["chosen"], rows[1]["rejected"]), "chosen_better")
+    record(run, "pair", pair_key("pd", rows[3]["chosen"], rows[3]["rejected"]), "rejected_better")
+    record(run, "pair", pair_key("pc", rows[2]["chosen"], rows[2]["rejected"]), "tie")
+    _, page, total = pairs_page(run, 1, size=3, show="unlabelled", order="unsure")
+    assert total == 1 and [r["prompt_id"] for r in page] == ["pa"]
+    progress = label_progress(run)
+    assert progress["labelled"] == 3 and progress["decided"] == 2 and progress["agreement"] == 0.5
+    html = client(run).get("/pairs?order=unsure&show=labelled").text
+    assert "people agreed with the judge's order on 0.50 of 2 decided pairs" in html
+    assert html.index("good b") < html.index("good d") < html.index("good c")

@@ -263,10 +263,11 @@ def create_app(run_dir: Path, token: str, hosts: set[str], pages_need_token: boo
     def pairs(request: Request) -> Response:
         page = _int(request.query_params.get("page"), 1)
         show = request.query_params.get("show", "all")
-        stage, rows, total = D.pairs_page(run_dir, page,
-                                          show=show if show in ("all", "unlabelled", "labelled") else "all")
+        show = show if show in ("all", "unlabelled", "labelled") else "all"
+        order = "unsure" if request.query_params.get("order") == "unsure" else "judge"
+        stage, rows, total = D.pairs_page(run_dir, page, show=show, order=order)
         return render(request, "pairs.html", rows=rows, total=total, page=page, pages=max(1, -(-total // 5)),
-                      show=show, stage=stage)
+                      show=show, order=order, stage=stage, progress=D.label_progress(run_dir))
 
     def dedup(request: Request) -> Response:
         page = _int(request.query_params.get("page"), 1)

@@ -172,15 +172,18 @@ def pair_stage(run_dir: Path) -> str | None:
     return None
 
 
-def pairs_page(run_dir: Path, page: int, size: int = 5, show: str = "all") -> tuple[str | None, list[dict], int]:
+def pairs_page(run_dir: Path, page: int, size: int = 5, show: str = "all",
+               order: str = "judge") -> tuple[str | None, list[dict], int]:
     """(the stage the pairs come from, a page of pairs with their key and current human label, how many match);
-    `show` = all, unlabelled or labelled."""
+    `show` = all, unlabelled or labelled; `order` = judge (as the stage holds them) or unsure (`unsure_order`)."""
     stage = pair_stage(run_dir)
     if stage is None:
         return None, [], 0
     lazy = stage_scan(run_dir, stage, "kept")
     labels = latest(run_dir, "pair")
     start = (max(1, page) - 1) * size
+    if order == "unsure":
+        return stage, *_unsure_page(lazy, labels, start, size, show)
     if show == "all":  # only the page is read
         total = lazy.select(pl.len()).collect().item()
         return stage, _labelled(lazy.slice(start, size).collect().to_dicts(), labels), total
@@ -193,6 +196,47 @@ def pairs_page(run_dir: Path, page: int, size: int = 5, show: str = "all") -> tu
                     wanted.append(row)
                 seen += 1
     return stage, wanted, seen
+
+
+def unsure_order(lazy: pl.LazyFrame) -> pl.DataFrame:
+    """The pairs' row numbers, the judge's least sure first: the calibrated P(a person prefers chosen) nearest 0.5
+    where the run has a calibration (`p_person` in meta), else the smallest score margin; then the pairs whose
+    orderings disagreed most. With `pair_key` for the label filter."""
+    names = lazy.collect_schema().names()
+    p_person = (pl.col("meta").str.json_path_match("$.p_person").cast(pl.Float64) if "meta" in names
+                else pl.lit(None, pl.Float64))
+    agreement = pl.col("ordering_agreement") if "ordering_agreement" in names else pl.lit(None, pl.Float64)
+    keyed = lazy.with_row_index("_row").select(
+        "_row", "prompt_id", "chosen", "rejected",
+        pl.when(p_person.is_not_null()).then((p_person - 0.5).abs() * 2)
+        .otherwise((pl.col("score_chosen") - pl.col("score_rejected")).abs()).alias("_surety"),
+        agreement.alias("_agreement")).collect()
+    keyed = keyed.sort(["_surety", "_agreement"], nulls_last=True)
+    keys = [pair_key(p, c, r) for p, c, r in zip(keyed["prompt_id"], keyed["chosen"].to_list(),
+                                                  keyed["rejected"].to_list())]
+    return keyed.select("_row", "_surety").with_columns(pl.Series("pair_key", keys, dtype=pl.String))
+
+
+def _unsure_page(lazy: pl.LazyFrame, labels: dict, start: int, size: int, show: str) -> tuple[list[dict], int]:
+    ordered = [(row, key) for row, key in zip(*unsure_order(lazy).select("_row", "pair_key").to_dict().values())
+               if show == "all" or (("pair", key) in labels) == (show == "labelled")]
+    wanted = [row for row, _ in ordered[start:start + size]]
+    rows = lazy.with_row_index("_row").filter(pl.col("_row").is_in(wanted)).collect().to_dicts()
+    rank = {row: k for k, row in enumerate(wanted)}
+    return _labelled(sorted(rows, key=lambda r: rank[r["_row"]]), labels), len(ordered)
+
+
+def label_progress(run_dir: Path) -> dict:
+    """The pairs people labelled so far and how often they agreed with the AI judge's order, with its 95% CI."""
+    from pipelines.core.calibration import mean_interval
+
+    counts: dict[str, int] = {}
+    for made in latest(run_dir, "pair").values():
+        counts[made.label] = counts.get(made.label, 0) + 1
+    decided = [1.0] * counts.get("chosen_better", 0) + [0.0] * counts.get("rejected_better", 0)
+    agreement, low, high = mean_interval(decided)
+    return {"labelled": sum(counts.values()), "counts": counts, "decided": len(decided),
+            "agreement": agreement if decided else None, "ci": [low, high] if decided else None}
 
 
 def _labelled(rows: list[dict], labels: dict) -> list[dict]:
