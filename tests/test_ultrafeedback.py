@@ -415,3 +415,16 @@ def test_the_default_ultrafeedback_build_exports_pairs_and_says_what_its_judge_c
     assert len(kept) + used["unsure"] >= 2 and all(m["p_person"] >= 0.55 for m in kept)
     words = " ".join((tmp_path / "uf" / "export" / "README.md").read_text().split())
     assert f"dropped {used['unsure']} as unsure" in words and "calibration.json, fitted on 50 pairs" in words
+    # every pair abstained (no score gap reaches 0.95 on this map): no pairs, the build ends well, the card says why
+    unsure = Calibration.load(calibration)
+    unsure.ys = [0.5, 0.6, 0.9]
+    unsure.save(calibration)
+    proc = run_build(tmp_path / "uf", "n_prompts=3", "n_completions=2", "max_tokens=48",
+                     f"judge_calibration={calibration}", "judge_min_confidence=0.95", server=teacher_server,
+                     recipe="ultrafeedback")
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "uf" / "export" / "data").glob("*_prefs-*.parquet"))
+    used = next(r for r in json.loads((tmp_path / "uf" / "report.json").read_text())["stages"]
+                if r["stage"].endswith("binarize"))["summary"]["calibration"]
+    words = " ".join((tmp_path / "uf" / "export" / "README.md").read_text().split())
+    assert used["unsure"] >= 2 and f"dropped {used['unsure']} as unsure (below 0.95)" in words
