@@ -151,7 +151,6 @@ class Trajectory:
     repeats: int = 0  # calls asked for again with the same arguments, left out of the turns
     pending: list = field(default_factory=list)  # calls of simulated tools this round: (id, tool, arguments)
     simulated: int = 0  # calls whose result the teacher played
-    string_check: str | None = None  # what the string checks said of the last answer
 
     def fail(self, reason: str) -> None:
         self.failure, self.finished = reason, True
@@ -358,8 +357,7 @@ class UseTools(Asks, MapStage):
         def accept(i: int, result: Result) -> Verdict:
             answer = trim_cut_answer(result.text or "", result.finish_reason).strip()
             states[i].turns.append(chat.turn("assistant", answer))
-            states[i].string_check = answer_problem(answer, states[i].kind, states[i].calls)
-            return Verdict(reason=states[i].string_check)
+            return Verdict(reason=answer_problem(answer, states[i].kind, states[i].calls))
 
         desc = f"{self.name} {'follow-up ' if part else ''}answers"
         for i, verdict in self.ask_each(ctx, todo, request, accept, retries=0, desc=desc).items():
