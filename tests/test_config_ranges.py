@@ -8,6 +8,8 @@ its edges, which `--show-config` must accept.
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +25,22 @@ NUMERIC = [(name, key, f, hint) for name in names() for key, f, hint, _ in leave
 TRAIN_NUMERIC = [(cls.command, key, f) for cls in (SFTOptions, DPOOptions)
                  for key, f, hint, _ in leaves(cls(export_dir="x")) if is_numeric(hint)]
 # What an edge value of these keys needs besides, so the config's cross-field rules (`cross_check`) hold.
+def judge_calibration() -> str:
+    """A calibration file of ultrafeedback's default judge with agreement 1.0: every judge_* edge then holds."""
+    from pipelines.core.calibration import Calibration
+    from pipelines.recipes.ultrafeedback import Config
+    from pipelines.stages.judge import judge_identity
+
+    path = Path(tempfile.mkdtemp(prefix="calibration-")) / "calibration.json"
+    Calibration(judge_identity(Config().judge, "pointwise", 2), [0.0], [1.0],
+                {"calibrated_agreement": 1.0, "calibrated_agreement_ci": [1.0, 1.0], "pairs": 10}, {}).save(path)
+    return f"judge_calibration={path}"
+
+
+CALIBRATION = judge_calibration()
 COMPANIONS = {
+    ("ultrafeedback", "judge_min_confidence"): [CALIBRATION],
+    ("ultrafeedback", "judge_require_agreement"): [CALIBRATION],
     ("dedup", "num_perm"): ["bands=1", "rows=1"],
     ("dedup", "bands"): ["rows=1", "num_perm=8192"],
     ("dedup", "rows"): ["bands=1", "num_perm=8192"],
