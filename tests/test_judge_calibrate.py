@@ -68,7 +68,9 @@ def test_pairs_from_a_file_show_the_preferred_answer_first_or_second_by_a_hash()
         preferred = pair["a"] if pair["human"] == 1.0 else pair["b"]
         assert preferred == row["chosen"] and {pair["a"], pair["b"]} == {row["chosen"], row["rejected"]}
         assert pair["slices"]["length"] in ("short", "long") and pair["slices"]["category"] in ("facts", "language")
+        assert len(pair["slices"]["language"]) == 2
     assert 0 < sum(p["human"] for p in pairs) < 12  # both sides shown first
+    assert sum(p["slices"]["language"] == "en" for p in pairs) >= 8  # langid, unsure on a six-word question
     assert labelled_pairs(str(LABELS))[0] == pairs  # the same draw every time
 
 
@@ -100,6 +102,13 @@ def test_pairs_from_an_export_and_from_a_runs_review_labels(tmp_path):
     assert "04_binarize" in info["kind"] or "binarize" in info["kind"]
     with pytest.raises(ConfigError, match="no such run dir"):
         labelled_pairs(str(tmp_path / "missing"))
+    other = tmp_path / "other"  # labels copied from another run: none is about this run's pairs
+    (other / "04_binarize").mkdir(parents=True)
+    pl.DataFrame(rows[:1]).with_columns(pl.lit("another prompt").alias("prompt_id")).write_parquet(
+        other / "04_binarize" / "part-00000.parquet")
+    (other / "labels.sqlite").write_bytes((run / "labels.sqlite").read_bytes())
+    with pytest.raises(ConfigError, match="no labelled pairs found"):
+        labelled_pairs(str(other))
 
 
 def test_a_calibration_made_for_another_judge_is_refused(tmp_path):

@@ -51,9 +51,12 @@ def shown_pairs(rows: list[dict]) -> tuple[list[dict], str]:
     pairs = [_shown(r) for r in rows]
     lengths = sorted(len(p["prompt"]) for p in pairs)
     median = lengths[len(lengths) // 2]
+    import langid
+
     for p in pairs:
         category = p.pop("category")
         p["slices"] = {"length": "long" if len(p["prompt"]) >= median else "short",
+                       "language": langid.classify(p["prompt"])[0],
                        **({"category": str(category)} if category else {})}
     return pairs, hashlib.sha256(json.dumps([[p["id"], p["human"]] for p in pairs]).encode()).hexdigest()[:16]
 
