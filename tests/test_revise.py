@@ -43,6 +43,7 @@ def test_the_shipped_constitution_loads_and_a_bad_entry_is_one_line_with_its_lin
     ("", "empty_revision"),
     ("The tower is in Paris and it is tall. " * 20, "repeated"),
     (" " + ANSWER.replace(". ", ".  "), "revision_unchanged"),
+    (ANSWER.replace("1899", "1889") + '\n\nThe critique of "1899": wrong year.', "revision_echoes_prompt"),
 ])
 def test_a_revision_must_change_the_answer_but_not_rewrite_it(revised, reason):
     found = revision_problem(ANSWER, revised)
@@ -63,10 +64,10 @@ def test_only_a_revision_the_judge_scores_higher_is_kept(tmp_path):
         return [{"model": m, "principle": "accurate", "content": m, "ratings": [], "overall": s}
                 for m, s in (("original", original), ("revised", revised))]
 
-    frame = pl.DataFrame({"completions": [pair(4.0, 6.5), pair(5.0, 5.0), pair(6.0, 3.0), pair(None, 7.0)]},
+    frame = pl.DataFrame({"completions": [pair(4.0, 6.5), pair(5.0, 5.1), pair(6.0, 3.0), pair(None, 7.0)]},
                          schema={"completions": COMPLETIONS})
     ctx = Context(run_dir=tmp_path, config=None)
-    stage = KeepImproved()
+    stage = KeepImproved(min_gain=0.2)
     out = stage.process(frame, ctx)
     reasons = [r.split(":")[0] if r else None for r in out["drop_reason"].to_list()]
     assert reasons == [None, "revision_not_better", "revision_not_better", "unjudged"]
@@ -87,7 +88,8 @@ def test_revise_build_on_the_embedded_models(tmp_path, teacher_server):
         stage = stages[name]
         assert stage["rows_in"] == stage["rows_out"] + sum(stage["dropped"].values())
     known = {"nothing_to_revise", "span_not_in_answer", "critique_failed", "request_failed", "revision_unchanged",
-             "revision_drifted", "repeated", "empty_revision", "revision_not_better", "unjudged", "judge_failed"}
+             "revision_drifted", "repeated", "empty_revision", "revision_not_better", "unjudged", "judge_failed",
+             "revision_echoes_prompt"}
     for name in ("critique", "revise", "judge", "keep_improved"):
         assert set(stages[name]["dropped"]) <= known, stages[name]["dropped"]
     assert stages["critique"]["rows_in"] == 4
@@ -96,6 +98,6 @@ def test_revise_build_on_the_embedded_models(tmp_path, teacher_server):
             sides = {c["model"]: c["content"] for c in row["completions"]}
             assert row["chosen"][-1]["content"] == sides["revised"] and row["score_chosen"] > row["score_rejected"]
     card = (run_dir / "export" / "README.md").read_text()
-    assert "$" not in card.split("---")[2] and "judged revisions scored higher" in card
+    assert "$" not in card.split("---")[2] and "judged revisions scored enough higher" in card
     run_build(run_dir, *settings, server=teacher_server, recipe="revise")
     assert {row["status"] for row in report(run_dir).values()} == {"skipped"}

@@ -41,6 +41,9 @@ class Config:
     n_rows: int = field(default=16, metadata={"help": "answers read from the default source", "range": "[1, 10000000]"})
     constitution: str = field(default="", metadata={
         "help": "principles, JSONL of {name, critique, revision} (default: the project's six)"})
+    min_gain: float = field(default=0.2, metadata={
+        "help": "how much higher (1-9) the judge must score a revision than its original for a pair; below it the "
+                "difference is within the judge's noise", "range": "[0, 8]"})
     judge_max_tokens: int = field(default=16, metadata={"help": "tokens per pointwise rating", "range": "[1, 4096]"})
     test_fraction: float = test_fraction_setting("split")
     sampling: ReviseSampling = field(default_factory=ReviseSampling)
@@ -75,7 +78,7 @@ def stages(cfg: Config) -> list[Stage]:
         Critique(constitution=constitution, sampling=cfg.sampling),
         Revise(constitution=constitution, sampling=cfg.sampling),
         Judge(mode="pointwise", orderings=1, max_tokens=cfg.judge_max_tokens),
-        KeepImproved(),
+        KeepImproved(min_gain=cfg.min_gain),
         Binarize(rule="best_vs_worst"),
         ExportPrefs(test_fraction=cfg.test_fraction),
     ]
@@ -85,10 +88,11 @@ def card_values(cfg: Config, run) -> dict:
     revision = run.summaries.get("revision", {})
     principles = load_constitution(constitution_path(cfg))
     judged = revision.get("improved", 0) + revision.get("not_better", 0)
-    return {"principles": ", ".join(p["name"] for p in principles),
+    return {"principles": ", ".join(p["name"] for p in principles), "min_gain": cfg.min_gain,
             "constitution": cfg.constitution or f"the project's (`pipelines/{CONSTITUTION}`)",
             "answer_source": ", ".join(cfg.sources) or f"the project's Self-Instruct seed tasks (`pipelines/{ANSWERS}`)",
-            "improved": f"{revision.get('improved', 0)} of {judged} judged revisions scored higher than the original"
+            "improved": f"{revision.get('improved', 0)} of {judged} judged revisions scored enough higher than the "
+                        "original"
                         + (f" (mean gain {revision['mean_gain']} on 1-9)" if revision.get("mean_gain") else ""),
             **preference_card.values(run, cfg.judge, "pointwise")}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from schemas import prompt_id
 
 PROMPT_FILE = "prompts/revise.yaml"
 DRIFTED = 0.35  # difflib ratio below which a revision rewrote the answer instead of revising it
+ECHO = re.compile(r"^\s*(the critique of|how to revise|the revised answer)\b", re.I | re.M)
 
 
 @dataclass
@@ -164,19 +166,22 @@ class Revise(TeacherStage):
         revised = trim_cut_answer(results[0].text or "", results[0].finish_reason).strip()
         completions = [completion("original", row["principle"], row["answer"]),
                        completion("revised", row["principle"], revised)]
-        return Verdict({"revised": revised, "completions": completions}, revision_problem(row["answer"], revised))
+        return Verdict({"revised": revised, "completions": completions},
+                       revision_problem(row["answer"], revised, row["critique"]))
 
 
 def completion(model: str, principle: str, content: str) -> dict:
     return {"model": model, "principle": principle, "content": content, "ratings": [], "overall": None}
 
 
-def revision_problem(answer: str, revised: str) -> str | None:
+def revision_problem(answer: str, revised: str, critique: str = "") -> str | None:
     """Why a revision is not a minimal-contrast revision of `answer`, or None."""
     if not revised:
         return "empty_revision: no text"
     if is_looping(revised):
         return "repeated: the revision loops"
+    if ECHO.search(revised) or (critique and critique in revised):
+        return "revision_echoes_prompt: it copies the critique or the request's labels into the answer"
     if " ".join(revised.split()) == " ".join(answer.split()):
         return "revision_unchanged: the same text, spacing aside"
     ratio = difflib.SequenceMatcher(None, answer, revised, autojunk=False).ratio()
@@ -187,8 +192,9 @@ def revision_problem(answer: str, revised: str) -> str | None:
 
 @dataclass
 class KeepImproved(MapStage):
-    """Keep a revision the judge scores above the original it revised; count the gains."""
+    """Keep a revision the judge scores at least `min_gain` above the original it revised; count the gains."""
 
+    min_gain: float = 0.2
     name = "keep_improved"
     requires = ("completions",)
     provides = ("completions",)
@@ -205,9 +211,10 @@ class KeepImproved(MapStage):
                                  for m in ("original", "revised"))
             if original is None or revised is None:
                 reasons.append("unjudged: the judge rated only one side")
-            elif revised <= original:
+            elif revised - original < self.min_gain:
                 ctx.count("not_better")
-                reasons.append(f"revision_not_better: judged {revised:.2f} against the original's {original:.2f}")
+                reasons.append(f"revision_not_better: judged {revised:.2f} against the original's {original:.2f} "
+                               f"(min_gain {self.min_gain})")
             else:
                 ctx.count("improved")
                 ctx.count("gain_total", revised - original)
