@@ -38,7 +38,7 @@ class Config:
     sources: tuple[str, ...] = field(default=(), metadata={
         "help": "conversations ending in an answer: an SFT export or any chats ingest reads (default: the project's "
                 "Self-Instruct seed tasks with their reference outputs)"})
-    n_rows: int = field(default=16, metadata={"help": "answers read from the default source", "range": "[1, 10000000]"})
+    n_rows: int = field(default=32, metadata={"help": "answers read from the default source", "range": "[1, 10000000]"})
     constitution: str = field(default="", metadata={
         "help": "principles, JSONL of {name, critique, revision} (default: the project's six)"})
     min_gain: float = field(default=0.2, metadata={
