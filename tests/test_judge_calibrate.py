@@ -149,8 +149,9 @@ def test_calibrate_on_the_embedded_judge_writes_the_report_and_reuses_its_answer
     before = count()
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and count() == before  # the rerun asked nothing anew
-    bad = subprocess.run([*cmd[:-2], "--modes", "listwise"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --modes listwise")
+    bad = subprocess.run([*cmd[:-2], "--modes", "pairwise,rubric"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --modes rubric: expected listwise")
 
 
 def write_calibration(path: Path, judge: dict, xs, ys, agreement: float = 0.75) -> Path:
@@ -204,6 +205,10 @@ def test_calibration_settings_are_checked_before_a_build(tmp_path):
     other = write_calibration(tmp_path / "other.json", judge_identity(cfg.judge, "pairwise", 2), [0.0], [0.5])
     assert "another judge (differs in mode" in calibration_problem(Config(judge_calibration=str(other)))
     assert "n_completions=4" in calibration_problem(Config(judge_calibration=str(other), judge_mode="pairwise"))
+    listwise = write_calibration(tmp_path / "listwise.json", judge_identity(cfg.judge, "listwise", 2), [0.0], [0.5])
+    assert calibration_problem(Config(judge_calibration=str(listwise), judge_mode="listwise")) is None
+    assert "score=mean_aspects is another scale" in calibration_problem(
+        Config(judge_calibration=str(listwise), judge_mode="listwise", score="mean_aspects"))
     assert "need judge_calibration=FILE" in calibration_problem(Config(judge_min_confidence=0.7))
     proc = subprocess.run([sys.executable, "-m", "pipelines.build", "ultrafeedback", "--run-dir", str(tmp_path / "r"),
                            "--set", f"judge_calibration={mine}", "--set", "judge_require_agreement=0.9"],

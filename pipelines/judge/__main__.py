@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     cal = commands.add_parser("calibrate", help="measure judges against people's labels and fit a calibration")
     cal.add_argument("--labels", required=True, help="run dir (review labels), preference export dir, or file")
     cal.add_argument("--judges", default="qwen2.5-coder-1.5b", help="embedded models or URL?model=NAME, comma-separated")
-    cal.add_argument("--modes", default="pairwise", help=f"of {', '.join(m for m in MODES if m != 'listwise')}")
+    cal.add_argument("--modes", default="pairwise", help=f"of {', '.join(MODES)}, comma-separated")
     cal.add_argument("--limit", type=int, default=0, help="pairs read at most (0: all)")
     cal.add_argument("--orderings", type=int, default=2, help="orders each pair is judged in (position bias)")
     cal.add_argument("--target", type=float, default=0.8, help="agreement the chosen judge must reach")
@@ -67,8 +67,8 @@ def calibrate_command(args) -> int:
     from pipelines.teacher.client import Teacher
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if bad := [m for m in modes if m not in ("pointwise", "pairwise")]:
-        raise PipelineError(f"--modes {','.join(bad)}: pointwise or pairwise (listwise rates more than two answers)")
+    if bad := [m for m in modes if m not in MODES]:
+        raise PipelineError(f"--modes {','.join(bad)}: expected {', '.join(MODES)}")
     if not 0 < args.target <= 1:
         raise PipelineError(f"--target {args.target}: a share in (0, 1]")
     pairs, labels = labelled_pairs(args.labels, args.limit or None)

@@ -3,7 +3,8 @@ from its score to P(a person agrees).
 
 For every judge and mode, on the same pairs: the `Judge` stage rates both answers as the ultrafeedback recipe does
 (logprobs where the endpoint gives them); the raw score of A over B is the difference of the two `overall` ratings
-(pointwise: expected digits 1-9; pairwise: expected wins over both orders). Then:
+(pointwise: expected digits 1-9; pairwise: expected wins over both orders; listwise: UltraFeedback's overall 1-10,
+both answers shown at once, averaged over the orders). Then:
 - agreement with the labels (a tie or an unrated pair counts a half) with a 95% bootstrap CI, ties, agreement by
   slice, the share of first-position wins and of pairs whose two orders agree (pairwise), seconds and cost per pair;
 - calibration: the pairs split in two halves by a hash of their id; an isotonic map from score to P(person prefers

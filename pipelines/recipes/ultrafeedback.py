@@ -99,10 +99,13 @@ def calibration_problem(cfg: Config) -> str | None:
             return ("judge_min_confidence and judge_require_agreement need judge_calibration=FILE, made by python -m "
                     "pipelines.judge calibrate --labels LABELS for this judge and mode")
         return None
-    if cfg.judge_mode == "listwise" or (cfg.judge_mode == "pairwise" and cfg.n_completions != 2):
-        return (f"judge_calibration maps the score difference of two answers; judge_mode={cfg.judge_mode} with "
-                f"n_completions={cfg.n_completions} scores on another scale: use judge_mode=pointwise, or pairwise "
-                "with n_completions=2")
+    if cfg.judge_mode == "pairwise" and cfg.n_completions != 2:
+        return (f"judge_calibration maps the score difference of two answers; judge_mode=pairwise with "
+                f"n_completions={cfg.n_completions} counts wins over {cfg.n_completions - 1} others, another scale: "
+                "use n_completions=2, or judge_mode=pointwise or listwise")
+    if cfg.score != "overall":
+        return (f"judge_calibration maps differences of the overall score; score={cfg.score} is another scale: "
+                "use score=overall")
     try:
         found = Calibration.load(Path(cfg.judge_calibration), judge_identity(cfg.judge, cfg.judge_mode, cfg.orderings))
     except ConfigError as error:
