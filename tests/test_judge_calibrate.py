@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.core.calibration import (Calibration, apply, expected_calibration_error, fit_isotonic, mean_interval)
+from pipelines.core.calibration import Calibration, apply, expected_calibration_error, fit_isotonic
+from pipelines.eval.stats import mean_ci
 from pipelines.core.errors import ConfigError
 from pipelines.judge.labelled import labelled_pairs
 
@@ -33,7 +34,7 @@ def test_ece_is_zero_when_predictions_are_the_frequencies_and_large_when_not():
     outcomes = [1.0] * 7 + [0.0] * 3
     assert expected_calibration_error([0.7] * 10, outcomes) == pytest.approx(0.0)
     assert expected_calibration_error([0.1] * 10, outcomes) == pytest.approx(0.6)
-    mean, low, high = mean_interval(outcomes)
+    mean, low, high = mean_ci(outcomes)
     assert mean == pytest.approx(0.7) and low < mean < high
 
 

@@ -12,7 +12,6 @@ on people's labels, and the numbers that measure it.
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -73,15 +72,6 @@ def expected_calibration_error(probs: list[float], outcomes: list[float], bins: 
     n = len(probs)
     return sum(b["n"] / n * abs(b["predicted"] - b["observed"]) for b in reliability(probs, outcomes, bins)) if n \
         else float("nan")
-
-
-def mean_interval(values: list[float], rounds: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, 95% bootstrap low, high)."""
-    if not values:
-        return float("nan"), float("nan"), float("nan")
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choices(values, k=len(values))) / len(values) for _ in range(rounds))
-    return sum(values) / len(values), means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
 
 
 @dataclass

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.core.calibration import (Calibration, expected_calibration_error, fit_isotonic, apply, mean_interval,
-                                        reliability)
+from pipelines.core.calibration import Calibration, apply, expected_calibration_error, fit_isotonic, reliability
 from pipelines.core.stage import Context
+from pipelines.eval.stats import mean_ci
 from pipelines.stages.judge import Judge, judge_identity
 from pipelines.stages.pairs import COMPLETIONS
 
@@ -89,8 +89,8 @@ def measure(found: list, pairs: list[dict]) -> tuple[dict, list[float], list[flo
     surer = [held[k] for k in order[: max(1, len(order) // 2)]]
     rated = [(s, h) for s, h in zip(found, humans) if s is not None]
     xs, ys = fit_isotonic([s for s, _ in rated], [h for _, h in rated])
-    agreement, low, high = mean_interval(raw)
-    calibrated, c_low, c_high = mean_interval(held)
+    agreement, low, high = mean_ci(raw)
+    calibrated, c_low, c_high = mean_ci(held)
     return {
         "pairs": len(pairs), "unrated": sum(s is None for s in found), "ties": sum(s == 0 for s in found),
         "agreement": agreement, "agreement_ci": [low, high],

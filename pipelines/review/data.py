@@ -228,13 +228,13 @@ def _unsure_page(lazy: pl.LazyFrame, labels: dict, start: int, size: int, show: 
 
 def label_progress(run_dir: Path) -> dict:
     """The pairs people labelled so far and how often they agreed with the AI judge's order, with its 95% CI."""
-    from pipelines.core.calibration import mean_interval
+    from pipelines.eval.stats import mean_ci
 
     counts: dict[str, int] = {}
     for made in latest(run_dir, "pair").values():
         counts[made.label] = counts.get(made.label, 0) + 1
     decided = [1.0] * counts.get("chosen_better", 0) + [0.0] * counts.get("rejected_better", 0)
-    agreement, low, high = mean_interval(decided)
+    agreement, low, high = mean_ci(decided)
     return {"labelled": sum(counts.values()), "counts": counts, "decided": len(decided),
             "agreement": agreement if decided else None, "ci": [low, high] if decided else None}
 
