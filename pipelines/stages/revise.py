@@ -91,8 +91,19 @@ def split_answer(messages: list[dict]) -> tuple[list[dict], str] | None:
     return messages[:-1], messages[-1]["content"]
 
 
+class ReadsConstitution:
+    """Mixed into a stage that reads the constitution: its text is in the fingerprint (an edited file reruns the
+    stage), and `begin` loads the principles once per batch."""
+
+    def identity(self, ctx: Context) -> dict:
+        return {**super().identity(ctx), "constitution": Path(self.constitution).read_text(encoding="utf-8")}
+
+    def begin(self, ctx: Context) -> None:
+        self._principles = load_constitution(self.constitution)
+
+
 @dataclass
-class Critique(TeacherStage):
+class Critique(ReadsConstitution, TeacherStage):
     constitution: str = ""
     sampling: ReviseSampling = field(default_factory=ReviseSampling)
     name = "critique"
@@ -101,12 +112,6 @@ class Critique(TeacherStage):
     dtypes = {"messages": MESSAGES}
     teacher_role = "judge"
     prompt_files = (PROMPT_FILE,)
-
-    def identity(self, ctx: Context) -> dict:
-        return {**super().identity(ctx), "constitution": Path(self.constitution).read_text(encoding="utf-8")}
-
-    def begin(self, ctx: Context) -> None:
-        self._principles = load_constitution(self.constitution)
 
     def requests(self, row: dict, attempt: int) -> list[Request]:
         found = split_answer(row["messages"])
@@ -140,7 +145,7 @@ class Critique(TeacherStage):
 
 
 @dataclass
-class Revise(TeacherStage):
+class Revise(ReadsConstitution, TeacherStage):
     constitution: str = ""
     sampling: ReviseSampling = field(default_factory=ReviseSampling)
     name = "revise"
@@ -149,16 +154,10 @@ class Revise(TeacherStage):
     dtypes = {"completions": COMPLETIONS}
     prompt_files = (PROMPT_FILE,)
 
-    def identity(self, ctx: Context) -> dict:
-        return {**super().identity(ctx), "constitution": Path(self.constitution).read_text(encoding="utf-8")}
-
-    def begin(self, ctx: Context) -> None:
-        self._revision = {p["name"]: p["revision"] for p in load_constitution(self.constitution)}
-
     def requests(self, row: dict, attempt: int) -> list[Request]:
         text = load("revise")["revise"]
         user = fill(text["request"], prompt=row["prompt"], answer=row["answer"], span=row["span"],
-                    critique=row["critique"], revision=self._revision.get(row["principle"], ""))
+                    critique=row["critique"], revision=next((p["revision"] for p in self._principles if p["name"] == row["principle"]), ""))
         return [Request([{"role": "system", "content": text["system"]}, {"role": "user", "content": user}],
                         self.sampling.request_params(self.sampling.max_tokens_revision, f"{row['id']}/r/{attempt}"))]
 
