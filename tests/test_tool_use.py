@@ -387,6 +387,19 @@ class ToolsHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+def test_calls_an_endpoint_parsed_go_through_the_argument_checks_parser():
+    """A JSON string becomes an object; one the check refuses (not JSON, nested past recursion, over the size limit)
+    stays a string for the check to refuse as bad_arguments, never an exception in the stage."""
+    from pipelines.tools.validate import MAX_ARGUMENT_CHARS
+
+    deep = "[" * 100_000 + "]" * 100_000
+    found = T.native_calls([{"name": "f", "arguments": '{"a": 1}'}, {"name": "g", "arguments": "{oops"},
+                            {"name": "h", "arguments": deep}, {"name": "i", "arguments": " " * (MAX_ARGUMENT_CHARS + 1)}])
+    assert found[0] == {"name": "f", "arguments": {"a": 1}}
+    assert [c["arguments"] for c in found[1:]] == ["{oops", deep, " " * (MAX_ARGUMENT_CHARS + 1)]
+    assert T.native_calls(None) == []
+
+
 def test_calls_through_the_tools_field_of_an_endpoint_that_parses_them(tmp_path, serve):
     """`calls_via=tools`: the decision goes out as the conversation with OpenAI's `tools` (without our own keys) and
     `tool_choice`, the endpoint's parsed `tool_calls` run in the sandbox, their results go back as `tool` turns, and

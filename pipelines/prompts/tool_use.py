@@ -7,6 +7,7 @@ import json
 import re
 
 from pipelines.prompts import fill, load
+from pipelines.tools.validate import CallError, parse_arguments
 
 PROMPT_FILE = "prompts/tool_use.yaml"
 KINDS = ("single", "parallel", "sequential", "no_tool", "unserviceable")
@@ -102,15 +103,16 @@ def native_messages(turns: list[dict]) -> list[dict]:
 
 
 def native_calls(calls: list[dict] | None) -> list[dict]:
-    """The calls an endpoint parsed (`Result.tool_calls`), arguments as objects: a string that is not JSON stays a
-    string, which the argument check then refuses as `bad_arguments`; none when it answered instead."""
+    """The calls an endpoint parsed (`Result.tool_calls`), arguments as objects through the argument check's own
+    parser: a string it refuses (not JSON, too long, too deep) stays a string, which the check then refuses as
+    `bad_arguments`; none when it answered instead."""
     out = []
     for call in calls or []:
         arguments = call.get("arguments")
         if isinstance(arguments, str):
             try:
-                arguments = json.loads(arguments)
-            except ValueError:
+                arguments = parse_arguments(arguments)
+            except CallError:
                 pass
         out.append({"name": call.get("name"), "arguments": arguments})
     return out

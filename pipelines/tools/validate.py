@@ -38,18 +38,24 @@ def depth(value, limit: int) -> int:
     return deepest
 
 
+def parse_arguments(text: str):
+    """Arguments sent as a JSON string, parsed within the size limit (no NaN, no recursion past Python's), or
+    `CallError("bad_arguments", ...)`."""
+    if len(text) > MAX_ARGUMENT_CHARS:
+        raise CallError("bad_arguments", f"{len(text):,} characters; the limit is {MAX_ARGUMENT_CHARS:,}")
+    try:
+        return json.loads(text or "{}", parse_constant=_constant)
+    except (ValueError, RecursionError) as exc:
+        raise CallError("bad_arguments", f"not JSON: {str(exc)[:200]}") from None
+
+
 def check_arguments(tool: dict, arguments) -> dict:
     """The call's arguments as a dict, or `CallError("bad_arguments", ...)`. `tool`: an OpenAI function definition
     (`{"type": "function", "function": {"name", "parameters"}}`); `arguments`: a JSON string or a parsed value."""
     from jsonschema import Draft202012Validator
 
     if isinstance(arguments, str):
-        if len(arguments) > MAX_ARGUMENT_CHARS:
-            raise CallError("bad_arguments", f"{len(arguments):,} characters; the limit is {MAX_ARGUMENT_CHARS:,}")
-        try:
-            arguments = json.loads(arguments or "{}", parse_constant=_constant)
-        except (ValueError, RecursionError) as exc:
-            raise CallError("bad_arguments", f"not JSON: {str(exc)[:200]}") from None
+        arguments = parse_arguments(arguments)
     else:
         try:
             size = len(json.dumps(arguments, allow_nan=False))
