@@ -9,7 +9,8 @@ the same answer degraded by a rule). For each judge, set and mode, `pipelines.ju
 the surer half (abstaining on the least sure 50%).
 
 Then a simulated reviewer labels the hh pairs one at a time, in two orders: random, and uncertainty-first (the
-judge's held-out probability closest to 0.5 first, as the review app would ask). The table gives how many labels
+judge's smallest score margin first, as the review app asks before there is a calibration), measuring the raw
+judge's agreement. The table gives how many labels
 each order needs before the 95% CI of the judge's agreement on the labelled pairs is at most 0.1 wide on each
 side, and what that estimate is against the agreement on every pair (an order that picks hard pairs first
 measures the judge on hard pairs). Answers are cached in $TMPDIR/calibration-bench/requests.sqlite.
@@ -78,19 +79,19 @@ def main() -> None:
                         orders.append((spec, c, pairs))
         finally:
             judge.close()
-    print("| judge | set | mode | pairs | agreement (95% CI) | calibrated, held out (95% CI) | ECE, held out | "
-          "at 50% coverage | s/pair |\n|---|---|---|---|---|---|---|---|---|")
+    print("| judge | set | mode | pairs | agreement (95% CI) | map | calibrated, held out (95% CI) | ECE, held out | "
+          "at 50% coverage | s/pair |\n|---|---|---|---|---|---|---|---|---|---|")
     for spec, set_name, c in rows:
         m = c.measured
         print(f"| {spec} | {set_name} | {c.judge['mode']} | {m['pairs']} | {m['agreement']:.3f} "
-              f"({m['agreement_ci'][0]:.3f}-{m['agreement_ci'][1]:.3f}) | {m['calibrated_agreement']:.3f} "
+              f"({m['agreement_ci'][0]:.3f}-{m['agreement_ci'][1]:.3f}) | {m['map']} | {m['calibrated_agreement']:.3f} "
               f"({m['calibrated_agreement_ci'][0]:.3f}-{m['calibrated_agreement_ci'][1]:.3f}) | {m['ece']:.3f} | "
               f"{m['agreement_at_half_coverage']:.3f} | {m['s_per_pair']:.2f} |")
     print("\nLabels a simulated reviewer needs on hh for a CI half-width of 0.1 on the judge's agreement:\n")
     print("| judge | mode | order | labels needed | agreement estimated then | agreement on all pairs |\n"
           "|---|---|---|---|---|---|")
     for spec, c, pairs in orders:
-        outcomes, surety = c.measured["held_out"]["agrees"], c.measured["held_out"]["surety"]
+        outcomes, surety = c.measured["raw"]["agrees"], c.measured["raw"]["margin"]
         overall = sum(outcomes) / len(outcomes)
         shuffled = list(range(len(outcomes)))
         random.Random(0).shuffle(shuffled)

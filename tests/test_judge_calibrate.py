@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.core.calibration import Calibration, apply, expected_calibration_error, fit_isotonic
+from pipelines.core.calibration import (Calibration, apply, expected_calibration_error, fit_isotonic, fit_map,
+                                        fit_platt)
 from pipelines.eval.stats import mean_ci
 from pipelines.core.errors import ConfigError
 from pipelines.judge.labelled import labelled_pairs
@@ -56,9 +57,31 @@ def test_a_perfect_judge_calibrates_to_certainty_and_a_coin_stays_at_chance():
     rng = random.Random(1)
     coin = [rng.uniform(-1, 1) for _ in pairs]
     measured, _, _ = measure(coin, pairs)
-    low, high = measured["calibrated_agreement_ci"]
-    assert low < 0.5 < high and abs(measured["agreement"] - 0.5) < 0.1
+    assert abs(measured["agreement"] - 0.5) < 0.1 and measured["ece"] < 0.1
+    # the copies share their A/B draw, so A is preferred in 5 of 12: a map can learn that base rate, nothing more
+    base = sum(p["human"] for p in pairs) / len(pairs)
+    assert measured["map"].startswith("constant") and measured["calibrated_agreement"] <= max(base, 1 - base) + 1e-9
     assert measured["unrated"] == 0 and set(measured["held_out"]) == {"agrees", "surety"}
+
+
+def test_the_map_is_the_fit_that_cross_validates_best():
+    """A score that tells nothing gets the base rate (mirrored: 0.5), not isotonic steps fitted to noise; a score
+    that separates the labels gets a map that does; the logistic fit never slopes down."""
+    import random
+
+    rng = random.Random(3)
+    noise = [rng.uniform(-3, 3) for _ in range(80)]
+    coin = [float(rng.random() < 0.5) for _ in noise]
+    method, xs, ys = fit_map(noise, coin, mirror=True)
+    assert method in ("constant mirrored", "platt mirrored") and abs(apply(xs, ys, 0.0) - 0.5) < 0.05
+    assert max(ys) - min(ys) < 0.3
+    telling = [rng.uniform(-3, 3) for _ in range(80)]
+    told = [float(s + rng.gauss(0, 0.5) > 0) for s in telling]
+    method, xs, ys = fit_map(telling, told, mirror=True)
+    assert method != "constant" and apply(xs, ys, -3) < 0.1 and apply(xs, ys, 3) > 0.9
+    xs, ys = fit_platt([1, 2, 3, 4], [1, 1, 0, 0])  # leans the wrong way: the base rate, not a falling curve
+    assert ys == [0.5]
+    assert fit_map([1.0, 2.0], [0.0, 1.0])[0] == "isotonic"  # too few labels to cross-validate
 
 
 def test_pairs_from_a_file_show_the_preferred_answer_first_or_second_by_a_hash():
@@ -246,3 +269,40 @@ def test_the_review_app_asks_about_the_judges_least_sure_pairs_first_and_shows_t
     html = client(run).get("/pairs?order=unsure&show=labelled").text
     assert "people agreed with the judge's order on 0.50 of 2 decided pairs" in html
     assert html.index("good b") < html.index("good d") < html.index("good c")
+
+
+def test_a_second_judge_marks_the_pairs_it_orders_otherwise_and_the_review_app_asks_about_them_first(tmp_path):
+    """binarize notes in meta whether `second_scores` order each pair as the judge did (true, false, null for a
+    tie), counts them; order=unsure puts the disagreements first, however sure the judge is of them."""
+    from test_review import client
+
+    from pipelines.core.stage import MESSAGES, Context
+    from pipelines.review.data import pairs_page
+    from pipelines.stages.pairs import COMPLETIONS, Binarize
+    from schemas import prompt_id
+
+    completion = lambda text, overall: {"model": text, "principle": None, "content": text, "ratings": [],  # noqa
+                                        "overall": overall}
+    seconds = {"agrees": [8.0, 2.0], "disagrees": [1.0, 6.0], "ties": [3.0, 3.0]}
+    rows = [{"messages": [{"role": "user", "content": q}], "prompt": q, "prompt_id": prompt_id(q),
+             "completions": [completion(f"hi {q}", 9.0), completion(f"lo {q}", 4.0)], "second_scores": s}
+            for q, s in seconds.items()]
+    frame = pl.DataFrame(rows, schema={"messages": MESSAGES, "prompt": pl.String, "prompt_id": pl.String,
+                                       "completions": COMPLETIONS, "second_scores": pl.List(pl.Float64)})
+    ctx = Context(run_dir=tmp_path, config=None)
+    stage = Binarize(rule="best_vs_worst")
+    out = stage.process(frame, ctx)
+    agree = {r["prompt"]: json.loads(r["meta"])["judges_agree"] for r in out.to_dicts()}
+    assert agree == {"agrees": True, "disagrees": False, "ties": None}
+    assert all(r["chosen"][-1]["content"].startswith("hi") for r in out.to_dicts())  # the judge's pairs, unchanged
+    assert stage.summary(ctx.counters)["second_opinion"] == {"agree": 1, "disagree": 1, "undecided": 1}
+    plain = Binarize(rule="best_vs_worst").process(frame.drop("second_scores"), Context(run_dir=tmp_path, config=None))
+    assert all("judges_agree" not in json.loads(m) for m in plain["meta"])
+    run = tmp_path / "run"
+    (run / "04_binarize").mkdir(parents=True)
+    out.write_parquet(run / "04_binarize" / "part-00000.parquet")
+    _, page, total = pairs_page(run, 1, size=3, order="unsure")
+    assert total == 3 and page[0]["prompt"] == "disagrees" and page[0]["judges_agree"] is False
+    html = client(run).get("/pairs?order=unsure").text
+    assert html.index("hi disagrees") < min(html.index("hi agrees"), html.index("hi ties"))
+    assert html.count("the second judge prefers rejected") == 1 and "the second judge ties them" in html

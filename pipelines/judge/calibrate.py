@@ -7,8 +7,9 @@ For every judge and mode, on the same pairs: the `Judge` stage rates both answer
 both answers shown at once, averaged over the orders). Then:
 - agreement with the labels (a tie or an unrated pair counts a half) with a 95% bootstrap CI, ties, agreement by
   slice, the share of first-position wins and of pairs whose two orders agree (pairwise), seconds and cost per pair;
-- calibration: the pairs split in two halves by a hash of their id; an isotonic map from score to P(person prefers
-  A) fitted on one half is measured on the other (agreement of the calibrated choice, ECE, reliability bins,
+- calibration: the pairs split in two halves by a hash of their id; a map from score to P(person prefers A)
+  fitted on one half (`fit_map`: isotonic, logistic or the base rate, whichever cross-validates best there) is
+  measured on the other (agreement of the calibrated choice, ECE, reliability bins,
   agreement on the surer half: abstaining on the least sure 50%), then the map refitted on all pairs goes into the
   file;
 - the choice: the cheapest judge and mode (seconds per pair, or cost where priced) whose agreement meets `--target`.
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.core.calibration import Calibration, apply, expected_calibration_error, fit_isotonic, reliability
+from pipelines.core.calibration import Calibration, apply, expected_calibration_error, fit_map, reliability
 from pipelines.core.stage import Context
 from pipelines.eval.stats import mean_ci
 from pipelines.stages.judge import Judge, judge_identity
@@ -79,7 +80,7 @@ def measure(found: list, pairs: list[dict]) -> tuple[dict, list[float], list[flo
     held_probs, held_humans = [], []
     for fit_half in (0, 1):  # fit on one half, measure on the other, both ways: every pair is measured once
         fit = [(s, h) for s, h, half in zip(found, humans, halves) if half == fit_half and s is not None]
-        xs, ys = fit_isotonic([s for s, _ in fit], [h for _, h in fit])
+        _, xs, ys = fit_map([s for s, _ in fit], [h for _, h in fit], mirror=True)
         for s, h, half in zip(found, humans, halves):
             if half != fit_half:
                 held_probs.append(0.5 if s is None else apply(xs, ys, s))
@@ -88,17 +89,20 @@ def measure(found: list, pairs: list[dict]) -> tuple[dict, list[float], list[flo
     order = sorted(range(len(held_probs)), key=lambda k: -abs(held_probs[k] - 0.5))
     surer = [held[k] for k in order[: max(1, len(order) // 2)]]
     rated = [(s, h) for s, h in zip(found, humans) if s is not None]
-    xs, ys = fit_isotonic([s for s, _ in rated], [h for _, h in rated])
+    method, xs, ys = fit_map([s for s, _ in rated], [h for _, h in rated], mirror=True)
     agreement, low, high = mean_ci(raw)
     calibrated, c_low, c_high = mean_ci(held)
     return {
-        "pairs": len(pairs), "unrated": sum(s is None for s in found), "ties": sum(s == 0 for s in found),
+        "map": method, "pairs": len(pairs), "unrated": sum(s is None for s in found),
+        "ties": sum(s == 0 for s in found),
         "agreement": agreement, "agreement_ci": [low, high],
         "calibrated_agreement": calibrated, "calibrated_agreement_ci": [c_low, c_high],
         "ece": expected_calibration_error(held_probs, held_humans), "reliability": reliability(held_probs, held_humans),
         "agreement_at_half_coverage": sum(surer) / len(surer),
         "by_slice": {k: {"n": len(v), "agreement": sum(v) / len(v)} for k, v in sorted(by_slice.items())},
-        "held_out": {"agrees": held, "surety": [abs(p - 0.5) for p in held_probs]},  # per pair, for the bench
+        # per pair, for the bench: the calibrated choice on held-out halves, and the raw score's
+        "held_out": {"agrees": held, "surety": [abs(p - 0.5) for p in held_probs]},
+        "raw": {"agrees": raw, "margin": [0.0 if s is None else abs(s) for s in found]},
     }, xs, ys
 
 
