@@ -103,14 +103,17 @@ def estimate_table(stages, clients: dict) -> str:
                                "are lower bounds. Costs need teacher.price_in/price_out." if unknown else "")
 
 
+SERVER_LOGS = {"teacher": "server.log", "judge": "judge-server.log", "embedder": "embedder-server.log"}
+
+
 def _clients_and_context(recipe, cfg, stages, run_dir: Path, work_dir: Path, limit: int | None, log):
     """The recipe's teachers (one per role, on the run's request cache, server logs under `work_dir`) and the
     context its stages run in, writing under `work_dir`."""
     from pipelines.core.stage import Context
     from pipelines.teacher.client import Teacher
 
-    logs = {"teacher": "server.log", "judge": "judge-server.log", "embedder": "embedder-server.log"}
-    clients = {role: Teacher(config, run_dir / "requests.sqlite", work_dir / logs[role], log=log, role=role)
+    log_of = lambda role: work_dir / SERVER_LOGS.get(role, f"{role}-server.log")  # noqa: E731
+    clients = {role: Teacher(config, run_dir / "requests.sqlite", log_of(role), log=log, role=role)
                for role, config in recipe.clients(cfg).items()}  # none (ingest): no server ever starts
     ctx = Context(run_dir=work_dir, config=cfg, clients=clients, log=logging.getLogger("pipelines"), limit=limit,
                   stages=stages)

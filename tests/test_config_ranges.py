@@ -156,6 +156,9 @@ def test_range_words():
     ("ingest", ["kind=chat"], ["kind=chat", "one of conversation, preference, text"]),
     ("ingest", ["redact=some"], ["redact=some", "chat_logs, all, none"]),
     ("ultrafeedback", ["rule=best"], ["rule=best", "best_vs_random"]),
+    ("ultrafeedback", ["second_judge=qwen"], ["second_judge is a group, off by default", "second_judge.base_url="]),
+    ("ultrafeedback", ["second_judge.max_concurrency=0"], ["second_judge.max_concurrency=0", "between 1 and 4096"]),
+    ("ultrafeedback", ["second_judge_mode=vote"], ["second_judge_mode=vote", "listwise"]),
 ])
 def test_other_config_errors_are_one_line_before_any_work(name, sets, needles, tmp_path, capsys, no_server):
     run_dir = tmp_path / "r"
@@ -163,6 +166,20 @@ def test_other_config_errors_are_one_line_before_any_work(name, sets, needles, t
     line = one_error(capsys)
     assert all(n in line for n in needles), line
     assert not run_dir.exists()
+
+
+def test_an_optional_group_is_off_until_one_of_its_keys_is_set():
+    """`second_judge` is None by default; a key of it turns it on with the group's defaults for the rest, `=none`
+    turns it off again."""
+    from pipelines.core.config import apply_overrides
+    from pipelines.recipes.ultrafeedback import Config
+    from pipelines.teacher.config import TeacherConfig
+
+    assert Config().second_judge is None
+    on = apply_overrides(Config(), ["second_judge.model=m", "second_judge.base_url=http://127.0.0.1:1/v1"])
+    assert on.second_judge == TeacherConfig(model="m", base_url="http://127.0.0.1:1/v1")
+    assert apply_overrides(on, ["second_judge=none"]).second_judge is None
+    assert "second_judge.max_cost" in flat_keys(on) and "second_judge" in flat_keys(Config())
 
 
 def test_an_index_that_is_a_file_is_refused_by_name(tmp_path, capsys, no_server):

@@ -428,3 +428,22 @@ def test_the_default_ultrafeedback_build_exports_pairs_and_says_what_its_judge_c
                 if r["stage"].endswith("binarize"))["summary"]["calibration"]
     words = " ".join((tmp_path / "uf" / "export" / "README.md").read_text().split())
     assert used["unsure"] >= 2 and f"dropped {used['unsure']} as unsure (below 0.95)" in words
+    # a second opinion: the same judge asked pairwise (one server, shared); the export stays the judge's, every kept
+    # pair says whether the second opinion orders it the same way, and the card counts them
+    second = ("second_judge.embedded.model=qwen2.5-coder-1.5b", "second_judge.max_concurrency=4",
+              "second_judge.reasks=1", "second_judge_mode=pairwise")
+    run_build(tmp_path / "uf", "n_prompts=3", "n_completions=2", "max_tokens=48", *second, server=teacher_server,
+              recipe="ultrafeedback")
+    report = json.loads((tmp_path / "uf" / "report.json").read_text())
+    rows = {r["stage"].split("_", 1)[1]: r for r in report["stages"]}
+    assert rows["judge"]["status"] == "skipped" and rows["second_judge"]["status"] == "ran"
+    assert rows["second_judge"]["counters"]["judge_requests"] == 6  # 3 prompts x 2 orders of 2 completions
+    assert not (tmp_path / "uf" / "second_judge-server.log").exists()  # equal to the judge: its client, its server
+    kept = [json.loads(m) for f in (tmp_path / "uf").glob("*_binarize/part-*.parquet")
+            for m in pl.read_parquet(f)["meta"]]
+    seconded = rows["binarize"]["summary"]["second_opinion"]
+    assert kept and all("judges_agree" in m for m in kept)
+    assert sum(v for k, v in seconded.items() if k != "stage") == len(kept)
+    assert seconded.get("disagree", 0) == sum(m["judges_agree"] is False for m in kept)
+    words = " ".join((tmp_path / "uf" / "export" / "README.md").read_text().split())
+    assert f"qwen2.5-coder-1.5b (pairwise) ordered {seconded.get('agree', 0)} of {len(kept)} pairs" in words

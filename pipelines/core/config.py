@@ -11,6 +11,9 @@ before any work, so each of these is one ConfigError line naming the key, the va
 - a field may list its `"choices"` (a tuple of the values allowed);
 - a field may name a `"check"`: a function of the value returning what is wrong with it, or None;
 - a recipe's config may define `cross_check(self) -> str | None` for rules across its fields.
+
+A group typed `Group | None` with a None default is off: setting any of its keys (`second_judge.model=...`) turns it
+on with the group's defaults for the rest; `second_judge=none` turns it off again.
 """
 
 from __future__ import annotations
@@ -143,6 +146,16 @@ def _set(config: Any, path: list[str], text: str, full_key: str) -> Any:
         valid = ", ".join(sorted(flat_keys(config)))
         raise ConfigError(f"unknown config key {full_key!r}; valid keys: {valid}")
     current = getattr(config, path[0])
+    group = optional_group(hints[path[0]])
+    if current is None and group is not None:  # an optional group, off: a key of it turns it on with its defaults
+        if len(path) == 1:
+            if text.lower() not in ("", "none", "null"):
+                raise ConfigError(f"{full_key} is a group, off by default; turn it on by setting one of its keys, "
+                                  f"e.g. {full_key}.{dataclasses.fields(group)[0].name}=...")
+            return config
+        current = group()
+    if len(path) == 1 and group is not None and text.lower() in ("", "none", "null"):
+        return dataclasses.replace(config, **{path[0]: None})
     if len(path) > 1:
         if not dataclasses.is_dataclass(current):
             raise ConfigError(f"unknown config key {full_key!r}: {path[0]} has no sub-keys")
@@ -152,6 +165,15 @@ def _set(config: Any, path: list[str], text: str, full_key: str) -> Any:
     else:
         value = _convert(text, hints[path[0]], full_key)
     return dataclasses.replace(config, **{path[0]: value})
+
+
+def optional_group(annotation: Any) -> type | None:
+    """The dataclass of a `Group | None` setting (a group that is off unless one of its keys is set), else None."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1 and dataclasses.is_dataclass(args[0]) and len(typing.get_args(annotation)) == 2:
+            return args[0]
+    return None
 
 
 def set_flag(key: str) -> str:

@@ -5,9 +5,9 @@ registry (`pipelines.recipes`) finds it by module name. Nothing else in the tree
 
 - `config`: the frozen dataclass of its settings (`--set key=val`, `--show-config`; see `pipelines.core.config`).
 - `stages(cfg)`: its stages in order, each a `pipelines.core.stage.Stage`.
-- `roles`: the config fields holding a `TeacherConfig`: `"teacher"`, `"judge"` for a judging recipe and
-  `"embedder"` for one that embeds (a stage talks to the client of its `teacher_role`; an unset judge falls back
-  to the teacher).
+- `roles`: the config fields holding a `TeacherConfig`: `"teacher"`, `"judge"` for a judging recipe (and
+  `"second_judge"` for one that can ask a second), `"embedder"` for one that embeds (a stage talks to the client
+  of its `teacher_role`; an unset judge falls back to the teacher).
 - `inputs(cfg)`: the files it reads, as `Inputs` (listed with hashes and licenses in the card; refresh compares
   `sources` between versions).
 - `card`: the template under `data_cards/` (or the path of one) and `card_values(cfg, run)`, the values only this
@@ -81,10 +81,11 @@ class Recipe:
             raise ConfigError(f"recipe {self.name}: a refreshable recipe needs `sources` and `index` settings")
 
     def clients(self, cfg: Any) -> dict[str, Any]:
-        """The TeacherConfig of each role; a judge equal to the teacher (or unset) is left out: the teacher judges."""
+        """The TeacherConfig of each role; a judge (or second judge) unset or equal to a role before it is left out,
+        and that role serves it (`pipelines.teacher.stage.FALLBACKS`): one client, one server."""
         out = {}
         for role in self.roles:
             value = getattr(cfg, role)
-            if value is not None and (role == "teacher" or value != out.get("teacher")):
+            if value is not None and (role in ("teacher", "embedder") or value not in out.values()):
                 out[role] = value
         return out

@@ -27,7 +27,7 @@ from pipelines.stages.dedup import Decontaminate, ExactDedup, NearDedup
 from pipelines.stages.export_prefs import ExportPrefs
 from pipelines.stages.pairs import Binarize, ToPrompts
 from pipelines.stages.ultrafeedback import Complete
-from pipelines.stages.judge import MODES, Judge, judge_identity
+from pipelines.stages.judge import MODES, Judge, SecondJudge, judge_identity
 from pipelines.stages.ingest import Ingest
 from pipelines.stages.redact import redact_setting
 from pipelines.teacher.config import TeacherConfig
@@ -84,6 +84,13 @@ class Config:
     teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(max_concurrency=8, reasks=1))
     judge: TeacherConfig = field(default_factory=lambda: TeacherConfig(
         max_concurrency=4, reasks=1, embedded=EmbeddedConfig(model=DEFAULT_JUDGE)))
+    second_judge: TeacherConfig | None = field(default=None, metadata={
+        "help": "off; set any of its keys (every judge.* key: second_judge.base_url=URL, second_judge.model=NAME) for "
+                "a second judge of the same completions. Equal to the judge, it is the same judge in "
+                "second_judge_mode, on the same server"})
+    second_judge_mode: str = field(default="", metadata={
+        "help": "the mode the second judge rates in (default: judge_mode); the export is the judge's, the review "
+                "app asks first about pairs the two order differently", "choices": ("", *MODES)})
 
     def cross_check(self) -> str | None:
         if self.score == "mean_aspects" and self.judge_mode != "listwise":
@@ -143,7 +150,20 @@ def inputs(cfg: Config) -> Inputs:
 def card_values(cfg: Config, run) -> dict:
     return {"prompt_source": ", ".join(cfg.sources) or "the project's shipped prompt set (pipelines/data)",
             **preference_card.values(run, cfg.judge or cfg.teacher, cfg.judge_mode),
-            "judge_calibration": calibration_text(cfg, run)}
+            "judge_calibration": calibration_text(cfg, run), "second_opinion": second_opinion_text(cfg, run)}
+
+
+def second_opinion_text(cfg: Config, run) -> str:
+    """The card's line on the second judge: how often it ordered the exported pairs as the judge did."""
+    if cfg.second_judge is None:
+        return "none (second_judge is off)"
+    found = run.summaries.get("second_opinion", {})
+    total = sum(v for k, v in found.items() if k != "stage")
+    second = cfg.second_judge
+    who = second.model if second.base_url else second.embedded.model
+    return (f"{who} ({cfg.second_judge_mode or cfg.judge_mode}) ordered {found.get('agree', 0)} of {total} pairs as "
+            f"the judge did, {found.get('disagree', 0)} the other way and tied {found.get('undecided', 0)}; the "
+            "pairs stay the judge's, and the review app asks about the disagreements first")
 
 
 def stages(cfg: Config) -> list[Stage]:
@@ -158,6 +178,8 @@ def stages(cfg: Config) -> list[Stage]:
         Complete(n_completions=cfg.n_completions, models=cfg.models, temperatures=cfg.temperatures,
                  max_tokens=cfg.max_tokens, seed=cfg.seed),
         Judge(orderings=cfg.orderings, max_tokens=cfg.judge_max_tokens, mode=cfg.judge_mode),
+        *([SecondJudge(orderings=cfg.orderings, max_tokens=cfg.judge_max_tokens,
+                       mode=cfg.second_judge_mode or cfg.judge_mode)] if cfg.second_judge is not None else []),
         Binarize(rule=cfg.rule, min_margin=cfg.min_margin, score=cfg.score, seed=cfg.seed,
                  calibration=cfg.judge_calibration, min_confidence=cfg.judge_min_confidence),
         ExportPrefs(test_fraction=cfg.test_fraction, leakage_threshold=cfg.threshold),
@@ -166,6 +188,7 @@ def stages(cfg: Config) -> list[Stage]:
 
 RECIPE = Recipe(
     name="ultrafeedback", summary="preference pairs: several completions rated by a judge, binarized (UltraFeedback)",
-    config=Config, stages=stages, card="ultrafeedback", roles=("teacher", "judge"), inputs=inputs,
+    config=Config, stages=stages, card="ultrafeedback", roles=("teacher", "judge", "second_judge"),
+    inputs=inputs,
     card_values=card_values, refresh=Refresh(),
 )

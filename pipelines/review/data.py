@@ -199,19 +199,23 @@ def pairs_page(run_dir: Path, page: int, size: int = 5, show: str = "all",
 
 
 def unsure_order(lazy: pl.LazyFrame) -> pl.DataFrame:
-    """The pairs' row numbers, the judge's least sure first: the calibrated P(a person prefers chosen) nearest 0.5
-    where the run has a calibration (`p_person` in meta), else the smallest score margin; then the pairs whose
+    """The pairs' row numbers, the ones people should see first first: those a second judge orders the other way
+    (`judges_agree` false in meta), then the judge's least sure: the calibrated P(a person prefers chosen) nearest
+    0.5 where the run has a calibration (`p_person` in meta), else the smallest score margin; then the pairs whose
     orderings disagreed most. With `pair_key` for the label filter."""
     names = lazy.collect_schema().names()
     p_person = (pl.col("meta").str.json_path_match("$.p_person").cast(pl.Float64) if "meta" in names
                 else pl.lit(None, pl.Float64))
+    disagree = (pl.col("meta").str.json_path_match("$.judges_agree").eq("false").fill_null(False) if "meta" in names
+                else pl.lit(False))
     agreement = pl.col("ordering_agreement") if "ordering_agreement" in names else pl.lit(None, pl.Float64)
     keyed = lazy.with_row_index("_row").select(
         "_row", "prompt_id", "chosen", "rejected",
         pl.when(p_person.is_not_null()).then((p_person - 0.5).abs() * 2)
         .otherwise((pl.col("score_chosen") - pl.col("score_rejected")).abs()).alias("_surety"),
-        agreement.alias("_agreement")).collect()
-    keyed = keyed.sort(["_surety", "_agreement"], nulls_last=True)
+        agreement.alias("_agreement"), disagree.alias("_judges_disagree")).collect()
+    keyed = keyed.sort(["_judges_disagree", "_surety", "_agreement"], descending=[True, False, False],
+                       nulls_last=True)
     keys = [pair_key(p, c, r) for p, c, r in zip(keyed["prompt_id"], keyed["chosen"].to_list(),
                                                   keyed["rejected"].to_list())]
     return keyed.select("_row", "_surety").with_columns(pl.Series("pair_key", keys, dtype=pl.String))
@@ -243,6 +247,8 @@ def _labelled(rows: list[dict], labels: dict) -> list[dict]:
     """Each pair with its key and its current human label (None when nobody labelled it)."""
     for row in rows:
         row["pair_key"] = pair_key(row["prompt_id"], row["chosen"], row["rejected"])
+        meta = json.loads(row.get("meta") or "{}")
+        row["p_person"], row["judges_agree"] = meta.get("p_person"), meta.get("judges_agree", "absent")
         made = labels.get(("pair", row["pair_key"]))
         row["label"] = None if made is None else made.label
         row["label_note"] = None if made is None else made.note

@@ -1,6 +1,7 @@
 """The judge: a teacher that rates each prompt's completions, in one of three modes (`MODES`).
 
 Judge: prompt, completions -> completions rated (ratings per aspect, overall), ordering_agreement
+SecondJudge: prompt, completions -> second_scores (a second judge's `overall` of each completion, for review)
 
 - `listwise` (UltraFeedback): the judge sees every completion of a prompt at once and rates one aspect per request,
   under `orderings` orders of the completions (as given, reversed, then rotations); a completion's rating is the
@@ -178,6 +179,28 @@ class Judge(TeacherStage):
                                                                      "rationale": ""}]}
                  for k, c in enumerate(completions) if scores[k] is not None]
         return rated, same / compared if compared else None
+
+
+@dataclass
+class SecondJudge(Judge):
+    """A second opinion on the same completions: another judge (the `second_judge` role) or the same one in another
+    mode. Its `overall` of each completion goes in `second_scores` (None where it gave none); it never drops a row
+    and never changes the judge's ratings: binarize notes whether it orders each pair the same way, and the review
+    app asks people first about the pairs the two judges order differently."""
+
+    name = "second_judge"
+    provides = ("second_scores",)
+    dtypes = {"second_scores": pl.List(pl.Float64)}
+    teacher_role = "second_judge"
+
+    def summary(self, counters: dict) -> dict:
+        return {"second_judge": {"mode": self.mode, **super().summary(counters)["judge"]}}
+
+    def accept(self, row: dict, results: list[Result]) -> Verdict:
+        rated = super().accept(row, results)
+        overall = {c["content"]: c["overall"] for c in rated.values["completions"]}
+        return Verdict({"second_scores": [overall.get(c["content"]) for c in row["completions"]]}, None,
+                       counts=rated.counts)
 
 
 def combine(completions: list[dict], by_aspect: dict) -> list[dict]:

@@ -99,6 +99,17 @@ def pair_problem(chosen: dict, rejected: dict, scores: tuple[float, float], min_
     return None
 
 
+def judges_agree(row: dict, c: int, r: int) -> bool | None | str:
+    """Whether a second judge (`second_scores`) also prefers completion c to r: True, False (it orders them the other
+    way), None (it ties them or rated one not at all); "absent" when the row has no second judge."""
+    second = row.get("second_scores")
+    if second is None:
+        return "absent"
+    if second[c] is None or second[r] is None or second[c] == second[r]:
+        return None
+    return second[c] > second[r]
+
+
 @dataclass
 class Binarize(MapStage):
     """Rated completions -> chosen/rejected pairs (the preference schema), by one of RULES:
@@ -110,7 +121,8 @@ class Binarize(MapStage):
     prompt is dropped only when none of its pairs is left.
     With a `calibration` (`python -m pipelines.judge calibrate`), a pair is ordered by the calibrated P(a person
     prefers it), which swaps a pair the map says people would order the other way, and a pair whose calibrated
-    probability is below `min_confidence` is dropped as `judge: unsure (p=...)`; `p_person` in `meta`."""
+    probability is below `min_confidence` is dropped as `judge: unsure (p=...)`; `p_person` in `meta`. With a second
+    judge's `second_scores`, `judges_agree` in `meta`: whether it orders the pair the same way (null: it tied them)."""
 
     rule: str = "best_vs_random"
     min_margin: float = 0.0
@@ -136,9 +148,14 @@ class Binarize(MapStage):
         return out
 
     def summary(self, counters: dict) -> dict:
+        out = {}
+        seconded = {k: counters[f"judges_{k}"] for k in ("agree", "disagree", "undecided")
+                    if counters.get(f"judges_{k}")}
+        if seconded:
+            out["second_opinion"] = seconded
         if not self.calibration:
-            return {}
-        return {"calibration": {"file": self.calibration, "swapped": counters.get("calibration_swapped", 0),
+            return out
+        return {**out, "calibration": {"file": self.calibration, "swapped": counters.get("calibration_swapped", 0),
                                 "unsure": counters.get("calibration_unsure", 0), "min_confidence": self.min_confidence}}
 
     def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
@@ -163,6 +180,8 @@ class Binarize(MapStage):
                     problems.append(problem)
                 else:
                     kept.append(self._pair(row, completions, c, r, scores, p_person))
+                    if (agree := judges_agree(row, c, r)) != "absent":
+                        ctx.count({True: "judges_agree", False: "judges_disagree", None: "judges_undecided"}[agree])
             if self.rule == "all_pairs" and kept:
                 ctx.count("pairs_not_formed", len(problems))
             elif problems:
@@ -181,7 +200,8 @@ class Binarize(MapStage):
             "chosen_model": completions[c]["model"], "rejected_model": completions[r]["model"],
             "completions": completions, "source": row.get("source") or "ultrafeedback",
             "meta": json.dumps({"rule": self.rule, "score": self.score, "chosen_index": c, "rejected_index": r,
-                                **({"p_person": round(p_person, 4)} if p_person is not None else {})}),
+                                **({"p_person": round(p_person, 4)} if p_person is not None else {}),
+                                **({"judges_agree": agree} if (agree := judges_agree(row, c, r)) != "absent" else {})}),
             "ordering_agreement": row.get("ordering_agreement"),
         }
         pair[DROP] = check_preference(pair)

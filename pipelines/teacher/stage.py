@@ -49,12 +49,18 @@ from pipelines.teacher.wire import Request, Result
 
 def teacher_for(stage: Stage, ctx: Context, role: str | None = None):
     """The client a stage talks to in `role` (default its `teacher_role`) from `ctx.clients`: the judge for "judge"
-    when one is configured, else the teacher; the embedder for "embedder"."""
+    when one is configured, else the teacher (`FALLBACKS`); the embedder for "embedder"."""
     role = role or stage.teacher_role
     if role == "embedder":
         return ctx.clients.get("embedder")
-    judge = ctx.clients.get("judge")
-    return judge if role == "judge" and judge is not None else ctx.clients.get("teacher")
+    for fallback in FALLBACKS.get(role, (role, "teacher")):
+        if (client := ctx.clients.get(fallback)) is not None:
+            return client
+    return None
+
+
+# a role left unset (or set equal to the one before it) is served by the next: `Recipe.clients` leaves it out
+FALLBACKS = {"judge": ("judge", "teacher"), "second_judge": ("second_judge", "judge", "teacher")}
 
 
 def pass_rates(counters: dict, k: int, correct: str) -> dict:
