@@ -29,40 +29,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+from loopback import start  # noqa: E402
+
 PEERS_PYTHON = HERE / ".peers-venv" / "bin" / "python"  # bench/README.md says how to make it
 MAKE_PEERS = ("python3 -m venv bench/.peers-venv && bench/.peers-venv/bin/pip install -r bench/requirements-peers.txt "
               "(or --peer-python PATH)")
 
-SERVER = r"""
-import asyncio, json, sys
-latency = float(sys.argv[1])
-BODY = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [{"index": 0,
-    "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
-    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}).encode()
-async def handle(reader, writer):
-    try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length")), 0)
-            await reader.readexactly(length)
-            await asyncio.sleep(latency)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                         b"content-length: %d\r\n\r\n" % len(BODY) + BODY)
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        writer.close()
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    await server.serve_forever()
-asyncio.run(main())
-"""
-
-
 def loopback(latency: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(latency)], stdout=subprocess.PIPE, text=True)
-    port = int(proc.stdout.readline())
+    proc, port = start(latency)
     return proc, f"http://127.0.0.1:{port}/v1"
 
 

@@ -63,6 +63,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         server = self.server
+        if server.socket.fileno() == -1:  # closed: a server that is down answers no open connection either
+            self.close_connection = True
+            return
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         prompt = body["messages"][-1]["content"]
         with server.lock:
@@ -97,8 +100,10 @@ class Handler(BaseHTTPRequestHandler):
         payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                    "choices": [{"index": 0, "finish_reason": "stop",
                                 "message": {"role": "assistant", "content": content}}]}
-        if server.usage:
-            payload["usage"] = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+        if server.usage:  # True: 3 + 2 tokens; or (prompt, completion) tokens
+            tokens_in, tokens_out = server.usage if isinstance(server.usage, tuple) else (3, 2)
+            payload["usage"] = {"prompt_tokens": tokens_in, "completion_tokens": tokens_out,
+                                "total_tokens": tokens_in + tokens_out}
         if self._send(200, payload, server.extra_headers) and what == "ok":
             with server.lock:
                 server.delivered[prompt] += 1
@@ -342,3 +347,22 @@ def test_an_old_cache_is_migrated(tmp_path):
     columns = [row[1] for row in cache.db.execute("PRAGMA table_info(responses)")]
     assert "endpoint" in columns and len(cache) == 2
     cache.close()
+
+
+def test_a_connection_outlives_a_call(fault_server, tmp_path):
+    """A stage asks 64 rows per call: the next call goes on the open connection (bench/client_cost.py)."""
+    server = fault_server()
+    connections = []
+    accept = server.process_request
+    server.process_request = lambda request, address: (connections.append(address), accept(request, address))
+    teacher = teacher_for(server, tmp_path, down_after_s=0.5, max_retries=20)
+    teacher.chat_many([ask("a")])
+    teacher.chat_many([ask("b")])
+    assert len(connections) == 1 and len(server.hits) == 2
+    server.script = ["drop"] * 30  # every try fails: the call raises, closing its loop, as asyncio.run did
+    with pytest.raises(TeacherError, match="answered nothing"):
+        teacher.chat_many([ask("c")])
+    server.script = []
+    [result] = teacher.chat_many([ask("d")])
+    assert result.text == "echo d"  # on a new loop
+    teacher.close()

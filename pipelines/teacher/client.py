@@ -60,10 +60,14 @@ from pipelines.teacher.wire import (EMBED_PARAMS, Request, Result, choice_text, 
 
 
 class Teacher:
-    def __init__(self, config: TeacherConfig, cache_path: Path, server_log: Path, log=print, role: str = "teacher"):
+    def __init__(self, config: TeacherConfig, cache_path: Path, server_log: Path, log=print, role: str = "teacher",
+                 cache: RequestCache | None = None):
+        """`cache`: where answers are read and written (default: a RequestCache at `cache_path`; a Ray worker passes
+        its shard over the run's cache, `pipelines.engines.teachers`)."""
         self.config = config
         self.endpoints = config.endpoints()
-        self.cache = RequestCache(cache_path)
+        self.cache = cache if cache is not None else RequestCache(cache_path)
+        self.make_limit = AdaptiveLimit  # the concurrency limit of each batch (a Ray worker's shares its 429s)
         self.server_log = server_log
         self.log = log
         self.stats: Counter = Counter()
@@ -93,7 +97,7 @@ class Teacher:
         self.budget.refresh()
         self.desc = desc
         if isinstance(self.sender, DryRun):  # nothing is sent, no server starts
-            asyncio.run(self._run(requests, results, desc))
+            self._on_loop(self._run(requests, results, desc))
             return results
         if self.config.mode == "batch" and requests:
             from pipelines.teacher.batch import answer_in_batches
@@ -102,7 +106,7 @@ class Teacher:
         if self._server is None and any(self._uncached_on_embedded(r) for r in requests):
             self._start_embedded()  # before the event loop, so a signal while it starts exits cleanly
         if requests:
-            asyncio.run(self._run(requests, results, desc))
+            self._on_loop(self._run(requests, results, desc))
         if self.budget.refused:
             raise self.budget.stop(desc)
         return results
@@ -129,8 +133,8 @@ class Teacher:
             self._start_embedded()
         results: list[Result | None] = [None] * len(groups)
         if groups:
-            asyncio.run(self._run(groups, results, desc, lambda g: self._embed([texts[i] for i in g],
-                                                                                [keys[i] for i in g])))
+            self._on_loop(self._run(groups, results, desc, lambda g: self._embed([texts[i] for i in g],
+                                                                                  [keys[i] for i in g])))
         for group, result in zip(groups, results):
             for j, i in enumerate(group):
                 errors[i] = result.error
@@ -167,6 +171,7 @@ class Teacher:
                 "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": request.schema}}}
 
     def close(self) -> None:
+        self._close_loop()
         if self._server is not None:
             self._server.stop()
             self._server = None
@@ -174,9 +179,37 @@ class Teacher:
 
     # --- one batch -----------------------------------------------------------------------------------------------
 
+    _runner: asyncio.Runner | None = None  # the event loop of every call (its HTTP clients: `_clients`)
+    _runner_pid = 0
+
+    def _on_loop(self, coro):
+        """Run `coro` on this teacher's event loop. The loop and its clients (so their open connections) outlive a
+        call: a stage asks 64 rows at a time, and a new loop with new connections per call took 1.7x the CPU per
+        request (bench/README.md). Idle connections expire after httpx's 5 s keep-alive. A call that fails closes
+        them, as `asyncio.run` would; a forked child starts its own."""
+        if self._runner is None or self._runner_pid != os.getpid():
+            self._runner, self._runner_pid, self._clients = asyncio.Runner(loop_factory=asyncio.new_event_loop), \
+                os.getpid(), {}
+        try:
+            return self._runner.run(coro)
+        except BaseException:
+            self._close_loop()
+            raise
+
+    def _close_loop(self) -> None:
+        async def close_clients(clients):
+            for client in clients:
+                await client.close()
+
+        runner, self._runner = self._runner, None
+        if runner is not None and self._runner_pid == os.getpid():
+            try:
+                runner.run(close_clients(self._clients.values()))
+            finally:
+                runner.close()
+
     async def _run(self, requests, results, desc, answer=None) -> None:
-        self._limit = AdaptiveLimit(self.config.max_concurrency)
-        self._clients: dict[str, object] = {}
+        self._limit = self.make_limit(self.config.max_concurrency)
         self._restart_lock = asyncio.Lock()
         self._last_answer = time.monotonic()
         self._sent_any = False
@@ -195,8 +228,6 @@ class Teacher:
             raise errors.exceptions[0] from None
         finally:
             progress.remove(task)
-            for client in self._clients.values():
-                await client.close()
         errors = [r.error for r in results if r.error]
         if self._sent_any and len(errors) == len(results) and all(e.startswith("connection") for e in errors):
             where = ", ".join(self._server.base_url if e.base_url is None and self._server else e.name
