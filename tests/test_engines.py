@@ -169,11 +169,11 @@ def test_the_ray_plan_gives_the_local_dedup_on_200k_documents(tmp_path):
     assert sum(s["pairs"] for s in plan["steps"]) == local["near"]["pairs"]
 
 
-def ray_plan_workers() -> list[psutil.Process]:
-    """Ray worker processes running a plan task now (Ray titles a busy worker with its task)."""
+def ray_plan_workers(udf: str = "_PlanStep") -> list[psutil.Process]:
+    """Ray worker processes running a task of `udf` now (Ray titles a busy worker with its task)."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
-        if (process.info["cmdline"] or [""])[0].startswith("ray::MapBatches(_PlanStep)"):
+        if (process.info["cmdline"] or [""])[0].startswith(f"ray::MapBatches({udf})"):
             found.append(process)
     return found
 
@@ -378,4 +378,4 @@ def test_the_stages_ray_runs_can_be_shipped_to_workers(name):
     for stage in shipped:
         copy = pickle.loads(pickle.dumps(stage))
         assert type(copy) is type(stage) and copy.settings() == stage.settings()
-    assert not any(getattr(stage, "uses_teacher", False) for stage in shipped)
+    assert not any(stage.group_by for stage in shipped)  # a grouped stage's batches are not the plan's batches

@@ -87,6 +87,8 @@ class Runner:
 
     def run(self) -> list[dict]:
         rows, upstream, previous = [], "", None
+        if self.engine is not None:
+            self.engine.check(self.stages, self.ctx)  # before any work
         with progress.live(), self.engine or contextlib.nullcontext():
             for index, stage in enumerate(self.stages):
                 stage_dir = self.ctx.run_dir / f"{index:02d}_{stage.name}"
@@ -141,7 +143,7 @@ class Runner:
         recorded = stage.records(self.ctx)  # taken before it runs: the labels an export applies
         task = progress.add(f"{stage.name}", total=rows_in)
         try:
-            if self.engine is not None and previous is not None and self.engine.takes(stage):
+            if self.engine is not None and previous is not None and self.engine.takes(stage, self.ctx):
                 self.engine.run(self, stage, stage_dir, previous[0], task)
             elif isinstance(stage, MapStage):
                 self._run_map(stage, stage_dir, read_input(), task)

@@ -1,11 +1,12 @@
-"""Where map stages and near-dedup run: here (`--engine local`, the default: the runner runs every stage) or on Ray
-Data (`--engine ray`, the `ray` extra: `ray.py`, with near-dedup's plan of Ray tasks in `near.py`). Same recipes,
-same checkpoints, same rows out.
+"""Where map stages, near-dedup and teacher stages run: here (`--engine local`, the default: the runner runs every
+stage) or on Ray Data (`--engine ray`, the `ray` extra: `ray.py`, with near-dedup's plan of Ray tasks in `near.py`
+and teacher stages' workers in `teachers.py`). Same recipes, same checkpoints, same rows out.
 
-An engine is a context manager around a run (it starts what it needs lazily and stops it on exit) with two methods
-the runner calls: `takes(stage)`, whether it runs that stage, and `run(runner, stage, stage_dir, prev_dir, task)`,
-which writes the stage's parts as the runner would (`pipelines.core.parts.write_part`); the runner then finishes the
-stage (`_SUCCESS.json`) as it finishes its own.
+An engine is a context manager around a run (it starts what it needs lazily and stops it on exit) with three methods
+the runner calls: `check(stages, ctx)` before any stage (one line for what it cannot run), `takes(stage, ctx)`,
+whether it runs that stage, and `run(runner, stage, stage_dir, prev_dir, task)`, which writes the stage's parts as
+the runner would (`pipelines.core.parts.write_part`); the runner then finishes the stage (`_SUCCESS.json`) as it
+finishes its own.
 """
 
 from __future__ import annotations

@@ -18,9 +18,12 @@ What `--engine ray` moves to Ray workers:
   their blocks in the object store: a killed driver loses them, and `aggregate(Count(), AsList("row"))` took 437 s
   on the band keys of 200k rows here where a vectorized pass per partition took 7 s.
 
+- A map stage that asks a teacher endpoint: its batches on Ray tasks with clients of their own, a cache shard per
+  part and one ledger for the budget and 429s (`pipelines/engines/teachers.py`). The embedded server is refused
+  before the run starts (each worker would start one).
+
 What stays on the driver: sources (ingest reads local files), exact dedup (one set of ids), export (writes one
-directory) and every teacher stage: the request cache is one SQLite file and the embedded server listens on the
-driver's loopback, so a teacher stage gets its throughput from `teacher.max_concurrency` against a real endpoint.
+directory), grouped stages and a teacher stage in batch mode (one upload per batch).
 
 Ray starts only when a stage needs it (a rerun that skips every stage starts nothing): `RAY_ADDRESS` set joins that
 cluster, else a local instance starts (all cores, no dashboard); a Ray session already initialized (a notebook, a
@@ -157,12 +160,29 @@ class RayEngine:
             ray.shutdown()
         self._started, self._saved = False, None
 
-    def takes(self, stage: Stage) -> bool:
-        """Whether this engine runs `stage` (else the runner runs it here; its plans do not keep groups whole)."""
+    def check(self, stages: list[Stage], ctx: Context) -> None:
+        """Before any stage runs: a teacher stage Ray cannot run (the embedded server) stops the run in one line."""
+        from pipelines.engines.teachers import refusal
+
+        if problem := refusal(stages, ctx):
+            raise ConfigError(problem)
+
+    def takes(self, stage: Stage, ctx: Context | None = None) -> bool:
+        """Whether this engine runs `stage` (else the runner runs it here; its plans do not keep groups whole): map
+        stages without a teacher, near-dedup, and teacher map stages (with `ctx`: unless their teacher is in batch
+        mode, `pipelines.engines.teachers`)."""
+        from pipelines.engines.teachers import on_driver, sends
+
+        if sends(stage):
+            return ctx is None or not on_driver(stage, ctx)
         return stage.parallel in ("rows", "signatures") and stage.group_by is None
 
     def run(self, runner: Runner, stage: Stage, stage_dir: Path, prev_dir: Path, task) -> None:
-        if stage.parallel == "signatures":
+        from pipelines.engines.teachers import run_teacher_stage, sends
+
+        if sends(stage):
+            run_teacher_stage(self, stage, stage_dir, prev_dir, runner.ctx, task)
+        elif stage.parallel == "signatures":
             from pipelines.engines.near import NearPlan  # it builds on this module's helpers
             NearPlan(stage, runner.ctx, prev_dir, stage_dir).run(self, task)
         else:
@@ -188,6 +208,10 @@ class RayEngine:
                 setattr(context, name, value)
             logging.getLogger("ray.data").setLevel(logging.WARNING)
             logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
+            # a task's error comes back as the exception itself (`unwrapped`): its traceback logged first would end
+            # a stage's one-line error (a budget reached on a worker) with a hundred lines about Ray
+            for name in ("ray.data._internal.execution.streaming_executor_state", "ray.data.exceptions"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
         return ray
 
     def _cpus(self) -> int:
@@ -205,10 +229,11 @@ class RayEngine:
             current.append((k, plan[k]))
         return tasks + [current] if current else tasks
 
-    def on_workers(self, tasks: Tasks, udf: OnWorkers):
-        """A dataset of `udf` over the task ids, one Ray task each (lazy: run it inside `unwrapped`)."""
+    def on_workers(self, tasks: Tasks, udf: OnWorkers, **options):
+        """A dataset of `udf` over the task ids, one Ray task each (lazy: run it inside `unwrapped`); `options` go to
+        `map_batches` (`num_cpus`, `compute`)."""
         return self._start().data.range(len(tasks), override_num_blocks=len(tasks)).map_batches(
-            udf, batch_size=1, batch_format="pyarrow")
+            udf, batch_size=1, batch_format="pyarrow", **options)
 
     def _run_map(self, stage: MapStage, stage_dir: Path, prev_dir: Path, ctx: Context, task) -> None:
         plan = batch_plan(prev_dir, stage.batch_size)

@@ -142,5 +142,15 @@ class RequestCache:
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
+    @classmethod
+    def read_only(cls, path: Path) -> "RequestCache":
+        """The cache at `path` as an immutable snapshot: no locks, no WAL (what was checkpointed into the file), no
+        writes; safe to read from many processes, on a shared filesystem too."""
+        cache = cls.__new__(cls)
+        cache.path = Path(path)
+        cache.db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro&immutable=1", uri=True,
+                                   check_same_thread=False)
+        return cache
+
     def close(self) -> None:
         self.db.close()
