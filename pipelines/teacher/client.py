@@ -198,6 +198,12 @@ class Teacher:
 
     def _close_loop(self) -> None:
         async def close_clients(clients):
+            # a call stopped from outside its tasks (SIGTERM's SystemExit out of the loop) leaves them pending:
+            # cancel them first, as asyncio.run does, so none runs on into closed clients
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             for client in clients:
                 await client.close()
 
