@@ -95,13 +95,15 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}/v1"
         name = f"{latency * 1000:g} ms, {capacity} at once"
         try:
-            for workers in [None, *map(int, args.workers.split(","))]:
+            budgeted = [(2, {"price_in": 1.0, "price_out": 1.0, "max_cost": 1e9})] if latency == args.latency else []
+            for workers, budget in [(None, {}), *((int(w), {}) for w in args.workers.split(",")), *budgeted]:
                 cpu, own = busy_cpu(), _cpu_of(server.pid)
-                seconds, row = run(parts, url, workers)
+                seconds, row = run(parts, url, workers, **budget)
                 used = busy_cpu() - cpu - (_cpu_of(server.pid) - own)
                 sent = row.get("requests", 0)
-                print(f"| {name} | {'local' if workers is None else 'ray'} | {workers or 1} | {seconds:.1f} | "
-                      f"{sent / seconds:.0f} | {1000 * used / max(1, sent):.2f} |", flush=True)
+                engine = ("local" if workers is None else "ray") + (", a budget (not reached)" if budget else "")
+                print(f"| {name} | {engine} | {workers or 1} | {seconds:.1f} | {sent / seconds:.0f} | "
+                      f"{1000 * used / max(1, sent):.2f} |", flush=True)
             if latency == args.latency:
                 before = answered(port)
                 price = 1e6 / 65  # 1.0 per answer at 65 tokens each
@@ -124,25 +126,27 @@ def ledger_costs(calls: int = 3000) -> None:
 
     from pipelines.teacher.budget import Reservation
     from pipelines.teacher.config import TeacherConfig
-    from pipelines.teacher.ledger import Ledger
+    from pipelines.teacher.ledger import LEASE, Ledger
 
-    ledger = ray.remote(Ledger).options(num_cpus=0).remote({"teacher": (TeacherConfig(max_cost=1e9), 0.0, 0)})
-    ray.get(ledger.reserve.remote("teacher", Reservation(0.0, 1)))
+    ledger = ray.remote(Ledger).options(num_cpus=0).remote({"teacher": (TeacherConfig(max_cost=1e12), 0.0, 0)})
+    want, none = Reservation(0.001, 100), Reservation(0.0, 0)
+    settle = lambda handle: handle.settle.remote("teacher", none, none, want, LEASE)  # noqa: E731
+    ray.get(settle(ledger))
     started = time.perf_counter()
     for _ in range(calls):
-        ray.get(ledger.reserve.remote("teacher", Reservation(0.0, 1)))
+        ray.get(settle(ledger))
     one = (time.perf_counter() - started) / calls
 
     @ray.remote(num_cpus=0)
     def caller(handle, n):
         for _ in range(n):
-            ray.get(handle.reserve.remote("teacher", Reservation(0.0, 1)))
+            ray.get(settle(handle))
 
     started = time.perf_counter()
     ray.get([caller.remote(ledger, calls) for _ in range(4)])
     rate = 4 * calls / (time.perf_counter() - started)
-    print(f"\nLedger: a reserve round trip from one caller {one * 1e3:.2f} ms; 4 callers at once {rate:,.0f} "
-          "reservations/s through the one actor")
+    print(f"\nLedger: a lease round trip from one caller {one * 1e3:.2f} ms; 4 callers at once {rate:,.0f} round "
+          f"trips/s through the one actor, each leasing {LEASE} requests' worst case: {rate * LEASE:,.0f} requests/s")
     ray.kill(ledger)
 
 

@@ -11,7 +11,8 @@ each with its own clients and endpoint pool, one cache shard per part and one le
 - **One cache**: the task of part k reads the run's cache as a read-only snapshot and writes
   `_cache/part-k.sqlite` (`pipelines.teacher.shards`); the driver merges the shards into the run's cache when the
   stage starts (what a killed run left) and when it ends, also when it fails.
-- **One budget, shared 429s**: a `Ledger` actor per stage (`pipelines.teacher.ledger`).
+- **One budget, shared 429s**: a `Ledger` actor per stage (`pipelines.teacher.ledger`); budgets are leased to the
+  workers in blocks of requests.
 - **Same results**: the same batches, the same requests (cache keys), the same `process`: a stage writes the parts,
   drops and counters it writes locally. A killed task is retried by Ray and reads the answers its first attempt
   committed; a killed driver leaves shards that the rerun merges first, so no answer is paid for twice.
@@ -28,6 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.core import progress
+from pipelines.core.errors import TeacherError
 from pipelines.core.parts import write_part
 from pipelines.core.stage import Context, MapStage, Stage
 from pipelines.engines.ray import OnWorkers, batch_plan, read_batch, unwrapped
@@ -144,6 +146,10 @@ class _TeacherParts(OnWorkers):
                     rows.append(batch.height)
             finally:
                 for client in clients.values():
+                    try:
+                        client.budget.flush()  # the lease back to the ledger, for the other workers
+                    except TeacherError:
+                        pass  # the ledger is gone: the stage stops with that line already
                     client.close()
         return pa.table({"part": pa.array(parts, pa.int64()), "rows": pa.array(rows, pa.int64())})
 

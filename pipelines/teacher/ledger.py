@@ -2,10 +2,10 @@
 
 `Ledger` runs as one Ray actor per teacher stage on Ray (`pipelines.engines.teachers`), started by the driver with
 what the run had spent before the stage (from the run's request cache, as `Budget.refresh` reads it):
-- the budget: a worker reserves each request's worst case in the ledger before sending it and releases it with
-  what the answer took (`LedgerBudget`, the same `Budget` arithmetic held in one place), so `max_cost` and
-  `max_tokens` hold across workers exactly as in one process. Two round trips per sent request when a budget is
-  set (the release is not waited for: Ray runs one caller's calls in order), none without one;
+- the budget: a worker leases the worst case of up to `LEASE` requests in one round trip, draws each request's
+  worst case from it before sending, and gives back what is left with what the answers cost on its next round trip
+  (`LedgerBudget`, the same `Budget` arithmetic held in one place), so `max_cost` and `max_tokens` hold across
+  workers exactly as in one process: about one round trip per `LEASE` requests when a budget is set, none without;
 - rate limits: a worker that gets a 429 tells the ledger under the names of its endpoints, with the wait the
   server asked for; every worker asks the ledger for news every `SYNC_S` while it sends and, for an endpoint it
   uses, halves its concurrency and pauses until then (`SharedLimit`), as it would for its own 429.
@@ -24,6 +24,8 @@ from pipelines.teacher.budget import Budget, Reservation
 from pipelines.teacher.limits import AdaptiveLimit
 
 SYNC_S = 0.2  # how often a worker asks the ledger about other workers' 429s
+LEASE = 16  # requests' worst case a worker holds per round trip to the ledger
+WAIT_LIMIT_S = 60.0  # waiting this long for room in the budget counts as no room
 LOST = ("the budget and rate-limit ledger of this stage (a Ray actor) is gone: its workers sent nothing more; rerun "
         "to resume, answered requests are cached")
 
@@ -42,9 +44,19 @@ class Ledger:
     def reserve(self, role: str, want: Reservation) -> str:
         return self.budgets[role].reserve(want)
 
-    def release(self, role: str, held: Reservation, cost: float | None, tokens: int | None) -> None:
-        answer = None if cost is None else {"cost": cost, "prompt_tokens": tokens, "completion_tokens": 0}
-        self.budgets[role].release(held, answer)
+    def settle(self, role: str, returned: Reservation, used: Reservation, want: Reservation | None,
+               lease: int) -> tuple[str, Reservation]:
+        """Take back what a worker held and no longer needs, count what its answers cost, then lease it the worst
+        case of up to `lease` requests like `want` (as many as fit, at least one): (the verdict, what it holds)."""
+        budget = self.budgets[role]
+        budget.release(returned, {"cost": used.cost, "prompt_tokens": used.tokens, "completion_tokens": 0})
+        if want is None:
+            return "settled", Reservation(0.0, 0)
+        for n in sorted({lease, max(1, lease // 4), 1}, reverse=True):
+            block = Reservation(want.cost * n, want.tokens * n)
+            if budget.reserve(block) == "held":
+                return "held", block
+        return budget.reserve(want), Reservation(0.0, 0)
 
     def spent(self, role: str) -> tuple[float, float]:
         return self.budgets[role].cost, self.budgets[role].tokens
@@ -67,29 +79,63 @@ def _get(ref):
         raise TeacherError(LOST) from None
 
 
+def plus(a: Reservation, b: Reservation, sign: int = 1) -> Reservation:
+    return Reservation(a.cost + sign * b.cost, a.tokens + sign * b.tokens)
+
+
 class LedgerBudget(Budget):
-    """A worker's budget: every reservation goes through the stage's ledger."""
+    """A worker's budget, leased from the stage's ledger: one round trip holds the worst case of up to `LEASE`
+    requests, each request draws its own from the lease, and what answered requests really cost goes back with the
+    next round trip (or `flush`). Until then the ledger counts it as still held, so the total can only be
+    overestimated, never overspent. Waiting more than `WAIT_LIMIT_S` for room (a killed worker's lease is never
+    given back) counts as "never": the stage stops with the budget's line, and a rerun's ledger starts from the
+    cache."""
 
     def __init__(self, ledger, config, role: str):
         super().__init__(config, None, [], role)
         self.ledger = ledger
+        self.lease = Reservation(0.0, 0)  # held in the ledger, not drawn yet
+        self.settled = Reservation(0.0, 0)  # drawn by requests that have ended: to give back
+        self.used = Reservation(0.0, 0)  # what those requests cost
+        self.waiting_since: float | None = None
 
-    def refresh(self) -> None:  # what is spent lives in the ledger
+    def refresh(self) -> None:  # what is spent lives in the ledger; a new call starts from a clean lease
         self.refused = 0
+        self.flush()
 
     def reserve(self, want: Reservation) -> str:
-        verdict = _get(self.ledger.reserve.remote(self.role, want))
+        if self.lease.cost >= want.cost - 1e-12 and self.lease.tokens >= want.tokens:
+            self.lease = plus(self.lease, want, -1)
+            return "held"
+        returned, self.settled = plus(self.settled, self.lease), Reservation(0.0, 0)
+        used, self.used, self.lease = self.used, Reservation(0.0, 0), Reservation(0.0, 0)
+        verdict, granted = _get(self.ledger.settle.remote(self.role, returned, used, want, LEASE))
+        if verdict == "held":
+            self.lease, self.waiting_since = plus(granted, want, -1), None
+        elif verdict == "wait":
+            self.waiting_since = self.waiting_since or time.monotonic()
+            if time.monotonic() - self.waiting_since > WAIT_LIMIT_S:
+                verdict = "never"
         self.refused += verdict == "never"
         return verdict
 
     def release(self, held: Reservation | None, answer: dict | None = None) -> None:
         if held is None:
             return
-        cost = None if answer is None else answer["cost"]
-        tokens = None if answer is None else answer["prompt_tokens"] + answer["completion_tokens"]
-        self.ledger.release.remote(self.role, held, cost, tokens)
+        self.settled = plus(self.settled, held)
+        if answer is not None:
+            self.used = plus(self.used, Reservation(answer["cost"], answer["prompt_tokens"] +
+                                                    answer["completion_tokens"]))
+
+    def flush(self) -> None:
+        """Give the lease back and report what answered requests cost (a call's end, a task's end)."""
+        if self.lease.cost or self.lease.tokens or self.settled.cost or self.settled.tokens:
+            returned, used = plus(self.settled, self.lease), self.used
+            self.lease = self.settled = self.used = Reservation(0.0, 0)
+            _get(self.ledger.settle.remote(self.role, returned, used, None, 0))
 
     def stop(self, desc: str):
+        self.flush()
         self.cost, self.tokens = _get(self.ledger.spent.remote(self.role))
         return super().stop(desc)
 
