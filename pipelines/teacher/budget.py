@@ -27,6 +27,12 @@ class Reservation:
     cost: float
     tokens: int
 
+    def __add__(self, other: "Reservation") -> "Reservation":
+        return Reservation(self.cost + other.cost, self.tokens + other.tokens)
+
+    def __sub__(self, other: "Reservation") -> "Reservation":
+        return Reservation(self.cost - other.cost, self.tokens - other.tokens)
+
 
 class Budget:
     def __init__(self, config, cache, models: list[str], role: str = "teacher"):
@@ -56,14 +62,14 @@ class Budget:
 
     def _fits(self, want: Reservation, held: Reservation) -> bool:
         c, t = self.config.max_cost, self.config.max_tokens
-        return not ((c and self.cost + held.cost + want.cost > c + 1e-12) or
-                    (t and self.tokens + held.tokens + want.tokens > t))
+        total = held + want
+        return not ((c and self.cost + total.cost > c + 1e-12) or (t and self.tokens + total.tokens > t))
 
     def reserve(self, want: Reservation) -> str:
         """"held" when `want` fits beside what is spent and held (it is held now); "wait" when it would fit once
         requests in flight settle; "never" (counted) when it cannot fit."""
         if self._fits(want, self.reserved):
-            self.reserved = Reservation(self.reserved.cost + want.cost, self.reserved.tokens + want.tokens)
+            self.reserved = self.reserved + want
             return "held"
         if (self.reserved.cost or self.reserved.tokens) and self._fits(want, Reservation(0.0, 0)):
             return "wait"
@@ -75,7 +81,7 @@ class Budget:
         that got no answer)."""
         if held is None:
             return
-        self.reserved = Reservation(self.reserved.cost - held.cost, self.reserved.tokens - held.tokens)
+        self.reserved = self.reserved - held
         if answer is not None:
             self.cost += answer["cost"]
             self.tokens += answer["prompt_tokens"] + answer["completion_tokens"]

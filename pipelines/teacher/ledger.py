@@ -41,9 +41,6 @@ class Ledger:
             self.budgets[role].cost, self.budgets[role].tokens = cost, tokens
         self.throttles: list[tuple[frozenset, float]] = []  # each 429 a worker reported: (its endpoints, until)
 
-    def reserve(self, role: str, want: Reservation) -> str:
-        return self.budgets[role].reserve(want)
-
     def settle(self, role: str, returned: Reservation, used: Reservation, want: Reservation | None,
                lease: int) -> tuple[str, Reservation]:
         """Take back what a worker held and no longer needs, count what its answers cost, then lease it the worst
@@ -79,10 +76,6 @@ def _get(ref):
         raise TeacherError(LOST) from None
 
 
-def plus(a: Reservation, b: Reservation, sign: int = 1) -> Reservation:
-    return Reservation(a.cost + sign * b.cost, a.tokens + sign * b.tokens)
-
-
 class LedgerBudget(Budget):
     """A worker's budget, leased from the stage's ledger: one round trip holds the worst case of up to `LEASE`
     requests, each request draws its own from the lease, and what answered requests really cost goes back with the
@@ -105,13 +98,13 @@ class LedgerBudget(Budget):
 
     def reserve(self, want: Reservation) -> str:
         if self.lease.cost >= want.cost - 1e-12 and self.lease.tokens >= want.tokens:
-            self.lease = plus(self.lease, want, -1)
+            self.lease = self.lease - want
             return "held"
-        returned, self.settled = plus(self.settled, self.lease), Reservation(0.0, 0)
+        returned, self.settled = self.settled + self.lease, Reservation(0.0, 0)
         used, self.used, self.lease = self.used, Reservation(0.0, 0), Reservation(0.0, 0)
         verdict, granted = _get(self.ledger.settle.remote(self.role, returned, used, want, LEASE))
         if verdict == "held":
-            self.lease, self.waiting_since = plus(granted, want, -1), None
+            self.lease, self.waiting_since = granted - want, None
         elif verdict == "wait":
             self.waiting_since = self.waiting_since or time.monotonic()
             if time.monotonic() - self.waiting_since > WAIT_LIMIT_S:
@@ -122,15 +115,14 @@ class LedgerBudget(Budget):
     def release(self, held: Reservation | None, answer: dict | None = None) -> None:
         if held is None:
             return
-        self.settled = plus(self.settled, held)
+        self.settled = self.settled + held
         if answer is not None:
-            self.used = plus(self.used, Reservation(answer["cost"], answer["prompt_tokens"] +
-                                                    answer["completion_tokens"]))
+            self.used = self.used + Reservation(answer["cost"], answer["prompt_tokens"] + answer["completion_tokens"])
 
     def flush(self) -> None:
         """Give the lease back and report what answered requests cost (a call's end, a task's end)."""
         if self.lease.cost or self.lease.tokens or self.settled.cost or self.settled.tokens:
-            returned, used = plus(self.settled, self.lease), self.used
+            returned, used = self.settled + self.lease, self.used
             self.lease = self.settled = self.used = Reservation(0.0, 0)
             _get(self.ledger.settle.remote(self.role, returned, used, None, 0))
 
