@@ -33,7 +33,7 @@ from pipelines.core.errors import TeacherError
 from pipelines.core.parts import write_part
 from pipelines.core.stage import Context, MapStage, Stage
 from pipelines.engines.ray import OnWorkers, batch_plan, read_batch, unwrapped
-from pipelines.teacher.stage import FALLBACKS
+from pipelines.teacher.stage import serving_role
 
 WORKERS_ENV = "PIPELINES_RAY_TEACHER_WORKERS"  # teacher tasks at once (default: one per CPU of the cluster)
 TASK_BATCHES = 8  # batches per task at most: a task's clients and connections serve them all
@@ -46,13 +46,8 @@ def sends(stage: Stage) -> bool:
 
 def clients_of(stage: Stage, ctx: Context) -> dict:
     """The run's clients this stage may ask, under the roles the run holds them by (`FALLBACKS`)."""
-    out = {}
-    for role in (stage.teacher_role, *getattr(stage, "other_roles", ())):
-        for key in ("embedder",) if role == "embedder" else FALLBACKS.get(role, (role, "teacher")):
-            if ctx.clients.get(key) is not None:
-                out[key] = ctx.clients[key]
-                break
-    return out
+    keys = (serving_role(role, ctx.clients) for role in (stage.teacher_role, *getattr(stage, "other_roles", ())))
+    return {key: ctx.clients[key] for key in keys if key is not None}
 
 
 def on_driver(stage: Stage, ctx: Context) -> bool:

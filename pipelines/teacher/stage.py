@@ -50,17 +50,18 @@ from pipelines.teacher.wire import Request, Result
 def teacher_for(stage: Stage, ctx: Context, role: str | None = None):
     """The client a stage talks to in `role` (default its `teacher_role`) from `ctx.clients`: the judge for "judge"
     when one is configured, else the teacher (`FALLBACKS`); the embedder for "embedder"."""
-    role = role or stage.teacher_role
-    if role == "embedder":
-        return ctx.clients.get("embedder")
-    for fallback in FALLBACKS.get(role, (role, "teacher")):
-        if (client := ctx.clients.get(fallback)) is not None:
-            return client
-    return None
+    key = serving_role(role or stage.teacher_role, ctx.clients)
+    return None if key is None else ctx.clients[key]
 
 
 # a role left unset (or set equal to the one before it) is served by the next: `Recipe.clients` leaves it out
-FALLBACKS = {"judge": ("judge", "teacher"), "second_judge": ("second_judge", "judge", "teacher")}
+FALLBACKS = {"judge": ("judge", "teacher"), "second_judge": ("second_judge", "judge", "teacher"),
+             "embedder": ("embedder",)}
+
+
+def serving_role(role: str, clients: dict) -> str | None:
+    """The key of `clients` that serves `role` (`FALLBACKS`; any other role: itself, else the teacher)."""
+    return next((key for key in FALLBACKS.get(role, (role, "teacher")) if clients.get(key) is not None), None)
 
 
 def pass_rates(counters: dict, k: int, correct: str) -> dict:
