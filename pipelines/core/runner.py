@@ -45,6 +45,14 @@ def fingerprint(stage: Stage, ctx: Context, upstream: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def teacher_stats(clients: dict) -> Counter:
+    """The clients' counters added up (each counted once when two roles are one client)."""
+    total = Counter()
+    for client in {id(c): c for c in clients.values() if c is not None}.values():
+        total.update(client.stats)
+    return total
+
+
 def rebatch(frames: Iterator[pl.DataFrame], size: int, group: str | None = None) -> Iterator[pl.DataFrame]:
     """Re-cut a stream of frames into frames of exactly `size` rows (the last may be shorter); with `group`, a run
     of rows with one value of that column is never cut: a frame grows past `size` to its end."""
@@ -196,11 +204,7 @@ class Runner:
         write_part(stage_dir, k, out, started, self.ctx.counters, self._teacher_stats() - before)
 
     def _teacher_stats(self) -> Counter:
-        """The clients' counters (each counted once when two roles are one client)."""
-        total = Counter()
-        for client in {id(c): c for c in self.ctx.clients.values() if c is not None}.values():
-            total.update(client.stats)
-        return total
+        return teacher_stats(self.ctx.clients)
 
     def _finish(self, stage: Stage, stage_dir: Path, fp: str, rows_in: int | None, resumed: bool,
                 recorded: dict | None = None) -> dict:

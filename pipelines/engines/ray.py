@@ -116,8 +116,9 @@ class OnWorkers:
             raise _WorkerError(ResourceError(f"a Ray worker on {socket.gethostname()}: {line}")) from None
 
 
-class _MapParts(OnWorkers):
-    """Run a map stage over each task's batches and write their parts; returns (part, rows) per batch."""
+class BatchParts(OnWorkers):
+    """Each task's batches in turn: `_write(k, batch)` writes part k unless it exists (a retried task skips what it
+    wrote), `_task_done()` after each task, even a failed one; returns (part, rows) per batch."""
 
     def __init__(self, stage: MapStage, ctx: Context, stage_dir: Path, tasks: Tasks):
         self.stage, self.ctx, self.stage_dir, self.tasks = stage, ctx, stage_dir, tasks
@@ -126,15 +127,45 @@ class _MapParts(OnWorkers):
         parts, rows = [], []
         for task in ids["id"].to_pylist():
             cache: dict[str, pl.DataFrame] = {}
-            for k, pieces in self.tasks[task]:
-                batch = read_batch(pieces, cache)
-                if not (self.stage_dir / f"part-{k:05d}.parquet").exists():  # a retried task skips what it wrote
-                    started = time.monotonic()
-                    self.ctx.counters.clear()
-                    write_part(self.stage_dir, k, self.stage.process(batch, self.ctx), started, self.ctx.counters)
-                parts.append(k)
-                rows.append(batch.height)
+            try:
+                for k, pieces in self.tasks[task]:
+                    batch = read_batch(pieces, cache)
+                    if not (self.stage_dir / f"part-{k:05d}.parquet").exists():
+                        self._write(k, batch)
+                    parts.append(k)
+                    rows.append(batch.height)
+            finally:
+                self._task_done()
         return pa.table({"part": pa.array(parts, pa.int64()), "rows": pa.array(rows, pa.int64())})
+
+    def _write(self, k: int, batch: pl.DataFrame) -> None:
+        raise NotImplementedError
+
+    def _task_done(self) -> None:
+        """Free what a task held (a teacher stage's clients)."""
+
+
+class _MapParts(BatchParts):
+    """Run a map stage over each task's batches and write their parts."""
+
+    def _write(self, k: int, batch: pl.DataFrame) -> None:
+        started = time.monotonic()
+        self.ctx.counters.clear()
+        write_part(self.stage_dir, k, self.stage.process(batch, self.ctx), started, self.ctx.counters)
+
+
+def worker_context(ctx: Context) -> Context:
+    """What a worker's stage sees of the driver's context: the run dir (absolute), config, limit and fingerprint;
+    no clients (a teacher stage's workers make their own)."""
+    return Context(run_dir=ctx.run_dir.resolve(), config=ctx.config, limit=ctx.limit, fingerprint=ctx.fingerprint)
+
+
+def pending_batches(plan: list[Pieces], stage_dir: Path, task) -> list[int]:
+    """The batches of `plan` whose part is not written yet; the progress bar counts the rows of the others."""
+    todo = [k for k in range(len(plan)) if not (stage_dir / f"part-{k:05d}.parquet").exists()]
+    waiting = set(todo)
+    progress.advance(task, sum(rows for k, pieces in enumerate(plan) if k not in waiting for _, _, rows in pieces))
+    return todo
 
 
 class RayEngine:
@@ -217,10 +248,10 @@ class RayEngine:
     def _cpus(self) -> int:
         return max(1, int(self._start().cluster_resources().get("CPU", 1)))
 
-    def _tasks(self, plan: list[Pieces], todo: list[int], batch_size: int) -> Tasks:
-        """Consecutive batches grouped into tasks: at most TASK_ROWS rows each, and two tasks per CPU when there is
-        enough input."""
-        per_task = max(1, min(TASK_ROWS // batch_size, math.ceil(len(todo) / (2 * self._cpus()))))
+    def _tasks(self, plan: list[Pieces], todo: list[int], most: int, workers: int | None = None) -> Tasks:
+        """Consecutive batches grouped into tasks: at most `most` batches each, and two tasks per worker (default:
+        per CPU) when there is enough input."""
+        per_task = max(1, min(most, math.ceil(len(todo) / (2 * (workers or self._cpus())))))
         tasks, current = [], []
         for k in todo:
             if current and (len(current) == per_task or current[-1][0] != k - 1):
@@ -235,24 +266,23 @@ class RayEngine:
         return self._start().data.range(len(tasks), override_num_blocks=len(tasks)).map_batches(
             udf, batch_size=1, batch_format="pyarrow", **options)
 
-    def _run_map(self, stage: MapStage, stage_dir: Path, prev_dir: Path, ctx: Context, task) -> None:
-        plan = batch_plan(prev_dir, stage.batch_size)
-        todo = [k for k in range(len(plan)) if not (stage_dir / f"part-{k:05d}.parquet").exists()]
-        waiting = set(todo)
-        progress.advance(task, sum(rows for k, pieces in enumerate(plan) if k not in waiting for _, _, rows in pieces))
-        if not todo:
-            return
-        stage.process(pl.read_parquet(plan[todo[0]][0][0], n_rows=0), ctx)  # one-time setup, here (module docstring)
-        worker_ctx = Context(run_dir=ctx.run_dir.resolve(), config=ctx.config, limit=ctx.limit,
-                             fingerprint=ctx.fingerprint)
-        tasks = self._tasks(plan, todo, stage.batch_size)
-        written = self.on_workers(tasks, _MapParts(stage, worker_ctx, stage_dir.resolve(), tasks))
+    def write_parts(self, tasks: Tasks, udf: BatchParts, task, **options) -> None:
+        """Run `udf` over `tasks` on the workers; the progress bar moves as tasks finish."""
+        written = self.on_workers(tasks, udf, **options)
 
-        def run() -> None:  # the bar moves as tasks finish
+        def run() -> None:
             for done in written.iter_batches(batch_size=None, batch_format="pyarrow"):
                 progress.advance(task, sum(done["rows"].to_pylist()))
 
         unwrapped(run)
+
+    def _run_map(self, stage: MapStage, stage_dir: Path, prev_dir: Path, ctx: Context, task) -> None:
+        plan = batch_plan(prev_dir, stage.batch_size)
+        if not (todo := pending_batches(plan, stage_dir, task)):
+            return
+        stage.process(pl.read_parquet(plan[todo[0]][0][0], n_rows=0), ctx)  # one-time setup, here (module docstring)
+        tasks = self._tasks(plan, todo, TASK_ROWS // stage.batch_size)
+        self.write_parts(tasks, _MapParts(stage, worker_context(ctx), stage_dir.resolve(), tasks), task)
 
 
 def _reachable(address: str) -> bool:

@@ -20,19 +20,16 @@ each with its own clients and endpoint pool, one cache shard per part and one le
 
 from __future__ import annotations
 
-import math
 import os
 import time
-from collections import Counter
 from pathlib import Path
-
-import pyarrow as pa
 
 from pipelines.core import progress
 from pipelines.core.errors import TeacherError
 from pipelines.core.parts import write_part
+from pipelines.core.runner import teacher_stats
 from pipelines.core.stage import Context, MapStage, Stage
-from pipelines.engines.ray import OnWorkers, batch_plan, read_batch, unwrapped
+from pipelines.engines.ray import BatchParts, batch_plan, pending_batches, worker_context
 from pipelines.teacher.stage import serving_role
 
 WORKERS_ENV = "PIPELINES_RAY_TEACHER_WORKERS"  # teacher tasks at once (default: one per CPU of the cluster)
@@ -83,13 +80,11 @@ def run_teacher_stage(engine, stage: MapStage, stage_dir: Path, prev_dir: Path, 
     clients = clients_of(stage, ctx)
     run_cache = next(iter(clients.values())).cache
     plan = batch_plan(prev_dir, stage.batch_size)
-    todo = [k for k in range(len(plan)) if not (stage_dir / f"part-{k:05d}.parquet").exists()]
+    todo = pending_batches(plan, stage_dir, task)
     merged, discarded = merge_shards(stage_dir, run_cache, keep=set(todo))
     if merged or discarded:
         progress.console.log(f"{stage.name}: {merged} answers merged from the cache shards a stopped run left"
                              + (f", {discarded} damaged shards discarded" if discarded else ""))
-    waiting = set(todo)
-    progress.advance(task, sum(rows for k, pieces in enumerate(plan) if k not in waiting for _, _, rows in pieces))
     if not todo:
         return
     budgets = {}
@@ -99,64 +94,45 @@ def run_teacher_stage(engine, stage: MapStage, stage_dir: Path, prev_dir: Path, 
     ledger = ray.remote(Ledger).options(num_cpus=0, name=ledger_name(ctx.fingerprint)).remote(budgets)
     cpus = engine._cpus()
     workers = int(os.environ.get(WORKERS_ENV) or cpus)
-    per_task = max(1, min(TASK_BATCHES, math.ceil(len(todo) / (2 * workers))))  # two tasks per worker at least
-    tasks = [[(k, plan[k]) for k in todo[i:i + per_task]] for i in range(0, len(todo), per_task)]
+    tasks = engine._tasks(plan, todo, TASK_BATCHES, workers)
     workers = min(workers, len(tasks))
-    udf = _TeacherParts(stage, Context(run_dir=ctx.run_dir.resolve(), config=ctx.config, limit=ctx.limit,
-                                       fingerprint=ctx.fingerprint),
-                        stage_dir.resolve(), tasks, {role: c.config for role, c in clients.items()},
-                        Path(run_cache.path).resolve(), ledger)
-    written = engine.on_workers(tasks, udf, num_cpus=min(1.0, cpus / workers),
-                                compute=ray.data.TaskPoolStrategy(size=workers))
-
-    def run() -> None:
-        for done in written.iter_batches(batch_size=None, batch_format="pyarrow"):
-            progress.advance(task, sum(done["rows"].to_pylist()))
-
+    udf = _TeacherParts(stage, worker_context(ctx), stage_dir.resolve(), tasks,
+                        {role: c.config for role, c in clients.items()}, Path(run_cache.path).resolve(), ledger)
     try:
-        unwrapped(run)
+        engine.write_parts(tasks, udf, task, num_cpus=min(1.0, cpus / workers),
+                           compute=ray.data.TaskPoolStrategy(size=workers))
     finally:
         merge_shards(stage_dir, run_cache)
         ray.kill(ledger)
 
 
-class _TeacherParts(OnWorkers):
-    """A Ray Data UDF: send each task's batches with clients of the task's own (one event loop, open connections,
-    the ledger's budget and limit) and a cache shard per batch, and write each batch's part."""
+class _TeacherParts(BatchParts):
+    """Send each task's batches with clients of the task's own (one event loop, open connections, the ledger's
+    budget and limit) and a cache shard per batch, and write each batch's part."""
 
     def __init__(self, stage: MapStage, ctx: Context, stage_dir: Path, tasks, configs: dict, run_cache: Path, ledger):
-        self.stage, self.ctx, self.stage_dir, self.tasks = stage, ctx, stage_dir, tasks
+        super().__init__(stage, ctx, stage_dir, tasks)
         self.configs, self.run_cache, self.ledger = configs, run_cache, ledger
+        self.clients: dict = {}  # the task's, made on its first batch
 
-    def _run(self, ids: pa.Table) -> pa.Table:
-        parts, rows = [], []
-        for task in ids["id"].to_pylist():
-            clients: dict = {}
+    def _task_done(self) -> None:
+        for client in self.clients.values():
             try:
-                for k, pieces in self.tasks[task]:
-                    batch = read_batch(pieces, {})
-                    if not (self.stage_dir / f"part-{k:05d}.parquet").exists():  # a retried task skips those written
-                        self._send(k, batch, clients)
-                    parts.append(k)
-                    rows.append(batch.height)
-            finally:
-                for client in clients.values():
-                    try:
-                        client.budget.flush()  # the lease back to the ledger, for the other workers
-                    except TeacherError:
-                        pass  # the ledger is gone: the stage stops with that line already
-                    client.close()
-        return pa.table({"part": pa.array(parts, pa.int64()), "rows": pa.array(rows, pa.int64())})
+                client.budget.flush()  # the lease back to the ledger, for the other workers
+            except TeacherError:
+                pass  # the ledger is gone: the stage stops with that line already
+            client.close()
+        self.clients = {}
 
-    def _send(self, k: int, batch, clients: dict) -> None:
-        """Ask batch k's requests through `clients` (made on the task's first batch) over part k's shard."""
+    def _write(self, k: int, batch) -> None:
+        """Ask batch k's requests through the task's clients over part k's shard."""
         from pipelines.teacher.client import Teacher
         from pipelines.teacher.ledger import LedgerBudget, SharedLimit
         from pipelines.teacher.shards import ShardCache, shard_path
 
         shard = shard_path(self.stage_dir, k)
         shard.parent.mkdir(parents=True, exist_ok=True)
-        discarded = 0
+        clients, discarded = self.clients, 0
         for role, config in self.configs.items():
             cache = ShardCache(shard, self.run_cache)
             discarded += cache.discarded
@@ -171,14 +147,9 @@ class _TeacherParts(OnWorkers):
             client.make_limit = lambda maximum, names=names: SharedLimit(maximum, self.ledger, names)
         ctx = Context(run_dir=self.ctx.run_dir, config=self.ctx.config, clients=clients, limit=self.ctx.limit,
                       fingerprint=self.ctx.fingerprint)
-        before = Counter()
-        for client in clients.values():
-            before.update(client.stats)
+        before = teacher_stats(clients)
         started = time.monotonic()
         out = self.stage.process(batch, ctx)
         if discarded:
             ctx.count("cache_shards_discarded", discarded)
-        stats = Counter()
-        for client in clients.values():
-            stats.update(client.stats)
-        write_part(self.stage_dir, k, out, started, ctx.counters, stats - before)
+        write_part(self.stage_dir, k, out, started, ctx.counters, teacher_stats(clients) - before)
