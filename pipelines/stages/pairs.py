@@ -179,9 +179,11 @@ class Binarize(MapStage):
                 if problem:
                     problems.append(problem)
                 else:
-                    kept.append(self._pair(row, completions, c, r, scores, p_person))
+                    notes = {} if p_person is None else {"p_person": round(p_person, 4)}
                     if (agree := judges_agree(row, c, r)) != "absent":
+                        notes["judges_agree"] = agree
                         ctx.count({True: "judges_agree", False: "judges_disagree", None: "judges_undecided"}[agree])
+                    kept.append(self._pair(row, completions, c, r, scores, notes))
             if self.rule == "all_pairs" and kept:
                 ctx.count("pairs_not_formed", len(problems))
             elif problems:
@@ -189,8 +191,8 @@ class Binarize(MapStage):
             out += kept or [self._dropped(row, problems[0] if problems else "no_pairs: fewer than two scores")]
         return pl.from_arrow(pa.Table.from_pylist(out, schema=PAIRS))
 
-    def _pair(self, row: dict, completions: list[dict], c: int, r: int, scores: list[float],
-              p_person: float | None = None) -> dict:
+    def _pair(self, row: dict, completions: list[dict], c: int, r: int, scores: list[float], notes: dict) -> dict:
+        """The pair of completions c (chosen) and r; `notes` join its `meta` (p_person, judges_agree)."""
         chosen = row["messages"] + [{"role": "assistant", "content": completions[c]["content"]}]
         rejected = row["messages"] + [{"role": "assistant", "content": completions[r]["content"]}]
         pair = {
@@ -200,8 +202,7 @@ class Binarize(MapStage):
             "chosen_model": completions[c]["model"], "rejected_model": completions[r]["model"],
             "completions": completions, "source": row.get("source") or "ultrafeedback",
             "meta": json.dumps({"rule": self.rule, "score": self.score, "chosen_index": c, "rejected_index": r,
-                                **({"p_person": round(p_person, 4)} if p_person is not None else {}),
-                                **({"judges_agree": agree} if (agree := judges_agree(row, c, r)) != "absent" else {})}),
+                                **notes}),
             "ordering_agreement": row.get("ordering_agreement"),
         }
         pair[DROP] = check_preference(pair)
