@@ -107,11 +107,14 @@ def field_range(f: dataclasses.Field) -> Range | None:
     return Range.parse(f.metadata["range"]) if "range" in f.metadata else None
 
 
+NONE_TEXTS = ("", "none", "null")  # what `--set key=...` takes as None for an optional setting
+
+
 def _convert(text: str, annotation: Any, key: str) -> Any:
     origin = typing.get_origin(annotation)
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if origin in (typing.Union, types.UnionType):
-        if text.lower() in ("", "none", "null"):
+        if text.lower() in NONE_TEXTS:
             return None
         return _convert(text, args[0], key)
     if origin in (tuple, list):
@@ -147,15 +150,13 @@ def _set(config: Any, path: list[str], text: str, full_key: str) -> Any:
         raise ConfigError(f"unknown config key {full_key!r}; valid keys: {valid}")
     current = getattr(config, path[0])
     group = optional_group(hints[path[0]])
+    if group is not None and len(path) == 1 and text.lower() in NONE_TEXTS:
+        return dataclasses.replace(config, **{path[0]: None})
     if current is None and group is not None:  # an optional group, off: a key of it turns it on with its defaults
         if len(path) == 1:
-            if text.lower() not in ("", "none", "null"):
-                raise ConfigError(f"{full_key} is a group, off by default; turn it on by setting one of its keys, "
-                                  f"e.g. {full_key}.{dataclasses.fields(group)[0].name}=...")
-            return config
+            raise ConfigError(f"{full_key} is a group, off by default; turn it on by setting one of its keys, "
+                              f"e.g. {full_key}.{dataclasses.fields(group)[0].name}=...")
         current = group()
-    if len(path) == 1 and group is not None and text.lower() in ("", "none", "null"):
-        return dataclasses.replace(config, **{path[0]: None})
     if len(path) > 1:
         if not dataclasses.is_dataclass(current):
             raise ConfigError(f"unknown config key {full_key!r}: {path[0]} has no sub-keys")
