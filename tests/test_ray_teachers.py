@@ -307,3 +307,20 @@ def test_a_teacher_in_batch_mode_stays_on_the_driver(tmp_path, judge_server):
                           tmp_path / "s.log", log=lambda m: None)
         assert engine.takes(stage, Context(run_dir=tmp_path, config=None, clients={"teacher": teacher})) is on_workers
         teacher.close()
+
+
+def test_shards_and_the_read_only_cache_open_under_a_path_with_uri_characters(tmp_path):
+    """A run dir named with `?`, `#`, `%` and a space: a shard is found intact and the run's cache reads back."""
+    from pipelines.teacher.cache import RequestCache
+    from pipelines.teacher.shards import ShardCache, intact
+
+    folder = tmp_path / "run ?#% x"
+    folder.mkdir()
+    cache = RequestCache(folder / "requests.sqlite")
+    cache.put("k", "m", {"messages": []}, {"text": "answer"})
+    cache.close()
+    assert intact(folder / "requests.sqlite")
+    shard = ShardCache(shard_path(folder / "01_stage", 0), folder / "requests.sqlite")
+    assert shard.discarded == 0 and shard.get("k")["text"] == "answer"
+    shard.close()
+    assert intact(shard_path(folder / "01_stage", 0))

@@ -148,9 +148,13 @@ class RequestCache:
         writes; safe to read from many processes, on a shared filesystem too."""
         cache = cls.__new__(cls)
         cache.path = Path(path)
-        cache.db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro&immutable=1", uri=True,
-                                   check_same_thread=False)
+        cache.db = sqlite3.connect(read_only_uri(path, immutable=True), uri=True, check_same_thread=False)
         return cache
 
     def close(self) -> None:
         self.db.close()
+
+
+def read_only_uri(path: Path, immutable: bool = False) -> str:
+    """SQLite's URI for reading `path` only (percent-encoded: a run dir may hold `?`, `#` or `%`)."""
+    return f"{Path(path).resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from pipelines.teacher.cache import RequestCache
+from pipelines.teacher.cache import RequestCache, read_only_uri
 
 COLUMNS = ("key, model, request, text, finish_reason, prompt_tokens, completion_tokens, created, endpoint, extra, "
            "cost")
@@ -31,7 +31,7 @@ def shard_path(stage_dir: Path, k: int) -> Path:
 def intact(path: Path) -> bool:
     """Whether SQLite reads `path` whole (and it holds a responses table)."""
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(read_only_uri(path), uri=True)
         try:
             ok = db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
             return ok and db.execute("SELECT 1 FROM sqlite_master WHERE name = 'responses'").fetchone() is not None
