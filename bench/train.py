@@ -1,11 +1,13 @@
 """Training speed against the machine's bound: tokens/s of `pipelines.train` SFT and DPO, full and LoRA, on
 SmolLM2-135M, beside what this CPU's matmul rate allows.
 
-    python bench/train.py [--steps 10] [--precision fp32,bf16] [--compare-head]
+    python bench/train.py [--steps 10] [--precision fp32,bf16] [--compare-head] [--compare-malloc]
 
 tokens/s: the tokens trained on over the trainer's whole time, building included (tokenizing, and DPO's reference
 log-probs, computed once for every pair before training); loop tokens/s: over the training loop alone.
-`--compare-head` runs every setting with TRL's own fused LM head too, before `pipelines.train.cpu_head`.
+`--compare-head` runs every setting with TRL's own fused LM head too, before `pipelines.train.cpu_head`;
+`--compare-malloc` with glibc's default allocator too, before `pipelines.train.common.reuse_freed_memory` (which
+cannot be undone in a process, so these rows run first).
 
 The bound: torch's fp32 and bf16 matmul rates here (1024x1024, measured first) divided by the FLOPs a trained
 token costs: 6N for a full fine-tune (forward 2N, backward 4N), 4N with LoRA (no weight gradients of the frozen
@@ -54,13 +56,15 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32,bf16", help="fp32, bf16 (autocast) or both")
     parser.add_argument("--compare-head", action="store_true", help="also run every setting with TRL's own LM "
                                                                     "head (the 'before' of pipelines.train.cpu_head)")
+    parser.add_argument("--compare-malloc", action="store_true", help="also run every setting with glibc's default "
+                                                                      "allocator (before reuse_freed_memory)")
     args = parser.parse_args()
     if not set(precisions := [p.strip() for p in args.precision.split(",")]) <= {"fp32", "bf16"}:
         parser.error(f"--precision {args.precision}: fp32, bf16 or both")
     args.precision = [p == "bf16" for p in precisions]
     args.rows = args.rows or math.ceil(args.steps * BATCH / 0.9)  # the ingest recipe keeps 10% for test_prefs
     from pipelines.teacher.weights import checkpoint_dir
-    from pipelines.train import cpu_head
+    from pipelines.train import common, cpu_head
     from pipelines.train.dpo import train_dpo
     from pipelines.train.options import DPOOptions, SFTOptions
     from pipelines.train.sft import train_sft
@@ -72,30 +76,33 @@ def main() -> None:
     export = str(work / "run" / "export")
     from transformers import AutoModelForCausalLM
 
-    install = cpu_head.install
+    install, reuse = cpu_head.install, common.reuse_freed_memory
     params = AutoModelForCausalLM.from_pretrained(checkpoint_dir()).num_parameters()
     rates = {"fp32": matmul_gflops(__import__("torch").float32), "bf16": matmul_gflops(__import__("torch").bfloat16)}
     rows = []
-    for head, command, kind, bf16 in itertools.product(("TRL's", "ours"), ("sft", "dpo"), WEIGHTS, args.precision):
-        if head == "TRL's" and not args.compare_head:
-            continue
+    # (LM head, malloc): what neither speed-up can undo runs first
+    variants = [("TRL's", "default")] * args.compare_head + [("ours", "default")] * args.compare_malloc
+    for (head, malloc), command, kind, bf16 in itertools.product([*variants, ("ours", "reused")], ("sft", "dpo"),
+                                                                 WEIGHTS, args.precision):
         lora = kind != "full"
         options = (SFTOptions if command == "sft" else DPOOptions)(
             export, max_steps=args.steps, batch_size=BATCH, max_length=512, lora=lora, bf16=bf16,
             lora_dropout=WEIGHTS[kind], output_dir=str(work / f"run-{len(rows)}"))
-        # TRL's own LM head runs first, before anything installs ours (it stays installed in this process)
-        cpu_head.install = (lambda: False) if head == "TRL's" else install
+        cpu_head.install = (lambda: False) if head == "TRL's" else install  # ours stays installed once it is
+        common.reuse_freed_memory = (lambda: False) if malloc == "default" else reuse
         metrics = (train_sft if command == "sft" else train_dpo)(options, log=lambda *_: None)
         flops = (4 if lora else 6) * params + (2 * params if command == "dpo" else 0)
         bound = {k: rate * 1e9 / flops for k, rate in rates.items()}
         loop = metrics["tokens"] / metrics["seconds"]
         speed = metrics["tokens"] / (metrics["seconds"] + metrics["prepare_seconds"])
-        rows.append((head, command, kind, "bf16" if bf16 else "fp32", loop, speed, bound["fp32"], bound["bf16"]))
+        rows.append((head, malloc, command, kind, "bf16" if bf16 else "fp32", loop, speed, bound["fp32"],
+                     bound["bf16"]))
     print(f"matmul here: fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s")
-    print("| LM head | train | weights | precision | loop tokens/s | tokens/s | fp32 bound | share | bf16 bound | share |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for head, command, kind, precision, loop, speed, fp32, bf16 in rows:
-        print(f"| {head} | {command} | {kind} | {precision} | {loop:.0f} | {speed:.0f} | {fp32:.0f} | "
+    print("| LM head | malloc | train | weights | precision | loop tokens/s | tokens/s | fp32 bound | share | "
+          "bf16 bound | share |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for head, malloc, command, kind, precision, loop, speed, fp32, bf16 in rows:
+        print(f"| {head} | {malloc} | {command} | {kind} | {precision} | {loop:.0f} | {speed:.0f} | {fp32:.0f} | "
               f"{speed / fp32:.2f} | {bf16:.0f} | {speed / bf16:.2f} |")
 
 if __name__ == "__main__":

@@ -277,3 +277,32 @@ def test_training_out_of_memory_is_one_line_naming_the_settings_to_lower(tmp_pat
     errors = [line[line.index("error:"):] for line in proc.stderr.splitlines() if "error:" in line]
     assert errors == ["error: out of memory training sft at --batch-size 64 and --max-length 1024: lower either "
                       "(--gradient-accumulation keeps the effective batch), or add --lora"]
+
+
+MAPPED_BYTES = """
+import ctypes, sys, torch
+from pipelines.train.common import reuse_freed_memory
+
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+if sys.argv[1] == "reuse":
+    assert reuse_freed_memory()
+before = libc.mallinfo2().hblkhd
+tensor = torch.ones(64 * 2**20)  # 256 MB
+print(libc.mallinfo2().hblkhd - before)
+"""
+
+
+def test_training_keeps_freed_memory_in_the_heap():
+    """`reuse_freed_memory`: a 256 MB activation comes from the heap, not a fresh mmap whose pages fault on first
+    write (glibc's default past 32 MB)."""
+    if not Path("/lib/x86_64-linux-gnu/libc.so.6").exists() and not Path("/usr/lib/libc.so.6").exists():
+        pytest.skip("not glibc")
+    mapped = {mode: int(subprocess.run([sys.executable, "-c", MAPPED_BYTES, mode], capture_output=True, text=True,
+                                       check=True).stdout) for mode in ("default", "reuse")}
+    assert mapped["default"] >= 256 * 2**20
+    assert mapped["reuse"] == 0
