@@ -18,8 +18,10 @@ base), plus 2N per token for DPO's reference forward. N = the model's parameters
 from __future__ import annotations
 
 import argparse
+import atexit
 import itertools
 import math
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,6 +72,7 @@ def main() -> None:
     from pipelines.train.sft import train_sft
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # a saved model is 0.5-1 GB
     subprocess.run([sys.executable, "-m", "pipelines.build", "ingest", "--run-dir", str(work / "run"), "--set",
                     "kind=preference", "--set", f"sources={HH}?max_rows={args.rows}&license=mit"], cwd=ROOT,
                    check=True, capture_output=True)
@@ -91,6 +94,7 @@ def main() -> None:
         cpu_head.install = (lambda: False) if head == "TRL's" else install  # ours stays installed once it is
         common.reuse_freed_memory = (lambda: False) if malloc == "default" else reuse
         metrics = (train_sft if command == "sft" else train_dpo)(options, log=lambda *_: None)
+        shutil.rmtree(options.output_dir)
         flops = (4 if lora else 6) * params + (2 * params if command == "dpo" else 0)
         bound = {k: rate * 1e9 / flops for k, rate in rates.items()}
         loop = metrics["tokens"] / metrics["seconds"]

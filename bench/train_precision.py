@@ -15,6 +15,8 @@ the seed-to-seed spread of fp32 itself.
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,6 +59,7 @@ def main() -> None:
     from pipelines.train.sft import train_sft
 
     work = Path(tempfile.mkdtemp(prefix="bench-precision-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # a saved model is 0.5-1 GB
     sources = f"sources={HH}?max_rows={args.rows}&license=mit"
     subprocess.run([sys.executable, "-m", "pipelines.build", "ingest", "--run-dir", str(work / "run"), "--set",
                     "kind=preference", "--set", sources], cwd=ROOT, check=True, capture_output=True)
@@ -73,6 +76,7 @@ def main() -> None:
                                            output_dir=str(out)), log=lambda *_: None)
             speeds.setdefault(precision, []).append(metrics["tokens_per_second"])
             losses[precision, seed] = held_out_nll(str(out), test)
+            shutil.rmtree(out)
             print(f"{precision} seed {seed}: {time.perf_counter() - start:.0f} s, "
                   f"{metrics['tokens_per_second']:.0f} tokens/s", file=sys.stderr)
     mean = statistics.fmean
