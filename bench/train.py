@@ -50,6 +50,15 @@ def matmul_gflops(dtype, size: int = 1024, seconds: float = 2.0) -> float:
     return 2 * size**3 * done / (time.perf_counter() - start) / 1e9
 
 
+def hh_export(work: Path, rows: int) -> Path:
+    """The first `rows` hh-rlhf pairs read into an export by the ingest recipe (train_sft and train_prefs, and a
+    tenth held out as test_sft and test_prefs); returns the export dir."""
+    subprocess.run([sys.executable, "-m", "pipelines.build", "ingest", "--run-dir", str(work / "run"), "--set",
+                    "kind=preference", "--set", f"sources={HH}?max_rows={rows}&license=mit"], cwd=ROOT, check=True,
+                   capture_output=True)
+    return work / "run" / "export"
+
+
 def train_one(spec: dict) -> dict:
     """One setting, in this process (`--one`): the trainer's metrics, with TRL's head or glibc's default allocator
     where the spec says so."""
@@ -94,9 +103,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     atexit.register(shutil.rmtree, work, ignore_errors=True)  # a saved model is 0.5-1 GB
-    subprocess.run([sys.executable, "-m", "pipelines.build", "ingest", "--run-dir", str(work / "run"), "--set",
-                    "kind=preference", "--set", f"sources={HH}?max_rows={args.rows}&license=mit"], cwd=ROOT,
-                   check=True, capture_output=True)
+    export = hh_export(work, args.rows)
     from transformers import AutoModelForCausalLM
 
     params = AutoModelForCausalLM.from_pretrained(checkpoint_dir()).num_parameters()
@@ -106,7 +113,7 @@ def main() -> None:
     for command, kind, bf16, (head, malloc) in itertools.product(("sft", "dpo"), WEIGHTS, args.precision,
                                                                  [*variants, ("ours", "reused")]):
         spec = {"head": head, "malloc": malloc, "command": command, "kind": kind, "bf16": bf16, "steps": args.steps,
-                "export": str(work / "run" / "export"), "output_dir": str(work / f"run-{len(rows)}")}
+                "export": str(export), "output_dir": str(work / f"run-{len(rows)}")}
         # each setting in a process of its own: neither speed-up can be undone in a process, and no run inherits
         # another's heap
         child = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], cwd=ROOT, check=True,

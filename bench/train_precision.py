@@ -18,7 +18,6 @@ import argparse
 import atexit
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,8 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-HH = ROOT.parent / "shared" / "data" / "real" / "hh_rlhf_harmless_base_test.jsonl.gz"
+from train import hh_export  # noqa: E402
 
 
 def held_out_nll(model_dir: str, conversations: list[list[dict]]) -> list[float]:
@@ -60,10 +60,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-precision-"))
     atexit.register(shutil.rmtree, work, ignore_errors=True)  # a saved model is 0.5-1 GB
-    sources = f"sources={HH}?max_rows={args.rows}&license=mit"
-    subprocess.run([sys.executable, "-m", "pipelines.build", "ingest", "--run-dir", str(work / "run"), "--set",
-                    "kind=preference", "--set", sources], cwd=ROOT, check=True, capture_output=True)
-    export = work / "run" / "export"
+    export = hh_export(work, args.rows)
     test = load_split(find_split(export, "test_sft"), ["messages"])["messages"]
     base = held_out_nll(str(checkpoint_dir()), test)
     losses, speeds = {}, {}
@@ -74,7 +71,7 @@ def main() -> None:
             metrics = train_sft(SFTOptions(str(export), max_steps=args.steps, batch_size=4, max_length=512,
                                            learning_rate=5e-5, bf16=precision == "bf16", seed=seed,
                                            output_dir=str(out)), log=lambda *_: None)
-            speeds.setdefault(precision, []).append(metrics["tokens_per_second"])
+            speeds[precision, seed] = metrics["tokens_per_second"]
             losses[precision, seed] = held_out_nll(str(out), test)
             shutil.rmtree(out)
             print(f"{precision} seed {seed}: {time.perf_counter() - start:.0f} s, "
@@ -87,7 +84,7 @@ def main() -> None:
     for (precision, seed), values in losses.items():
         diff = "{:+.4f} ({:+.4f} to {:+.4f})".format(*paired_ci(values, losses["fp32", seed])) \
             if precision == "bf16" else ""
-        print(f"| {precision} | {seed} | {speeds[precision][seed]:.0f} | {mean(values):.4f} | "
+        print(f"| {precision} | {seed} | {speeds[precision, seed]:.0f} | {mean(values):.4f} | "
               f"{mean(values) - mean(base):+.4f} | {diff} |")
     for precision in ("fp32", "bf16"):
         per_seed = [mean(losses[precision, seed]) for seed in range(args.seeds)]
